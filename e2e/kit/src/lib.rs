@@ -1,0 +1,312 @@
+//! Rust face of the local control plane kit in `e2e/`: integration and e2e
+//! tests start (or reuse) the real API server, get a client, a namespace of
+//! their own, simulated nodes and pods, and leave nothing behind.
+//!
+//! The shell scripts beside this crate do the work (`cluster.sh`, `node.sh`,
+//! `pod.sh`); this crate calls them, so a test and a person at a shell drive
+//! the cluster the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KitError {
+    #[error("{script} {args:?} failed ({status}): {stderr}")]
+    Script {
+        script: &'static str,
+        args: Vec<String>,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("could not run {script}: {source}")]
+    Spawn {
+        script: &'static str,
+        source: std::io::Error,
+    },
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{what} did not happen within {seconds}s")]
+    Timeout { what: String, seconds: u64 },
+    #[error("multus result is not JSON: {0}")]
+    Result(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = KitError> = std::result::Result<T, E>;
+
+/// The repository root (where `e2e/` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where the kit keeps its state; honours `HB_LOCAL` like the scripts do.
+pub fn local_dir() -> PathBuf {
+    std::env::var_os("HB_LOCAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".local"))
+}
+
+pub fn kubeconfig_path() -> PathBuf {
+    local_dir().join("kubeconfig")
+}
+
+/// The CNI bin dir of the simulated nodes: reference plugins, Multus,
+/// whereabouts, and whatever a test installs there.
+pub fn cni_bin_dir() -> PathBuf {
+    local_dir().join("cni").join("bin")
+}
+
+async fn script(name: &'static str, args: &[&str]) -> Result<Output> {
+    let output = Command::new(repo_root().join("e2e").join(name))
+        .args(args)
+        .output()
+        .await
+        .map_err(|source| KitError::Spawn {
+            script: name,
+            source,
+        })?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(KitError::Script {
+            script: name,
+            args: args.iter().map(ToString::to_string).collect(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// One per test binary: the running local control plane and a client for it.
+#[derive(Clone)]
+pub struct Kit {
+    pub client: Client,
+}
+
+impl std::fmt::Debug for Kit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kit")
+            .field("kubeconfig", &kubeconfig_path())
+            .finish()
+    }
+}
+
+static KIT: OnceCell<Kit> = OnceCell::const_new();
+
+/// Starts the local control plane unless it already runs, and connects.
+pub async fn kit() -> Result<&'static Kit> {
+    KIT.get_or_try_init(|| async {
+        script("cluster.sh", &["up"]).await?;
+        Ok(Kit {
+            client: client().await?,
+        })
+    })
+    .await
+}
+
+/// A fresh client for the local control plane (e.g. one per simulated
+/// controller replica).
+pub async fn client() -> Result<Client> {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| KitError::Kubeconfig {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| KitError::Kubeconfig {
+            path,
+            message: e.to_string(),
+        })?;
+    Ok(Client::try_from(config)?)
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call, safe for Kubernetes objects and
+/// short enough for node and link names.
+pub fn unique(prefix: &str) -> String {
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id() % 100_000)
+}
+
+/// Polls `probe` every 100 ms until it yields `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(what: &str, seconds: u64, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KitError::Timeout {
+                what: what.to_owned(),
+                seconds,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace of the test's own, with its `default` service account
+/// present (pods need it). Deleted when dropped, with everything in it;
+/// the simulated pods and nodes made through it are removed first.
+#[derive(Debug)]
+pub struct TestNamespace {
+    pub name: String,
+    pods: std::sync::Mutex<Vec<String>>,
+    nodes: std::sync::Mutex<Vec<String>>,
+}
+
+impl Kit {
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        let name = unique(prefix);
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"hereabouts.dev/test": "true"}}
+        }))?;
+        namespaces.create(&PostParams::default(), &ns).await?;
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        eventually("default service account", 30, || async {
+            accounts.get_opt("default").await.ok().flatten()
+        })
+        .await?;
+        Ok(TestNamespace {
+            name,
+            pods: Default::default(),
+            nodes: Default::default(),
+        })
+    }
+}
+
+/// What Multus printed for an ADD: the CNI result of the pod's default
+/// network, and the pod's attachments as Multus annotated them.
+#[derive(Debug)]
+pub struct Attached {
+    pub result: serde_json::Value,
+}
+
+impl TestNamespace {
+    /// A simulated node (Node object, network namespace, uplink on the
+    /// shared segment), removed with this namespace.
+    pub async fn node(&self, name: &str) -> Result<String> {
+        script("node.sh", &["add", name]).await?;
+        lock(&self.nodes).push(name.to_owned());
+        Ok(name.to_owned())
+    }
+
+    /// Creates a Pod bound to `node` asking for `networks` (the
+    /// `k8s.v1.cni.cncf.io/networks` annotation) and runs Multus ADD for it.
+    pub async fn pod(&self, name: &str, node: &str, networks: &str) -> Result<Attached> {
+        lock(&self.pods).push(name.to_owned());
+        let out = script("pod.sh", &["add", &self.name, name, node, networks]).await?;
+        Ok(Attached {
+            result: serde_json::from_slice(&out.stdout)?,
+        })
+    }
+
+    /// Runs Multus with `command` (ADD, DEL, CHECK) for an existing pod.
+    pub async fn cni(&self, command: &str, pod: &str) -> Result<Output> {
+        script("pod.sh", &["cni", command, &self.name, pod]).await
+    }
+
+    /// DEL through Multus, then the pod's namespace and object go.
+    pub async fn delete_pod(&self, pod: &str) -> Result<()> {
+        script("pod.sh", &["del", &self.name, pod]).await?;
+        lock(&self.pods).retain(|p| p != pod);
+        Ok(())
+    }
+
+    /// The pod disappears the way a crashed node loses it: no DEL is sent.
+    pub async fn vanish_pod(&self, pod: &str) -> Result<()> {
+        script("pod.sh", &["vanish", &self.name, pod]).await?;
+        lock(&self.pods).retain(|p| p != pod);
+        Ok(())
+    }
+
+    /// Runs a command inside the pod's network namespace.
+    pub async fn exec(&self, pod: &str, command: &[&str]) -> Result<Output> {
+        let mut args = vec!["exec", &self.name, pod];
+        args.extend_from_slice(command);
+        script("pod.sh", &args).await
+    }
+
+    /// The IP addresses (with prefix length) on `ifname` inside the pod.
+    pub async fn addresses(&self, pod: &str, ifname: &str) -> Result<Vec<String>> {
+        let out = self.exec(pod, &["ip", "-j", "addr", "show", "dev", ifname]).await?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["scope"] == "global")
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect())
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await: run the scripts synchronously. Cleanup is best
+        // effort; `make cluster-down` removes whatever is left.
+        let e2e = repo_root().join("e2e");
+        for pod in lock(&self.pods).drain(..) {
+            let _ = std::process::Command::new(e2e.join("pod.sh"))
+                .args(["vanish", &self.name, &pod])
+                .output();
+        }
+        for node in lock(&self.nodes).drain(..) {
+            let _ = std::process::Command::new(e2e.join("node.sh"))
+                .args(["remove", &node])
+                .output();
+        }
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// Deletes an object and waits until it is gone.
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str, seconds: u64) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    eventually(&format!("deletion of {name}"), seconds, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await
+}
+
+/// Whether this kernel can make ipvlan links (`e2e/ipvlan.sh`).
+pub async fn ipvlan_available() -> bool {
+    script("ipvlan.sh", &[]).await.is_ok()
+}

@@ -1,0 +1,1 @@
+//! Pure IPAM core (being built).

@@ -1,0 +1,226 @@
+//! Object names, derived exactly as whereabouts derives them so that a
+//! cluster's existing objects are found by name:
+//!
+//! - `IPPool`: `[<network_name>-]<range>`, where the range (Go's
+//!   `IPNet.String()`, e.g. `2001::/116`) has every ':' and '/' replaced by
+//!   '-': `10.0.0.0/8` -> `10.0.0.0-8`, `2001::/116` -> `2001---116`.
+//! - `OverlappingRangeIPReservation`: `[<network_name>-]<address>` with ':'
+//!   replaced by '-', after appending '0' to an address that ends in ':'
+//!   (`2001::` -> `2001--0`); IPv4-mapped IPv6 addresses print as IPv4, as
+//!   Go prints them.
+//!
+//! An empty `network_name` is the unnamed network (no prefix). Names are
+//! checked against Kubernetes' object name rules (DNS-1123 subdomain), which
+//! whereabouts leaves to the API server: a name that would be refused there
+//! (`::1` -> `--1`, an upper-case `network_name`) is refused here, early and
+//! with the reason.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Deref;
+
+use super::cidr::Cidr;
+
+/// Why a name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamingError {
+    #[error("{kind} name {name:?} (from {source_value}) is not a valid Kubernetes object name: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        source_value: String,
+        reason: &'static str,
+    },
+}
+
+impl NamingError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            NamingError::InvalidName { .. } => "invalid_object_name",
+        }
+    }
+}
+
+/// The name of an `IPPool`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolName(String);
+
+/// The name of an `OverlappingRangeIPReservation`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReservationName(String);
+
+macro_rules! name_type {
+    ($t:ty) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl Deref for $t {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(n: $t) -> String {
+                n.0
+            }
+        }
+    };
+}
+
+name_type!(PoolName);
+name_type!(ReservationName);
+
+fn with_network(network_name: Option<&str>, rest: &str) -> String {
+    match network_name {
+        Some(n) if !n.is_empty() => format!("{n}-{rest}"),
+        _ => rest.to_owned(),
+    }
+}
+
+/// whereabouts' `normalizeRange`.
+fn normalize_range(range: &str) -> String {
+    let mut s = range.to_owned();
+    if s.ends_with(':') {
+        s.push('0');
+    }
+    s.replace([':', '/'], "-")
+}
+
+/// The `IPPool` name for `cidr` in the network `network_name`.
+pub fn pool_name(network_name: Option<&str>, cidr: &Cidr) -> Result<PoolName, NamingError> {
+    let name = with_network(network_name, &normalize_range(&cidr.to_string()));
+    check("IPPool", &name, &cidr.to_string())?;
+    Ok(PoolName(name))
+}
+
+/// The `OverlappingRangeIPReservation` name for `ip` in the network
+/// `network_name`.
+pub fn reservation_name(
+    network_name: Option<&str>,
+    ip: IpAddr,
+) -> Result<ReservationName, NamingError> {
+    let mut s = ip.to_canonical().to_string();
+    if s.ends_with(':') {
+        s.push('0');
+    }
+    let name = with_network(network_name, &s.replace(':', "-"));
+    check("OverlappingRangeIPReservation", &name, &ip.to_string())?;
+    Ok(ReservationName(name))
+}
+
+/// Checks a DNS-1123 subdomain: at most 253 characters, dot-separated labels
+/// of lower-case letters, digits and '-', each starting and ending with a
+/// letter or digit.
+pub fn check_object_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        let bytes = label.as_bytes();
+        let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+            return Err("it has an empty part between dots");
+        };
+        if !bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        {
+            return Err("only lower-case letters, digits, '-' and '.' are allowed");
+        }
+        if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+            return Err("each part must start and end with a letter or digit");
+        }
+    }
+    Ok(())
+}
+
+fn check(kind: &'static str, name: &str, source_value: &str) -> Result<(), NamingError> {
+    check_object_name(name).map_err(|reason| NamingError::InvalidName {
+        kind,
+        name: name.to_owned(),
+        source_value: source_value.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().expect("test CIDR")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn pool_names_match_whereabouts() {
+        assert_eq!(pool_name(None, &cidr("10.0.0.0/8")).expect("valid").as_str(), "10.0.0.0-8");
+        assert_eq!(pool_name(Some(""), &cidr("10.0.0.0/8")).expect("valid").as_str(), "10.0.0.0-8");
+        assert_eq!(
+            pool_name(Some("test"), &cidr("10.0.0.0/8")).expect("valid").as_str(),
+            "test-10.0.0.0-8"
+        );
+        assert_eq!(pool_name(None, &cidr("2001::/116")).expect("valid").as_str(), "2001---116");
+        assert_eq!(pool_name(None, &cidr("2001::1/116")).expect("valid").as_str(), "2001---116");
+        assert_eq!(
+            pool_name(None, &cidr("fd00:0:0:10::/64")).expect("valid").as_str(),
+            "fd00-0-0-10---64"
+        );
+        assert_eq!(
+            pool_name(Some("net-a"), &cidr("192.168.2.230/24")).expect("valid").as_str(),
+            "net-a-192.168.2.0-24"
+        );
+    }
+
+    #[test]
+    fn reservation_names_match_whereabouts() {
+        assert_eq!(reservation_name(None, ip("2001::1")).expect("valid").as_str(), "2001--1");
+        assert_eq!(reservation_name(None, ip("2001::")).expect("valid").as_str(), "2001--0");
+        assert_eq!(reservation_name(None, ip("10.0.0.1")).expect("valid").as_str(), "10.0.0.1");
+        assert_eq!(
+            reservation_name(Some("blue"), ip("10.0.0.1")).expect("valid").as_str(),
+            "blue-10.0.0.1"
+        );
+        assert_eq!(reservation_name(None, ip("::ffff:10.0.0.1")).expect("valid").as_str(), "10.0.0.1");
+        assert_eq!(reservation_name(None, ip("fd00::1:0:0:2")).expect("valid").as_str(), "fd00--1-0-0-2");
+    }
+
+    #[test]
+    fn refuses_names_kubernetes_refuses() {
+        let err = reservation_name(None, ip("::1")).expect_err("--1 is not a name");
+        assert_eq!(err.metric_label(), "invalid_object_name");
+        assert!(err.to_string().contains("\"--1\""));
+        assert!(pool_name(Some("Blue"), &cidr("10.0.0.0/8")).is_err());
+        assert!(pool_name(Some("a_b"), &cidr("10.0.0.0/8")).is_err());
+        assert!(pool_name(Some(&"a".repeat(250)), &cidr("10.0.0.0/8")).is_err());
+        assert!(pool_name(None, &cidr("::/64")).is_err());
+    }
+}
