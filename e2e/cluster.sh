@@ -16,6 +16,7 @@ ensure_deps() {
   command -v ip >/dev/null || missing+=(iproute2)
   command -v curl >/dev/null || missing+=(curl)
   command -v jq >/dev/null || missing+=(jq)
+  command -v ping >/dev/null || missing+=(iputils-ping)
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -158,7 +159,7 @@ up() {
     --service-account-private-key-file "$HB_PKI/sa.key" --root-ca-file "$HB_PKI/ca.crt" \
     --kube-api-qps 500 --kube-api-burst 1000 --concurrent-gc-syncs 20 --v=0
   wait_for "kube-controller-manager (default service account)" 60 \
-    kubectl --kubeconfig "$HB_KUBECONFIG" get serviceaccount default -n default -o name
+    kubectl --kubeconfig "$HB_KUBECONFIG" get serviceaccount default -n default -o name >/dev/null 2>&1
   kubectl --kubeconfig "$HB_KUBECONFIG" apply -f "$HB_ROOT/e2e/manifests/network-attachment-definition-crd.yaml" >/dev/null
   say "ready in $((SECONDS - began))s: https://127.0.0.1:$HB_API_PORT"
   say "kubeconfig: $HB_KUBECONFIG   (export KUBECONFIG=$HB_KUBECONFIG)"

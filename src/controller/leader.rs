@@ -1,0 +1,251 @@
+//! Leader election on a `coordination.k8s.io` Lease.
+//!
+//! Every replica runs [`run`]; exactly one holds the Lease and may write.
+//! [`Leadership::is_leader`] is the fence every write path checks right
+//! before it sends: it turns false as soon as the last successful renewal is
+//! older than the renew deadline, which is shorter than the lease duration,
+//! so a replica that cannot renew stops writing before anyone else may
+//! take over. Pool writes additionally carry the resourceVersion they were
+//! computed from, so even a write already in flight cannot commit over a
+//! newer leader's.
+//!
+//! The Lease record follows client-go's conventions (holderIdentity,
+//! leaseDurationSeconds, acquireTime, renewTime, leaseTransitions), so
+//! `kubectl get lease` reads as usual. Expiry is judged by the local clock
+//! from the moment this replica last saw the record change, never by
+//! comparing clocks across machines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("lease {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    /// How long a holder's claim lasts without renewal.
+    pub lease_duration: Duration,
+    /// A holder that has not renewed for this long stops acting as leader.
+    pub renew_deadline: Duration,
+    /// How often holders renew and candidates retry.
+    pub retry_period: Duration,
+}
+
+/// A cheap, cloneable view of this replica's leadership.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    /// `Some(instant)`: leader, and the last renewal succeeded at `instant`.
+    state: watch::Receiver<Option<Instant>>,
+    renew_deadline: Duration,
+}
+
+impl Leadership {
+    /// True while this replica holds the Lease with a fresh renewal.
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.state.borrow(), Some(renewed) if renewed.elapsed() < self.renew_deadline)
+    }
+
+    /// Resolves when leadership may have changed.
+    pub async fn changed(&mut self) {
+        // An error means the election task ended; callers then see
+        // `is_leader() == false` forever, which is the safe answer.
+        if self.state.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// A Leadership that is always leader, for single-replica tools and
+    /// tests of the reconcilers themselves.
+    pub fn always() -> Self {
+        let (tx, rx) = watch::channel(Some(Instant::now()));
+        // Keep the sender alive so `changed` never errors; refresh it from
+        // a task would be overkill: a huge deadline makes it never stale.
+        std::mem::forget(tx);
+        Self {
+            state: rx,
+            renew_deadline: Duration::from_secs(u64::from(u32::MAX)),
+        }
+    }
+}
+
+/// The running election: a [`Leadership`] view plus the handle that
+/// releases the Lease on graceful shutdown.
+#[derive(Debug)]
+pub struct Election {
+    leadership: Leadership,
+    tx: Arc<watch::Sender<Option<Instant>>>,
+    api: Api<Lease>,
+    config: LeaseConfig,
+}
+
+impl Election {
+    pub fn new(client: Client, config: LeaseConfig) -> Self {
+        let (tx, rx) = watch::channel(None);
+        Self {
+            leadership: Leadership {
+                state: rx,
+                renew_deadline: config.renew_deadline,
+            },
+            tx: Arc::new(tx),
+            api: Api::namespaced(client, &config.namespace),
+            config,
+        }
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
+    /// Acquires and renews the Lease until cancelled (drop the future) or
+    /// an unrecoverable error. Transient API errors are retried: they only
+    /// cost leadership once the renew deadline passes.
+    pub async fn run(&self) -> Result<(), Error> {
+        let mut observed: Option<(String, Instant)> = None;
+        loop {
+            match self.try_acquire_or_renew(&mut observed).await {
+                Ok(true) => {
+                    if self.tx.borrow().is_none() {
+                        tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
+                    }
+                    self.tx.send_replace(Some(Instant::now()));
+                }
+                Ok(false) => {
+                    if self.tx.borrow().is_some() {
+                        tracing::warn!(identity = %self.config.identity, "lost the lease to another replica");
+                    }
+                    self.tx.send_replace(None);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    let stale = self
+                        .tx
+                        .borrow()
+                        .is_some_and(|at| at.elapsed() >= self.config.renew_deadline);
+                    if stale {
+                        tracing::error!("renew deadline passed: stepping down");
+                        self.tx.send_replace(None);
+                    }
+                }
+            }
+            tokio::time::sleep(self.config.retry_period).await;
+        }
+    }
+
+    /// Gives the Lease up so a standby takes over at once (rolling updates).
+    pub async fn release(&self) {
+        if self.tx.borrow().is_none() {
+            return;
+        }
+        self.tx.send_replace(None);
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now());
+        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!("released the lease"),
+            Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+        }
+    }
+
+    /// One round: `Ok(true)` when we hold the Lease afterwards.
+    async fn try_acquire_or_renew(
+        &self,
+        observed: &mut Option<(String, Instant)>,
+    ) -> Result<bool, Error> {
+        let name = &self.config.name;
+        let api_error = |source| Error::Api {
+            name: name.clone(),
+            source,
+        };
+        let Some(mut lease) = self.api.get_opt(name).await.map_err(api_error)? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(now(), 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(api_error(e)),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let me = self.config.identity.as_str();
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        // Expiry by the local clock: when did this record last change?
+        let changed_at = match observed {
+            Some((seen, at)) if *seen == version => *at,
+            _ => {
+                *observed = Some((version, Instant::now()));
+                Instant::now()
+            }
+        };
+        let duration = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+        );
+        let expired = holder.is_empty() || changed_at.elapsed() >= duration;
+        if holder != me && !expired {
+            return Ok(false);
+        }
+        let (acquired, transitions) = if holder == me {
+            (
+                spec.acquire_time.unwrap_or_else(now),
+                spec.lease_transitions.unwrap_or(0),
+            )
+        } else {
+            tracing::info!(previous = %holder, "taking over an expired or released lease");
+            (now(), spec.lease_transitions.unwrap_or(0).saturating_add(1))
+        };
+        lease.spec = Some(self.spec(acquired, transitions));
+        // `replace` carries metadata.resourceVersion: if anyone else wrote
+        // the Lease since our read, this fails with 409 and we are not leader.
+        match self.api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    fn spec(&self, acquired: MicroTime, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.config.identity.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
+            acquire_time: Some(acquired),
+            renew_time: Some(now()),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+}
+
+fn now() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
