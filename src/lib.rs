@@ -2,13 +2,17 @@
 //! of Kubernetes pods.
 //!
 //! Data flow: a NetworkAttachmentDefinition names hereabouts (or whereabouts)
-//! as its IPAM. The node-side CNI plugin turns each ADD into one request
-//! object per (pod, interface, network); the leader-elected controller
+//! as its IPAM. The node-side CNI plugin turns each ADD into one [`crd::IPClaim`]
+//! per (pod, interface, network); the leader-elected [`controller`]
 //! allocates from its cached `IPPool`s, commits with a compare-and-swap on
-//! the pool, and only then publishes the address to the request's status.
-//! DEL deletes the request; a garbage collector returns what nobody deletes.
+//! the pool, and only then publishes the address to the claim's status.
+//! DEL deletes the claim; a garbage collector returns what nobody deletes.
 //!
 //! [`ipam`] is the pure core: configuration, range arithmetic, naming and the
 //! allocator. Nothing in it touches the network or the Kubernetes API.
 
+pub mod controller;
+pub mod crd;
+pub mod http;
 pub mod ipam;
+pub mod telemetry;

@@ -21,7 +21,8 @@ fn nad_resource() -> ApiResource {
 }
 
 async fn create_nad(kit: &Kit, ns: &TestNamespace, name: &str, config: serde_json::Value) {
-    let api: Api<DynamicObject> = Api::namespaced_with(kit.client.clone(), &ns.name, &nad_resource());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(kit.client.clone(), &ns.name, &nad_resource());
     let nad: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "k8s.cni.cncf.io/v1",
         "kind": "NetworkAttachmentDefinition",
@@ -29,7 +30,9 @@ async fn create_nad(kit: &Kit, ns: &TestNamespace, name: &str, config: serde_jso
         "spec": {"config": config.to_string()},
     }))
     .expect("NAD object");
-    api.create(&PostParams::default(), &nad).await.expect("create NAD");
+    api.create(&PostParams::default(), &nad)
+        .await
+        .expect("create NAD");
 }
 
 #[tokio::test]
@@ -50,7 +53,9 @@ async fn a_custom_resource_is_served_and_watched() {
         }
     }))
     .expect("CRD object");
-    crds.create(&PostParams::default(), &crd).await.expect("create CRD");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
     let established = hereabouts_kit::eventually("CRD established", 30, || async {
         let crd = crds.get(&format!("widgets.{group}")).await.ok()?;
         let conditions = crd.status?.conditions?;
@@ -84,10 +89,10 @@ async fn a_custom_resource_is_served_and_watched() {
     };
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = events.next().await {
-            if let Ok(Event::Apply(obj) | Event::InitApply(obj)) = event {
-                if obj.metadata.name.as_deref() == Some("w1") {
-                    return obj;
-                }
+            if let Ok(Event::Apply(obj) | Event::InitApply(obj)) = event
+                && obj.metadata.name.as_deref() == Some("w1")
+            {
+                return obj;
             }
         }
         panic!("watch ended before the widget appeared");
@@ -111,7 +116,10 @@ async fn a_lease_is_stored() {
         "spec": {"holderIdentity": "smoke-test", "leaseDurationSeconds": 15}
     }))
     .expect("lease");
-    leases.create(&PostParams::default(), &lease).await.expect("create lease");
+    leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create lease");
     let stored = leases.get("smoke").await.expect("get lease");
     let spec = stored.spec.expect("lease spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("smoke-test"));
@@ -140,7 +148,10 @@ async fn a_pod_gets_a_macvlan_address_through_multus() {
         .await
         .expect("Multus ADD succeeds");
 
-    let addresses = ns.addresses("p1", "net1").await.expect("ip addr in the pod");
+    let addresses = ns
+        .addresses("p1", "net1")
+        .await
+        .expect("ip addr in the pod");
     assert_eq!(addresses, vec!["192.0.2.10/24".to_owned()]);
     let kind = ns
         .exec("p1", &["ip", "-d", "-j", "link", "show", "dev", "net1"])

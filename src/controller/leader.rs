@@ -15,13 +15,13 @@
 //! from the moment this replica last saw the record change, never by
 //! comparing clocks across machines.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -51,36 +51,30 @@ pub struct LeaseConfig {
 /// A cheap, cloneable view of this replica's leadership.
 #[derive(Clone, Debug)]
 pub struct Leadership {
-    /// `Some(instant)`: leader, and the last renewal succeeded at `instant`.
-    state: watch::Receiver<Option<Instant>>,
+    /// Flips on transitions only, so watchers are not woken per renewal.
+    leading: watch::Receiver<bool>,
+    /// When the last renewal succeeded.
+    renewed: Arc<Mutex<Option<Instant>>>,
     renew_deadline: Duration,
 }
 
 impl Leadership {
     /// True while this replica holds the Lease with a fresh renewal.
     pub fn is_leader(&self) -> bool {
-        matches!(*self.state.borrow(), Some(renewed) if renewed.elapsed() < self.renew_deadline)
+        *self.leading.borrow()
+            && self
+                .renewed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|at| at.elapsed() < self.renew_deadline)
     }
 
-    /// Resolves when leadership may have changed.
+    /// Resolves when this replica gains or loses leadership.
     pub async fn changed(&mut self) {
         // An error means the election task ended; callers then see
         // `is_leader() == false` forever, which is the safe answer.
-        if self.state.changed().await.is_err() {
+        if self.leading.changed().await.is_err() {
             std::future::pending::<()>().await;
-        }
-    }
-
-    /// A Leadership that is always leader, for single-replica tools and
-    /// tests of the reconcilers themselves.
-    pub fn always() -> Self {
-        let (tx, rx) = watch::channel(Some(Instant::now()));
-        // Keep the sender alive so `changed` never errors; refresh it from
-        // a task would be overkill: a huge deadline makes it never stale.
-        std::mem::forget(tx);
-        Self {
-            state: rx,
-            renew_deadline: Duration::from_secs(u64::from(u32::MAX)),
         }
     }
 }
@@ -90,23 +84,38 @@ impl Leadership {
 #[derive(Debug)]
 pub struct Election {
     leadership: Leadership,
-    tx: Arc<watch::Sender<Option<Instant>>>,
+    leading: watch::Sender<bool>,
     api: Api<Lease>,
     config: LeaseConfig,
 }
 
 impl Election {
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        let (tx, rx) = watch::channel(None);
+        let (leading, rx) = watch::channel(false);
         Self {
             leadership: Leadership {
-                state: rx,
+                leading: rx,
+                renewed: Arc::default(),
                 renew_deadline: config.renew_deadline,
             },
-            tx: Arc::new(tx),
+            leading,
             api: Api::namespaced(client, &config.namespace),
             config,
         }
+    }
+
+    fn set_leading(&self, leading: bool) {
+        let renewed = &self.leadership.renewed;
+        *renewed.lock().unwrap_or_else(PoisonError::into_inner) = leading.then(Instant::now);
+        self.leading.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
+            changed
+        });
+    }
+
+    fn is_leading(&self) -> bool {
+        *self.leading.borrow()
     }
 
     pub fn leadership(&self) -> Leadership {
@@ -121,26 +130,22 @@ impl Election {
         loop {
             match self.try_acquire_or_renew(&mut observed).await {
                 Ok(true) => {
-                    if self.tx.borrow().is_none() {
+                    if !self.is_leading() {
                         tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
                     }
-                    self.tx.send_replace(Some(Instant::now()));
+                    self.set_leading(true);
                 }
                 Ok(false) => {
-                    if self.tx.borrow().is_some() {
+                    if self.is_leading() {
                         tracing::warn!(identity = %self.config.identity, "lost the lease to another replica");
                     }
-                    self.tx.send_replace(None);
+                    self.set_leading(false);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lease renewal failed");
-                    let stale = self
-                        .tx
-                        .borrow()
-                        .is_some_and(|at| at.elapsed() >= self.config.renew_deadline);
-                    if stale {
+                    if self.is_leading() && !self.leadership.is_leader() {
                         tracing::error!("renew deadline passed: stepping down");
-                        self.tx.send_replace(None);
+                        self.set_leading(false);
                     }
                 }
             }
@@ -150,10 +155,10 @@ impl Election {
 
     /// Gives the Lease up so a standby takes over at once (rolling updates).
     pub async fn release(&self) {
-        if self.tx.borrow().is_none() {
+        if !self.is_leading() {
             return;
         }
-        self.tx.send_replace(None);
+        self.set_leading(false);
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };
@@ -164,9 +169,15 @@ impl Election {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now());
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => tracing::info!("released the lease"),
-            Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the lease; it expires by itself")
+            }
         }
     }
 

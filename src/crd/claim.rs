@@ -93,6 +93,9 @@ pub struct IPClaimStatus {
     /// (e.g. `Exhausted`, `StaticAddressTaken`, `InvalidRange`) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The spec generation this status answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -138,7 +138,9 @@ pub enum LoadIssue {
     OutsideCidr { offset: u128, cidr: String },
     #[error("allocation at offset {offset} appears twice; the later entry was dropped")]
     DuplicateOffset { offset: u128 },
-    #[error("{ip} (offset {offset}) is held by {pod_ref} but {reason}; kept, never handed out again")]
+    #[error(
+        "{ip} (offset {offset}) is held by {pod_ref} but {reason}; kept, never handed out again"
+    )]
     NotUsable {
         offset: u128,
         ip: IpAddr,
@@ -280,8 +282,8 @@ impl Pool {
                 issues.push(LoadIssue::DuplicateOwner {
                     offset,
                     kept,
-                    pod_ref: owner.0,
-                    ifname: owner.1,
+                    pod_ref: owner.0.clone(),
+                    ifname: owner.1.clone(),
                 });
                 pool.doubled_owners.entry(owner).or_default().insert(offset);
                 pool.insert_unindexed_owner(offset, allocation);
@@ -356,9 +358,7 @@ impl Pool {
 
     /// Allocations in ascending offset order.
     pub fn iter(&self) -> impl Iterator<Item = (u128, IpAddr, &Allocation)> + '_ {
-        self.allocations
-            .iter()
-            .map(|(&o, a)| (o, self.ip(o), a))
+        self.allocations.iter().map(|(&o, a)| (o, self.ip(o), a))
     }
 
     /// Allocations as `IPPool.spec.allocations` entries.
@@ -420,11 +420,18 @@ impl Pool {
 
     /// Hands `owner` exactly `ip`, or fails: the address must be usable and
     /// free, and the owner must not hold another address in this pool.
-    pub fn allocate_static(&mut self, ip: IpAddr, owner: Allocation) -> Result<Assigned, AllocError> {
-        let offset = self.range.offset_of(ip).ok_or_else(|| AllocError::OutsideRange {
-            ip,
-            cidr: self.range.cidr().to_string(),
-        })?;
+    pub fn allocate_static(
+        &mut self,
+        ip: IpAddr,
+        owner: Allocation,
+    ) -> Result<Assigned, AllocError> {
+        let offset = self
+            .range
+            .offset_of(ip)
+            .ok_or_else(|| AllocError::OutsideRange {
+                ip,
+                cidr: self.range.cidr().to_string(),
+            })?;
         if let Some(existing) = self.existing(&owner) {
             if existing.offset == offset {
                 return Ok(existing);
@@ -559,7 +566,9 @@ impl Pool {
 
     fn ip(&self, offset: u128) -> IpAddr {
         // Offsets in the pool are always inside the CIDR.
-        self.range.ip_at(offset).unwrap_or(self.range.cidr().network())
+        self.range
+            .ip_at(offset)
+            .unwrap_or(self.range.cidr().network())
     }
 
     fn assigned(&self, offset: u128, outcome: Outcome) -> Assigned {
@@ -584,11 +593,8 @@ impl Pool {
         let old = std::mem::replace(&mut held.container_id, owner.container_id.clone());
         self.by_container
             .remove(&(old, owner.ifname.clone(), offset));
-        self.by_container.insert((
-            owner.container_id.clone(),
-            owner.ifname.clone(),
-            offset,
-        ));
+        self.by_container
+            .insert((owner.container_id.clone(), owner.ifname.clone(), offset));
         Some(self.assigned(offset, Outcome::ContainerIdUpdated))
     }
 
@@ -650,28 +656,62 @@ mod tests {
 
     #[test]
     fn whereabouts_vectors() {
-        assert_eq!(first(range("192.168.1.0/24", None, None, &[])), ip("192.168.1.1"));
         assert_eq!(
-            first(range("192.168.1.0/24", None, None, &["192.168.1.0/28", "192.168.1.16/28"])),
+            first(range("192.168.1.0/24", None, None, &[])),
+            ip("192.168.1.1")
+        );
+        assert_eq!(
+            first(range(
+                "192.168.1.0/24",
+                None,
+                None,
+                &["192.168.1.0/28", "192.168.1.16/28"]
+            )),
             ip("192.168.1.32")
         );
         assert_eq!(
-            first(range("2001::1/116", None, None, &["2001::0/128", "2001::1/128", "2001::2/128"])),
+            first(range(
+                "2001::1/116",
+                None,
+                None,
+                &["2001::0/128", "2001::1/128", "2001::2/128"]
+            )),
             ip("2001::3")
         );
-        assert_eq!(first(range("caa5::0/112", None, None, &["caa5::0/113"])), ip("caa5::8000"));
-        assert_eq!(first(range("2001:db8::/30", None, None, &["2001:db8::/32"])), ip("2001:db9::"));
+        assert_eq!(
+            first(range("caa5::0/112", None, None, &["caa5::0/113"])),
+            ip("caa5::8000")
+        );
+        assert_eq!(
+            first(range("2001:db8::/30", None, None, &["2001:db8::/32"])),
+            ip("2001:db9::")
+        );
         assert_eq!(first(range("caa5::0/112", None, None, &[])), ip("caa5::1"));
         assert_eq!(first(range("::1/126", None, None, &[])), ip("::1"));
-        assert_eq!(first(range("100::2:1/126", None, None, &[])), ip("100::2:1"));
-        assert_eq!(first(range("192.168.0.0/29", None, None, &["192.168.0.0/30"])), ip("192.168.0.4"));
-        assert_eq!(first(range("192.168.0.0/29", None, None, &["192.168.0.1"])), ip("192.168.0.2"));
+        assert_eq!(
+            first(range("100::2:1/126", None, None, &[])),
+            ip("100::2:1")
+        );
+        assert_eq!(
+            first(range("192.168.0.0/29", None, None, &["192.168.0.0/30"])),
+            ip("192.168.0.4")
+        );
+        assert_eq!(
+            first(range("192.168.0.0/29", None, None, &["192.168.0.1"])),
+            ip("192.168.0.2")
+        );
         assert_eq!(
             first(range(
                 "192.168.0.0/28",
                 None,
                 None,
-                &["192.168.0.0/30", "192.168.0.14/31", "192.168.0.4/30", "192.168.0.6/31", "192.168.0.8/31"]
+                &[
+                    "192.168.0.0/30",
+                    "192.168.0.14/31",
+                    "192.168.0.4/30",
+                    "192.168.0.6/31",
+                    "192.168.0.8/31"
+                ]
             )),
             ip("192.168.0.10")
         );
@@ -679,7 +719,12 @@ mod tests {
 
     #[test]
     fn range_start_end_then_exhaustion() {
-        let mut p = Pool::new(range("192.168.1.0/24", Some("192.168.1.5"), Some("192.168.1.12"), &[]));
+        let mut p = Pool::new(range(
+            "192.168.1.0/24",
+            Some("192.168.1.5"),
+            Some("192.168.1.12"),
+            &[],
+        ));
         for i in 0..8 {
             let a = p.allocate(pod(i)).expect("allocates");
             assert_eq!(a.ip, ip(&format!("192.168.1.{}", 5 + i)));
@@ -697,7 +742,10 @@ mod tests {
         let existing = (4..=6).map(|o| (o, pod(o as usize)));
         let (mut p, issues) = Pool::from_allocations(r, existing);
         assert!(issues.is_empty());
-        assert!(matches!(p.allocate(pod(9)), Err(AllocError::Exhausted { .. })));
+        assert!(matches!(
+            p.allocate(pod(9)),
+            Err(AllocError::Exhausted { .. })
+        ));
     }
 
     #[test]
@@ -735,18 +783,46 @@ mod tests {
 
     #[test]
     fn static_requests() {
-        let mut p = Pool::new(range("10.0.0.0/24", None, Some("10.0.0.100"), &["10.0.0.50"]));
+        let mut p = Pool::new(range(
+            "10.0.0.0/24",
+            None,
+            Some("10.0.0.100"),
+            &["10.0.0.50"],
+        ));
         let a = p.allocate_static(ip("10.0.0.7"), pod(1)).expect("free");
         assert_eq!(a.ip, ip("10.0.0.7"));
-        assert_eq!(p.allocate_static(ip("10.0.0.7"), pod(1)).expect("idempotent").outcome, Outcome::Existing);
+        assert_eq!(
+            p.allocate_static(ip("10.0.0.7"), pod(1))
+                .expect("idempotent")
+                .outcome,
+            Outcome::Existing
+        );
         let label = |r: Result<Assigned, AllocError>| r.expect_err("refused").metric_label();
         assert_eq!(label(p.allocate_static(ip("10.0.0.7"), pod(2))), "taken");
-        assert_eq!(label(p.allocate_static(ip("10.0.0.8"), pod(1))), "owner_holds_other");
-        assert_eq!(label(p.allocate_static(ip("10.0.0.50"), pod(2))), "not_allocatable");
-        assert_eq!(label(p.allocate_static(ip("10.0.0.0"), pod(2))), "not_allocatable");
-        assert_eq!(label(p.allocate_static(ip("10.0.0.255"), pod(2))), "not_allocatable");
-        assert_eq!(label(p.allocate_static(ip("10.0.0.101"), pod(2))), "not_allocatable");
-        assert_eq!(label(p.allocate_static(ip("10.0.1.1"), pod(2))), "outside_range");
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.0.8"), pod(1))),
+            "owner_holds_other"
+        );
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.0.50"), pod(2))),
+            "not_allocatable"
+        );
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.0.0"), pod(2))),
+            "not_allocatable"
+        );
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.0.255"), pod(2))),
+            "not_allocatable"
+        );
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.0.101"), pod(2))),
+            "not_allocatable"
+        );
+        assert_eq!(
+            label(p.allocate_static(ip("10.0.1.1"), pod(2))),
+            "outside_range"
+        );
         assert_eq!(label(p.allocate_static(ip("::1"), pod(2))), "outside_range");
         // Dynamic allocation goes around the static one.
         for i in 10..16 {
@@ -766,13 +842,17 @@ mod tests {
             .expect("allocates");
         assert_eq!(a.ip, ip("10.0.0.4"));
         assert_eq!(
-            p.allocate_static(ip("10.0.0.1"), pod(3)).expect_err("reserved").metric_label(),
+            p.allocate_static(ip("10.0.0.1"), pod(3))
+                .expect_err("reserved")
+                .metric_label(),
             "reserved_elsewhere"
         );
         assert_eq!(p.free_count(), 254 - 3);
         assert!(p.unmark_foreign(ip("10.0.0.1")));
         assert_eq!(p.allocate(pod(3)).expect("allocates").ip, ip("10.0.0.1"));
-        let err = p.allocate_avoiding(pod(4), |_| true).expect_err("all reserved");
+        let err = p
+            .allocate_avoiding(pod(4), |_| true)
+            .expect_err("all reserved");
         assert_eq!(err.metric_label(), "exhausted");
     }
 
@@ -785,10 +865,13 @@ mod tests {
         let top = ip("fd00::ffff:ffff:ffff:fffe");
         let b = p.allocate_static(top, pod(2)).expect("allocates");
         assert_eq!(b.offset, u128::from(u64::MAX) - 1);
-        assert_eq!(p.keyed().map(|(k, _)| k).collect::<Vec<_>>(), vec![
-            "9223372036854775808".to_owned(),
-            "18446744073709551614".to_owned()
-        ]);
+        assert_eq!(
+            p.keyed().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec![
+                "9223372036854775808".to_owned(),
+                "18446744073709551614".to_owned()
+            ]
+        );
         assert!(p.index_runs() <= 4);
         let mut wide = Pool::new(range("::/0", None, None, &[]));
         assert_eq!(wide.allocate(pod(1)).expect("allocates").ip, ip("::1"));
@@ -801,22 +884,35 @@ mod tests {
     fn loading_reports_and_keeps_what_pods_hold() {
         let r = range("10.0.0.0/24", Some("10.0.0.10"), None, &["10.0.0.20/30"]);
         let entries = vec![
-            ("1".to_owned(), pod(1)),                  // below range_start: kept
-            ("21".to_owned(), pod(2)),                 // excluded: kept
-            ("11".to_owned(), pod(3)),                 // fine
-            ("12".to_owned(), Allocation::new("c9", "default/pod-3", "net1")), // same owner
-            ("x".to_owned(), pod(4)),                  // bad key
-            ("256".to_owned(), pod(5)),                // outside the /24
-            ("-1".to_owned(), pod(6)),                 // bad key
+            ("1".to_owned(), pod(1)),  // below range_start: kept
+            ("21".to_owned(), pod(2)), // excluded: kept
+            ("11".to_owned(), pod(3)), // fine
+            (
+                "12".to_owned(),
+                Allocation::new("c9", "default/pod-3", "net1"),
+            ), // same owner
+            ("x".to_owned(), pod(4)),  // bad key
+            ("256".to_owned(), pod(5)), // outside the /24
+            ("-1".to_owned(), pod(6)), // bad key
         ];
         let (mut p, issues) = Pool::from_keyed(r, entries);
         let labels: Vec<_> = issues.iter().map(LoadIssue::metric_label).collect();
         assert_eq!(
             labels,
-            vec!["invalid_key", "invalid_key", "not_usable", "duplicate_owner", "not_usable", "outside_cidr"]
+            vec![
+                "invalid_key",
+                "invalid_key",
+                "not_usable",
+                "duplicate_owner",
+                "not_usable",
+                "outside_cidr"
+            ]
         );
         assert_eq!(p.len(), 4);
-        assert_eq!(p.find_owner("default/pod-3", "net1").map(|(o, _)| o), Some(11));
+        assert_eq!(
+            p.find_owner("default/pod-3", "net1").map(|(o, _)| o),
+            Some(11)
+        );
         assert_eq!(p.allocate(pod(7)).expect("allocates").ip, ip("10.0.0.10"));
         assert_eq!(p.allocate(pod(8)).expect("allocates").ip, ip("10.0.0.13"));
         // Releasing a kept out-of-range entry does not make it allocatable.
@@ -824,7 +920,10 @@ mod tests {
         assert_eq!(p.allocate(pod(10)).expect("allocates").ip, ip("10.0.0.14"));
         // When the indexed entry of a doubled owner goes, the other takes over.
         p.release_offset(11).expect("held");
-        assert_eq!(p.find_owner("default/pod-3", "net1").map(|(o, _)| o), Some(12));
+        assert_eq!(
+            p.find_owner("default/pod-3", "net1").map(|(o, _)| o),
+            Some(12)
+        );
     }
 
     #[test]
@@ -834,7 +933,8 @@ mod tests {
             serde_json::to_string(&a).expect("serialises"),
             r#"{"id":"abc","podref":"ns/pod","ifname":"net1"}"#
         );
-        let b: Allocation = serde_json::from_str(r#"{"id":"abc","podref":"ns/pod"}"#).expect("parses");
+        let b: Allocation =
+            serde_json::from_str(r#"{"id":"abc","podref":"ns/pod"}"#).expect("parses");
         assert_eq!(b.ifname, "");
     }
 }

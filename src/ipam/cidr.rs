@@ -76,7 +76,10 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
             return None;
         }
         let v4 = parse_v4_sloppy(tail)?;
-        format!("{head}:{v4}").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        format!("{head}:{v4}")
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6)
     } else {
         parse_v4_sloppy(s).map(IpAddr::V4)
     }
@@ -86,9 +89,7 @@ fn parse_v4_sloppy(s: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut parts = s.split('.');
     for octet in &mut octets {
-        *octet = parse_small_decimal(parts.next()?, 255)?
-            .try_into()
-            .ok()?;
+        *octet = parse_small_decimal(parts.next()?, 255)?.try_into().ok()?;
     }
     if parts.next().is_some() {
         return None;
@@ -125,9 +126,7 @@ pub enum CidrError {
         prefix: String,
         max: u8,
     },
-    #[error(
-        "{value:?} is an IPv4-mapped IPv6 range; write it as the IPv4 range it stands for"
-    )]
+    #[error("{value:?} is an IPv4-mapped IPv6 range; write it as the IPv4 range it stands for")]
     Ipv4Mapped { value: String },
 }
 
@@ -201,7 +200,9 @@ impl Cidr {
                 max,
             })?;
         let cidr = Cidr::new(ip, prefix_len).map_err(|e| match e {
-            CidrError::Ipv4Mapped { .. } => CidrError::Ipv4Mapped { value: s.to_owned() },
+            CidrError::Ipv4Mapped { .. } => CidrError::Ipv4Mapped {
+                value: s.to_owned(),
+            },
             other => other,
         })?;
         Ok((ip, cidr))
@@ -338,11 +339,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_cidrs() {
-        assert!(matches!("10.0.0.0".parse::<Cidr>(), Err(CidrError::MissingPrefix { .. })));
-        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::InvalidPrefix { .. })));
-        assert!(matches!("10.0.0.0/".parse::<Cidr>(), Err(CidrError::InvalidPrefix { .. })));
-        assert!(matches!("10.0.0/8".parse::<Cidr>(), Err(CidrError::InvalidAddress { .. })));
-        assert!(matches!("::/129".parse::<Cidr>(), Err(CidrError::InvalidPrefix { .. })));
+        assert!(matches!(
+            "10.0.0.0".parse::<Cidr>(),
+            Err(CidrError::MissingPrefix { .. })
+        ));
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::InvalidPrefix { .. })
+        ));
+        assert!(matches!(
+            "10.0.0.0/".parse::<Cidr>(),
+            Err(CidrError::InvalidPrefix { .. })
+        ));
+        assert!(matches!(
+            "10.0.0/8".parse::<Cidr>(),
+            Err(CidrError::InvalidAddress { .. })
+        ));
+        assert!(matches!(
+            "::/129".parse::<Cidr>(),
+            Err(CidrError::InvalidPrefix { .. })
+        ));
         assert!(matches!(
             "::ffff:10.0.0.0/104".parse::<Cidr>(),
             Err(CidrError::Ipv4Mapped { .. })
@@ -353,7 +369,10 @@ mod tests {
     fn offsets_cover_the_whole_ipv6_space() {
         let c: Cidr = "::/0".parse().expect("valid");
         assert_eq!(c.last_offset(), u128::MAX);
-        assert_eq!(c.ip_at(u128::MAX), Some(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert_eq!(
+            c.ip_at(u128::MAX),
+            Some(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))
+        );
         let c: Cidr = "fd00::/64".parse().expect("valid");
         let far = (1u128 << 63) + 5;
         let addr = c.ip_at(far).expect("inside");
@@ -366,7 +385,10 @@ mod tests {
     #[test]
     fn serde_round_trip() {
         let c: Cidr = serde_json::from_str("\"10.1.2.3/8\"").expect("valid");
-        assert_eq!(serde_json::to_string(&c).expect("serialises"), "\"10.0.0.0/8\"");
+        assert_eq!(
+            serde_json::to_string(&c).expect("serialises"),
+            "\"10.0.0.0/8\""
+        );
         assert!(serde_json::from_str::<Cidr>("\"nope\"").is_err());
     }
 }

@@ -24,7 +24,9 @@ use super::cidr::Cidr;
 /// Why a name cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NamingError {
-    #[error("{kind} name {name:?} (from {source_value}) is not a valid Kubernetes object name: {reason}")]
+    #[error(
+        "{kind} name {name:?} (from {source_value}) is not a valid Kubernetes object name: {reason}"
+    )]
     InvalidName {
         kind: &'static str,
         name: String,
@@ -182,35 +184,88 @@ mod tests {
 
     #[test]
     fn pool_names_match_whereabouts() {
-        assert_eq!(pool_name(None, &cidr("10.0.0.0/8")).expect("valid").as_str(), "10.0.0.0-8");
-        assert_eq!(pool_name(Some(""), &cidr("10.0.0.0/8")).expect("valid").as_str(), "10.0.0.0-8");
         assert_eq!(
-            pool_name(Some("test"), &cidr("10.0.0.0/8")).expect("valid").as_str(),
+            pool_name(None, &cidr("10.0.0.0/8"))
+                .expect("valid")
+                .as_str(),
+            "10.0.0.0-8"
+        );
+        assert_eq!(
+            pool_name(Some(""), &cidr("10.0.0.0/8"))
+                .expect("valid")
+                .as_str(),
+            "10.0.0.0-8"
+        );
+        assert_eq!(
+            pool_name(Some("test"), &cidr("10.0.0.0/8"))
+                .expect("valid")
+                .as_str(),
             "test-10.0.0.0-8"
         );
-        assert_eq!(pool_name(None, &cidr("2001::/116")).expect("valid").as_str(), "2001---116");
-        assert_eq!(pool_name(None, &cidr("2001::1/116")).expect("valid").as_str(), "2001---116");
         assert_eq!(
-            pool_name(None, &cidr("fd00:0:0:10::/64")).expect("valid").as_str(),
+            pool_name(None, &cidr("2001::/116"))
+                .expect("valid")
+                .as_str(),
+            "2001---116"
+        );
+        assert_eq!(
+            pool_name(None, &cidr("2001::1/116"))
+                .expect("valid")
+                .as_str(),
+            "2001---116"
+        );
+        assert_eq!(
+            pool_name(None, &cidr("fd00:0:0:10::/64"))
+                .expect("valid")
+                .as_str(),
             "fd00-0-0-10---64"
         );
         assert_eq!(
-            pool_name(Some("net-a"), &cidr("192.168.2.230/24")).expect("valid").as_str(),
+            pool_name(Some("net-a"), &cidr("192.168.2.230/24"))
+                .expect("valid")
+                .as_str(),
             "net-a-192.168.2.0-24"
         );
     }
 
     #[test]
     fn reservation_names_match_whereabouts() {
-        assert_eq!(reservation_name(None, ip("2001::1")).expect("valid").as_str(), "2001--1");
-        assert_eq!(reservation_name(None, ip("2001::")).expect("valid").as_str(), "2001--0");
-        assert_eq!(reservation_name(None, ip("10.0.0.1")).expect("valid").as_str(), "10.0.0.1");
         assert_eq!(
-            reservation_name(Some("blue"), ip("10.0.0.1")).expect("valid").as_str(),
+            reservation_name(None, ip("2001::1"))
+                .expect("valid")
+                .as_str(),
+            "2001--1"
+        );
+        assert_eq!(
+            reservation_name(None, ip("2001::"))
+                .expect("valid")
+                .as_str(),
+            "2001--0"
+        );
+        assert_eq!(
+            reservation_name(None, ip("10.0.0.1"))
+                .expect("valid")
+                .as_str(),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            reservation_name(Some("blue"), ip("10.0.0.1"))
+                .expect("valid")
+                .as_str(),
             "blue-10.0.0.1"
         );
-        assert_eq!(reservation_name(None, ip("::ffff:10.0.0.1")).expect("valid").as_str(), "10.0.0.1");
-        assert_eq!(reservation_name(None, ip("fd00::1:0:0:2")).expect("valid").as_str(), "fd00--1-0-0-2");
+        assert_eq!(
+            reservation_name(None, ip("::ffff:10.0.0.1"))
+                .expect("valid")
+                .as_str(),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            reservation_name(None, ip("fd00::1:0:0:2"))
+                .expect("valid")
+                .as_str(),
+            "fd00--1-0-0-2"
+        );
     }
 
     #[test]

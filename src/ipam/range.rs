@@ -308,11 +308,13 @@ impl IpRange {
         let (lo, hi) = (1u128, max - 1);
         let mut first = lo;
         if let Some(ip) = start {
-            let offset = cidr.offset_of(ip).ok_or_else(|| RangeError::StartOutsideCidr {
-                field: fields.start.clone(),
-                value: ip.to_string(),
-                cidr,
-            })?;
+            let offset = cidr
+                .offset_of(ip)
+                .ok_or_else(|| RangeError::StartOutsideCidr {
+                    field: fields.start.clone(),
+                    value: ip.to_string(),
+                    cidr,
+                })?;
             // range_start at the network address is whereabouts' default.
             first = offset.max(lo);
         }
@@ -320,9 +322,7 @@ impl IpRange {
         if let Some(ip) = end {
             match cidr.offset_of(ip) {
                 Some(offset) => last = offset.min(hi),
-                None if Family::of(ip) == cidr.family()
-                    && ip_after(ip, cidr.last_address()) =>
-                {
+                None if Family::of(ip) == cidr.family() && ip_after(ip, cidr.last_address()) => {
                     warnings.push(ConfigWarning {
                         field: fields.end.clone(),
                         message: format!(
@@ -578,7 +578,12 @@ mod tests {
         s.parse().expect("test address")
     }
 
-    fn parse(range: &str, start: Option<&str>, end: Option<&str>, exclude: &[&str]) -> Result<IpRange, RangeError> {
+    fn parse(
+        range: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+        exclude: &[&str],
+    ) -> Result<IpRange, RangeError> {
         IpRange::parse(&RangeFields {
             path: "ipam",
             range,
@@ -595,9 +600,18 @@ mod tests {
         assert_eq!(r.first_ip(), ip("192.168.1.1"));
         assert_eq!(r.last_ip(), ip("192.168.1.254"));
         assert_eq!(r.usable_count(), 254);
-        assert_eq!(r.unusable_ip_reason(ip("192.168.1.0")), Some(Unusable::NetworkAddress));
-        assert_eq!(r.unusable_ip_reason(ip("192.168.1.255")), Some(Unusable::LastAddress));
-        assert_eq!(r.unusable_ip_reason(ip("192.168.2.1")), Some(Unusable::OutsideCidr));
+        assert_eq!(
+            r.unusable_ip_reason(ip("192.168.1.0")),
+            Some(Unusable::NetworkAddress)
+        );
+        assert_eq!(
+            r.unusable_ip_reason(ip("192.168.1.255")),
+            Some(Unusable::LastAddress)
+        );
+        assert_eq!(
+            r.unusable_ip_reason(ip("192.168.2.1")),
+            Some(Unusable::OutsideCidr)
+        );
     }
 
     #[test]
@@ -606,14 +620,18 @@ mod tests {
         assert_eq!(r.cidr().to_string(), "192.168.1.0/24");
         assert_eq!(r.first_ip(), ip("192.168.1.5"));
         assert_eq!(r.last_ip(), ip("192.168.1.25"));
-        let r: IpRange = "00192.00168.1.5-000000192.168.1.25/24".parse().expect("valid");
+        let r: IpRange = "00192.00168.1.5-000000192.168.1.25/24"
+            .parse()
+            .expect("valid");
         assert_eq!(r.first_ip(), ip("192.168.1.5"));
     }
 
     #[test]
     fn start_outside_cidr_names_the_start() {
         let err = parse("192.168.1.5-192.168.2.25/28", None, None, &[]).expect_err("must fail");
-        assert!(matches!(&err, RangeError::StartOutsideCidr { value, .. } if value == "192.168.1.5"));
+        assert!(
+            matches!(&err, RangeError::StartOutsideCidr { value, .. } if value == "192.168.1.5")
+        );
         assert_eq!(err.field(), "ipam.range");
         assert_eq!(
             err.to_string(),
@@ -632,17 +650,23 @@ mod tests {
             "range_inverted"
         );
         assert_eq!(
-            parse("10.0.0.0/24", Some("10.0.0.255"), None, &[]).expect_err("empty").metric_label(),
+            parse("10.0.0.0/24", Some("10.0.0.255"), None, &[])
+                .expect_err("empty")
+                .metric_label(),
             "range_empty"
         );
         for small in ["10.0.0.0/31", "10.0.0.1/32", "::/127", "::1/128"] {
             assert_eq!(
-                parse(small, None, None, &[]).expect_err("no usable").metric_label(),
+                parse(small, None, None, &[])
+                    .expect_err("no usable")
+                    .metric_label(),
                 "range_no_usable_address"
             );
         }
         assert_eq!(
-            parse("10.0.0.0/24", None, None, &["10.0.0.0/24"]).expect_err("all excluded").field(),
+            parse("10.0.0.0/24", None, None, &["10.0.0.0/24"])
+                .expect_err("all excluded")
+                .field(),
             "ipam.exclude"
         );
         assert_eq!(
@@ -652,12 +676,29 @@ mod tests {
             "range_excluded_entirely"
         );
         assert_eq!(
-            parse("10.0.0.0/24", None, None, &["ok", "10.0.0.1/33"]).expect_err("bad").field(),
+            parse("10.0.0.0/24", None, None, &["ok", "10.0.0.1/33"])
+                .expect_err("bad")
+                .field(),
             "ipam.exclude[0]"
         );
-        assert_eq!(parse("10.0.0.0/24", Some("x"), None, &[]).expect_err("bad").field(), "ipam.range_start");
-        assert_eq!(parse("10.0.0.0/24", None, Some("::1"), &[]).expect_err("bad").field(), "ipam.range_end");
-        assert_eq!(parse("10.0.0.0/24", None, Some("9.0.0.1"), &[]).expect_err("bad").field(), "ipam.range_end");
+        assert_eq!(
+            parse("10.0.0.0/24", Some("x"), None, &[])
+                .expect_err("bad")
+                .field(),
+            "ipam.range_start"
+        );
+        assert_eq!(
+            parse("10.0.0.0/24", None, Some("::1"), &[])
+                .expect_err("bad")
+                .field(),
+            "ipam.range_end"
+        );
+        assert_eq!(
+            parse("10.0.0.0/24", None, Some("9.0.0.1"), &[])
+                .expect_err("bad")
+                .field(),
+            "ipam.range_end"
+        );
         assert!(matches!(
             parse("10.0.0.0/24x", None, None, &[]),
             Err(RangeError::InvalidCidr { .. })
@@ -676,7 +717,10 @@ mod tests {
             exclude: &[],
         })
         .expect("valid");
-        assert_eq!((r.first_ip(), r.last_ip()), (ip("192.168.0.1"), ip("192.168.0.6")));
+        assert_eq!(
+            (r.first_ip(), r.last_ip()),
+            (ip("192.168.0.1"), ip("192.168.0.6"))
+        );
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].field, "ipam.range_end");
     }
@@ -687,7 +731,14 @@ mod tests {
             "192.168.0.0/28",
             None,
             None,
-            &["192.168.0.0/30", "192.168.0.6/31", "192.168.0.8/31", "192.168.0.4/30", "10.0.0.0/8", "::1"],
+            &[
+                "192.168.0.0/30",
+                "192.168.0.6/31",
+                "192.168.0.8/31",
+                "192.168.0.4/30",
+                "10.0.0.0/8",
+                "::1",
+            ],
         )
         .expect("valid");
         assert_eq!(r.excluded(), &[(1, 9)]);

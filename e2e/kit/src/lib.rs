@@ -250,7 +250,9 @@ impl TestNamespace {
 
     /// The IP addresses (with prefix length) on `ifname` inside the pod.
     pub async fn addresses(&self, pod: &str, ifname: &str) -> Result<Vec<String>> {
-        let out = self.exec(pod, &["ip", "-j", "addr", "show", "dev", ifname]).await?;
+        let out = self
+            .exec(pod, &["ip", "-j", "addr", "show", "dev", ifname])
+            .await?;
         let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         Ok(links
             .as_array()

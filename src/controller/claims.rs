@@ -1,0 +1,376 @@
+//! The claim reconciler: answers IPClaims.
+//!
+//! A pending claim (no `Ready` condition for its current generation) is
+//! turned into one allocation request per range and handed to the pool
+//! book; once every pool has committed, the addresses are published to the
+//! claim's status. A deleted claim releases its addresses. Only the leader
+//! acts; standbys keep the cache warm and take over on leadership.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::join_all;
+use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
+
+use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus};
+use crate::ipam::{self, AllocError, Allocation, IpRange, RangeFields};
+
+use super::context::Context;
+use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
+
+/// How often pending claims are looked at again (after transient failures
+/// and to catch anything a missed event left behind).
+const RESCAN: Duration = Duration::from_secs(10);
+/// Delay before retrying a claim whose pool could not be written.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Whether `claim` still waits for an answer to its current spec.
+pub fn is_pending(claim: &IPClaim) -> bool {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let Some(status) = &claim.status else {
+        return true;
+    };
+    status.observed_generation != claim.metadata.generation
+        || !status.conditions.iter().any(|c| c.type_ == "Ready")
+}
+
+/// Serves claims until the watch stream ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>>,
+    store: Store<IPClaim>,
+) {
+    let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<()>();
+    let mut leadership = ctx.leadership.clone();
+    let mut rescan = tokio::time::interval(RESCAN);
+    let mut events = std::pin::pin!(events);
+    let serve = |claim: Arc<IPClaim>| {
+        if !ctx.leadership.is_leader() || !is_pending(&claim) {
+            return;
+        }
+        let key = (
+            claim.uid().unwrap_or_default(),
+            claim.metadata.generation.unwrap_or(0),
+        );
+        if !inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone())
+        {
+            return;
+        }
+        let ctx = ctx.clone();
+        let inflight = inflight.clone();
+        let retry_tx = retry_tx.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let transient = answer(&ctx, &claim).await;
+            ctx.metrics.reconciled("claim", started.elapsed());
+            inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            if transient {
+                tokio::time::sleep(RETRY).await;
+                let _ = retry_tx.send(());
+            }
+        });
+    };
+    let rescan_all = |store: &Store<IPClaim>| {
+        for claim in store.state() {
+            serve(claim);
+        }
+    };
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim))) => serve(Arc::new(claim)),
+                Some(Ok(watcher::Event::Delete(claim))) => {
+                    if ctx.leadership.is_leader() {
+                        tokio::spawn(release(ctx.clone(), claim));
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => rescan_all(&store),
+                Some(Ok(watcher::Event::Init)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "IPClaim watch error; retrying"),
+                None => return,
+            },
+            () = leadership.changed() => {
+                // Pool state cached under an earlier term may be stale.
+                ctx.pools.clear();
+                rescan_all(&store);
+            }
+            Some(()) = retry_rx.recv() => rescan_all(&store),
+            _ = rescan.tick() => rescan_all(&store),
+        }
+    }
+}
+
+/// Allocates and publishes; returns true when the claim should be retried.
+async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
+    let requests = match requests(claim) {
+        Ok(r) => r,
+        Err((reason, message)) => {
+            ctx.metrics.failed("invalid_claim");
+            return publish(ctx, claim, Err((reason, message))).await;
+        }
+    };
+    let results = join_all(
+        requests
+            .iter()
+            .map(|request| ctx.pools.allocate(ctx, request.clone())),
+    )
+    .await;
+    if results
+        .iter()
+        .any(|r| r.as_ref().is_err_and(pools::Error::is_transient))
+    {
+        for (request, result) in requests.iter().zip(&results) {
+            if let Err(e) = result {
+                tracing::debug!(claim = %claim.name_any(), range = %request.range, error = %e, "will retry");
+            }
+        }
+        return true;
+    }
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        // All or nothing: give back what the other ranges granted.
+        let (reason, message) = refusal(e);
+        for (request, result) in requests.iter().zip(&results) {
+            if result.is_ok() {
+                let by = ReleaseBy::Owner {
+                    pod_ref: request.owner.pod_ref.clone(),
+                    ifname: request.owner.ifname.clone(),
+                    container_id: Some(request.owner.container_id.clone()),
+                };
+                let network_name = request.network_name.as_deref();
+                if let Err(e) = ctx
+                    .pools
+                    .release(
+                        ctx,
+                        request.range.cidr(),
+                        network_name,
+                        by,
+                        ReleaseReason::Manual,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not give back a partial grant; the collector will");
+                }
+            }
+        }
+        return publish(ctx, claim, Err((reason, message))).await;
+    }
+    // `requests` follows `spec.ranges` one to one.
+    let granted = requests
+        .iter()
+        .zip(&claim.spec.ranges)
+        .zip(results)
+        .filter_map(|((request, range), result)| Some((request, range, result.ok()?)))
+        .map(|(request, range, grant)| ClaimedAddress {
+            address: format!("{}/{}", grant.ip, grant.prefix_len),
+            gateway: range.gateway.clone(),
+            pool: ipam::pool_name(request.network_name.as_deref(), request.range.cidr())
+                .map(ipam::PoolName::into_string)
+                .unwrap_or_default(),
+        })
+        .collect();
+    publish(ctx, claim, Ok(granted)).await
+}
+
+fn parse_range(index: usize, r: &crate::crd::ClaimRange) -> Result<IpRange, ipam::RangeError> {
+    let path = format!("spec.ranges[{index}]");
+    let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
+    IpRange::parse(&RangeFields {
+        path: &path,
+        range: &r.range,
+        range_start: r.range_start.as_deref(),
+        range_end: r.range_end.as_deref(),
+        exclude: &exclude,
+    })
+    .map(|(range, _warnings)| range)
+}
+
+/// One request per range of the claim, with static addresses matched to
+/// the range that contains them.
+fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)> {
+    let spec = &claim.spec;
+    if spec.ranges.is_empty() {
+        return Err(("InvalidRange", "spec.ranges is empty".to_owned()));
+    }
+    let owner = Allocation::new(
+        spec.container_id.clone(),
+        format!("{}/{}", spec.pod.namespace, spec.pod.name),
+        spec.interface.clone(),
+    );
+    let mut statics: Vec<(usize, IpAddr)> = Vec::new();
+    for (i, value) in spec.static_ips.iter().enumerate() {
+        let ip = ipam::parse_ip(value)
+            .or_else(|| ipam::Cidr::parse_with_host(value).ok().map(|(ip, _)| ip))
+            .ok_or_else(|| {
+                (
+                    "InvalidStaticAddress",
+                    format!("spec.staticIPs[{i}]: {value:?} is not an IP address"),
+                )
+            })?;
+        statics.push((i, ip));
+    }
+    let mut out = Vec::with_capacity(spec.ranges.len());
+    for (i, r) in spec.ranges.iter().enumerate() {
+        let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
+        let static_ip = statics
+            .iter()
+            .find(|(_, ip)| range.cidr().contains(*ip))
+            .map(|(_, ip)| *ip);
+        out.push(AllocRequest {
+            range,
+            network_name: spec.network_name.clone().filter(|n| !n.is_empty()),
+            overlapping: spec.enable_overlapping_ranges,
+            owner: owner.clone(),
+            static_ip,
+        });
+    }
+    if let Some((i, ip)) = statics
+        .iter()
+        .find(|(_, ip)| !out.iter().any(|r| r.range.cidr().contains(*ip)))
+    {
+        return Err((
+            "StaticAddressOutsideRanges",
+            format!("spec.staticIPs[{i}]: {ip} is in none of the network's ranges"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The condition reason and message for a refusal.
+fn refusal(e: &pools::Error) -> (&'static str, String) {
+    let reason = match e {
+        pools::Error::Alloc(AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }) => {
+            "Exhausted"
+        }
+        pools::Error::Alloc(
+            AllocError::Taken { .. }
+            | AllocError::ReservedElsewhere { .. }
+            | AllocError::OwnerHoldsOther { .. },
+        ) => "StaticAddressTaken",
+        pools::Error::Alloc(
+            AllocError::OutsideRange { .. } | AllocError::NotAllocatable { .. },
+        ) => "StaticAddressNotAllocatable",
+        pools::Error::Naming(_) => "InvalidNetworkName",
+        pools::Error::RangeMismatch { .. } => "InvalidRange",
+        pools::Error::Api { .. } | pools::Error::NotLeader | pools::Error::Stopped { .. } => {
+            "Retrying"
+        }
+    };
+    (reason, e.to_string())
+}
+
+/// Writes the answer to the claim's status; true when it must be retried.
+async fn publish(
+    ctx: &Context,
+    claim: &IPClaim,
+    answer: Result<Vec<ClaimedAddress>, (&'static str, String)>,
+) -> bool {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = claim.metadata.generation;
+    let (status, ready) = match answer {
+        Ok(ips) => (
+            IPClaimStatus {
+                addresses: ips.iter().map(|a| a.address.clone()).collect(),
+                ips,
+                conditions: vec![Condition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    reason: "Allocated".into(),
+                    message: "addresses committed to their pools".into(),
+                    last_transition_time: now,
+                    observed_generation: generation,
+                }],
+                observed_generation: generation,
+            },
+            true,
+        ),
+        Err((reason, message)) => (
+            IPClaimStatus {
+                conditions: vec![Condition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    reason: reason.into(),
+                    message,
+                    last_transition_time: now,
+                    observed_generation: generation,
+                }],
+                observed_generation: generation,
+                ..Default::default()
+            },
+            false,
+        ),
+    };
+    let api: Api<IPClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": status });
+    match api
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            if ready && let Some(created) = &claim.metadata.creation_timestamp {
+                let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+                if let Ok(waited) = Duration::try_from(waited) {
+                    ctx.metrics.claim_answered(waited);
+                }
+            }
+            false
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(e) => {
+            tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
+            true
+        }
+    }
+}
+
+/// Gives back the addresses of a deleted claim.
+async fn release(ctx: Arc<Context>, claim: IPClaim) {
+    let spec = &claim.spec;
+    let pod_ref = format!("{}/{}", spec.pod.namespace, spec.pod.name);
+    for (i, r) in spec.ranges.iter().enumerate() {
+        let Ok(range) = parse_range(i, r) else {
+            tracing::debug!(claim = %claim.name_any(), index = i, "deleted claim had an invalid range");
+            continue;
+        };
+        let cidr = *range.cidr();
+        let by = ReleaseBy::Owner {
+            pod_ref: pod_ref.clone(),
+            ifname: spec.interface.clone(),
+            container_id: Some(spec.container_id.clone()),
+        };
+        let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
+        match ctx
+            .pools
+            .release(&ctx, &cidr, network_name, by, ReleaseReason::ClaimDeleted)
+            .await
+        {
+            Ok(released) => {
+                tracing::debug!(claim = %claim.name_any(), released, "claim deleted");
+            }
+            Err(e) => {
+                tracing::warn!(claim = %claim.name_any(), error = %e, "release failed; the collector will retry")
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The garbage collector: returns what pods no longer hold.
+//!
+//! It runs on a cron schedule and soon after pods are deleted. Each pass
+//! looks at every allocation of every pool, every claim and every
+//! reservation, and releases only what it has found orphaned twice, at
+//! least the grace period apart (Calico's rule): an allocation is orphaned
+//! when no live claim backs it and its pod (by name) is gone or no longer
+//! lists the address in its network-status; a claim when its pod (by UID)
+//! is gone; a reservation when no allocation holds its address. Releases go
+//! through the pool actors with the exact container ID seen, so an address
+//! that changed hands in between is left alone. Pools adopted from
+//! whereabouts are checked the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
+use crate::ipam::{self, parse_allocation_key};
+
+use super::context::Context;
+use super::pools::{POOL_LABEL, ReleaseBy, ReleaseReason};
+use super::reservations;
+
+/// Multus' record of a pod's attachments.
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    pub schedule: croner::Cron,
+    pub grace: Duration,
+}
+
+/// The caches a pass reads.
+#[derive(Clone, Debug)]
+pub struct Caches {
+    pub pools: Store<IPPool>,
+    pub claims: Store<IPClaim>,
+    pub reservations: Store<OverlappingRangeIPReservation>,
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub nads: Store<NetworkAttachmentDefinition>,
+}
+
+/// Something found orphaned, identified precisely enough that a release
+/// cannot hit a successor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Suspect {
+    Allocation {
+        pool: String,
+        ip: IpAddr,
+        container_id: String,
+    },
+    Claim {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
+    Reservation {
+        name: String,
+        uid: String,
+    },
+}
+
+/// Runs passes forever: on the schedule, after `pods_deleted` fires, and
+/// when a suspect's grace period is over.
+pub async fn run(ctx: Arc<Context>, config: GcConfig, caches: Caches, pods_deleted: Arc<Notify>) {
+    let mut collector = Collector {
+        ctx,
+        config,
+        caches,
+        first_seen: HashMap::new(),
+    };
+    loop {
+        let now = k8s_openapi::jiff::Zoned::now();
+        let until_cron = collector
+            .config
+            .schedule
+            .find_next_occurrence(&now, false)
+            .ok()
+            .and_then(|next| {
+                Duration::try_from(next.timestamp().duration_since(now.timestamp())).ok()
+            })
+            .unwrap_or(Duration::from_secs(300));
+        let until_recheck = collector
+            .first_seen
+            .values()
+            .map(|seen| (*seen + collector.config.grace).saturating_duration_since(Instant::now()))
+            .min()
+            .map(|d| d + Duration::from_millis(100));
+        let wait = until_recheck.map_or(until_cron, |r| r.min(until_cron));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = pods_deleted.notified() => {
+                // Let a burst of deletions settle into one pass.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        if collector.ctx.leadership.is_leader() {
+            let started = std::time::Instant::now();
+            collector.pass().await;
+            collector.ctx.metrics.reconciled("gc", started.elapsed());
+        } else {
+            collector.first_seen.clear();
+        }
+    }
+}
+
+struct Collector {
+    ctx: Arc<Context>,
+    config: GcConfig,
+    caches: Caches,
+    first_seen: HashMap<Suspect, Instant>,
+}
+
+struct LivePod {
+    uid: String,
+    /// Addresses Multus recorded; `None` when the pod has no record (yet).
+    recorded: Option<HashSet<IpAddr>>,
+}
+
+impl Collector {
+    async fn pass(&mut self) {
+        let pods: HashMap<String, LivePod> = self
+            .caches
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+                (
+                    key,
+                    LivePod {
+                        uid: p.uid().unwrap_or_default(),
+                        recorded: recorded_addresses(p),
+                    },
+                )
+            })
+            .collect();
+        let live_uids: HashSet<&str> = pods.values().map(|p| p.uid.as_str()).collect();
+        let claims = self.caches.claims.state();
+        // (pod ref, interface) of claims whose pod lives.
+        let mut backed: HashSet<(String, String)> = HashSet::new();
+        let mut suspects: HashSet<Suspect> = HashSet::new();
+        for claim in &claims {
+            let spec = &claim.spec;
+            if live_uids.contains(spec.pod.uid.as_str()) {
+                backed.insert((
+                    format!("{}/{}", spec.pod.namespace, spec.pod.name),
+                    spec.interface.clone(),
+                ));
+            } else if claim.metadata.deletion_timestamp.is_none() {
+                suspects.insert(Suspect::Claim {
+                    namespace: claim.namespace().unwrap_or_default(),
+                    name: claim.name_any(),
+                    uid: claim.uid().unwrap_or_default(),
+                });
+            }
+        }
+        let mut reserved_names: HashSet<String> = HashSet::new();
+        for pool in self.caches.pools.state() {
+            let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&pool.spec.range) else {
+                continue;
+            };
+            let base = base_name(&pool);
+            let network_name = network_name_of(&base, &cidr);
+            for (key, a) in &pool.spec.allocations {
+                let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
+                    continue;
+                };
+                if let Ok(name) = ipam::reservation_name(network_name.as_deref(), ip) {
+                    reserved_names.insert(name.into_string());
+                }
+                let live = backed.contains(&(a.podref.clone(), a.ifname.clone()))
+                    || pods.get(&a.podref).is_some_and(|pod| {
+                        pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
+                    });
+                if !live {
+                    suspects.insert(Suspect::Allocation {
+                        pool: base.clone(),
+                        ip,
+                        container_id: a.id.clone(),
+                    });
+                }
+            }
+        }
+        for reservation in self.caches.reservations.state() {
+            let name = reservation.name_any();
+            if !reserved_names.contains(&name) {
+                suspects.insert(Suspect::Reservation {
+                    name,
+                    uid: reservation.uid().unwrap_or_default(),
+                });
+            }
+        }
+        // Forget what is no longer suspect; act on what stayed suspect for
+        // the whole grace period.
+        self.first_seen.retain(|s, _| suspects.contains(s));
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for suspect in suspects {
+            let seen = *self.first_seen.entry(suspect.clone()).or_insert(now);
+            if now.duration_since(seen) >= self.config.grace {
+                due.push(suspect);
+            }
+        }
+        for suspect in due {
+            if self.reclaim(&suspect).await {
+                self.first_seen.remove(&suspect);
+            }
+        }
+        super::nad::prune(&self.ctx, &self.caches.nads, &self.caches.pools).await;
+    }
+
+    /// Releases one orphan; true when done (or nothing left to do).
+    async fn reclaim(&self, suspect: &Suspect) -> bool {
+        let ctx = &self.ctx;
+        match suspect {
+            Suspect::Allocation {
+                pool,
+                ip,
+                container_id,
+            } => {
+                let Some(object) = self
+                    .caches
+                    .pools
+                    .get(&ObjectRef::new(pool).within(&ctx.namespace))
+                else {
+                    return true;
+                };
+                let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&object.spec.range) else {
+                    return true;
+                };
+                let network_name = network_name_of(pool, &cidr);
+                let by = ReleaseBy::Exact {
+                    ip: *ip,
+                    container_id: container_id.clone(),
+                };
+                match ctx
+                    .pools
+                    .release(
+                        ctx,
+                        &cidr,
+                        network_name.as_deref(),
+                        by,
+                        ReleaseReason::Collected,
+                    )
+                    .await
+                {
+                    Ok(released) => {
+                        if released {
+                            ctx.metrics.reclaimed("allocation");
+                            tracing::info!(pool, %ip, container_id, "reclaimed a leaked address");
+                            ctx.event(
+                                &object.object_ref(&()),
+                                EventType::Normal,
+                                "AddressReclaimed",
+                                "GarbageCollect",
+                                format!("released {ip}: its pod is gone or no longer holds it"),
+                            )
+                            .await;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool, %ip, error = %e, "could not reclaim; next pass retries");
+                        false
+                    }
+                }
+            }
+            Suspect::Claim {
+                namespace,
+                name,
+                uid,
+            } => {
+                let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(name, &params).await {
+                    Ok(_) => {
+                        ctx.metrics.reclaimed("claim");
+                        tracing::info!(namespace, name, "deleted a claim whose pod is gone");
+                        true
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => true,
+                    Err(e) => {
+                        tracing::warn!(namespace, name, error = %e, "could not delete orphaned claim");
+                        false
+                    }
+                }
+            }
+            Suspect::Reservation { name, uid } => {
+                let Some(object) = self
+                    .caches
+                    .reservations
+                    .get(&ObjectRef::new(name).within(&ctx.namespace))
+                else {
+                    return true;
+                };
+                if object.uid().as_deref() != Some(uid.as_str()) {
+                    return true;
+                }
+                let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+                match reservations::delete_exact(&api, &object).await {
+                    Ok(()) => {
+                        ctx.metrics.reclaimed("reservation");
+                        tracing::info!(name, "deleted a reservation no allocation backs");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(name, error = %e, "could not delete orphaned reservation");
+                        false
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The base pool an IPPool object (possibly a shard) belongs to.
+fn base_name(pool: &IPPool) -> String {
+    let name = pool.name_any();
+    let shard = pool.labels().get(super::pools::SHARD_LABEL).cloned();
+    match shard.filter(|s| s != "0") {
+        Some(index) if pool.labels().contains_key(POOL_LABEL) => name
+            .strip_suffix(&format!("-s{index}"))
+            .map_or(name.clone(), str::to_owned),
+        _ => name,
+    }
+}
+
+/// `network_name` from a pool name: whatever precedes the range part.
+pub fn network_name_of(pool: &str, cidr: &ipam::Cidr) -> Option<String> {
+    let unnamed = ipam::pool_name(None, cidr).ok()?.into_string();
+    pool.strip_suffix(&unnamed)
+        .and_then(|prefix| prefix.strip_suffix('-'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+}
+
+/// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
+fn recorded_addresses(pod: &PartialObjectMeta<Pod>) -> Option<HashSet<IpAddr>> {
+    let raw = pod.annotations().get(NETWORK_STATUS)?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
+    Some(
+        entries
+            .iter()
+            .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
+            .filter_map(|ip| ipam::parse_ip(ip.as_str()?))
+            .collect(),
+    )
+}

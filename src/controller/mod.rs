@@ -1,0 +1,260 @@
+//! `hereabouts-controller`: the leader-elected operator.
+//!
+//! Every replica watches IPPools, reservations, IPClaims, NADs and pods into
+//! reflector caches; only the Lease holder acts on them. The reconcilers:
+//! - [`claims`]: answers IPClaims through the [`pools`] book, which batches
+//!   requests per pool and commits them with compare-and-swap writes;
+//! - [`nad`]: creates the pools NADs need, reports bad configurations;
+//! - [`gc`]: returns what force-deleted pods, crashed nodes and lost DELs
+//!   leave behind, and removes unused empty pools;
+//! - [`reservations`]: OverlappingRangeIPReservations, written by the pool
+//!   actors, cleaned by the collector.
+
+pub mod claims;
+pub mod context;
+pub mod gc;
+pub mod leader;
+pub mod metrics;
+pub mod nad;
+pub mod pools;
+pub mod reservations;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::sync::Notify;
+
+use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
+
+use context::Context;
+use leader::{Election, LeaseConfig};
+use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("leader election: {0}")]
+    Leader(#[from] leader::Error),
+    #[error("HTTP server on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} stopped unexpectedly")]
+    TaskEnded(&'static str),
+}
+
+/// Everything the controller is told at start-up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace of IPPools, reservations and the Lease.
+    pub namespace: String,
+    /// Only serve claims and NADs of this namespace (all when `None`).
+    pub watch_namespace: Option<String>,
+    pub http_addr: SocketAddr,
+    pub lease: LeaseConfig,
+    pub gc: gc::GcConfig,
+    /// How long an address freed by a claim's deletion stays reserved for
+    /// the same pod name and interface.
+    pub hold_released: Duration,
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until a shutdown signal (then releases the Lease)
+/// or until a vital task dies (then returns its error: running leaderless
+/// or blind is worse than restarting).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name,
+        namespace = %settings.namespace, "starting hereabouts-controller");
+    let metrics = Arc::new(Metrics::new());
+    let election = Arc::new(Election::new(client.clone(), settings.lease.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings.namespace.clone(),
+        election.leadership(),
+        metrics.clone(),
+        settings.hold_released,
+        settings.lease.identity.clone(),
+    ));
+    let watched = settings.watch_namespace.as_deref();
+    let config = || watcher::Config::default();
+
+    let (pools, pools_writer) = reflector::store();
+    let pool_events = reflector(
+        pools_writer,
+        watcher(
+            Api::<IPPool>::namespaced(client.clone(), &settings.namespace),
+            config(),
+        ),
+    )
+    .default_backoff();
+    let (reservations_store, reservations_writer) = reflector::store();
+    let reservation_events = reflector(
+        reservations_writer,
+        watcher(
+            Api::<OverlappingRangeIPReservation>::namespaced(client.clone(), &settings.namespace),
+            config(),
+        ),
+    )
+    .default_backoff();
+    let (pods, pods_writer) = reflector::store();
+    let pods_deleted = Arc::new(Notify::new());
+    let pod_events = {
+        let pods_deleted = pods_deleted.clone();
+        reflector(
+            pods_writer,
+            watcher(scoped::<PartialObjectMeta<Pod>>(&client, watched), config()),
+        )
+        .default_backoff()
+        .inspect(move |e| {
+            if matches!(e, Ok(watcher::Event::Delete(_))) {
+                pods_deleted.notify_one();
+            }
+        })
+    };
+    let (claims_store, claims_writer) = reflector::store();
+    let claim_events = reflector(
+        claims_writer,
+        watcher(scoped::<IPClaim>(&client, watched), config()),
+    )
+    .default_backoff();
+    let (nads, nads_writer) = reflector::store();
+    let nad_events = reflector(
+        nads_writer,
+        watcher(
+            scoped::<NetworkAttachmentDefinition>(&client, watched),
+            config(),
+        ),
+    )
+    .default_backoff();
+
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http = crate::http::serve(settings.http_addr, metrics.clone(), ready.clone());
+    let http = tokio::spawn(http);
+
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(async move {
+        pool_events.map(|_| ()).for_each(|()| async {}).await;
+        "IPPool watch"
+    });
+    background.spawn(async move {
+        reservation_events.map(|_| ()).for_each(|()| async {}).await;
+        "reservation watch"
+    });
+    background.spawn(async move {
+        pod_events.map(|_| ()).for_each(|()| async {}).await;
+        "pod watch"
+    });
+
+    {
+        let stores_ready = (
+            pools.clone(),
+            reservations_store.clone(),
+            pods.clone(),
+            claims_store.clone(),
+            nads.clone(),
+        );
+        let ready = ready.clone();
+        background.spawn(async move {
+            let (p, r, po, c, n) = stores_ready;
+            let _ = tokio::join!(
+                p.wait_until_ready(),
+                r.wait_until_ready(),
+                po.wait_until_ready(),
+                c.wait_until_ready(),
+                n.wait_until_ready()
+            );
+            ready.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!("caches synced: ready");
+            std::future::pending::<()>().await;
+            "readiness"
+        });
+    }
+    {
+        let (ctx, claims_store) = (ctx.clone(), claims_store.clone());
+        background.spawn(async move {
+            claims::run(ctx, claim_events, claims_store).await;
+            "claim reconciler"
+        });
+    }
+    {
+        let (ctx, nads) = (ctx.clone(), nads.clone());
+        background.spawn(async move {
+            nad::run(ctx, nad_events, nads).await;
+            "NAD reconciler"
+        });
+    }
+    {
+        let ctx = ctx.clone();
+        let caches = gc::Caches {
+            pools,
+            claims: claims_store,
+            reservations: reservations_store,
+            pods,
+            nads,
+        };
+        let gc_config = settings.gc.clone();
+        let ready = ready.clone();
+        background.spawn(async move {
+            while !ready.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            gc::run(ctx, gc_config, caches, pods_deleted).await;
+            "garbage collector"
+        });
+    }
+    {
+        let mut leadership = election.leadership();
+        let metrics = metrics.clone();
+        background.spawn(async move {
+            loop {
+                metrics.set_leader(leadership.is_leader());
+                leadership.changed().await;
+            }
+        });
+    }
+
+    let election_task = {
+        let election = election.clone();
+        async move { election.run().await }
+    };
+    let outcome = tokio::select! {
+        result = election_task => match result {
+            Ok(()) => Err(Error::TaskEnded("leader election")),
+            Err(e) => Err(Error::Leader(e)),
+        },
+        Some(done) = background.join_next() => Err(Error::TaskEnded(done.unwrap_or("a background task"))),
+        result = http => match result {
+            Ok(Err(e)) => Err(e),
+            _ => Err(Error::TaskEnded("HTTP server")),
+        },
+        () = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    election.release().await;
+    background.abort_all();
+    outcome
+}

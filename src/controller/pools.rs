@@ -1,0 +1,1057 @@
+//! The pool book: one actor task per IPPool, the only code that writes
+//! pools.
+//!
+//! An actor owns the in-memory [`ipam::Pool`] of its range and serves
+//! allocate and release commands in batches: everything queued while the
+//! previous write was in flight is decided in memory, then committed with
+//! one compare-and-swap write per touched shard (the write carries the
+//! resourceVersion the decision was computed from). Only after the write
+//! succeeds are the waiting callers answered. A conflict means someone else
+//! wrote the pool (a deposed leader's write lands nowhere): the actor
+//! reloads from the API server and decides the whole batch again, which is
+//! safe because allocation is idempotent per (pod, interface).
+//!
+//! Large ranges are sharded: offsets `[k * SHARD_SPAN, (k+1) * SHARD_SPAN)`
+//! live in the IPPool `<name>-s<k>` (shard 0 is `<name>` itself, the object
+//! whereabouts knows), so no object outgrows etcd's limit whatever the
+//! range. Allocations found elsewhere (an adopted whereabouts pool holding
+//! offsets beyond shard 0) stay where they are until released.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::crd::{IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY};
+use crate::ipam::{self, AllocError, Allocation, IpRange, allocation_key, parse_allocation_key};
+
+use super::context::Context;
+use super::reservations;
+
+/// Attempts at one batch before its callers get an error (each conflict
+/// costs a reload, so this bounds the work a hostile writer can cause).
+const MAX_ATTEMPTS: u32 = 20;
+
+/// How long an address found reserved by an overlapping range is passed
+/// over before its reservation is tried again.
+const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
+
+/// One change to the truth, replayed on every allocator variant.
+enum Change {
+    Insert(u128, Allocation),
+    Remove(u128),
+    Block(u128),
+    Unblock(u128),
+}
+
+impl Change {
+    fn offset(&self) -> u128 {
+        match self {
+            Change::Insert(o, _) | Change::Remove(o) | Change::Block(o) | Change::Unblock(o) => *o,
+        }
+    }
+}
+
+/// Offsets per IPPool object. A whereabouts allocation entry is about 150
+/// bytes of JSON, so a full shard stays near 300 KiB, far below etcd's
+/// 1.5 MiB object limit even with the longest pod names.
+pub const SHARD_SPAN: u128 = 2048;
+
+/// Label on every shard: which range (base pool) it belongs to.
+pub const POOL_LABEL: &str = "hereabouts.dev/pool";
+/// Label on every shard: its index.
+pub const SHARD_LABEL: &str = "hereabouts.dev/shard";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Alloc(#[from] AllocError),
+    #[error("{0}")]
+    Naming(#[from] ipam::NamingError),
+    #[error("IPPool {pool}: {message}")]
+    Api { pool: String, message: String },
+    #[error("this replica is not the leader")]
+    NotLeader,
+    #[error("pool {pool} stopped")]
+    Stopped { pool: String },
+    #[error("IPPool {pool} holds range {found}, not {expected}")]
+    RangeMismatch {
+        pool: String,
+        found: String,
+        expected: String,
+    },
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Alloc(e) => e.metric_label(),
+            Error::Naming(e) => e.metric_label(),
+            Error::Api { .. } => "api_error",
+            Error::NotLeader => "not_leader",
+            Error::Stopped { .. } => "stopped",
+            Error::RangeMismatch { .. } => "range_mismatch",
+        }
+    }
+
+    /// Whether asking again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Api { .. } | Error::NotLeader | Error::Stopped { .. }
+        )
+    }
+}
+
+/// What a claim asks of one range.
+#[derive(Clone, Debug)]
+pub struct AllocRequest {
+    pub range: IpRange,
+    pub network_name: Option<String>,
+    pub overlapping: bool,
+    pub owner: Allocation,
+    pub static_ip: Option<IpAddr>,
+}
+
+/// An address committed to a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// Which allocation to release.
+#[derive(Clone, Debug)]
+pub enum ReleaseBy {
+    /// What (pod, interface) holds, if its container ID matches (when
+    /// given): a claim was deleted.
+    Owner {
+        pod_ref: String,
+        ifname: String,
+        container_id: Option<String>,
+    },
+    /// This exact allocation, if it is still held by the same container:
+    /// the garbage collector decided it is leaked.
+    Exact { ip: IpAddr, container_id: String },
+}
+
+/// Why the release happens; a claim deletion holds the address for the
+/// same pod name a while (StatefulSet pods come back under the same name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseReason {
+    ClaimDeleted,
+    Collected,
+    Manual,
+}
+
+enum Command {
+    Allocate(AllocRequest, oneshot::Sender<Result<Grant, Error>>),
+    Release(
+        ReleaseBy,
+        ReleaseReason,
+        oneshot::Sender<Result<bool, Error>>,
+    ),
+    Snapshot(oneshot::Sender<PoolSnapshot>),
+}
+
+/// A read-only copy of a pool's allocations, for the garbage collector and
+/// the admin tools.
+#[derive(Clone, Debug, Default)]
+pub struct PoolSnapshot {
+    pub name: String,
+    pub cidr: String,
+    pub network_name: Option<String>,
+    pub allocations: Vec<(IpAddr, Allocation)>,
+}
+
+/// Routes commands to the actor of each pool, starting actors on demand.
+#[derive(Debug, Default)]
+pub struct PoolBook {
+    actors: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+}
+
+impl PoolBook {
+    fn sender(
+        &self,
+        ctx: &Arc<Context>,
+        pool: &str,
+        cidr: &ipam::Cidr,
+        network_name: Option<&str>,
+    ) -> mpsc::UnboundedSender<Command> {
+        let mut actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = actors.get(pool).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor::new(
+            ctx.clone(),
+            pool.to_owned(),
+            *cidr,
+            network_name.map(str::to_owned),
+        );
+        tokio::spawn(actor.run(rx));
+        actors.insert(pool.to_owned(), tx.clone());
+        tx
+    }
+
+    /// Commits an address for `request.owner` in the pool of `request.range`.
+    pub async fn allocate(
+        &self,
+        ctx: &Arc<Context>,
+        request: AllocRequest,
+    ) -> Result<Grant, Error> {
+        let pool = pool_name(&request.range, request.network_name.as_deref())?;
+        let (tx, rx) = oneshot::channel();
+        let cidr = *request.range.cidr();
+        let network_name = request.network_name.clone();
+        self.sender(ctx, &pool, &cidr, network_name.as_deref())
+            .send(Command::Allocate(request, tx))
+            .map_err(|_| Error::Stopped { pool: pool.clone() })?;
+        rx.await.map_err(|_| Error::Stopped { pool })?
+    }
+
+    /// Releases an allocation; `Ok(false)` when there was nothing to release.
+    pub async fn release(
+        &self,
+        ctx: &Arc<Context>,
+        cidr: &ipam::Cidr,
+        network_name: Option<&str>,
+        by: ReleaseBy,
+        reason: ReleaseReason,
+    ) -> Result<bool, Error> {
+        let pool = ipam::pool_name(network_name, cidr)?.into_string();
+        let (tx, rx) = oneshot::channel();
+        self.sender(ctx, &pool, cidr, network_name)
+            .send(Command::Release(by, reason, tx))
+            .map_err(|_| Error::Stopped { pool: pool.clone() })?;
+        rx.await.map_err(|_| Error::Stopped { pool })?
+    }
+
+    /// The allocations of every pool an actor serves now.
+    pub async fn snapshots(&self) -> Vec<PoolSnapshot> {
+        let senders: Vec<_> = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for tx in senders {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Command::Snapshot(reply)).is_ok()
+                && let Ok(snapshot) = rx.await
+            {
+                out.push(snapshot);
+            }
+        }
+        out
+    }
+
+    /// Stops every actor (leadership lost): their state may be stale by the
+    /// time this replica leads again, so the next command reloads.
+    pub fn clear(&self) {
+        self.actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+fn pool_name(range: &IpRange, network_name: Option<&str>) -> Result<String, Error> {
+    Ok(ipam::pool_name(network_name, range.cidr())?.into_string())
+}
+
+/// The name of shard `index` of the pool `base`.
+pub fn shard_name(base: &str, index: u128) -> String {
+    if index == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}-s{index}")
+    }
+}
+
+/// A label value standing for the pool `base` (label values are limited to
+/// 63 characters; longer names are hashed).
+pub fn pool_label_value(base: &str) -> String {
+    if base.len() <= 63 {
+        base.to_owned()
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        base.hash(&mut h);
+        format!("h{:016x}", h.finish())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Shard {
+    /// `None`: the object does not exist (yet).
+    resource_version: Option<String>,
+    /// Offsets this shard holds that belong to another shard's block
+    /// (adopted from whereabouts); normally empty.
+    strays: HashSet<u128>,
+}
+
+struct Actor {
+    ctx: Arc<Context>,
+    api: Api<IPPool>,
+    base: String,
+    cidr: ipam::Cidr,
+    network_name: Option<String>,
+    loaded: bool,
+    shards: BTreeMap<u128, Shard>,
+    /// The truth: every committed allocation, by offset...
+    allocations: BTreeMap<u128, Allocation>,
+    /// ...and by (pod reference, interface).
+    owners: HashMap<(String, String), u128>,
+    /// Allocators per distinct range configuration (NADs sharing a pool may
+    /// differ in range_start, range_end and exclude). Each is kept current
+    /// with `allocations` by applying every change to it; one that cannot
+    /// apply a change falls behind `generation` and is rebuilt when next
+    /// used.
+    variants: HashMap<IpRange, (ipam::Pool, u64)>,
+    generation: u64,
+    /// Addresses held for a (pod, interface) whose claim was deleted, until
+    /// the instant: a StatefulSet pod recreated under the same name gets
+    /// its address back, and nobody else does meanwhile (unless the range
+    /// has nothing else left).
+    held: HashMap<(String, String), (u128, Instant)>,
+    /// Addresses reserved by overlapping ranges (found when a reservation
+    /// could not be created), passed over until the instant: the collector
+    /// may meanwhile find the reservation orphaned and remove it.
+    foreign: HashMap<u128, Instant>,
+    status_dirty: bool,
+    exhausted: bool,
+}
+
+struct Pending {
+    request: AllocRequest,
+    reply: oneshot::Sender<Result<Grant, Error>>,
+}
+
+struct PendingRelease {
+    by: ReleaseBy,
+    reason: ReleaseReason,
+    reply: oneshot::Sender<Result<bool, Error>>,
+}
+
+impl Actor {
+    fn new(
+        ctx: Arc<Context>,
+        base: String,
+        cidr: ipam::Cidr,
+        network_name: Option<String>,
+    ) -> Self {
+        let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        Actor {
+            ctx,
+            api,
+            base,
+            cidr,
+            network_name,
+            loaded: false,
+            shards: BTreeMap::new(),
+            allocations: BTreeMap::new(),
+            owners: HashMap::new(),
+            variants: HashMap::new(),
+            generation: 0,
+            held: HashMap::new(),
+            foreign: HashMap::new(),
+            status_dirty: false,
+            exhausted: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let idle_status_delay = Duration::from_millis(500);
+        loop {
+            let first = if self.status_dirty {
+                match tokio::time::timeout(idle_status_delay, rx.recv()).await {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        self.write_status().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { return };
+            let mut allocs = Vec::new();
+            let mut releases = Vec::new();
+            let mut next = Some(first);
+            while let Some(cmd) = next {
+                match cmd {
+                    Command::Allocate(request, reply) => allocs.push(Pending { request, reply }),
+                    Command::Release(by, reason, reply) => {
+                        releases.push(PendingRelease { by, reason, reply });
+                    }
+                    Command::Snapshot(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                }
+                next = rx.try_recv().ok();
+            }
+            if !allocs.is_empty() || !releases.is_empty() {
+                self.serve(allocs, releases).await;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> PoolSnapshot {
+        PoolSnapshot {
+            name: self.base.clone(),
+            cidr: self.cidr.to_string(),
+            network_name: self.network_name.clone(),
+            allocations: self
+                .allocations
+                .iter()
+                .filter_map(|(&o, a)| Some((self.cidr.ip_at(o)?, a.clone())))
+                .collect(),
+        }
+    }
+
+    /// Decides a batch in memory, commits it, answers the callers. After a
+    /// conflict the pool is reloaded (dropping the uncommitted decisions)
+    /// and the whole batch decided again.
+    async fn serve(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>) {
+        let started = Instant::now();
+        let batch = allocs.len() + releases.len();
+        for attempt in 1..=MAX_ATTEMPTS {
+            if !self.ctx.leadership.is_leader() {
+                fail_all(allocs, releases, || Error::NotLeader);
+                return;
+            }
+            if !self.loaded
+                && let Err(e) = self.load().await
+            {
+                let message = e.to_string();
+                tracing::warn!(pool = %self.base, error = %message, "loading pool failed");
+                fail_all(allocs, releases, || self.api_error(&message));
+                return;
+            }
+            let decided = self.decide(&allocs, &releases);
+            match self.commit(&decided).await {
+                Ok(()) => {
+                    self.ctx.metrics.pool_commit(batch, started.elapsed());
+                    self.finish(allocs, releases, decided);
+                    return;
+                }
+                Err(CommitError::Conflict) => {
+                    self.ctx.metrics.pool_conflict();
+                    tracing::debug!(pool = %self.base, attempt, "pool changed under us; reloading");
+                }
+                Err(CommitError::Reservation(ip)) => {
+                    tracing::debug!(pool = %self.base, %ip, "address reserved by an overlapping range");
+                    if let Some(o) = self.cidr.offset_of(ip) {
+                        self.foreign.insert(o, Instant::now() + FOREIGN_RECHECK);
+                    }
+                }
+                Err(CommitError::NotLeader) => {
+                    self.loaded = false;
+                    fail_all(allocs, releases, || Error::NotLeader);
+                    return;
+                }
+                Err(CommitError::Api(e)) => {
+                    self.loaded = false;
+                    let message = e.to_string();
+                    tracing::warn!(pool = %self.base, error = %message, "pool write failed");
+                    fail_all(allocs, releases, || self.api_error(&message));
+                    return;
+                }
+            }
+            self.loaded = false;
+        }
+        fail_all(allocs, releases, || {
+            self.api_error("gave up after repeated write conflicts")
+        });
+    }
+
+    fn api_error(&self, message: &str) -> Error {
+        Error::Api {
+            pool: self.base.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// Reads every shard of the pool from the API server.
+    async fn load(&mut self) -> Result<(), kube::Error> {
+        let selector = format!("{POOL_LABEL}={}", pool_label_value(&self.base));
+        let mut objects = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        if !objects
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(self.base.as_str()))
+        {
+            // Shard 0 may be a whereabouts pool without our labels.
+            if let Some(base) = self.api.get_opt(&self.base).await? {
+                objects.push(base);
+            }
+        }
+        self.shards.clear();
+        self.allocations.clear();
+        self.owners.clear();
+        self.variants.clear();
+        self.generation += 1;
+        let stray_prefix = format!("{}-s", self.base);
+        for pool in objects {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            let index = if name == self.base {
+                0
+            } else if let Some(i) = name
+                .strip_prefix(&stray_prefix)
+                .and_then(|i| i.parse().ok())
+            {
+                i
+            } else {
+                continue;
+            };
+            if ipam::Cidr::parse_with_host(&pool.spec.range).map(|(_, c)| c) != Ok(self.cidr) {
+                tracing::warn!(pool = %name, found = %pool.spec.range, expected = %self.cidr,
+                    "IPPool range differs from what its name says; offsets are read against the name's");
+            }
+            let mut shard = Shard {
+                resource_version: pool.metadata.resource_version.clone(),
+                strays: HashSet::new(),
+            };
+            for (key, a) in pool.spec.allocations {
+                let Some(offset) =
+                    parse_allocation_key(&key).filter(|&o| o <= self.cidr.last_offset())
+                else {
+                    tracing::warn!(pool = %name, key, "allocation key is not an offset in the range; ignored");
+                    continue;
+                };
+                if self.allocations.contains_key(&offset) {
+                    tracing::warn!(pool = %name, key, "offset allocated in two shards; the first read wins");
+                    continue;
+                }
+                if offset / SHARD_SPAN != index {
+                    shard.strays.insert(offset);
+                }
+                self.owners
+                    .insert((a.podref.clone(), a.ifname.clone()), offset);
+                self.allocations
+                    .insert(offset, Allocation::new(a.id, a.podref, a.ifname));
+            }
+            self.shards.insert(index, shard);
+        }
+        self.loaded = true;
+        self.status_dirty = true;
+        Ok(())
+    }
+
+    /// The allocator for `range`, current with `allocations`.
+    fn variant(&mut self, range: &IpRange) -> &mut ipam::Pool {
+        let generation = self.generation;
+        let current = self
+            .variants
+            .get(range)
+            .is_some_and(|(_, g)| *g == generation);
+        if !current {
+            let (mut pool, issues) = ipam::Pool::from_allocations(
+                range.clone(),
+                self.allocations.iter().map(|(&o, a)| (o, a.clone())),
+            );
+            for issue in issues {
+                tracing::debug!(pool = %self.base, %issue, "rebuilding allocator");
+            }
+            let now = Instant::now();
+            let blocked = self
+                .held
+                .values()
+                .filter(|(_, until)| *until > now)
+                .map(|(o, _)| *o)
+                .chain(
+                    self.foreign
+                        .iter()
+                        .filter(|(_, until)| **until > now)
+                        .map(|(o, _)| *o),
+                );
+            for offset in blocked {
+                if let Some(ip) = self.cidr.ip_at(offset) {
+                    pool.mark_foreign(ip);
+                }
+            }
+            self.variants.insert(range.clone(), (pool, generation));
+        }
+        match self.variants.get_mut(range) {
+            Some((pool, _)) => pool,
+            None => unreachable!("variant inserted above"),
+        }
+    }
+
+    /// Applies `change` to the truth and to every current variant but
+    /// `skip` (which applied it already); variants that cannot follow fall
+    /// behind and are rebuilt on next use.
+    fn apply(&mut self, change: Change, skip: Option<&IpRange>) {
+        let previous = self.generation;
+        self.generation += 1;
+        let ip = self.cidr.ip_at(change.offset());
+        match &change {
+            Change::Insert(offset, owner) => {
+                if let Some(old) = self.allocations.insert(*offset, owner.clone()) {
+                    self.owners.remove(&(old.pod_ref, old.ifname));
+                }
+                self.owners
+                    .insert((owner.pod_ref.clone(), owner.ifname.clone()), *offset);
+            }
+            Change::Remove(offset) => {
+                if let Some(old) = self.allocations.remove(offset) {
+                    self.owners.remove(&(old.pod_ref, old.ifname));
+                }
+            }
+            Change::Block(_) | Change::Unblock(_) => {}
+        }
+        for (range, (pool, g)) in &mut self.variants {
+            if *g != previous {
+                continue;
+            }
+            let followed = skip == Some(range)
+                || ip.is_some_and(|ip| match &change {
+                    Change::Insert(_, owner) => pool
+                        .allocate_static(ip, owner.clone())
+                        .is_ok_and(|a| a.changed()),
+                    Change::Remove(offset) => pool.release_offset(*offset).is_some(),
+                    Change::Block(_) => pool.mark_foreign(ip),
+                    Change::Unblock(_) => pool.unmark_foreign(ip),
+                });
+            if followed {
+                *g = self.generation;
+            }
+        }
+    }
+
+    /// Applies a batch to memory and says what must be written.
+    fn decide(&mut self, allocs: &[Pending], releases: &[PendingRelease]) -> Decided {
+        let mut decided = Decided::default();
+        let now = Instant::now();
+        let expired: Vec<_> = self
+            .held
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(k, (o, _))| (k.clone(), *o))
+            .collect();
+        for (key, offset) in expired {
+            self.held.remove(&key);
+            self.apply(Change::Unblock(offset), None);
+        }
+        let rechecks: Vec<u128> = self
+            .foreign
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(o, _)| *o)
+            .collect();
+        for offset in rechecks {
+            self.foreign.remove(&offset);
+            self.apply(Change::Unblock(offset), None);
+        }
+        for (i, release) in releases.iter().enumerate() {
+            let found = match &release.by {
+                ReleaseBy::Owner {
+                    pod_ref,
+                    ifname,
+                    container_id,
+                } => self
+                    .owners
+                    .get(&(pod_ref.clone(), ifname.clone()))
+                    .copied()
+                    .filter(|o| {
+                        container_id.as_ref().is_none_or(|c| {
+                            self.allocations
+                                .get(o)
+                                .is_some_and(|a| &a.container_id == c)
+                        })
+                    }),
+                ReleaseBy::Exact { ip, container_id } => self.cidr.offset_of(*ip).filter(|o| {
+                    self.allocations
+                        .get(o)
+                        .is_some_and(|a| &a.container_id == container_id)
+                }),
+            };
+            let Some((offset, allocation)) =
+                found.and_then(|o| Some((o, self.allocations.get(&o)?.clone())))
+            else {
+                decided.releases.push((i, false));
+                continue;
+            };
+            self.apply(Change::Remove(offset), None);
+            if release.reason == ReleaseReason::ClaimDeleted && !self.ctx.hold_released.is_zero() {
+                self.held.insert(
+                    (allocation.pod_ref.clone(), allocation.ifname.clone()),
+                    (offset, now + self.ctx.hold_released),
+                );
+                self.apply(Change::Block(offset), None);
+            }
+            decided.touched.insert(self.shard_of(offset));
+            decided.released.push((offset, allocation));
+            decided.releases.push((i, true));
+        }
+        for (i, pending) in allocs.iter().enumerate() {
+            let result = self.decide_one(&pending.request);
+            if let Ok((offset, true)) = &result {
+                decided.touched.insert(self.shard_of(*offset));
+                if pending.request.overlapping {
+                    decided
+                        .reserve
+                        .push((*offset, pending.request.owner.clone()));
+                }
+            }
+            decided.allocs.push((i, result.map(|(o, _)| o)));
+        }
+        decided
+    }
+
+    /// One allocation: `(offset, whether the pool changed)`.
+    fn decide_one(&mut self, request: &AllocRequest) -> Result<(u128, bool), AllocError> {
+        let key = (request.owner.pod_ref.clone(), request.owner.ifname.clone());
+        // A (pod, interface) coming back within the hold gets its address.
+        if let Some((offset, _)) = self.held.remove(&key) {
+            self.apply(Change::Unblock(offset), None);
+            let wanted = request.static_ip.and_then(|ip| self.cidr.offset_of(ip));
+            if wanted.is_none_or(|w| w == offset)
+                && !self.allocations.contains_key(&offset)
+                && request.range.is_usable(offset)
+            {
+                self.apply(Change::Insert(offset, request.owner.clone()), None);
+                return Ok((offset, true));
+            }
+        }
+        let assigned = match request.static_ip {
+            Some(ip) => self
+                .variant(&request.range)
+                .allocate_static(ip, request.owner.clone()),
+            None => match self.variant(&request.range).allocate(request.owner.clone()) {
+                Err(AllocError::Exhausted { .. }) => match self.oldest_hold(&request.range) {
+                    // Out of free addresses: the oldest hold gives way.
+                    Some((holder, offset)) => {
+                        self.held.remove(&holder);
+                        self.apply(Change::Unblock(offset), None);
+                        self.apply(Change::Insert(offset, request.owner.clone()), None);
+                        return Ok((offset, true));
+                    }
+                    None => Err(AllocError::Exhausted {
+                        range: request.range.to_string(),
+                        allocated: self.allocations.len(),
+                    }),
+                },
+                other => other,
+            },
+        }?;
+        if assigned.changed() {
+            self.apply(
+                Change::Insert(assigned.offset, request.owner.clone()),
+                Some(&request.range),
+            );
+        }
+        Ok((assigned.offset, assigned.changed()))
+    }
+
+    fn oldest_hold(&self, range: &IpRange) -> Option<((String, String), u128)> {
+        self.held
+            .iter()
+            .filter(|(_, (o, _))| range.is_usable(*o) && !self.allocations.contains_key(o))
+            .min_by_key(|(_, (_, until))| *until)
+            .map(|(k, (o, _))| (k.clone(), *o))
+    }
+
+    fn shard_of(&self, offset: u128) -> u128 {
+        self.shards
+            .iter()
+            .find(|(_, s)| s.strays.contains(&offset))
+            .map_or(offset / SHARD_SPAN, |(&i, _)| i)
+    }
+
+    /// Writes reservations, then every touched shard with its
+    /// resourceVersion precondition.
+    async fn commit(&mut self, decided: &Decided) -> Result<(), CommitError> {
+        if !decided.reserve.is_empty() {
+            let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
+                let ip = self.cidr.ip_at(*offset);
+                let ctx = self.ctx.clone();
+                let network_name = self.network_name.clone();
+                let owner = owner.clone();
+                async move {
+                    let Some(ip) = ip else { return Ok(()) };
+                    match reservations::reserve(&ctx, network_name.as_deref(), ip, &owner).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(CommitError::Reservation(ip)),
+                        Err(e) => Err(CommitError::Api(e)),
+                    }
+                }
+            }))
+            .await;
+            for r in results {
+                r?;
+            }
+        }
+        if !self.ctx.leadership.is_leader() {
+            return Err(CommitError::NotLeader);
+        }
+        let writes = decided.touched.iter().map(|&index| {
+            let object = self.shard_object(index);
+            let api = self.api.clone();
+            let exists = self
+                .shards
+                .get(&index)
+                .is_some_and(|s| s.resource_version.is_some());
+            async move {
+                let result = if exists {
+                    api.replace(
+                        &object.metadata.name.clone().unwrap_or_default(),
+                        &PostParams::default(),
+                        &object,
+                    )
+                    .await
+                } else {
+                    api.create(&PostParams::default(), &object).await
+                };
+                (index, result)
+            }
+        });
+        let mut conflict = false;
+        let mut failure = None;
+        for (index, result) in join_all(writes).await {
+            match result {
+                Ok(written) => {
+                    self.shards.entry(index).or_default().resource_version =
+                        written.metadata.resource_version;
+                }
+                // 409: changed since read; 404: deleted (an empty pool
+                // pruned) since read. Either way: reload and decide again.
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => conflict = true,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            return Err(CommitError::Api(e));
+        }
+        if conflict {
+            return Err(CommitError::Conflict);
+        }
+        if !decided.touched.is_empty() {
+            self.status_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn shard_object(&self, index: u128) -> IPPool {
+        let shard = self.shards.get(&index).cloned().unwrap_or_default();
+        let lo = index * SHARD_SPAN;
+        let hi = lo.saturating_add(SHARD_SPAN);
+        let mut allocations: BTreeMap<String, crate::crd::IPAllocation> = self
+            .allocations
+            .range(lo..hi)
+            .filter(|(o, _)| self.shard_of(**o) == index)
+            .map(|(&o, a)| (allocation_key(o), to_crd(a)))
+            .collect();
+        for &o in &shard.strays {
+            if let Some(a) = self.allocations.get(&o) {
+                allocations.insert(allocation_key(o), to_crd(a));
+            }
+        }
+        let name = shard_name(&self.base, index);
+        let mut labels = BTreeMap::from([
+            (POOL_LABEL.to_owned(), pool_label_value(&self.base)),
+            (SHARD_LABEL.to_owned(), index.to_string()),
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+        ]);
+        if index != 0 {
+            labels.insert(
+                "hereabouts.dev/shard-of".to_owned(),
+                pool_label_value(&self.base),
+            );
+        }
+        IPPool {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(self.ctx.namespace.clone()),
+                resource_version: shard.resource_version,
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: IPPoolSpec {
+                range: self.cidr.to_string(),
+                allocations,
+            },
+            status: None,
+        }
+    }
+
+    fn finish(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>, decided: Decided) {
+        let prefix_len = self.cidr.prefix_len();
+        let mut allocs: Vec<Option<Pending>> = allocs.into_iter().map(Some).collect();
+        let mut exhausted = false;
+        for (i, result) in decided.allocs {
+            let Some(pending) = allocs.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            let answer = match result {
+                Ok(offset) => match self.cidr.ip_at(offset) {
+                    Some(ip) => {
+                        self.ctx.metrics.allocated();
+                        Ok(Grant { ip, prefix_len })
+                    }
+                    None => Err(self.api_error("allocated offset outside the range")),
+                },
+                Err(e) => {
+                    if matches!(e, AllocError::Exhausted { .. }) {
+                        exhausted = true;
+                    }
+                    self.ctx.metrics.failed(e.metric_label());
+                    Err(Error::Alloc(e))
+                }
+            };
+            let _ = pending.reply.send(answer);
+        }
+        if exhausted != self.exhausted {
+            self.exhausted = exhausted;
+            self.status_dirty = true;
+        }
+        let mut releases: Vec<Option<PendingRelease>> = releases.into_iter().map(Some).collect();
+        for (i, released) in decided.releases {
+            let Some(pending) = releases.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            if released {
+                self.ctx.metrics.released(match pending.reason {
+                    ReleaseReason::ClaimDeleted => "claim_deleted",
+                    ReleaseReason::Collected => "garbage_collected",
+                    ReleaseReason::Manual => "manual",
+                });
+                if self.exhausted {
+                    self.exhausted = false;
+                    self.status_dirty = true;
+                }
+            }
+            let _ = pending.reply.send(Ok(released));
+        }
+        // Reservations of released addresses go after the pool write, so a
+        // crash in between leaves a reservation the collector removes, never
+        // an allocation without its reservation.
+        if !decided.released.is_empty() {
+            let ctx = self.ctx.clone();
+            let network_name = self.network_name.clone();
+            let released: Vec<_> = decided
+                .released
+                .iter()
+                .filter_map(|(o, a)| Some((self.cidr.ip_at(*o)?, a.clone())))
+                .collect();
+            tokio::spawn(async move {
+                for (ip, owner) in released {
+                    if let Err(e) =
+                        reservations::unreserve(&ctx, network_name.as_deref(), ip, &owner).await
+                    {
+                        tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn write_status(&mut self) {
+        self.status_dirty = false;
+        if !self.ctx.leadership.is_leader() {
+            return;
+        }
+        let Some(base) = self.shards.get(&0).and_then(|s| s.resource_version.clone()) else {
+            return;
+        };
+        let range = IpRange::from_cidr(self.cidr).ok();
+        let size = range.as_ref().map_or(0, IpRange::usable_count);
+        let allocated = self.allocations.len() as u128;
+        let condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Exhausted".to_owned(),
+            status: if self.exhausted { "True" } else { "False" }.to_owned(),
+            reason: if self.exhausted {
+                "NoFreeAddress"
+            } else {
+                "AddressesAvailable"
+            }
+            .to_owned(),
+            message: format!("{allocated} of {size} addresses allocated"),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+            observed_generation: None,
+        };
+        let status = IPPoolStatus {
+            size: size.to_string(),
+            allocated: u64::try_from(allocated).unwrap_or(u64::MAX),
+            free: size.saturating_sub(allocated).to_string(),
+            conditions: vec![condition],
+        };
+        self.ctx.metrics.pool_usage(&self.base, size, allocated);
+        // The resourceVersion makes this a compare-and-swap too, and the
+        // answer tells the version our next spec write must carry.
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": base},
+            "status": status,
+        });
+        match self
+            .api
+            .patch_status(&self.base, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(written) => {
+                if let Some(shard) = self.shards.get_mut(&0) {
+                    shard.resource_version = written.metadata.resource_version;
+                }
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.loaded = false;
+                self.status_dirty = true;
+            }
+            Err(e) => tracing::debug!(pool = %self.base, error = %e, "pool status write failed"),
+        }
+    }
+}
+
+fn to_crd(a: &Allocation) -> crate::crd::IPAllocation {
+    crate::crd::IPAllocation {
+        id: a.container_id.clone(),
+        podref: a.pod_ref.clone(),
+        ifname: a.ifname.clone(),
+    }
+}
+
+/// What a batch decided: answers per caller (by index) and the writes.
+#[derive(Default)]
+struct Decided {
+    allocs: Vec<(usize, Result<u128, AllocError>)>,
+    releases: Vec<(usize, bool)>,
+    /// Shards to write.
+    touched: std::collections::BTreeSet<u128>,
+    /// New allocations that need a reservation first.
+    reserve: Vec<(u128, Allocation)>,
+    /// Allocations released, whose reservations go after the write.
+    released: Vec<(u128, Allocation)>,
+}
+
+enum CommitError {
+    Conflict,
+    Reservation(IpAddr),
+    NotLeader,
+    Api(kube::Error),
+}
+
+fn fail_all(allocs: Vec<Pending>, releases: Vec<PendingRelease>, error: impl Fn() -> Error) {
+    for p in allocs {
+        let _ = p.reply.send(Err(error()));
+    }
+    for p in releases {
+        let _ = p.reply.send(Err(error()));
+    }
+}

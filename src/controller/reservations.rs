@@ -1,0 +1,99 @@
+//! OverlappingRangeIPReservations: one object per address, named after it
+//! (whereabouts' rule), shared by every range of a `network_name`. Creating
+//! one is the cross-pool uniqueness check: it fails when an overlapping
+//! range holds the address. The pool actors reserve before they commit an
+//! allocation and unreserve after they commit a release; the garbage
+//! collector removes reservations that no allocation backs.
+
+use std::net::IpAddr;
+
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::core::ObjectMeta;
+
+use crate::crd::{MANAGED_BY, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use crate::ipam::{self, Allocation};
+
+use super::context::Context;
+
+/// Reserves `ip` for `owner`. `Ok(true)`: reserved (now, or already for
+/// the same pod and interface); `Ok(false)`: another attachment holds it.
+pub async fn reserve(
+    ctx: &Context,
+    network_name: Option<&str>,
+    ip: IpAddr,
+    owner: &Allocation,
+) -> Result<bool, kube::Error> {
+    let Ok(name) = ipam::reservation_name(network_name, ip) else {
+        // A name Kubernetes would refuse cannot be reserved; the pool's
+        // own uniqueness still holds.
+        return Ok(true);
+    };
+    let api: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let object = OverlappingRangeIPReservation {
+        metadata: ObjectMeta {
+            name: Some(name.as_str().to_owned()),
+            labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+            ..Default::default()
+        },
+        spec: OverlappingRangeIPReservationSpec {
+            containerid: owner.container_id.clone(),
+            podref: owner.pod_ref.clone(),
+            ifname: owner.ifname.clone(),
+        },
+    };
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let Some(existing) = api.get_opt(name.as_str()).await? else {
+                // Deleted in between: the next attempt creates it.
+                return Ok(false);
+            };
+            Ok(existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the reservation of `ip` if `owner` still holds it.
+pub async fn unreserve(
+    ctx: &Context,
+    network_name: Option<&str>,
+    ip: IpAddr,
+    owner: &Allocation,
+) -> Result<(), kube::Error> {
+    let Ok(name) = ipam::reservation_name(network_name, ip) else {
+        return Ok(());
+    };
+    let api: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(existing) = api.get_opt(name.as_str()).await? else {
+        return Ok(());
+    };
+    if existing.spec.podref != owner.pod_ref || existing.spec.ifname != owner.ifname {
+        return Ok(());
+    }
+    delete_exact(&api, &existing).await
+}
+
+/// Deletes `object` only if it is unchanged since read (uid and version).
+pub async fn delete_exact(
+    api: &Api<OverlappingRangeIPReservation>,
+    object: &OverlappingRangeIPReservation,
+) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.metadata.uid.clone(),
+            resource_version: object.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    match api
+        .delete(object.metadata.name.as_deref().unwrap_or_default(), &params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
