@@ -132,7 +132,7 @@ async fn a_pod_gets_a_macvlan_address_through_multus() {
     let ns = kit.namespace("smoke-pod").await.expect("namespace");
     let data_dir = local_dir().join("host-local").join(&ns.name);
     create_nad(
-        kit,
+        &kit,
         &ns,
         "macvlan-smoke",
         json!({
@@ -189,7 +189,7 @@ async fn ipvlan_pod_gets_an_address_through_multus() {
     let ns = kit.namespace("smoke-ipvlan").await.expect("namespace");
     let data_dir = local_dir().join("host-local").join(&ns.name);
     create_nad(
-        kit,
+        &kit,
         &ns,
         "ipvlan-smoke",
         json!({

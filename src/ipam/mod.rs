@@ -17,6 +17,30 @@
 //!
 //! Every refusal is a typed error naming the field and value; nothing here
 //! panics on input.
+//!
+//! ```
+//! use hereabouts::ipam::{Allocation, NetConf, Pool};
+//!
+//! let stdin = br#"{"cniVersion": "1.0.0", "name": "blue", "type": "macvlan",
+//!     "ipam": {"type": "whereabouts", "range": "192.168.1.0/24",
+//!              "range_start": "192.168.1.5", "network_name": "blue"}}"#;
+//! let config = NetConf::parse(stdin)?.ipam_config()?;
+//! let range = &config.ranges[0];
+//! assert_eq!(range.pool_name.as_str(), "blue-192.168.1.0-24");
+//!
+//! // The controller loads the IPPool's `spec.allocations` (decimal offsets)...
+//! let held = [("5", Allocation::new("c1", "default/web-0", "net1"))];
+//! let (mut pool, issues) = Pool::from_keyed(range.range.clone(), held);
+//! assert!(issues.is_empty());
+//! // ...allocates the lowest free address, idempotently per (pod, interface)...
+//! let web1 = Allocation::new("c2", "default/web-1", "net1");
+//! let assigned = pool.allocate(web1.clone())?;
+//! assert_eq!(assigned.ip.to_string(), "192.168.1.6");
+//! assert_eq!(pool.allocate(web1)?.ip, assigned.ip);
+//! // ...and writes `pool.keyed()` back: {"5": .., "6": ..}.
+//! assert_eq!(pool.keyed().map(|(k, _)| k).collect::<Vec<_>>(), ["5", "6"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod allocator;
 pub mod cidr;
@@ -36,7 +60,9 @@ pub use config::{
     ConfigError, ConfigWarning, Dns, IpamConfig, IpamKind, NetConf, RangeConfig, Route,
     StaticAddress, find_ipam_sections, merge_flat_file, read_flat_file,
 };
-pub use naming::{NamingError, PoolName, ReservationName, pool_name, reservation_name};
+pub use naming::{
+    NamingError, PoolName, ReservationName, node_slice_pool_name, pool_name, reservation_name,
+};
 pub use range::{Exclusion, IpRange, RangeError, RangeFields, Unusable};
 pub use request::{
     CniArgs, IpSource, RangeRequest, RequestError, RequestedIp, match_requests, requested_ips,

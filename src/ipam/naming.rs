@@ -118,6 +118,22 @@ pub fn pool_name(network_name: Option<&str>, cidr: &Cidr) -> Result<PoolName, Na
     Ok(PoolName(name))
 }
 
+/// The name whereabouts gives a per-node `IPPool` when `node_slice_size` is
+/// set: `[<network_name>-]<node>-<slice range>`. hereabouts does not
+/// allocate from such pools; this lets tooling find what whereabouts left.
+pub fn node_slice_pool_name(
+    network_name: Option<&str>,
+    node: &str,
+    slice: &Cidr,
+) -> Result<PoolName, NamingError> {
+    let name = with_network(
+        network_name,
+        &format!("{node}-{}", normalize_range(&slice.to_string())),
+    );
+    check("IPPool", &name, &slice.to_string())?;
+    Ok(PoolName(name))
+}
+
 /// The `OverlappingRangeIPReservation` name for `ip` in the network
 /// `network_name`.
 pub fn reservation_name(
@@ -225,6 +241,17 @@ mod tests {
                 .expect("valid")
                 .as_str(),
             "net-a-192.168.2.0-24"
+        );
+    }
+
+    #[test]
+    fn node_slice_pool_names_match_whereabouts() {
+        let c = cidr("10.0.0.0/8");
+        let name = |net| node_slice_pool_name(net, "testnode", &c).expect("valid");
+        assert_eq!(name(None).as_str(), "testnode-10.0.0.0-8");
+        assert_eq!(
+            name(Some("testnetwork")).as_str(),
+            "testnetwork-testnode-10.0.0.0-8"
         );
     }
 

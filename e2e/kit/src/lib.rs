@@ -104,17 +104,19 @@ impl std::fmt::Debug for Kit {
     }
 }
 
-static KIT: OnceCell<Kit> = OnceCell::const_new();
+static CLUSTER_UP: OnceCell<()> = OnceCell::const_new();
 
-/// Starts the local control plane unless it already runs, and connects.
-pub async fn kit() -> Result<&'static Kit> {
-    KIT.get_or_try_init(|| async {
-        script("cluster.sh", &["up"]).await?;
-        Ok(Kit {
-            client: client().await?,
-        })
+/// Starts the local control plane unless it already runs (once per test
+/// binary), and connects. Each call makes its own client: every
+/// `#[tokio::test]` has its own runtime, and a client's connections die with
+/// the runtime that made them.
+pub async fn kit() -> Result<Kit> {
+    CLUSTER_UP
+        .get_or_try_init(|| async { script("cluster.sh", &["up"]).await.map(drop) })
+        .await?;
+    Ok(Kit {
+        client: client().await?,
     })
-    .await
 }
 
 /// A fresh client for the local control plane (e.g. one per simulated
