@@ -969,8 +969,20 @@ impl Actor {
         let Some(base) = self.shards.get(&0).and_then(|s| s.resource_version.clone()) else {
             return;
         };
-        let range = IpRange::from_cidr(self.cidr).ok();
-        let size = range.as_ref().map_or(0, IpRange::usable_count);
+        // What the configured ranges hand out (the widest, should NADs
+        // sharing the pool differ), else the whole CIDR.
+        let size = self
+            .variants
+            .keys()
+            .map(IpRange::usable_count)
+            .max()
+            .or_else(|| {
+                IpRange::from_cidr(self.cidr)
+                    .ok()
+                    .as_ref()
+                    .map(IpRange::usable_count)
+            })
+            .unwrap_or(0);
         let allocated = self.allocations.len() as u128;
         let condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: "Exhausted".to_owned(),

@@ -1,0 +1,695 @@
+//! The controller against the real local API server: pools from NADs, a
+//! burst of claims, leader failover, a deposed leader, garbage collection,
+//! StatefulSet-style recreation and malformed NADs. Each test runs its own
+//! controller replicas, scoped to the test's namespace.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::future::join_all;
+use hereabouts::crd::{
+    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef, PodRef,
+};
+use hereabouts_kit::{Kit, Process, TestNamespace, eventually, free_port, kit, kubeconfig_path};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// One controller replica, killed when dropped.
+struct Replica {
+    process: Process,
+    port: u16,
+}
+
+impl Replica {
+    fn start(ns: &TestNamespace, name: &str, extra: &[&str]) -> Replica {
+        let port = free_port().expect("free port");
+        let mut args: Vec<String> = [
+            "--namespace",
+            &ns.name,
+            "--watch-namespace",
+            &ns.name,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "250ms",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        let process = Process::spawn(
+            &format!("{}-{name}", ns.name),
+            Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+            &args,
+            &[
+                ("KUBECONFIG", kubeconfig_path().display().to_string()),
+                ("RUST_LOG", "info,hereabouts=debug".to_owned()),
+            ],
+        )
+        .expect("start controller");
+        Replica { process, port }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://127.0.0.1:{}{path}", self.port),
+            ])
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.parse().ok()?, body.to_owned()))
+    }
+
+    async fn wait_ready(&self) {
+        eventually("controller /readyz", 30, || async {
+            matches!(self.get("/readyz").await, Some((200, _))).then_some(())
+        })
+        .await
+        .expect("controller becomes ready");
+    }
+}
+
+async fn setup(prefix: &str) -> (Kit, TestNamespace) {
+    let kit = kit().await.expect("local control plane");
+    hereabouts::crd::install(&kit.client)
+        .await
+        .expect("install CRDs");
+    let ns = kit.namespace(prefix).await.expect("namespace");
+    (kit, ns)
+}
+
+fn range(cidr: &str) -> ClaimRange {
+    ClaimRange {
+        range: cidr.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Pod objects bound to a node that needs no kubelet; returns (name, uid).
+async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let created = join_all((0..count).map(|i| {
+        let api = api.clone();
+        let name = format!("{prefix}-{i}");
+        async move {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                         "containers": [{"name": "app", "image": "pause"}]}
+            }))
+            .expect("pod");
+            let pod = api
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+            (name, pod.uid().expect("uid"))
+        }
+    }))
+    .await;
+    created
+}
+
+fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>) -> IPClaim {
+    IPClaim::new(
+        &format!("{}-{ifname}", pod.0),
+        IPClaimSpec {
+            network: NetworkRef {
+                namespace: ns.to_owned(),
+                name: "test-network".to_owned(),
+            },
+            ranges,
+            network_name: None,
+            enable_overlapping_ranges: true,
+            interface: ifname.to_owned(),
+            pod: PodRef {
+                namespace: ns.to_owned(),
+                name: pod.0.clone(),
+                uid: pod.1.clone(),
+            },
+            container_id: format!("container-{}", pod.1),
+            node: "simulated".to_owned(),
+            static_ips: Vec::new(),
+        },
+    )
+}
+
+fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
+    let status = claim.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        && status.observed_generation == claim.metadata.generation;
+    ready.then(|| status.addresses.clone())
+}
+
+fn condition_reason(claim: &IPClaim) -> Option<(String, String)> {
+    let c = claim
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until every claim in the namespace is answered Ready; returns
+/// claim name -> addresses.
+async fn all_ready(
+    client: &Client,
+    ns: &str,
+    expected: usize,
+    seconds: u64,
+) -> BTreeMap<String, Vec<String>> {
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{expected} claims ready"), seconds, || async {
+        let claims = api.list(&ListParams::default()).await.ok()?;
+        let ready: BTreeMap<_, _> = claims
+            .items
+            .iter()
+            .filter_map(|c| Some((c.name_any(), ready_addresses(c)?)))
+            .collect();
+        (ready.len() == expected).then_some(ready)
+    })
+    .await
+    .expect("claims answered")
+}
+
+/// All allocations of the pool `name` (all shards), as IP -> podref.
+async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
+    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for pool in api
+        .list(&ListParams::default())
+        .await
+        .expect("list pools")
+        .items
+    {
+        let pool_name = pool.name_any();
+        if pool_name != name && !pool_name.starts_with(&format!("{name}-s")) {
+            continue;
+        }
+        let (_, cidr) =
+            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
+        for (key, a) in pool.spec.allocations {
+            let offset: u128 = key.parse().expect("offset key");
+            let ip = cidr.ip_at(offset).expect("offset in range");
+            assert!(
+                out.insert(ip, a.podref.clone()).is_none(),
+                "{ip} allocated twice"
+            );
+        }
+    }
+    out
+}
+
+fn assert_unique(ready: &BTreeMap<String, Vec<String>>) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for (claim, addresses) in ready {
+        for a in addresses {
+            assert!(seen.insert(a.clone()), "{a} given twice (again to {claim})");
+        }
+    }
+    seen
+}
+
+async fn create_claims(client: &Client, ns: &str, claims: Vec<IPClaim>) {
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    let params = PostParams::default();
+    for result in join_all(claims.iter().map(|c| api.create(&params, c))).await {
+        result.expect("create claim");
+    }
+}
+
+async fn leader_identity(client: &Client, ns: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    leases
+        .get_opt("hereabouts-controller")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+fn nad(name: &str, config: serde_json::Value) -> NetworkAttachmentDefinition {
+    NetworkAttachmentDefinition::new(
+        name,
+        hereabouts::crd::NetworkAttachmentDefinitionSpec {
+            config: config.to_string(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
+    let (kit, ns) = setup("ctl-nad").await;
+    let replica = Replica::start(&ns, "a", &[]);
+    replica.wait_ready().await;
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
+    let good = nad(
+        "blue",
+        json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan", "master": "eth1",
+               "ipam": {"type": "whereabouts", "range": "192.0.2.0/24", "network_name": "blue",
+                        "ipRanges": [{"range": "2001:db8::/116"}]}}),
+    );
+    let bad = nad(
+        "broken",
+        json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan", "master": "eth1",
+               "ipam": {"type": "hereabouts", "range": "192.0.2.0/33"}}),
+    );
+    let plain = nad(
+        "other",
+        json!({"cniVersion": "1.0.0", "name": "other", "type": "macvlan",
+               "ipam": {"type": "hereabouts", "range": "10.0.0.0/8"}}),
+    );
+    for n in [&bad, &good, &plain] {
+        nads.create(&PostParams::default(), n)
+            .await
+            .expect("create NAD");
+    }
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let names = eventually("pools created", 20, || async {
+        let names: HashSet<String> = pools
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        (names.len() >= 3).then_some(names)
+    })
+    .await
+    .expect("pools for the good NADs");
+    let expected: HashSet<String> = ["blue-192.0.2.0-24", "blue-2001-db8---116", "10.0.0.0-8"]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        pools.get("10.0.0.0-8").await.expect("pool").spec.range,
+        "10.0.0.0/8"
+    );
+
+    let events: Api<Event> = Api::namespaced(kit.client.clone(), &ns.name);
+    let note = eventually("warning event on the broken NAD", 20, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some("broken")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .and_then(|e| e.message)
+    })
+    .await
+    .expect("an event");
+    assert!(
+        note.contains("range") && note.contains("192.0.2.0/33"),
+        "event names field and value: {note}"
+    );
+    let mut replica = replica;
+    assert!(
+        replica.process.running(),
+        "the controller survives a malformed NAD"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
+    let (kit, ns) = setup("ctl-burst").await;
+    let replica = Replica::start(&ns, "a", &[]);
+    replica.wait_ready().await;
+    let ranges = vec![ClaimRange {
+        range: "198.51.100.0/24".into(),
+        range_start: Some("198.51.100.1".into()),
+        range_end: Some("198.51.100.200".into()),
+        ..Default::default()
+    }];
+    let pods = pods(&kit.client, &ns.name, "burst", 201).await;
+    let claims: Vec<_> = pods[..200]
+        .iter()
+        .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+        .collect();
+    let started = std::time::Instant::now();
+    create_claims(&kit.client, &ns.name, claims).await;
+    let ready = all_ready(&kit.client, &ns.name, 200, 60).await;
+    eprintln!("200 claims answered in {:?}", started.elapsed());
+    let addresses = assert_unique(&ready);
+    assert_eq!(addresses.len(), 200);
+    let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-24").await;
+    assert_eq!(held.len(), 200, "the pool holds exactly 200 allocations");
+    for a in &addresses {
+        let ip: IpAddr = a.split('/').next().expect("ip").parse().expect("ip");
+        assert!(
+            held.contains_key(&ip),
+            "{a} is published but not in the pool"
+        );
+    }
+
+    // The 201st finds the pool exhausted, and says so.
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &pods[200], "net1", ranges)],
+    )
+    .await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let reason = eventually("exhaustion reported", 20, || async {
+        condition_reason(&claims.get(&format!("{}-net1", pods[200].0)).await.ok()?)
+    })
+    .await
+    .expect("condition");
+    assert_eq!(reason, ("False".to_owned(), "Exhausted".to_owned()));
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let exhausted = eventually("Exhausted condition on the pool", 20, || async {
+        let status = pools.get("198.51.100.0-24").await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Exhausted" && c.status == "True")
+            .then_some(status)
+    })
+    .await
+    .expect("pool status");
+    assert_eq!(exhausted.allocated, 200);
+    assert_eq!(exhausted.free, "0");
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_and_no_request_is_lost() {
+    let (kit, ns) = setup("ctl-failover").await;
+    let mut a = Replica::start(&ns, "a", &[]);
+    let mut b = Replica::start(&ns, "b", &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let leader = eventually("a leader", 20, || leader_identity(&kit.client, &ns.name))
+        .await
+        .expect("leader elected");
+    let ranges = vec![range("203.0.113.0/24")];
+    let pods = pods(&kit.client, &ns.name, "fo", 100).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        pods[..50]
+            .iter()
+            .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+            .collect(),
+    )
+    .await;
+    // Crash the leader while requests are in flight.
+    let (victim, survivor) = if leader.ends_with(&format!("_{}", a.process.id())) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    victim.process.kill();
+    let killed_at = std::time::Instant::now();
+    create_claims(
+        &kit.client,
+        &ns.name,
+        pods[50..]
+            .iter()
+            .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+            .collect(),
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 100, 60).await;
+    eprintln!(
+        "all 100 answered {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
+    assert_unique(&ready);
+    let new_leader = leader_identity(&kit.client, &ns.name)
+        .await
+        .expect("leader");
+    assert!(
+        new_leader.ends_with(&format!("_{}", survivor.process.id())),
+        "the standby took over: {new_leader}"
+    );
+    assert_eq!(
+        pool_allocations(&kit.client, &ns.name, "203.0.113.0-24")
+            .await
+            .len(),
+        100
+    );
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_commit() {
+    let (kit, ns) = setup("ctl-deposed").await;
+    let replica = Replica::start(&ns, "a", &[]);
+    replica.wait_ready().await;
+    let ranges = vec![range("192.0.2.0/28")];
+    let pods = pods(&kit.client, &ns.name, "dp", 3).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &pods[0], "net1", ranges.clone())],
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+
+    // Another writer changes the pool behind the leader's back (what a new
+    // leader does): the leader's next write must not overwrite it.
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let mut pool = pools.get("192.0.2.0-28").await.expect("pool");
+    pool.spec.allocations.insert(
+        "2".to_owned(),
+        hereabouts::crd::IPAllocation {
+            id: "outsider".into(),
+            podref: "elsewhere/pod".into(),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .replace("192.0.2.0-28", &PostParams::default(), &pool)
+        .await
+        .expect("outside write");
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &pods[1], "net1", ranges.clone())],
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 2, 30).await;
+    let held = pool_allocations(&kit.client, &ns.name, "192.0.2.0-28").await;
+    assert_eq!(
+        held.get(&"192.0.2.2".parse::<IpAddr>().expect("ip"))
+            .map(String::as_str),
+        Some("elsewhere/pod"),
+        "the outside write survived"
+    );
+    assert_eq!(
+        ready[&format!("{}-net1", pods[1].0)],
+        vec!["192.0.2.3/28".to_owned()],
+        "and was respected"
+    );
+
+    // Take the Lease away for good: the replica must stop answering.
+    let leases: Api<Lease> = Api::namespaced(kit.client.clone(), &ns.name);
+    let mut lease = leases.get("hereabouts-controller").await.expect("lease");
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    spec.holder_identity = Some("usurper".into());
+    spec.lease_duration_seconds = Some(3600);
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("hereabouts-controller", &PostParams::default(), &lease)
+        .await
+        .expect("usurp");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = pools
+        .get("192.0.2.0-28")
+        .await
+        .expect("pool")
+        .metadata
+        .resource_version;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &pods[2], "net1", ranges)],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = pools
+        .get("192.0.2.0-28")
+        .await
+        .expect("pool")
+        .metadata
+        .resource_version;
+    assert_eq!(before, after, "a deposed leader wrote the pool");
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let last = claims
+        .get(&format!("{}-net1", pods[2].0))
+        .await
+        .expect("claim");
+    assert!(
+        ready_addresses(&last).is_none(),
+        "a deposed leader answered a claim"
+    );
+}
+
+#[tokio::test]
+async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_not_before() {
+    let (kit, ns) = setup("ctl-gc").await;
+    let replica = Replica::start(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "4s"],
+    );
+    replica.wait_ready().await;
+    let ranges = vec![range("198.51.100.0/28")];
+    let pods = pods(&kit.client, &ns.name, "gc", 2).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        pods.iter()
+            .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+            .collect(),
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 2, 30).await;
+    // A whereabouts-era allocation of a pod that no longer exists.
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let mut pool = pools.get("198.51.100.0-28").await.expect("pool");
+    pool.spec.allocations.insert(
+        "9".into(),
+        hereabouts::crd::IPAllocation {
+            id: "gone-container".into(),
+            podref: format!("{}/vanished", ns.name),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .replace("198.51.100.0-28", &PostParams::default(), &pool)
+        .await
+        .expect("adopted allocation");
+
+    // Force-delete one pod; nothing deletes its claim (a lost DEL).
+    let api: Api<Pod> = Api::namespaced(kit.client.clone(), &ns.name);
+    api.delete(
+        &pods[0].0,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force delete");
+    let deleted_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-28").await;
+    assert_eq!(
+        held.len(),
+        3,
+        "nothing reclaimed before the grace period: {held:?}"
+    );
+
+    let held = eventually("reclaimed", 30, || async {
+        let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-28").await;
+        (held.len() == 1).then_some(held)
+    })
+    .await
+    .expect("the leaked addresses come back");
+    assert!(deleted_at.elapsed() >= Duration::from_secs(4));
+    assert_eq!(
+        held.values().next().map(String::as_str),
+        Some(format!("{}/{}", ns.name, pods[1].0).as_str()),
+        "the live pod keeps its address"
+    );
+}
+
+#[tokio::test]
+async fn a_statefulset_pod_recreated_under_its_name_keeps_its_address() {
+    let (kit, ns) = setup("ctl-sts").await;
+    let replica = Replica::start(&ns, "a", &["--hold-released", "30s"]);
+    replica.wait_ready().await;
+    let ranges = vec![range("203.0.113.0/29")];
+    let first = pods(&kit.client, &ns.name, "web", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &first, "net1", ranges.clone())],
+    )
+    .await;
+    let before = all_ready(&kit.client, &ns.name, 1, 30).await;
+    let address = before.values().next().expect("address").clone();
+
+    // The pod goes: DEL deletes its claim, the pod object goes.
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    hereabouts_kit::delete_and_wait(&claims, &format!("{}-net1", first.0), 20)
+        .await
+        .expect("DEL");
+    let api: Api<Pod> = Api::namespaced(kit.client.clone(), &ns.name);
+    api.delete(
+        &first.0,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete pod");
+    // Meanwhile another pod asks: it must not get the held address.
+    let other = pods(&kit.client, &ns.name, "other", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &other, "net1", ranges.clone())],
+    )
+    .await;
+    let during = all_ready(&kit.client, &ns.name, 1, 30).await;
+    assert_ne!(
+        during.values().next(),
+        Some(&address),
+        "the held address went to another pod"
+    );
+
+    // The StatefulSet recreates web-0: new UID, new sandbox, same name.
+    let again = eventually("pod recreated", 20, || async {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": first.0},
+            "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                     "containers": [{"name": "app", "image": "pause"}]}
+        }))
+        .ok()?;
+        let pod = api.create(&PostParams::default(), &pod).await.ok()?;
+        Some((first.0.clone(), pod.uid()?))
+    })
+    .await
+    .expect("recreated");
+    assert_ne!(again.1, first.1);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &again, "net1", ranges)],
+    )
+    .await;
+    let after = all_ready(&kit.client, &ns.name, 2, 30).await;
+    assert_eq!(
+        after[&format!("{}-net1", first.0)],
+        address,
+        "the recreated pod got its address back"
+    );
+}
