@@ -105,7 +105,7 @@ fn range(cidr: &str) -> ClaimRange {
 /// Pod objects bound to a node that needs no kubelet; returns (name, uid).
 async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let created = join_all((0..count).map(|i| {
+    join_all((0..count).map(|i| {
         let api = api.clone();
         let name = format!("{prefix}-{i}");
         async move {
@@ -122,8 +122,7 @@ async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(Str
             (name, pod.uid().expect("uid"))
         }
     }))
-    .await;
-    created
+    .await
 }
 
 fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>) -> IPClaim {
