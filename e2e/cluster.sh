@@ -103,12 +103,16 @@ install_cni_bin() {
 }
 
 ensure_fabric() {
-  # The shared L2 segment that every simulated node's uplink is plugged into.
-  if ! ip link show "$HB_FABRIC" >/dev/null 2>&1; then
-    say "creating bridge $HB_FABRIC (the simulated nodes' shared segment)"
-    ip link add "$HB_FABRIC" type bridge
+  # The shared L2 segment every simulated node's uplink is plugged into: a
+  # bridge inside its own network namespace, away from the host's stack.
+  if ! ip netns list | grep -qw "$HB_FABRIC_NETNS"; then
+    say "creating bridge $HB_FABRIC in netns $HB_FABRIC_NETNS (the simulated nodes' shared segment)"
+    ip netns add "$HB_FABRIC_NETNS"
   fi
-  ip link set "$HB_FABRIC" up
+  if ! ip -n "$HB_FABRIC_NETNS" link show "$HB_FABRIC" >/dev/null 2>&1; then
+    ip -n "$HB_FABRIC_NETNS" link add "$HB_FABRIC" type bridge
+  fi
+  ip -n "$HB_FABRIC_NETNS" link set "$HB_FABRIC" up
 }
 
 up() {
@@ -192,12 +196,12 @@ down() {
     ip netns del "$ns" 2>/dev/null || true
   done
   stop_processes
-  if ip link show "$HB_FABRIC" >/dev/null 2>&1; then
-    say "removing bridge $HB_FABRIC"
-    ip link del "$HB_FABRIC"
+  if ip netns list | grep -qw "$HB_FABRIC_NETNS"; then
+    say "removing the shared segment (netns $HB_FABRIC_NETNS)"
+    ip netns del "$HB_FABRIC_NETNS"
   fi
   say "removing $HB_STATE, $HB_NODES and $HB_KUBECONFIG"
-  rm -rf "$HB_STATE" "$HB_NODES" "$HB_KUBECONFIG" "$HB_LOCAL/cni"
+  rm -rf "$HB_STATE" "$HB_NODES" "$HB_KUBECONFIG" "$HB_LOCAL/cni" "$HB_LOCAL/pods" "$HB_LOCAL/host-local"
   say "stopped"
 }
 

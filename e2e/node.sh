@@ -3,7 +3,8 @@
 # in for the host: its uplink `eth1` (the macvlan/ipvlan master NADs name)
 # is a veth plugged into the shared bridge hb-fabric, and 127.0.0.1:<api port>
 # inside it is forwarded to the API server, so Multus and the IPAM plugins
-# run inside the node exactly as on a host.
+# run inside the node exactly as on a host. The uplink's peer sits in the
+# fabric namespace: pod traffic never touches the host's own stack.
 #   node.sh add NAME        create (or find) the node
 #   node.sh remove NAME     delete it: processes, namespace, link, Node object
 #   node.sh netns NAME      print the node's network namespace
@@ -21,8 +22,8 @@ add() {
   if ! ip netns list | grep -qw "$netns"; then
     ip netns add "$netns"
     ip -n "$netns" link set lo up
-    ip link add "$uplink" type veth peer name eth1 netns "$netns"
-    ip link set "$uplink" master "$HB_FABRIC" up
+    ip -n "$HB_FABRIC_NETNS" link add "$uplink" type veth peer name eth1 netns "$netns"
+    ip -n "$HB_FABRIC_NETNS" link set "$uplink" master "$HB_FABRIC" up
     ip -n "$netns" link set eth1 up
   fi
   # The API server listens on the host's loopback only; a unix socket carries
@@ -82,7 +83,7 @@ remove() {
   local name=$1 dir=$HB_NODES/$1 netns
   netns=$(node_netns "$name")
   if pid_alive "$dir/proxy.pid"; then kill -- "-$(cat "$dir/proxy.pid")" 2>/dev/null || true; fi
-  ip link del "hbv$(hb_short "$name")" 2>/dev/null || true
+  ip -n "$HB_FABRIC_NETNS" link del "hbv$(hb_short "$name")" 2>/dev/null || true
   ip netns del "$netns" 2>/dev/null || true
   if [[ ${2:-} != --local-only && -f $HB_KUBECONFIG ]]; then
     kubectl --kubeconfig "$HB_KUBECONFIG" delete node "$name" --ignore-not-found --wait=false >/dev/null

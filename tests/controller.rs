@@ -267,13 +267,13 @@ async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
     let good = nad(
         "blue",
         json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan", "master": "eth1",
-               "ipam": {"type": "whereabouts", "range": "192.0.2.0/24", "network_name": "blue",
+               "ipam": {"type": "whereabouts", "range": "100.64.0.0/24", "network_name": "blue",
                         "ipRanges": [{"range": "2001:db8::/116"}]}}),
     );
     let bad = nad(
         "broken",
         json!({"cniVersion": "1.0.0", "name": "broken", "type": "macvlan", "master": "eth1",
-               "ipam": {"type": "hereabouts", "range": "192.0.2.0/33"}}),
+               "ipam": {"type": "hereabouts", "range": "100.64.0.0/33"}}),
     );
     let plain = nad(
         "other",
@@ -299,7 +299,7 @@ async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
     })
     .await
     .expect("pools for the good NADs");
-    let expected: HashSet<String> = ["blue-192.0.2.0-24", "blue-2001-db8---116", "10.0.0.0-8"]
+    let expected: HashSet<String> = ["blue-100.64.0.0-24", "blue-2001-db8---116", "10.0.0.0-8"]
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -323,7 +323,7 @@ async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
     .await
     .expect("an event");
     assert!(
-        note.contains("range") && note.contains("192.0.2.0/33"),
+        note.contains("range") && note.contains("100.64.0.0/33"),
         "event names field and value: {note}"
     );
     let mut replica = replica;
@@ -458,7 +458,7 @@ async fn a_deposed_leader_cannot_commit() {
     let (kit, ns) = setup("ctl-deposed").await;
     let replica = Replica::start(&ns, "a", &[]);
     replica.wait_ready().await;
-    let ranges = vec![range("192.0.2.0/28")];
+    let ranges = vec![range("100.64.0.0/28")];
     let pods = pods(&kit.client, &ns.name, "dp", 3).await;
     create_claims(
         &kit.client,
@@ -471,7 +471,7 @@ async fn a_deposed_leader_cannot_commit() {
     // Another writer changes the pool behind the leader's back (what a new
     // leader does): the leader's next write must not overwrite it.
     let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
-    let mut pool = pools.get("192.0.2.0-28").await.expect("pool");
+    let mut pool = pools.get("100.64.0.0-28").await.expect("pool");
     pool.spec.allocations.insert(
         "2".to_owned(),
         hereabouts::crd::IPAllocation {
@@ -481,7 +481,7 @@ async fn a_deposed_leader_cannot_commit() {
         },
     );
     pools
-        .replace("192.0.2.0-28", &PostParams::default(), &pool)
+        .replace("100.64.0.0-28", &PostParams::default(), &pool)
         .await
         .expect("outside write");
     create_claims(
@@ -491,16 +491,16 @@ async fn a_deposed_leader_cannot_commit() {
     )
     .await;
     let ready = all_ready(&kit.client, &ns.name, 2, 30).await;
-    let held = pool_allocations(&kit.client, &ns.name, "192.0.2.0-28").await;
+    let held = pool_allocations(&kit.client, &ns.name, "100.64.0.0-28").await;
     assert_eq!(
-        held.get(&"192.0.2.2".parse::<IpAddr>().expect("ip"))
+        held.get(&"100.64.0.2".parse::<IpAddr>().expect("ip"))
             .map(String::as_str),
         Some("elsewhere/pod"),
         "the outside write survived"
     );
     assert_eq!(
         ready[&format!("{}-net1", pods[1].0)],
-        vec!["192.0.2.3/28".to_owned()],
+        vec!["100.64.0.3/28".to_owned()],
         "and was respected"
     );
 
@@ -519,7 +519,7 @@ async fn a_deposed_leader_cannot_commit() {
         .expect("usurp");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pools
-        .get("192.0.2.0-28")
+        .get("100.64.0.0-28")
         .await
         .expect("pool")
         .metadata
@@ -532,7 +532,7 @@ async fn a_deposed_leader_cannot_commit() {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = pools
-        .get("192.0.2.0-28")
+        .get("100.64.0.0-28")
         .await
         .expect("pool")
         .metadata

@@ -139,7 +139,7 @@ async fn a_pod_gets_a_macvlan_address_through_multus() {
             "cniVersion": "1.0.0", "name": "macvlan-smoke", "type": "macvlan",
             "master": "eth1", "mode": "bridge",
             "ipam": {"type": "host-local", "dataDir": data_dir,
-                     "ranges": [[{"subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10"}]]}
+                     "ranges": [[{"subnet": "100.64.10.0/24", "rangeStart": "100.64.10.10"}]]}
         }),
     )
     .await;
@@ -152,7 +152,7 @@ async fn a_pod_gets_a_macvlan_address_through_multus() {
         .addresses("p1", "net1")
         .await
         .expect("ip addr in the pod");
-    assert_eq!(addresses, vec!["192.0.2.10/24".to_owned()]);
+    assert_eq!(addresses, vec!["100.64.10.10/24".to_owned()]);
     let kind = ns
         .exec("p1", &["ip", "-d", "-j", "link", "show", "dev", "net1"])
         .await
@@ -171,7 +171,7 @@ async fn a_pod_gets_a_macvlan_address_through_multus() {
         .unwrap_or_default()
         .remove("k8s.v1.cni.cncf.io/network-status")
         .expect("Multus wrote network-status");
-    assert!(status.contains("192.0.2.10"), "network-status: {status}");
+    assert!(status.contains("100.64.10.10"), "network-status: {status}");
 
     ns.delete_pod("p1").await.expect("Multus DEL succeeds");
 }

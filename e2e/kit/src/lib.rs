@@ -286,11 +286,26 @@ impl Drop for TestNamespace {
                 .args(["remove", &node])
                 .output();
         }
-        let _ = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig_path())
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
+        // No kubelet confirms pod deletions: force them, or the namespace
+        // stays Terminating for ever.
+        let kubectl = |args: &[&str]| {
+            let _ = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig_path())
+                .args(args)
+                .output();
+        };
+        kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            &self.name,
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ]);
+        kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 

@@ -1,0 +1,100 @@
+//! CNI errors: a code from the spec (or ours, 100 and up), a message that
+//! names the field or value at fault, and details; printed on stdout as the
+//! spec's error document.
+
+use serde_json::{Value, json};
+
+/// Codes of the CNI specification, and hereabouts' own from 100.
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    pub const INVALID_ENVIRONMENT: u32 = 4;
+    pub const IO: u32 = 5;
+    pub const DECODING: u32 = 6;
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// The range has no free address.
+    pub const EXHAUSTED: u32 = 100;
+    /// A requested static address is held by someone else.
+    pub const STATIC_ADDRESS_TAKEN: u32 = 101;
+    /// A requested static address is not one the ranges hand out.
+    pub const STATIC_ADDRESS_NOT_ALLOCATABLE: u32 = 102;
+    /// CHECK found the attachment's addresses changed.
+    pub const CHECK_FAILED: u32 = 103;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CNI error {code}: {msg}")]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+
+    pub fn invalid_config(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_CONFIG, msg)
+    }
+
+    pub fn try_again(msg: impl Into<String>) -> Self {
+        Self::new(code::TRY_AGAIN_LATER, msg)
+    }
+
+    /// The error document, in `cni_version` (the spec's own when unknown).
+    pub fn to_json(&self, cni_version: &str) -> Value {
+        let mut doc = json!({
+            "cniVersion": cni_version,
+            "code": self.code,
+            "msg": self.msg,
+        });
+        if !self.details.is_empty() {
+            doc["details"] = Value::String(self.details.clone());
+        }
+        doc
+    }
+
+    /// A bounded label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self.code {
+            code::INCOMPATIBLE_VERSION => "incompatible_version",
+            code::UNSUPPORTED_FIELD => "unsupported_field",
+            code::INVALID_ENVIRONMENT => "invalid_environment",
+            code::IO => "io",
+            code::DECODING => "decoding",
+            code::INVALID_CONFIG => "invalid_config",
+            code::TRY_AGAIN_LATER => "try_again_later",
+            code::NOT_AVAILABLE => "not_available",
+            code::EXHAUSTED => "exhausted",
+            code::STATIC_ADDRESS_TAKEN => "static_address_taken",
+            code::STATIC_ADDRESS_NOT_ALLOCATABLE => "static_address_not_allocatable",
+            code::CHECK_FAILED => "check_failed",
+            _ => "other",
+        }
+    }
+}
+
+impl From<crate::ipam::ConfigError> for CniError {
+    fn from(e: crate::ipam::ConfigError) -> Self {
+        CniError::invalid_config(e.to_string())
+    }
+}
+
+impl From<crate::ipam::RequestError> for CniError {
+    fn from(e: crate::ipam::RequestError) -> Self {
+        CniError::invalid_config(e.to_string())
+    }
+}

@@ -1,0 +1,747 @@
+//! The plugin's verbs. ADD creates (or reuses) the attachment's IPClaim and
+//! waits on a watch of that one object for the controller's answer; DEL
+//! deletes it; CHECK compares it and the pool with prevResult; GC deletes
+//! this node's claims the runtime no longer knows; STATUS asks whether an
+//! allocator holds the lease and the pools have room. The plugin never
+//! writes a pool and takes no lease.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{
+    Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ObjectMeta;
+use kube::{Client, Config, ResourceExt};
+use serde_json::Value;
+
+use crate::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use crate::ipam::{self, IpamConfig, RangeRequest};
+
+use super::env::Invocation;
+use super::error::{CniError, code};
+use super::result::{self, ResultIp};
+
+/// Where the installer puts the plugin's credentials and node name.
+pub const DEFAULT_KUBECONFIG: &str = "/etc/cni/net.d/hereabouts.d/hereabouts.kubeconfig";
+pub const NODENAME_FILE: &str = "/etc/cni/net.d/hereabouts.d/nodename";
+/// How long ADD waits for the allocator unless `request_timeout` says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Labels on claims, for GC and for admins.
+pub const NODE_LABEL: &str = "hereabouts.dev/node";
+pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
+
+/// The validated configuration plus what hereabouts adds to it.
+struct Plan {
+    config: IpamConfig,
+    /// The `ipam` object with the flat file merged under it.
+    raw: serde_json::Map<String, Value>,
+    timeout: Duration,
+    kubeconfig: Option<PathBuf>,
+}
+
+fn plan(inv: &Invocation) -> Result<Plan, CniError> {
+    let flat = ipam::read_flat_file(&inv.conf.flat_file_paths())?;
+    let config = inv
+        .conf
+        .ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
+    let raw = match &flat {
+        // Validated just above: the merge succeeds.
+        Some((_, values)) => ipam::merge_flat_file(&inv.conf.ipam, values)
+            .map(|(merged, _)| merged)
+            .unwrap_or_else(|_| inv.conf.ipam.clone()),
+        None => inv.conf.ipam.clone(),
+    };
+    let timeout = match inv.conf.ipam.get("request_timeout") {
+        None => DEFAULT_TIMEOUT,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                CniError::invalid_config(format!(
+                    "ipam.request_timeout: {n} is not a positive number of seconds"
+                ))
+            })?,
+        Some(Value::String(s)) => humantime::parse_duration(s)
+            .map_err(|e| CniError::invalid_config(format!("ipam.request_timeout: {s:?}: {e}")))?,
+        Some(other) => {
+            return Err(CniError::invalid_config(format!(
+                "ipam.request_timeout: expected seconds or a duration like \"30s\", found {other}"
+            )));
+        }
+    };
+    let kubeconfig = config
+        .kubernetes
+        .kubeconfig
+        .clone()
+        .map(PathBuf::from)
+        .or_else(|| {
+            Path::new(DEFAULT_KUBECONFIG)
+                .exists()
+                .then(|| PathBuf::from(DEFAULT_KUBECONFIG))
+        });
+    Ok(Plan {
+        config,
+        raw,
+        timeout,
+        kubeconfig,
+    })
+}
+
+/// A client and the namespace pools live in (the kubeconfig context's,
+/// else kube-system: whereabouts' rule).
+async fn connect(plan: &Plan) -> Result<(Client, String), CniError> {
+    let (config, namespace) = match &plan.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                CniError::invalid_config(format!(
+                    "kubernetes.kubeconfig: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let namespace = kubeconfig
+                .current_context
+                .as_ref()
+                .and_then(|current| kubeconfig.contexts.iter().find(|c| &c.name == current))
+                .and_then(|c| c.context.as_ref()?.namespace.clone())
+                .unwrap_or_else(|| "kube-system".to_owned());
+            let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    CniError::invalid_config(format!(
+                        "kubernetes.kubeconfig {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            (config, namespace)
+        }
+        None => (
+            Config::infer().await.map_err(|e| {
+                CniError::invalid_config(format!(
+                    "kubernetes.kubeconfig: not set and no default credentials: {e}"
+                ))
+            })?,
+            "kube-system".to_owned(),
+        ),
+    };
+    let mut config = config;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let client = Client::try_from(config)
+        .map_err(|e| CniError::try_again(format!("cannot build a Kubernetes client: {e}")))?;
+    Ok((client, namespace))
+}
+
+fn api_error(action: &str, e: &kube::Error) -> CniError {
+    CniError::try_again(format!("{action}: {e}"))
+}
+
+/// FNV-1a: a hash that stays the same across builds and Rust versions, so
+/// a repeated ADD after an upgrade finds the same claim.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// A label value for `value` (hashed when it would not be a valid one).
+fn label_value(value: &str) -> String {
+    let valid = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if valid {
+        value.to_owned()
+    } else {
+        format!("h{:016x}", stable_hash(&[value]))
+    }
+}
+
+/// The claim of (pod, interface, network): `<pod>-<ifname>-<hash>`, the
+/// same for every ADD of that attachment.
+pub fn claim_name(pod: &str, ifname: &str, network: &str) -> String {
+    let hash = stable_hash(&[pod, ifname, network]);
+    let ifname: String = ifname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let suffix = format!("-{}-{:08x}", ifname.trim_matches('-'), hash & 0xffff_ffff);
+    let room = 253usize.saturating_sub(suffix.len());
+    let pod: String = pod.chars().take(room).collect();
+    format!("{}{suffix}", pod.trim_end_matches(['-', '.']))
+}
+
+fn network_name(inv: &Invocation) -> String {
+    inv.conf
+        .name
+        .clone()
+        .unwrap_or_else(|| "unnamed".to_owned())
+}
+
+/// NODENAME, then the installer's file, then the host name.
+fn node_name(inv: &Invocation) -> String {
+    inv.env
+        .node_name
+        .clone()
+        .or_else(|| std::fs::read_to_string(NODENAME_FILE).ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown-node".to_owned())
+}
+
+fn claim_ranges(plan: &Plan) -> Vec<ClaimRange> {
+    // The raw fields, so the controller parses exactly what the
+    // configuration says (A-B/len, range_start, exclude...), in the order
+    // the parsed ranges have: top-level `range` first, then `ipRanges`.
+    let config = &plan.config;
+    let ipam_raw = &plan.raw;
+    let raw_ranges: Vec<&serde_json::Map<String, Value>> = std::iter::once(ipam_raw)
+        .filter(|m| {
+            m.get("range")
+                .and_then(Value::as_str)
+                .is_some_and(|r| !r.is_empty())
+        })
+        .chain(
+            ipam_raw
+                .get("ipRanges")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object),
+        )
+        .collect();
+    config
+        .ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let raw = raw_ranges.get(i);
+            let text = |key: &str| {
+                raw.and_then(|m| m.get(key))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let exclude = raw
+                .and_then(|m| m.get("exclude"))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ClaimRange {
+                range: text("range").unwrap_or_else(|| r.range.cidr().to_string()),
+                range_start: text("range_start"),
+                range_end: text("range_end"),
+                exclude,
+                gateway: config.gateway_for(&r.range).map(|g| g.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// ADD: the attachment's addresses, committed by the allocator.
+pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
+    let plan = plan(inv)?;
+    let (pod_namespace, pod_name) = inv.pod()?;
+    let requested = inv.conf.requested_ips(Some(&inv.args))?;
+    let matched = ipam::match_requests(plan.config.ranges.iter().map(|r| &r.range), &requested)?;
+    let static_ips: Vec<String> = matched
+        .iter()
+        .filter_map(|m| match m {
+            RangeRequest::Static(r) => Some(r.ip.to_string()),
+            RangeRequest::Dynamic => None,
+        })
+        .collect();
+    if plan.config.ranges.is_empty() {
+        // Only `addresses`: nothing to allocate (whereabouts allows this).
+        return Ok(result::render(&inv.cni_version, &[], &plan.config));
+    }
+    let (client, _) = connect(&plan).await?;
+    let network = network_name(inv);
+    let name = claim_name(&pod_name, &inv.ifname, &network);
+    let node = node_name(inv);
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), &pod_namespace);
+    let pod_uid = match inv.args.pod_uid().filter(|u| !u.is_empty()) {
+        Some(uid) => uid.to_owned(),
+        None => {
+            // Runtimes that do not pass K8S_POD_UID: one more round trip.
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_namespace);
+            pods.get(&pod_name)
+                .await
+                .map_err(|e| api_error(&format!("reading pod {pod_namespace}/{pod_name}"), &e))?
+                .uid()
+                .unwrap_or_default()
+        }
+    };
+    let spec = IPClaimSpec {
+        network: NetworkRef {
+            namespace: pod_namespace.clone(),
+            name: network.clone(),
+        },
+        ranges: claim_ranges(&plan),
+        network_name: plan.config.network_name.clone(),
+        enable_overlapping_ranges: plan.config.enable_overlapping_ranges,
+        interface: inv.ifname.clone(),
+        pod: PodRef {
+            namespace: pod_namespace.clone(),
+            name: pod_name.clone(),
+            uid: pod_uid.clone(),
+        },
+        container_id: inv.container_id.clone(),
+        node: node.clone(),
+        static_ips,
+    };
+    let mut claim = IPClaim::new(&name, spec.clone());
+    claim.metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(pod_namespace.clone()),
+        labels: Some(BTreeMap::from([
+            (NODE_LABEL.to_owned(), label_value(&node)),
+            (NETWORK_LABEL.to_owned(), label_value(&network)),
+        ])),
+        owner_references: (!pod_uid.is_empty()).then(|| {
+            vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod_name.clone(),
+                uid: pod_uid.clone(),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    };
+    let current = match api.create(&PostParams::default(), &claim).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // A repeated ADD, or a pod recreated under the same name.
+            let mut existing = api
+                .get(&name)
+                .await
+                .map_err(|e| api_error(&format!("reading IPClaim {pod_namespace}/{name}"), &e))?;
+            if existing.spec == spec {
+                existing
+            } else {
+                existing.spec = spec;
+                existing.metadata.owner_references = claim.metadata.owner_references.clone();
+                existing.metadata.labels = claim.metadata.labels.clone();
+                api.replace(&name, &PostParams::default(), &existing)
+                    .await
+                    .map_err(|e| {
+                        api_error(&format!("updating IPClaim {pod_namespace}/{name}"), &e)
+                    })?
+            }
+        }
+        Err(e) => {
+            return Err(api_error(
+                &format!("creating IPClaim {pod_namespace}/{name}"),
+                &e,
+            ));
+        }
+    };
+    let answered = wait_for_answer(&api, current, plan.timeout).await?;
+    let status = answered.status.unwrap_or_default();
+    let ips: Vec<ResultIp> = status
+        .ips
+        .iter()
+        .filter_map(|a| ResultIp::parse(&a.address, a.gateway.as_deref()))
+        .collect();
+    Ok(result::render(&inv.cni_version, &ips, &plan.config))
+}
+
+/// `Some(Ok)` when the claim is answered Ready, `Some(Err)` when refused.
+fn answer_of(claim: &IPClaim) -> Option<Result<(), CniError>> {
+    let status = claim.status.as_ref()?;
+    if status.observed_generation != claim.metadata.generation {
+        return None;
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    if ready.status == "True" {
+        return Some(Ok(()));
+    }
+    let code = match ready.reason.as_str() {
+        "Exhausted" => code::EXHAUSTED,
+        "StaticAddressTaken" => code::STATIC_ADDRESS_TAKEN,
+        "StaticAddressNotAllocatable" | "StaticAddressOutsideRanges" => {
+            code::STATIC_ADDRESS_NOT_ALLOCATABLE
+        }
+        "InvalidRange" | "InvalidStaticAddress" | "InvalidNetworkName" => code::INVALID_CONFIG,
+        _ => code::TRY_AGAIN_LATER,
+    };
+    Some(Err(CniError::new(
+        code,
+        format!("{}: {}", ready.reason, ready.message),
+    )))
+}
+
+/// Watches the one claim until the allocator answers or `timeout` passes.
+async fn wait_for_answer(
+    api: &Api<IPClaim>,
+    claim: IPClaim,
+    timeout: Duration,
+) -> Result<IPClaim, CniError> {
+    if let Some(answer) = answer_of(&claim) {
+        return answer.map(|()| claim);
+    }
+    let name = claim.name_any();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut version = claim.resource_version().unwrap_or_default();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(CniError::try_again(format!(
+                "no allocator answered IPClaim {name} within {timeout:?}: is hereabouts-controller running and leading?"
+            )));
+        }
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX));
+        let stream = match api.watch(&params, &version).await {
+            Ok(s) => s,
+            Err(e) => return Err(api_error(&format!("watching IPClaim {name}"), &e)),
+        };
+        let mut stream = std::pin::pin!(stream);
+        let next = tokio::time::timeout(left, async {
+            while let Some(event) = stream
+                .try_next()
+                .await
+                .map_err(|e| api_error("watch", &e))?
+            {
+                match event {
+                    WatchEvent::Added(c) | WatchEvent::Modified(c) => {
+                        version = c.resource_version().unwrap_or_default();
+                        if let Some(answer) = answer_of(&c) {
+                            return answer.map(|()| Some(c));
+                        }
+                    }
+                    WatchEvent::Deleted(_) => {
+                        return Err(CniError::try_again(format!(
+                            "IPClaim {name} was deleted while waiting"
+                        )));
+                    }
+                    WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
+                    // Expired version: read the claim afresh below.
+                    WatchEvent::Error(_) => return Ok(None),
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        match next {
+            Ok(Ok(Some(claim))) => return Ok(claim),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(None)) => {
+                let fresh = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| api_error(&format!("reading IPClaim {name}"), &e))?;
+                if let Some(answer) = answer_of(&fresh) {
+                    return answer.map(|()| fresh);
+                }
+                version = fresh.resource_version().unwrap_or_default();
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// DEL: deletes the attachment's claim; succeeds when it is gone already,
+/// when its namespace is gone, or when a newer ADD took it over.
+pub async fn del(inv: &Invocation) -> Result<Value, CniError> {
+    let plan = match plan(inv) {
+        Ok(plan) => plan,
+        // A configuration that cannot have allocated anything has nothing
+        // to release; refusing DEL would only wedge the pod's teardown.
+        Err(e) if e.code == code::INVALID_CONFIG => return Ok(Value::Null),
+        Err(e) => return Err(e),
+    };
+    let Ok((pod_namespace, pod_name)) = inv.pod() else {
+        return Ok(Value::Null);
+    };
+    if plan.config.ranges.is_empty() {
+        return Ok(Value::Null);
+    }
+    let (client, _) = connect(&plan).await?;
+    let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
+    let api: Api<IPClaim> = Api::namespaced(client, &pod_namespace);
+    let existing = match api.get_opt(&name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(Value::Null),
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Value::Null),
+        Err(e) => {
+            return Err(api_error(
+                &format!("reading IPClaim {pod_namespace}/{name}"),
+                &e,
+            ));
+        }
+    };
+    if existing.spec.container_id != inv.container_id {
+        return Ok(Value::Null);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => Ok(Value::Null),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Value::Null),
+        Err(e) => Err(api_error(
+            &format!("deleting IPClaim {pod_namespace}/{name}"),
+            &e,
+        )),
+    }
+}
+
+/// CHECK: the claim still holds prevResult's addresses, and so do the pools.
+pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
+    let plan = plan(inv)?;
+    let (pod_namespace, pod_name) = inv.pod()?;
+    let prev = inv.conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::invalid_config("prevResult: missing; CHECK needs the result of ADD")
+    })?;
+    let mut expected: Vec<String> = result::addresses_of(prev);
+    let statics: HashSet<String> = plan
+        .config
+        .addresses
+        .iter()
+        .map(|a| format!("{}/{}", a.address, a.prefix_len))
+        .collect();
+    expected.retain(|a| !statics.contains(a));
+    if plan.config.ranges.is_empty() {
+        return Ok(Value::Null);
+    }
+    let (client, pool_namespace) = connect(&plan).await?;
+    let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), &pod_namespace);
+    let claim = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| api_error(&format!("reading IPClaim {pod_namespace}/{name}"), &e))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::CHECK_FAILED,
+                format!("IPClaim {pod_namespace}/{name} no longer exists"),
+            )
+        })?;
+    let held: Vec<String> = claim
+        .status
+        .as_ref()
+        .map(|s| s.addresses.clone())
+        .unwrap_or_default();
+    let mut want = expected.clone();
+    want.sort();
+    let mut have = held.clone();
+    have.sort();
+    if want != have {
+        return Err(CniError::new(
+            code::CHECK_FAILED,
+            format!(
+                "prevResult has {expected:?} but IPClaim {pod_namespace}/{name} holds {held:?}"
+            ),
+        ));
+    }
+    let pools: Api<IPPool> = Api::namespaced(client, &pool_namespace);
+    let pod_ref = format!("{pod_namespace}/{pod_name}");
+    for address in claim.status.unwrap_or_default().ips {
+        let Ok((ip, cidr)) = ipam::Cidr::parse_with_host(&address.address) else {
+            continue;
+        };
+        let Some(offset) = cidr.offset_of(ip) else {
+            continue;
+        };
+        let shard = crate::controller::pools::shard_name(
+            &address.pool,
+            offset / crate::controller::pools::SHARD_SPAN,
+        );
+        let candidates = [shard, address.pool.clone()];
+        let mut found = false;
+        for pool_name in candidates {
+            if let Some(pool) = pools
+                .get_opt(&pool_name)
+                .await
+                .map_err(|e| api_error(&format!("reading IPPool {pool_name}"), &e))?
+            {
+                found |= pool
+                    .spec
+                    .allocations
+                    .get(&ipam::allocation_key(offset))
+                    .is_some_and(|a| a.podref == pod_ref && a.ifname == inv.ifname);
+            }
+        }
+        if !found {
+            return Err(CniError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "{} is no longer allocated to {pod_ref} {} in pool {}",
+                    address.address, inv.ifname, address.pool
+                ),
+            ));
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// GC (CNI 1.1): deletes this node's claims of this network whose
+/// attachment is not among `cni.dev/valid-attachments`.
+pub async fn gc(inv: &Invocation) -> Result<Value, CniError> {
+    let plan = plan(inv)?;
+    let valid: HashSet<(String, String)> = inv.raw["cni.dev/valid-attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a["containerID"].as_str()?.to_owned(),
+                a["ifname"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let (client, _) = connect(&plan).await?;
+    let node = node_name(inv);
+    let api: Api<IPClaim> = Api::all(client.clone());
+    let selector = format!(
+        "{NODE_LABEL}={},{NETWORK_LABEL}={}",
+        label_value(&node),
+        label_value(&network_name(inv))
+    );
+    let claims = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| api_error("listing this node's IPClaims", &e))?;
+    let stale = claims
+        .items
+        .into_iter()
+        .filter(|c| !valid.contains(&(c.spec.container_id.clone(), c.spec.interface.clone())));
+    futures::stream::iter(stale)
+        .for_each_concurrent(16, |claim| {
+            let client = client.clone();
+            async move {
+                let api: Api<IPClaim> =
+                    Api::namespaced(client, &claim.namespace().unwrap_or_default());
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: claim.uid(),
+                        resource_version: claim.resource_version(),
+                    }),
+                    ..Default::default()
+                };
+                let _ = api.delete(&claim.name_any(), &params).await;
+            }
+        })
+        .await;
+    Ok(Value::Null)
+}
+
+/// STATUS (CNI 1.1): ready when a controller holds a fresh lease and no
+/// pool of this network is exhausted.
+pub async fn status(inv: &Invocation) -> Result<Value, CniError> {
+    let plan = plan(inv)?;
+    let (client, pool_namespace) = connect(&plan)
+        .await
+        .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &pool_namespace);
+    let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    let lease = leases
+        .get_opt("hereabouts-controller")
+        .await
+        .map_err(|e| unavailable(format!("cannot reach the API server: {e}")))?
+        .and_then(|l| l.spec)
+        .ok_or_else(|| {
+            unavailable(format!(
+                "no hereabouts-controller lease in {pool_namespace}: is the controller installed?"
+            ))
+        })?;
+    let fresh = lease
+        .holder_identity
+        .as_deref()
+        .is_some_and(|h| !h.is_empty())
+        && lease.renew_time.as_ref().is_some_and(|t| {
+            let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            let limit = i64::from(lease.lease_duration_seconds.unwrap_or(15));
+            age.as_secs() <= limit
+        });
+    if !fresh {
+        return Err(unavailable(
+            "no hereabouts-controller holds a fresh lease: addresses cannot be allocated"
+                .to_owned(),
+        ));
+    }
+    let pools: Api<IPPool> = Api::namespaced(client, &pool_namespace);
+    for range in &plan.config.ranges {
+        let name = range.pool_name.as_str();
+        let Some(pool) = pools
+            .get_opt(name)
+            .await
+            .map_err(|e| unavailable(format!("reading IPPool {name}: {e}")))?
+        else {
+            continue;
+        };
+        let exhausted = pool.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Exhausted" && c.status == "True")
+        });
+        if exhausted {
+            return Err(unavailable(format!(
+                "IPPool {name} ({}) has no free address",
+                range.range
+            )));
+        }
+    }
+    Ok(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_names_are_stable_valid_and_bounded() {
+        let a = claim_name("web-0", "net1", "blue");
+        assert_eq!(a, claim_name("web-0", "net1", "blue"));
+        assert_ne!(a, claim_name("web-0", "net2", "blue"));
+        assert_ne!(a, claim_name("web-0", "net1", "green"));
+        assert!(a.starts_with("web-0-net1-"), "{a}");
+        let long = claim_name(&"p".repeat(253), "Net_1", "blue");
+        assert!(long.len() <= 253);
+        assert!(ipam::naming::check_object_name(&long).is_ok(), "{long}");
+    }
+
+    #[test]
+    fn label_values_hash_what_a_label_cannot_hold() {
+        assert_eq!(label_value("node-1"), "node-1");
+        let long = label_value(&"n".repeat(100));
+        assert!(long.len() <= 63 && long.starts_with('h'));
+        assert_ne!(label_value("a/b"), "a/b");
+    }
+}
