@@ -60,13 +60,12 @@ fn log_file_of(stdin: &[u8]) -> Option<String> {
 
 fn log(line: &str, file: Option<&str>) {
     eprintln!("{line}");
-    if let Some(path) = file {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Some(path) = file
+        && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
             let _ = writeln!(f, "{line}");
         }
-    }
 }
