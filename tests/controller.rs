@@ -12,7 +12,7 @@ use futures::future::join_all;
 use hereabouts::crd::{
     ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef, PodRef,
 };
-use hereabouts_kit::{Kit, Process, TestNamespace, eventually, free_port, kit, kubeconfig_path};
+use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -20,70 +20,14 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 /// One controller replica, killed when dropped.
-struct Replica {
-    process: Process,
-    port: u16,
-}
-
-impl Replica {
-    fn start(ns: &TestNamespace, name: &str, extra: &[&str]) -> Replica {
-        let port = free_port().expect("free port");
-        let mut args: Vec<String> = [
-            "--namespace",
-            &ns.name,
-            "--watch-namespace",
-            &ns.name,
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "250ms",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        args.extend(extra.iter().map(ToString::to_string));
-        let process = Process::spawn(
-            &format!("{}-{name}", ns.name),
-            Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-            &args,
-            &[
-                ("KUBECONFIG", kubeconfig_path().display().to_string()),
-                ("RUST_LOG", "info,hereabouts=debug".to_owned()),
-            ],
-        )
-        .expect("start controller");
-        Replica { process, port }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let out = tokio::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                &format!("http://127.0.0.1:{}{path}", self.port),
-            ])
-            .output()
-            .await
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n')?;
-        Some((code.parse().ok()?, body.to_owned()))
-    }
-
-    async fn wait_ready(&self) {
-        eventually("controller /readyz", 30, || async {
-            matches!(self.get("/readyz").await, Some((200, _))).then_some(())
-        })
-        .await
-        .expect("controller becomes ready");
-    }
+fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
+    Controller::start(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        ns,
+        name,
+        extra,
+    )
+    .expect("start controller")
 }
 
 async fn setup(prefix: &str) -> (Kit, TestNamespace) {
@@ -261,8 +205,8 @@ fn nad(name: &str, config: serde_json::Value) -> NetworkAttachmentDefinition {
 #[tokio::test]
 async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
     let (kit, ns) = setup("ctl-nad").await;
-    let replica = Replica::start(&ns, "a", &[]);
-    replica.wait_ready().await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
     let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
     let good = nad(
         "blue",
@@ -336,8 +280,8 @@ async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
 #[tokio::test]
 async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
     let (kit, ns) = setup("ctl-burst").await;
-    let replica = Replica::start(&ns, "a", &[]);
-    replica.wait_ready().await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
     let ranges = vec![ClaimRange {
         range: "198.51.100.0/24".into(),
         range_start: Some("198.51.100.1".into()),
@@ -397,10 +341,10 @@ async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
 #[tokio::test]
 async fn a_killed_leader_is_replaced_and_no_request_is_lost() {
     let (kit, ns) = setup("ctl-failover").await;
-    let mut a = Replica::start(&ns, "a", &[]);
-    let mut b = Replica::start(&ns, "b", &[]);
-    a.wait_ready().await;
-    b.wait_ready().await;
+    let mut a = replica(&ns, "a", &[]);
+    let mut b = replica(&ns, "b", &[]);
+    a.wait_ready().await.expect("controller ready");
+    b.wait_ready().await.expect("controller ready");
     let leader = eventually("a leader", 20, || leader_identity(&kit.client, &ns.name))
         .await
         .expect("leader elected");
@@ -456,8 +400,8 @@ async fn a_killed_leader_is_replaced_and_no_request_is_lost() {
 #[tokio::test]
 async fn a_deposed_leader_cannot_commit() {
     let (kit, ns) = setup("ctl-deposed").await;
-    let replica = Replica::start(&ns, "a", &[]);
-    replica.wait_ready().await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
     let ranges = vec![range("100.64.0.0/28")];
     let pods = pods(&kit.client, &ns.name, "dp", 3).await;
     create_claims(
@@ -552,12 +496,12 @@ async fn a_deposed_leader_cannot_commit() {
 #[tokio::test]
 async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_not_before() {
     let (kit, ns) = setup("ctl-gc").await;
-    let replica = Replica::start(
+    let replica = replica(
         &ns,
         "a",
         &["--gc-schedule", "* * * * * *", "--gc-grace", "4s"],
     );
-    replica.wait_ready().await;
+    replica.wait_ready().await.expect("controller ready");
     let ranges = vec![range("198.51.100.0/28")];
     let pods = pods(&kit.client, &ns.name, "gc", 2).await;
     create_claims(
@@ -622,8 +566,8 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
 #[tokio::test]
 async fn a_statefulset_pod_recreated_under_its_name_keeps_its_address() {
     let (kit, ns) = setup("ctl-sts").await;
-    let replica = Replica::start(&ns, "a", &["--hold-released", "30s"]);
-    replica.wait_ready().await;
+    let replica = replica(&ns, "a", &["--hold-released", "30s"]);
+    replica.wait_ready().await.expect("controller ready");
     let ranges = vec![range("203.0.113.0/29")];
     let first = pods(&kit.client, &ns.name, "web", 1).await.remove(0);
     create_claims(

@@ -65,7 +65,7 @@ fn log(line: &str, file: Option<&str>) {
             .create(true)
             .append(true)
             .open(path)
-        {
-            let _ = writeln!(f, "{line}");
-        }
+    {
+        let _ = writeln!(f, "{line}");
+    }
 }

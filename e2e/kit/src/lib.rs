@@ -402,3 +402,120 @@ pub fn free_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A hereabouts-controller replica scoped to one test namespace (pools,
+/// reservations, Lease and watched objects all there), killed when dropped.
+#[derive(Debug)]
+pub struct Controller {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Controller {
+    /// Starts `binary` (the test's `CARGO_BIN_EXE_hereabouts-controller`)
+    /// with short lease timings and `extra` flags.
+    pub fn start(binary: &Path, ns: &TestNamespace, name: &str, extra: &[&str]) -> Result<Self> {
+        let port = free_port().map_err(|source| KitError::Spawn {
+            script: "free_port",
+            source,
+        })?;
+        let mut args: Vec<String> = [
+            "--namespace",
+            &ns.name,
+            "--watch-namespace",
+            &ns.name,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "250ms",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        let process = Process::spawn(
+            &format!("{}-{name}", ns.name),
+            binary,
+            &args,
+            &[
+                ("KUBECONFIG", kubeconfig_path().display().to_string()),
+                ("RUST_LOG", "info,hereabouts=debug".to_owned()),
+            ],
+        )
+        .map_err(|source| KitError::Spawn {
+            script: "controller",
+            source,
+        })?;
+        Ok(Controller { process, port })
+    }
+
+    /// GET on the controller's HTTP port: (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://127.0.0.1:{}{path}", self.port),
+            ])
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.parse().ok()?, body.to_owned()))
+    }
+
+    /// Waits for `/readyz`.
+    pub async fn wait_ready(&self) -> Result<()> {
+        eventually("controller /readyz", 30, || async {
+            matches!(self.get("/readyz").await, Some((200, _))).then_some(())
+        })
+        .await
+    }
+}
+
+impl TestNamespace {
+    /// A kubeconfig whose context namespace is this namespace: given to the
+    /// CNI plugin (`kubernetes.kubeconfig`), it keeps the test's pools here.
+    pub fn kubeconfig(&self) -> Result<PathBuf> {
+        let source =
+            std::fs::read_to_string(kubeconfig_path()).map_err(|e| KitError::Kubeconfig {
+                path: kubeconfig_path(),
+                message: e.to_string(),
+            })?;
+        let scoped = source.replace(
+            "context: {cluster: hereabouts-local, user: admin}",
+            &format!(
+                "context: {{cluster: hereabouts-local, user: admin, namespace: {}}}",
+                self.name
+            ),
+        );
+        let path = local_dir().join("kubeconfigs").join(&self.name);
+        let io = |e: std::io::Error| KitError::Kubeconfig {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        std::fs::write(&path, scoped).map_err(io)?;
+        Ok(path)
+    }
+}
+
+/// Puts `binary` into the simulated nodes' CNI bin dir as `name` (e.g. the
+/// test's `CARGO_BIN_EXE_hereabouts` as `hereabouts`).
+pub fn install_plugin(binary: &Path, name: &str) -> std::io::Result<()> {
+    let dir = cni_bin_dir();
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(binary, &tmp)?;
+    std::fs::rename(tmp, link)
+}
