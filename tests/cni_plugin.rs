@@ -88,7 +88,9 @@ fn bad_input_gets_the_right_code_and_names_the_field() {
         ("CNI_IFNAME", "net1"),
         ("CNI_NETNS", "/var/run/netns/x"),
     ];
-    let cases: Vec<(&[(&str, &str)], Value, u64, &str)> = vec![
+    // (environment, stdin, expected code, what the message must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Value, u64, &'a str);
+    let cases: Vec<Case> = vec![
         (&add, json!("not an object"), 7, "stdin"),
         (
             &add,
