@@ -2,9 +2,11 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help test lint unit cluster-up cluster-down cluster-status bench-allocator fuzz
+.PHONY: help test lint unit demo demo-down cluster-up cluster-down cluster-status bench-allocator fuzz
 
 help:
+	@echo "make demo            hereabouts end to end on the local control plane (start here)"
+	@echo "make demo-down       stop the demo (the control plane keeps running)"
 	@echo "make test            everything CI runs: fmt, clippy, unit, integration and e2e tests"
 	@echo "                     (brings the local control plane up and down by itself)"
 	@echo "make lint            rustfmt check and clippy -D warnings"
@@ -23,6 +25,12 @@ lint:
 
 unit:
 	$(CARGO) test --locked --lib --bins
+
+demo:
+	e2e/demo.sh
+
+demo-down:
+	e2e/demo.sh down
 
 cluster-up:
 	e2e/cluster.sh up

@@ -184,6 +184,7 @@ stop_processes() {
 }
 
 down() {
+  [[ -d $HB_LOCAL/demo ]] && "$HB_ROOT/e2e/demo.sh" down >/dev/null 2>&1 || true
   if [[ -d $HB_NODES ]]; then
     local node
     for node in "$HB_NODES"/*/; do
