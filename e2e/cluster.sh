@@ -191,10 +191,11 @@ down() {
       [[ -d $node ]] && "$HB_ROOT/e2e/node.sh" remove "$(basename "$node")" --local-only || true
     done
   fi
-  # Pod namespaces made by the kit carry the hbpod- prefix.
-  local ns
-  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^hbpod-/ {print $1}'); do
-    ip netns del "$ns" 2>/dev/null || true
+  # The pods this kit made (and only those: another checkout's kit may
+  # share the machine).
+  local netns
+  for netns in "$HB_LOCAL"/pods/*/netns; do
+    [[ -f $netns ]] && ip netns del "$(cat "$netns")" 2>/dev/null || true
   done
   stop_processes
   if ip netns list | grep -qw "$HB_FABRIC_NETNS"; then

@@ -15,7 +15,7 @@ HB_ETCD_PEER_PORT=${HB_ETCD_PEER_PORT:-23800}
 HB_FABRIC=hb-fabric
 # The simulated nodes' shared segment lives in a network namespace of its
 # own, so nothing on it can ever reach the host's own stack or network.
-HB_FABRIC_NETNS=hb-fabric
+HB_FABRIC_NETNS=${HB_FABRIC_NETNS:-hb-fabric}
 HB_REFERENCE_PLUGINS=${HB_REFERENCE_PLUGINS:-/usr/lib/cni}
 
 say() { printf '[kit] %s\n' "$*" >&2; }
