@@ -636,3 +636,53 @@ async fn a_statefulset_pod_recreated_under_its_name_keeps_its_address() {
         "the recreated pod got its address back"
     );
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_hands_the_lease_over_at_once() {
+    let (kit, ns) = setup("ctl-handover").await;
+    // A long lease: only an explicit release explains a quick handover.
+    let flags = ["--lease-duration", "30s", "--renew-deadline", "20s"];
+    let mut a = replica(&ns, "a", &flags);
+    let mut b = replica(&ns, "b", &flags);
+    a.wait_ready().await.expect("controller ready");
+    b.wait_ready().await.expect("controller ready");
+    let leader = eventually("a leader", 20, || leader_identity(&kit.client, &ns.name))
+        .await
+        .expect("leader elected");
+    let (old, new) = if leader.ends_with(&format!("_{}", a.process.id())) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let stopped = std::time::Instant::now();
+    let status = old.process.terminate().expect("exit status");
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    let successor = format!("_{}", new.process.id());
+    eventually("the standby leads", 10, || async {
+        leader_identity(&kit.client, &ns.name)
+            .await
+            .filter(|h| h.ends_with(&successor))
+    })
+    .await
+    .expect("handover");
+    let took = stopped.elapsed();
+    eprintln!("handover took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "released, not expired: {took:?}"
+    );
+    // And the new leader serves.
+    let pods = pods(&kit.client, &ns.name, "ho", 1).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &pods[0],
+            "net1",
+            vec![range("198.51.100.0/28")],
+        )],
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 1, 20).await;
+}

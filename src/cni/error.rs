@@ -1,6 +1,6 @@
-//! CNI errors: a code from the spec (or ours, 100 and up), a message that
-//! names the field or value at fault, and details; printed on stdout as the
-//! spec's error document.
+//! CNI errors: a code from the spec (or ours, 100 and up) and a message
+//! that names the field or value at fault, printed on stdout as the spec's
+//! error document.
 
 use serde_json::{Value, json};
 
@@ -29,7 +29,6 @@ pub mod code {
 pub struct CniError {
     pub code: u32,
     pub msg: String,
-    pub details: String,
 }
 
 impl CniError {
@@ -37,13 +36,7 @@ impl CniError {
         CniError {
             code,
             msg: msg.into(),
-            details: String::new(),
         }
-    }
-
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
-        self.details = details.into();
-        self
     }
 
     pub fn invalid_config(msg: impl Into<String>) -> Self {
@@ -56,34 +49,11 @@ impl CniError {
 
     /// The error document, in `cni_version` (the spec's own when unknown).
     pub fn to_json(&self, cni_version: &str) -> Value {
-        let mut doc = json!({
+        json!({
             "cniVersion": cni_version,
             "code": self.code,
             "msg": self.msg,
-        });
-        if !self.details.is_empty() {
-            doc["details"] = Value::String(self.details.clone());
-        }
-        doc
-    }
-
-    /// A bounded label for logs and metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self.code {
-            code::INCOMPATIBLE_VERSION => "incompatible_version",
-            code::UNSUPPORTED_FIELD => "unsupported_field",
-            code::INVALID_ENVIRONMENT => "invalid_environment",
-            code::IO => "io",
-            code::DECODING => "decoding",
-            code::INVALID_CONFIG => "invalid_config",
-            code::TRY_AGAIN_LATER => "try_again_later",
-            code::NOT_AVAILABLE => "not_available",
-            code::EXHAUSTED => "exhausted",
-            code::STATIC_ADDRESS_TAKEN => "static_address_taken",
-            code::STATIC_ADDRESS_NOT_ALLOCATABLE => "static_address_not_allocatable",
-            code::CHECK_FAILED => "check_failed",
-            _ => "other",
-        }
+        })
     }
 }
 

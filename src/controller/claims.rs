@@ -267,7 +267,6 @@ fn refusal(e: &pools::Error) -> (&'static str, String) {
             AllocError::OutsideRange { .. } | AllocError::NotAllocatable { .. },
         ) => "StaticAddressNotAllocatable",
         pools::Error::Naming(_) => "InvalidNetworkName",
-        pools::Error::RangeMismatch { .. } => "InvalidRange",
         pools::Error::Api { .. } | pools::Error::NotLeader | pools::Error::Stopped { .. } => {
             "Retrying"
         }

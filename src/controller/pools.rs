@@ -80,12 +80,6 @@ pub enum Error {
     NotLeader,
     #[error("pool {pool} stopped")]
     Stopped { pool: String },
-    #[error("IPPool {pool} holds range {found}, not {expected}")]
-    RangeMismatch {
-        pool: String,
-        found: String,
-        expected: String,
-    },
 }
 
 impl Error {
@@ -96,7 +90,6 @@ impl Error {
             Error::Api { .. } => "api_error",
             Error::NotLeader => "not_leader",
             Error::Stopped { .. } => "stopped",
-            Error::RangeMismatch { .. } => "range_mismatch",
         }
     }
 
@@ -157,17 +150,6 @@ enum Command {
         ReleaseReason,
         oneshot::Sender<Result<bool, Error>>,
     ),
-    Snapshot(oneshot::Sender<PoolSnapshot>),
-}
-
-/// A read-only copy of a pool's allocations, for the garbage collector and
-/// the admin tools.
-#[derive(Clone, Debug, Default)]
-pub struct PoolSnapshot {
-    pub name: String,
-    pub cidr: String,
-    pub network_name: Option<String>,
-    pub allocations: Vec<(IpAddr, Allocation)>,
 }
 
 /// Routes commands to the actor of each pool, starting actors on demand.
@@ -234,27 +216,6 @@ impl PoolBook {
             .send(Command::Release(by, reason, tx))
             .map_err(|_| Error::Stopped { pool: pool.clone() })?;
         rx.await.map_err(|_| Error::Stopped { pool })?
-    }
-
-    /// The allocations of every pool an actor serves now.
-    pub async fn snapshots(&self) -> Vec<PoolSnapshot> {
-        let senders: Vec<_> = self
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for tx in senders {
-            let (reply, rx) = oneshot::channel();
-            if tx.send(Command::Snapshot(reply)).is_ok()
-                && let Ok(snapshot) = rx.await
-            {
-                out.push(snapshot);
-            }
-        }
-        out
     }
 
     /// Stops every actor (leadership lost): their state may be stale by the
@@ -396,28 +357,12 @@ impl Actor {
                     Command::Release(by, reason, reply) => {
                         releases.push(PendingRelease { by, reason, reply });
                     }
-                    Command::Snapshot(reply) => {
-                        let _ = reply.send(self.snapshot());
-                    }
                 }
                 next = rx.try_recv().ok();
             }
             if !allocs.is_empty() || !releases.is_empty() {
                 self.serve(allocs, releases).await;
             }
-        }
-    }
-
-    fn snapshot(&self) -> PoolSnapshot {
-        PoolSnapshot {
-            name: self.base.clone(),
-            cidr: self.cidr.to_string(),
-            network_name: self.network_name.clone(),
-            allocations: self
-                .allocations
-                .iter()
-                .filter_map(|(&o, a)| Some((self.cidr.ip_at(o)?, a.clone())))
-                .collect(),
         }
     }
 

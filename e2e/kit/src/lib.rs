@@ -419,23 +419,21 @@ impl Controller {
             script: "free_port",
             source,
         })?;
-        let mut args: Vec<String> = [
-            "--namespace",
-            &ns.name,
-            "--watch-namespace",
-            &ns.name,
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "250ms",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        let http = format!("127.0.0.1:{port}");
+        let defaults = [
+            ("--namespace", ns.name.as_str()),
+            ("--watch-namespace", ns.name.as_str()),
+            ("--http-addr", http.as_str()),
+            ("--lease-duration", "3s"),
+            ("--renew-deadline", "2s"),
+            ("--retry-period", "250ms"),
+        ];
+        // `extra` wins over a default of the same flag.
+        let mut args: Vec<String> = defaults
+            .iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [(*flag).to_owned(), (*value).to_owned()])
+            .collect();
         args.extend(extra.iter().map(ToString::to_string));
         let process = Process::spawn(
             &format!("{}-{name}", ns.name),
