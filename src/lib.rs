@@ -15,5 +15,6 @@ pub mod cni;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod install;
 pub mod ipam;
 pub mod telemetry;
