@@ -11,6 +11,7 @@
 //! [`ipam`] is the pure core: configuration, range arithmetic, naming and the
 //! allocator. Nothing in it touches the network or the Kubernetes API.
 
+pub mod admin;
 pub mod cni;
 pub mod controller;
 pub mod crd;
