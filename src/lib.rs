@@ -10,6 +10,11 @@
 //!
 //! [`ipam`] is the pure core: configuration, range arithmetic, naming and the
 //! allocator. Nothing in it touches the network or the Kubernetes API.
+//!
+//! Around them: [`install`] is the node DaemonSet's installer (the plugin
+//! binary, its kubeconfig and node name on the host), and [`admin`] is what
+//! the `kubectl hereabouts` plugin does (usage, who holds an address, the
+//! consistency audit, manual release).
 
 pub mod admin;
 pub mod cni;
