@@ -77,16 +77,20 @@ fn plan(inv: &Invocation) -> Result<Plan, CniError> {
             )));
         }
     };
-    let kubeconfig = config
-        .kubernetes
-        .kubeconfig
-        .clone()
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(DEFAULT_KUBECONFIG)
-                .exists()
-                .then(|| PathBuf::from(DEFAULT_KUBECONFIG))
-        });
+    // A NAD that still says "whereabouts" names whereabouts' kubeconfig,
+    // whose credentials cannot file claims: when hereabouts is installed
+    // under that name, its own credentials (written by the installer) win.
+    let own = Path::new(DEFAULT_KUBECONFIG);
+    let kubeconfig = if config.kind == ipam::IpamKind::Whereabouts && own.exists() {
+        Some(own.to_path_buf())
+    } else {
+        config
+            .kubernetes
+            .kubeconfig
+            .clone()
+            .map(PathBuf::from)
+            .or_else(|| own.exists().then(|| own.to_path_buf()))
+    };
     Ok(Plan {
         config,
         raw,
