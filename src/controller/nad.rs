@@ -28,7 +28,13 @@ pub fn wanted_pools(
 ) -> Result<Vec<(String, ipam::Cidr)>, ConfigError> {
     let mut out = Vec::new();
     for section in ipam::find_ipam_sections(&nad.spec.config)? {
-        let config = section.ipam_config()?;
+        let config = match section.ipam_config() {
+            Ok(config) => config,
+            // The range may come from the nodes' flat file, which the
+            // controller cannot read: such pools are made on first use.
+            Err(ConfigError::NoRange { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         for range in config.ranges {
             out.push((range.pool_name.into_string(), *range.range.cidr()));
         }
