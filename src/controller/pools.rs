@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
@@ -37,6 +38,9 @@ use super::reservations;
 /// Attempts at one batch before its callers get an error (each conflict
 /// costs a reload, so this bounds the work a hostile writer can cause).
 const MAX_ATTEMPTS: u32 = 20;
+
+/// Reservation removals in flight at once after a release batch.
+const UNRESERVE_CONCURRENCY: usize = 32;
 
 /// How long an address found reserved by an overlapping range is passed
 /// over before its reservation is tried again.
@@ -59,9 +63,14 @@ impl Change {
 }
 
 /// Offsets per IPPool object. A whereabouts allocation entry is about 150
-/// bytes of JSON, so a full shard stays near 300 KiB, far below etcd's
-/// 1.5 MiB object limit even with the longest pod names.
-pub const SHARD_SPAN: u128 = 2048;
+/// bytes of JSON, so a full shard stays near 40 KiB. The limit that
+/// matters is not etcd's 1.5 MiB but the API server's cost per write,
+/// which grows faster than the object (decoding, schema validation and
+/// managed-fields bookkeeping of every entry): measured under `make bench`,
+/// replacing a 2,048-entry pool took 0.3-1.5 s, a 256-entry one 30-40 ms,
+/// a 128-entry one hardly less. Every commit rewrites its shards whole,
+/// so the span bounds the cost of an allocation however full the range.
+pub const SHARD_SPAN: u128 = 256;
 
 /// Label on every shard: which range (base pool) it belongs to.
 pub const POOL_LABEL: &str = "hereabouts.dev/pool";
@@ -389,7 +398,8 @@ impl Actor {
             match self.commit(&decided).await {
                 Ok(()) => {
                     self.ctx.metrics.pool_commit(batch, started.elapsed());
-                    self.finish(allocs, releases, decided);
+                    let released = self.finish(allocs, releases, decided);
+                    self.unreserve(released).await;
                     return;
                 }
                 Err(CommitError::Conflict) => {
@@ -723,14 +733,30 @@ impl Actor {
     /// resourceVersion precondition.
     async fn commit(&mut self, decided: &Decided) -> Result<(), CommitError> {
         if !decided.reserve.is_empty() {
+            // Reservations this batch may replace: those of the addresses it
+            // releases, and those an uncommitted attempt of it made.
+            let ours: Arc<HashSet<(String, String)>> = Arc::new(
+                decided
+                    .released
+                    .iter()
+                    .chain(&decided.reserve)
+                    .map(|(_, a)| (a.pod_ref.clone(), a.ifname.clone()))
+                    .collect(),
+            );
             let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
                 let ip = self.cidr.ip_at(*offset);
                 let ctx = self.ctx.clone();
                 let network_name = self.network_name.clone();
                 let owner = owner.clone();
+                let ours = ours.clone();
                 async move {
                     let Some(ip) = ip else { return Ok(()) };
-                    match reservations::reserve(&ctx, network_name.as_deref(), ip, &owner).await {
+                    let ours = |spec: &crate::crd::OverlappingRangeIPReservationSpec| {
+                        ours.contains(&(spec.podref.clone(), spec.ifname.clone()))
+                    };
+                    match reservations::reserve(&ctx, network_name.as_deref(), ip, &owner, ours)
+                        .await
+                    {
                         Ok(true) => Ok(()),
                         Ok(false) => Err(CommitError::Reservation(ip)),
                         Err(e) => Err(CommitError::Api(e)),
@@ -835,7 +861,14 @@ impl Actor {
         }
     }
 
-    fn finish(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>, decided: Decided) {
+    /// Answers the callers; returns the released addresses and their
+    /// former holders, whose reservations go next.
+    fn finish(
+        &mut self,
+        allocs: Vec<Pending>,
+        releases: Vec<PendingRelease>,
+        decided: Decided,
+    ) -> Vec<(IpAddr, Allocation)> {
         let prefix_len = self.cidr.prefix_len();
         let mut allocs: Vec<Option<Pending>> = allocs.into_iter().map(Some).collect();
         let mut exhausted = false;
@@ -883,27 +916,35 @@ impl Actor {
             }
             let _ = pending.reply.send(Ok(released));
         }
-        // Reservations of released addresses go after the pool write, so a
-        // crash in between leaves a reservation the collector removes, never
-        // an allocation without its reservation.
-        if !decided.released.is_empty() {
-            let ctx = self.ctx.clone();
-            let network_name = self.network_name.clone();
-            let released: Vec<_> = decided
-                .released
-                .iter()
-                .filter_map(|(o, a)| Some((self.cidr.ip_at(*o)?, a.clone())))
-                .collect();
-            tokio::spawn(async move {
-                for (ip, owner) in released {
-                    if let Err(e) =
-                        reservations::unreserve(&ctx, network_name.as_deref(), ip, &owner).await
-                    {
-                        tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
-                    }
-                }
-            });
+        decided
+            .released
+            .iter()
+            .filter_map(|(o, a)| Some((self.cidr.ip_at(*o)?, a.clone())))
+            .collect()
+    }
+
+    /// Removes the reservations of addresses this batch released.
+    ///
+    /// They go after the pool write, so a crash in between leaves a
+    /// reservation the collector removes, never an allocation without its
+    /// reservation. And they go before the next batch is decided: a
+    /// released address is the lowest free one, the next to be handed out,
+    /// and its new holder's reservation must not find the old one still
+    /// there (it would be taken for an overlapping range's and the address
+    /// passed over for a minute: a pod storm right after a mass deletion
+    /// then ran out of addresses).
+    async fn unreserve(&self, released: Vec<(IpAddr, Allocation)>) {
+        if released.is_empty() {
+            return;
         }
+        let network_name = self.network_name.as_deref();
+        futures::stream::iter(released)
+            .for_each_concurrent(UNRESERVE_CONCURRENCY, |(ip, owner)| async move {
+                if let Err(e) = reservations::unreserve(&self.ctx, network_name, ip, &owner).await {
+                    tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
+                }
+            })
+            .await;
     }
 
     async fn write_status(&mut self) {

@@ -17,11 +17,20 @@ use super::context::Context;
 
 /// Reserves `ip` for `owner`. `Ok(true)`: reserved (now, or already for
 /// the same pod and interface); `Ok(false)`: another attachment holds it.
+///
+/// A reservation held by an attachment for which `ours` says yes is taken
+/// over (replaced, with its resourceVersion as precondition): the caller
+/// knows it to be its own leftover, e.g. of an address it is releasing in
+/// the same batch, or of one it gave another request of the batch in an
+/// attempt that did not commit. Taking those for an overlapping range's
+/// would pass the address over for a minute, and in a storm shift every
+/// later request of the batch onto an address reserved for the next one.
 pub async fn reserve(
     ctx: &Context,
     network_name: Option<&str>,
     ip: IpAddr,
     owner: &Allocation,
+    ours: impl Fn(&OverlappingRangeIPReservationSpec) -> bool,
 ) -> Result<bool, kube::Error> {
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
         // A name Kubernetes would refuse cannot be reserved; the pool's
@@ -45,11 +54,26 @@ pub async fn reserve(
     match api.create(&PostParams::default(), &object).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let Some(existing) = api.get_opt(name.as_str()).await? else {
+            let Some(mut existing) = api.get_opt(name.as_str()).await? else {
                 // Deleted in between: the next attempt creates it.
                 return Ok(false);
             };
-            Ok(existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname)
+            if existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname {
+                return Ok(true);
+            }
+            if !ours(&existing.spec) {
+                return Ok(false);
+            }
+            existing.spec = object.spec;
+            match api
+                .replace(name.as_str(), &PostParams::default(), &existing)
+                .await
+            {
+                Ok(_) => Ok(true),
+                // Changed or deleted since read: decide again.
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     }
