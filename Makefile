@@ -13,6 +13,9 @@ help:
 	@echo "make unit            the tests that need no API server"
 	@echo "make cluster-up      start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down    stop it and remove its state"
+	@echo "make bench           hereabouts vs whereabouts on the local control plane, results in"
+	@echo "                     bench/results/ (JSON, Markdown, PNG); about 30 minutes"
+	@echo "make bench-quick     the same scenarios small, about a minute (bench/results/quick/)"
 	@echo "make bench-allocator the allocator's criterion benchmark"
 	@echo "make manifests       crds/, config/crd/ from the Rust types, then manifests/install.yaml from config/"
 	@echo "make fuzz            a short run of each fuzz target (needs nightly and cargo-fuzz)"
@@ -41,6 +44,21 @@ cluster-down:
 
 cluster-status:
 	e2e/cluster.sh status
+
+# Release binaries only: the plugin and controller under test are built
+# first, the harness (benches/cni) spawns them. BENCH_ARGS passes flags on,
+# e.g. BENCH_ARGS=--only=storm or --systems=hereabouts.
+bench: bench-deps
+	$(CARGO) bench --locked --bench cni -- $(BENCH_ARGS)
+
+bench-quick: bench-deps
+	$(CARGO) bench --locked --bench cni -- --quick $(BENCH_ARGS)
+
+bench-deps:
+	@[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
+	e2e/cluster.sh up
+	$(CARGO) build --release --locked --bins
 
 bench-allocator:
 	$(CARGO) bench --locked --bench allocator

@@ -1,0 +1,156 @@
+//! `make bench`: hereabouts and the whereabouts CNI side by side on one
+//! local control plane, in one run, through the real CNI path.
+//!
+//! Each system gets a namespace of its own (its pools, reservations and
+//! Lease live there; the kubeconfig's context namespace says so), the same
+//! network ranges, the same simulated nodes (`NODENAME`) and the same
+//! number of plugin processes in flight. Scenarios alternate between the
+//! systems: storm, re-creation, scale, idle; then the API server's own
+//! floor. Results go to `bench/results/` as JSON, Markdown and a PNG
+//! ([`report`]). `--quick` runs the same scenarios small (about a minute).
+//!
+//! Flags after `--`: `--quick`, `--only=storm,scale,...` (storm and
+//! recreation go together), `--systems=hereabouts` (for profiling one).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) this does
+//! nothing: it needs release binaries and minutes.
+
+mod plugin;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plugin::{Kind, Target};
+use scenarios::Settings;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("cni bench: skipped (run it with `make bench` or `make bench-quick`)");
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--only="))
+        .flat_map(|s| s.split(','))
+        .map(str::to_owned)
+        .collect();
+    let systems: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--systems="))
+        .flat_map(|s| s.split(','))
+        .map(str::to_owned)
+        .collect();
+    let settings = if quick {
+        Settings::quick()
+    } else {
+        Settings::full()
+    };
+    let root = hereabouts_kit::repo_root();
+    let bin_dir = std::env::var_os("HB_BENCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("release")
+        });
+    let out_dir = if quick {
+        root.join("bench").join("results").join("quick")
+    } else {
+        root.join("bench").join("results")
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(settings, bin_dir, out_dir, only, systems))
+}
+
+async fn run(
+    settings: Settings,
+    bin_dir: PathBuf,
+    out_dir: PathBuf,
+    only: Vec<String>,
+    systems: Vec<String>,
+) -> anyhow::Result<()> {
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let kit = hereabouts_kit::kit().await?;
+    hereabouts::crd::install(&kit.client).await?;
+    let mut record = report::Record::new(&settings, &bin_dir);
+    eprintln!(
+        "[bench] {} mode; binaries from {}",
+        settings.mode,
+        bin_dir.display()
+    );
+
+    let mut targets = Vec::new();
+    for kind in [Kind::Hereabouts, Kind::Whereabouts] {
+        if !systems.is_empty() && !systems.iter().any(|s| s == kind.name()) {
+            continue;
+        }
+        let ns = kit
+            .namespace(&format!("bench-{}", &kind.name()[..5]))
+            .await?;
+        targets.push(Target::new(kind, ns, kit.client.clone(), &bin_dir).await?);
+    }
+    // Alternate which system goes first, scenario by scenario.
+    let n = targets.len();
+    let order = |i: usize| -> Vec<usize> {
+        let mut o: Vec<usize> = (0..n).collect();
+        if i % 2 == 1 {
+            o.reverse();
+        }
+        o
+    };
+
+    if wanted("storm") || wanted("recreation") {
+        for (i, step) in ["storm", "recreation"].iter().enumerate() {
+            for t in order(i) {
+                let target = &mut targets[t];
+                match *step {
+                    "storm" => record.push(scenarios::storm(&settings, target).await?),
+                    _ => record.push(scenarios::recreation(&settings, target).await?),
+                }
+                settle().await;
+            }
+        }
+    }
+    if wanted("scale") {
+        for t in order(0) {
+            let scale = scenarios::scale(&settings, &mut targets[t]).await?;
+            record.scale.push(scale);
+            settle().await;
+        }
+    }
+    if wanted("idle") {
+        for t in order(1) {
+            record.push(scenarios::idle(&settings, &mut targets[t]).await?);
+            settle().await;
+        }
+    }
+    if wanted("floor") {
+        let ns = kit.namespace("bench-floor").await?;
+        record.floor = Some(scenarios::floor(&settings, &kit.client, &ns.name).await?);
+    }
+    for target in &mut targets {
+        if let Some(rss) = target.controller_rss_kib() {
+            record.controller_rss_end_kib = Some(rss);
+        }
+    }
+    record.finish();
+    let written = report::write(&record, &out_dir)?;
+    for path in written {
+        eprintln!("[bench] wrote {}", path.display());
+    }
+    println!("{}", report::markdown(&record));
+    Ok(())
+}
+
+/// A pause between runs so one system's tail (watch fan-out, lease
+/// expiry, the collector) does not land in the other's measurement.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}

@@ -1,0 +1,1003 @@
+//! What a run measured, and how it is written: one JSON file per run (raw
+//! latencies included), a Markdown table with hereabouts/whereabouts
+//! ratios and the architecture's targets, and a PNG of the latency
+//! distributions and the scale curve.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plugin::{Kind, Outcome};
+use crate::scenarios::{Settings, ms};
+
+/// Percentiles of a set of latencies.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Stats {
+    pub fn of(latencies: impl Iterator<Item = Duration>) -> Self {
+        let mut v: Vec<f64> = latencies.map(ms).collect();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if v.is_empty() {
+                return f64::NAN;
+            }
+            // Nearest rank.
+            let rank = (q * v.len() as f64).ceil() as usize;
+            v[rank.clamp(1, v.len()) - 1]
+        };
+        Stats {
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// One batch of plugin calls of one system.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub system: Kind,
+    pub scenario: String,
+    pub phase: String,
+    pub requested: usize,
+    pub ok: usize,
+    /// The plugin said no (or crashed).
+    pub failed: usize,
+    /// Still running at the time cap, killed.
+    pub capped: usize,
+    /// Not started before the time cap.
+    pub not_started: usize,
+    /// From the first spawn to the last exit (or the cap).
+    pub wall_s: f64,
+    /// Successful calls per second of wall time.
+    pub per_second: f64,
+    #[serde(flatten)]
+    pub stats: Stats,
+    pub cap_s: Option<f64>,
+    pub duplicates: Option<usize>,
+    pub missing_from_pool: Option<usize>,
+    pub pool_allocations: Option<usize>,
+    pub leaked_allocations: Option<usize>,
+    pub leaked_reservations: Option<usize>,
+    /// How long the pools took to empty after the last DEL returned.
+    pub drain_s: Option<f64>,
+    /// Re-creation: DEL of all plus ADD of all, back to back.
+    pub total_wall_s: Option<f64>,
+    pub controller_rss_kib: Option<u64>,
+    /// hereabouts-controller counters after the phase (cumulative).
+    pub controller_metrics: BTreeMap<String, f64>,
+    /// Failure messages (first 120 characters) and how often each came.
+    pub errors: BTreeMap<String, usize>,
+    /// Successful calls' latencies, in call order.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Phase {
+    pub fn new(
+        kind: Kind,
+        scenario: &str,
+        phase: &str,
+        outcomes: &[Outcome],
+        wall: Duration,
+    ) -> Self {
+        let mut errors = BTreeMap::new();
+        for o in outcomes.iter().filter(|o| !o.ok) {
+            let message: String = o
+                .error
+                .as_deref()
+                .unwrap_or("?")
+                .chars()
+                .take(120)
+                .collect();
+            *errors.entry(message).or_insert(0) += 1;
+        }
+        let ok = outcomes.iter().filter(|o| o.ok).count();
+        let capped = outcomes.iter().filter(|o| o.capped).count();
+        let not_started = outcomes.iter().filter(|o| o.not_started).count();
+        Phase {
+            system: kind,
+            scenario: scenario.to_owned(),
+            phase: phase.to_owned(),
+            requested: outcomes.len(),
+            ok,
+            failed: outcomes.len() - ok - capped - not_started,
+            capped,
+            not_started,
+            wall_s: wall.as_secs_f64(),
+            per_second: ok as f64 / wall.as_secs_f64().max(1e-9),
+            stats: Stats::of(outcomes.iter().filter(|o| o.ok).map(|o| o.latency)),
+            cap_s: None,
+            duplicates: None,
+            missing_from_pool: None,
+            pool_allocations: None,
+            leaked_allocations: None,
+            leaked_reservations: None,
+            drain_s: None,
+            total_wall_s: None,
+            controller_rss_kib: None,
+            controller_metrics: BTreeMap::new(),
+            errors,
+            latencies_ms: outcomes
+                .iter()
+                .filter(|o| o.ok)
+                .map(|o| ms(o.latency))
+                .collect(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}/{}: {}/{} ok in {:.2} s ({:.1}/s), p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            self.scenario,
+            self.phase,
+            self.ok,
+            self.requested,
+            self.wall_s,
+            self.per_second,
+            self.stats.p50_ms,
+            self.stats.p95_ms,
+            self.stats.p99_ms
+        );
+        if self.failed + self.capped + self.not_started > 0 {
+            s += &format!(
+                "; failed {}, killed at cap {}, not started {}",
+                self.failed, self.capped, self.not_started
+            );
+        }
+        if let Some(d) = self.duplicates {
+            s += &format!("; duplicates {d}");
+        }
+        if let Some(m) = self.missing_from_pool {
+            s += &format!(", not in pool {m}");
+        }
+        if let (Some(a), Some(r)) = (self.leaked_allocations, self.leaked_reservations) {
+            s += &format!("; leaked {a} allocations, {r} reservations");
+        }
+        if let Some((e, n)) = self.errors.iter().max_by_key(|(_, n)| **n) {
+            s += &format!("; most common error ({n}x): {e}");
+        }
+        s
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScaleStep {
+    pub allocations: usize,
+    pub probe_ms: Vec<f64>,
+    pub probe_p50_ms: f64,
+    pub probe_failures: usize,
+    pub largest_object_bytes: usize,
+    pub objects: usize,
+    pub controller_rss_kib: Option<u64>,
+    pub fill_ok: usize,
+    pub fill_failed: usize,
+    pub fill_wall_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScaleRun {
+    pub system: Kind,
+    pub target_allocations: usize,
+    pub cap_s: Option<f64>,
+    /// Stopped at the time cap before the target.
+    pub capped: bool,
+    pub steps: Vec<ScaleStep>,
+    pub reached: usize,
+    pub first_add_ms: f64,
+    pub last_add_ms: f64,
+    pub last_over_first: f64,
+    pub largest_object_bytes: usize,
+    pub max_controller_rss_kib: Option<u64>,
+    pub fill_per_second: f64,
+    pub teardown: Option<Phase>,
+}
+
+impl Default for ScaleRun {
+    fn default() -> Self {
+        ScaleRun {
+            system: Kind::Hereabouts,
+            target_allocations: 0,
+            cap_s: None,
+            capped: false,
+            steps: Vec::new(),
+            reached: 0,
+            first_add_ms: f64::NAN,
+            last_add_ms: f64::NAN,
+            last_over_first: f64::NAN,
+            largest_object_bytes: 0,
+            max_controller_rss_kib: None,
+            fill_per_second: 0.0,
+            teardown: None,
+        }
+    }
+}
+
+impl ScaleRun {
+    pub fn finish(&mut self) {
+        self.reached = self.steps.last().map_or(0, |s| s.allocations);
+        self.first_add_ms = self.steps.first().map_or(f64::NAN, |s| s.probe_p50_ms);
+        self.last_add_ms = self.steps.last().map_or(f64::NAN, |s| s.probe_p50_ms);
+        self.last_over_first = self.last_add_ms / self.first_add_ms;
+        self.largest_object_bytes = self
+            .steps
+            .iter()
+            .map(|s| s.largest_object_bytes)
+            .max()
+            .unwrap_or(0);
+        self.max_controller_rss_kib = self.steps.iter().filter_map(|s| s.controller_rss_kib).max();
+        let ok: usize = self.steps.iter().map(|s| s.fill_ok).sum();
+        let wall: f64 = self.steps.iter().map(|s| s.fill_wall_s).sum();
+        self.fill_per_second = ok as f64 / wall.max(1e-9);
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Floor {
+    pub objects: usize,
+    pub concurrency: usize,
+    /// Objects created and then updated, per second of both walls.
+    pub allocations_per_second: f64,
+    pub create: Phase,
+    pub update: Phase,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    pub cores: usize,
+    pub cpu: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub mem_available_start_kib: u64,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub started: String,
+    pub finished: String,
+    pub mode: &'static str,
+    pub settings: Settings,
+    pub hereabouts_revision: String,
+    pub whereabouts_version: String,
+    pub binaries: PathBuf,
+    pub host: Host,
+    pub notes: Vec<String>,
+    pub phases: Vec<Phase>,
+    pub scale: Vec<ScaleRun>,
+    pub floor: Option<Floor>,
+    pub controller_rss_end_kib: Option<u64>,
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn meminfo(key: &str) -> u64 {
+    read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Record {
+    pub fn new(settings: &Settings, binaries: &Path) -> Self {
+        let root = hereabouts_kit::repo_root();
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let whereabouts_version = read(&root.join("e2e/tools/versions.env").display().to_string())
+            .lines()
+            .find_map(|l| l.strip_prefix("WHEREABOUTS_VERSION="))
+            .unwrap_or("?")
+            .to_owned();
+        Record {
+            started: now(),
+            finished: String::new(),
+            mode: settings.mode,
+            settings: settings.clone(),
+            hereabouts_revision: format!(
+                "{}{}",
+                git(&["rev-parse", "--short", "HEAD"]),
+                if dirty { " (with uncommitted changes)" } else { "" }
+            ),
+            whereabouts_version,
+            binaries: binaries.to_owned(),
+            host: Host {
+                cores: std::thread::available_parallelism().map_or(0, usize::from),
+                cpu: read("/proc/cpuinfo")
+                    .lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                    .unwrap_or_default(),
+                loadavg_start: read("/proc/loadavg").trim().to_owned(),
+                loadavg_end: String::new(),
+                mem_available_start_kib: meminfo("MemAvailable:"),
+            },
+            notes: vec![
+                format!(
+                    "Both plugins are spawned as processes with the CNI environment Multus gives an IPAM plugin (CNI_ARGS with K8S_POD_NAMESPACE/NAME/INFRA_CONTAINER_ID/UID, NODENAME over {} simulated nodes) and the network configuration on stdin; CNI_NETNS is a path that does not exist, which IPAM plugins never enter.",
+                    crate::plugin::NODES
+                ),
+                format!(
+                    "'At once' means every call of a phase is submitted together, with at most {} plugin processes alive at a time (both systems alike); latency is from a process's spawn to its exit.",
+                    settings.inflight
+                ),
+                format!(
+                    "whereabouts phases are capped at {} s: what still runs then is killed and counted ('killed at cap'), what never started is counted too. whereabouts' own ADD limit is 2 minutes.",
+                    settings.whereabouts_cap_s
+                ),
+                "etcd runs with --unsafe-no-fsync (the local kit's setting): absolute numbers flatter every system alike.".to_owned(),
+                "hereabouts runs one release controller replica, log level info; whereabouts needs none.".to_owned(),
+            ],
+            phases: Vec::new(),
+            scale: Vec::new(),
+            floor: None,
+            controller_rss_end_kib: None,
+        }
+    }
+
+    pub fn push(&mut self, phases: Vec<Phase>) {
+        self.phases.extend(phases);
+    }
+
+    pub fn finish(&mut self) {
+        self.finished = now();
+        self.host.loadavg_end = read("/proc/loadavg").trim().to_owned();
+    }
+
+    fn phase(&self, kind: Kind, scenario: &str, phase: &str) -> Option<&Phase> {
+        self.phases
+            .iter()
+            .find(|p| p.system == kind && p.scenario == scenario && p.phase == phase)
+    }
+
+    fn scale_of(&self, kind: Kind) -> Option<&ScaleRun> {
+        self.scale.iter().find(|s| s.system == kind)
+    }
+}
+
+/// Writes `<stem>.json`, `<stem>.md` and `<stem>.png` into `dir`.
+pub fn write(record: &Record, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let stem = format!(
+        "{}-{}",
+        record.mode,
+        record.started.replace([':', '-'], "").trim_end_matches('Z')
+    );
+    let json = dir.join(format!("{stem}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(record)?)?;
+    let md = dir.join(format!("{stem}.md"));
+    std::fs::write(&md, markdown(record))?;
+    let png = dir.join(format!("{stem}.png"));
+    let mut written = vec![json, md];
+    match plot(record, &png) {
+        Ok(()) => written.push(png),
+        Err(e) => eprintln!("[bench] no plot: {e}"),
+    }
+    Ok(written)
+}
+
+// === Markdown ===
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+fn count(v: Option<usize>) -> String {
+    v.map_or("–".to_owned(), |v| v.to_string())
+}
+
+fn ratio(h: Option<f64>, w: Option<f64>) -> String {
+    match (h, w) {
+        (Some(h), Some(w)) if h.is_finite() && w.is_finite() && w > 0.0 => {
+            let r = h / w;
+            if r >= 10.0 {
+                format!("{r:.0}×")
+            } else {
+                format!("{r:.2}×")
+            }
+        }
+        _ => "–".to_owned(),
+    }
+}
+
+fn row(out: &mut String, label: &str, h: String, w: String, r: String) {
+    out.push_str(&format!("| {label} | {h} | {w} | {r} |\n"));
+}
+
+fn phase_rows(out: &mut String, record: &Record, scenario: &str, phase: &str, title: &str) {
+    let h = record.phase(Kind::Hereabouts, scenario, phase);
+    let w = record.phase(Kind::Whereabouts, scenario, phase);
+    let f = |p: Option<&Phase>, get: &dyn Fn(&Phase) -> f64| p.map(get);
+    out.push_str(&format!("\n**{title}**\n\n| | hereabouts | whereabouts | hereabouts/whereabouts |\n|---|---:|---:|---:|\n"));
+    let wall = |p: &Phase| p.wall_s;
+    row(
+        out,
+        "calls",
+        count(h.map(|p| p.requested)),
+        count(w.map(|p| p.requested)),
+        String::new(),
+    );
+    let capped = w
+        .and_then(|p| p.cap_s)
+        .map(|c| format!(" (cap {c:.0} s)"))
+        .unwrap_or_default();
+    row(
+        out,
+        "wall time (s)",
+        num(f(h, &wall), 2),
+        format!("{}{capped}", num(f(w, &wall), 2)),
+        ratio(f(h, &wall), f(w, &wall)),
+    );
+    let rate = |p: &Phase| p.per_second;
+    row(
+        out,
+        "successful calls per second",
+        num(f(h, &rate), 1),
+        num(f(w, &rate), 1),
+        ratio(f(h, &rate), f(w, &rate)),
+    );
+    for (name, get) in [
+        (
+            "p50 latency (ms)",
+            &(|p: &Phase| p.stats.p50_ms) as &dyn Fn(&Phase) -> f64,
+        ),
+        ("p95 latency (ms)", &|p: &Phase| p.stats.p95_ms),
+        ("p99 latency (ms)", &|p: &Phase| p.stats.p99_ms),
+    ] {
+        row(
+            out,
+            name,
+            num(f(h, get), 1),
+            num(f(w, get), 1),
+            ratio(f(h, get), f(w, get)),
+        );
+    }
+    let fails = |p: Option<&Phase>| {
+        p.map_or("–".to_owned(), |p| {
+            if p.capped + p.not_started > 0 {
+                format!(
+                    "{} (+{} killed at cap, {} not started)",
+                    p.failed, p.capped, p.not_started
+                )
+            } else {
+                p.failed.to_string()
+            }
+        })
+    };
+    row(out, "failures", fails(h), fails(w), String::new());
+    if h.and_then(|p| p.duplicates).is_some() {
+        row(
+            out,
+            "duplicate addresses",
+            count(h.and_then(|p| p.duplicates)),
+            count(w.and_then(|p| p.duplicates)),
+            String::new(),
+        );
+        row(
+            out,
+            "results not held by the pool",
+            count(h.and_then(|p| p.missing_from_pool)),
+            count(w.and_then(|p| p.missing_from_pool)),
+            String::new(),
+        );
+    }
+    if h.and_then(|p| p.leaked_allocations).is_some() {
+        let leak = |p: Option<&Phase>| {
+            p.map_or("–".to_owned(), |p| {
+                format!(
+                    "{} / {}",
+                    count(p.leaked_allocations),
+                    count(p.leaked_reservations)
+                )
+            })
+        };
+        row(
+            out,
+            "leaked allocations / reservations",
+            leak(h),
+            leak(w),
+            String::new(),
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
+pub fn markdown(record: &Record) -> String {
+    let mut out = format!(
+        "# hereabouts vs whereabouts: {} run, {}\n\n\
+         hereabouts {} (release build), whereabouts CNI {}; one local control plane \
+         (kube-apiserver and etcd on loopback, etcd with --unsafe-no-fsync); {} cores ({}); \
+         load average at start {}, at end {}.\n",
+        record.mode,
+        record.started,
+        record.hereabouts_revision,
+        record.whereabouts_version,
+        record.host.cores,
+        record.host.cpu,
+        record.host.loadavg_start,
+        record.host.loadavg_end,
+    );
+    let s = &record.settings;
+    out.push_str(&format!(
+        "\nStorm: {} ADDs over {} nodes on a pool of exactly {} addresses; at most {} plugin processes alive at once (both systems); \
+         whereabouts phases capped at {} s. Scale: a /16 in {} steps of {}.\n",
+        s.storm, crate::plugin::NODES, s.storm, s.inflight, s.whereabouts_cap_s, s.scale_steps, s.scale_step
+    ));
+
+    // Targets.
+    out.push_str("\n## Targets (hereabouts)\n\n| target | measured | |\n|---|---|---|\n");
+    let h = |sc: &str, ph: &str| record.phase(Kind::Hereabouts, sc, ph);
+    let w = |sc: &str, ph: &str| record.phase(Kind::Whereabouts, sc, ph);
+    if let Some(storm) = h("storm", "add") {
+        let clean = storm.ok == storm.requested
+            && storm.duplicates == Some(0)
+            && storm.missing_from_pool == Some(0);
+        out.push_str(&format!(
+            "| storm: {} ADDs in ≤ 5 s, no duplicates, no failures | {:.2} s, {} failures, {} duplicates | {} |\n",
+            storm.requested,
+            storm.wall_s,
+            storm.requested - storm.ok,
+            count(storm.duplicates),
+            verdict(storm.wall_s <= 5.0 && clean)
+        ));
+        if let Some(ws) = w("storm", "add") {
+            let r = storm.per_second / ws.per_second.max(1e-9);
+            out.push_str(&format!(
+                "| storm: ≥ 50× whereabouts' throughput | {:.1}/s vs {:.2}/s: {} | {} |\n",
+                storm.per_second,
+                ws.per_second,
+                ratio(Some(storm.per_second), Some(ws.per_second)),
+                verdict(r >= 50.0)
+            ));
+        }
+    }
+    if let (Some(del), Some(add), Some(all)) = (
+        h("recreation", "del"),
+        h("recreation", "add"),
+        h("recreation", "del-all"),
+    ) {
+        let total = add.total_wall_s.unwrap_or(f64::NAN);
+        let clean = del.ok == del.requested && add.ok == add.requested && add.duplicates == Some(0);
+        let leaks = all.leaked_allocations.unwrap_or(1) + all.leaked_reservations.unwrap_or(1);
+        out.push_str(&format!(
+            "| re-creation: DEL all + ADD all in ≤ 10 s, no leaks | {total:.2} s, {} failures, {} leaked | {} |\n",
+            (del.requested - del.ok) + (add.requested - add.ok),
+            leaks,
+            verdict(total <= 10.0 && clean && leaks == 0)
+        ));
+    }
+    if let Some(sc) = record.scale_of(Kind::Hereabouts) {
+        out.push_str(&format!(
+            "| scale: {} allocations, last ADD within 2× of the first | {} allocations; {:.1} ms → {:.1} ms ({:.2}×) | {} |\n",
+            sc.target_allocations,
+            sc.reached,
+            sc.first_add_ms,
+            sc.last_add_ms,
+            sc.last_over_first,
+            verdict(sc.reached >= sc.target_allocations && sc.last_over_first <= 2.0)
+        ));
+        out.push_str(&format!(
+            "| scale: no object over 1 MiB | largest IPPool {:.0} KiB | {} |\n",
+            sc.largest_object_bytes as f64 / 1024.0,
+            verdict(sc.largest_object_bytes <= 1 << 20)
+        ));
+        let rss = sc.max_controller_rss_kib.unwrap_or(u64::MAX);
+        out.push_str(&format!(
+            "| scale: controller RSS < 200 MiB | {:.0} MiB | {} |\n",
+            rss as f64 / 1024.0,
+            verdict(rss < 200 * 1024)
+        ));
+    }
+    if let (Some(add), Some(version)) = (h("idle", "add"), h("idle", "version")) {
+        out.push_str(&format!(
+            "| idle ADD p50 < 20 ms | {:.1} ms | {} |\n| VERSION < 5 ms (p50) | {:.2} ms | {} |\n",
+            add.stats.p50_ms,
+            verdict(add.stats.p50_ms < 20.0),
+            version.stats.p50_ms,
+            verdict(version.stats.p50_ms < 5.0)
+        ));
+    }
+
+    out.push_str("\n## Side by side\n\nRatios are hereabouts divided by whereabouts: above 1 is better for rates, below 1 is better for times.\n");
+    phase_rows(
+        &mut out,
+        record,
+        "storm",
+        "add",
+        "1. Storm: ADD all at once",
+    );
+    phase_rows(
+        &mut out,
+        record,
+        "recreation",
+        "del",
+        "2a. Re-creation: DEL all at once",
+    );
+    phase_rows(
+        &mut out,
+        record,
+        "recreation",
+        "add",
+        "2b. Re-creation: then ADD all (new pods) at once",
+    );
+    if let (Some(a), b) = (h("recreation", "add"), w("recreation", "add")) {
+        out.push_str(&format!(
+            "| DEL all + ADD all, back to back (s) | {} | {} | {} |\n",
+            num(a.total_wall_s, 2),
+            num(b.and_then(|p| p.total_wall_s), 2),
+            ratio(a.total_wall_s, b.and_then(|p| p.total_wall_s))
+        ));
+    }
+    phase_rows(
+        &mut out,
+        record,
+        "recreation",
+        "del-all",
+        "2c. Then DEL of everything; leaks counted after it",
+    );
+
+    if !record.scale.is_empty() {
+        out.push_str("\n**3. Scale: a /16 filled in steps**\n\n| | hereabouts | whereabouts | hereabouts/whereabouts |\n|---|---:|---:|---:|\n");
+        let hs = record.scale_of(Kind::Hereabouts);
+        let ws = record.scale_of(Kind::Whereabouts);
+        let g = |s: Option<&ScaleRun>, get: &dyn Fn(&ScaleRun) -> f64| s.map(get);
+        row(
+            &mut out,
+            "allocations reached",
+            count(hs.map(|s| s.reached)),
+            format!(
+                "{}{}",
+                count(ws.map(|s| s.reached)),
+                if ws.is_some_and(|s| s.capped) {
+                    format!(" (cap {} s)", record.settings.whereabouts_cap_s)
+                } else {
+                    String::new()
+                }
+            ),
+            String::new(),
+        );
+        let rate = |s: &ScaleRun| s.fill_per_second;
+        row(
+            &mut out,
+            "fill: allocations per second",
+            num(g(hs, &rate), 1),
+            num(g(ws, &rate), 1),
+            ratio(g(hs, &rate), g(ws, &rate)),
+        );
+        let first = |s: &ScaleRun| s.first_add_ms;
+        let last = |s: &ScaleRun| s.last_add_ms;
+        row(
+            &mut out,
+            "single ADD, empty pool (ms)",
+            num(g(hs, &first), 1),
+            num(g(ws, &first), 1),
+            ratio(g(hs, &first), g(ws, &first)),
+        );
+        row(
+            &mut out,
+            "single ADD at the last step reached (ms)",
+            num(g(hs, &last), 1),
+            num(g(ws, &last), 1),
+            ratio(g(hs, &last), g(ws, &last)),
+        );
+        let big = |s: &ScaleRun| s.largest_object_bytes as f64 / 1024.0;
+        row(
+            &mut out,
+            "largest IPPool (KiB)",
+            num(g(hs, &big), 0),
+            num(g(ws, &big), 0),
+            ratio(g(hs, &big), g(ws, &big)),
+        );
+        row(
+            &mut out,
+            "controller RSS, max (MiB)",
+            num(
+                hs.and_then(|s| s.max_controller_rss_kib)
+                    .map(|k| k as f64 / 1024.0),
+                0,
+            ),
+            "no controller".to_owned(),
+            String::new(),
+        );
+        let leak = |s: Option<&ScaleRun>| {
+            s.and_then(|s| s.teardown.as_ref())
+                .map_or("–".to_owned(), |t| {
+                    format!(
+                        "{} / {} (DEL: {} ok, {} failed, {} killed at cap, {} not started)",
+                        count(t.leaked_allocations),
+                        count(t.leaked_reservations),
+                        t.ok,
+                        t.failed,
+                        t.capped,
+                        t.not_started
+                    )
+                })
+        };
+        row(
+            &mut out,
+            "leaked allocations / reservations after DEL of all",
+            leak(hs),
+            leak(ws),
+            String::new(),
+        );
+        out.push_str("\n| allocations | hereabouts ADD (ms) | largest IPPool (KiB) | IPPools | RSS (MiB) | whereabouts ADD (ms) | largest IPPool (KiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+        let steps = hs
+            .map_or(0, |s| s.steps.len())
+            .max(ws.map_or(0, |s| s.steps.len()));
+        for i in 0..steps {
+            let a = hs.and_then(|s| s.steps.get(i));
+            let b = ws.and_then(|s| s.steps.get(i));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                a.or(b).map_or(0, |s| s.allocations),
+                num(a.map(|s| s.probe_p50_ms), 1),
+                num(a.map(|s| s.largest_object_bytes as f64 / 1024.0), 0),
+                count(a.map(|s| s.objects)),
+                num(
+                    a.and_then(|s| s.controller_rss_kib)
+                        .map(|k| k as f64 / 1024.0),
+                    0
+                ),
+                b.map_or("–".to_owned(), |s| format!(
+                    "{} (at {})",
+                    num(Some(s.probe_p50_ms), 1),
+                    s.allocations
+                )),
+                num(b.map(|s| s.largest_object_bytes as f64 / 1024.0), 0),
+            ));
+        }
+    }
+    phase_rows(
+        &mut out,
+        record,
+        "idle",
+        "add",
+        "4a. Idle: ADD one at a time",
+    );
+    phase_rows(
+        &mut out,
+        record,
+        "idle",
+        "del",
+        "4b. Idle: DEL one at a time",
+    );
+    phase_rows(
+        &mut out,
+        record,
+        "idle",
+        "version",
+        "4c. Idle: VERSION (process start-up)",
+    );
+
+    if let Some(floor) = &record.floor {
+        out.push_str(&format!(
+            "\n**5. Floor: the API server alone**\n\n{} small custom objects (OverlappingRangeIPReservations) created, then each updated once, {} requests in flight, from one client.\n\n\
+             | | wall (s) | per second | p50 (ms) | p99 (ms) | failures |\n|---|---:|---:|---:|---:|---:|\n\
+             | create | {:.2} | {:.0} | {:.1} | {:.1} | {} |\n| update | {:.2} | {:.0} | {:.1} | {:.1} | {} |\n\n\
+             Create + update pairs per second: **{:.0}**, the most allocations per second any IPAM that writes one object and \
+             one update per allocation could reach here.",
+            floor.objects,
+            floor.concurrency,
+            floor.create.wall_s,
+            floor.create.per_second,
+            floor.create.stats.p50_ms,
+            floor.create.stats.p99_ms,
+            floor.create.requested - floor.create.ok,
+            floor.update.wall_s,
+            floor.update.per_second,
+            floor.update.stats.p50_ms,
+            floor.update.stats.p99_ms,
+            floor.update.requested - floor.update.ok,
+            floor.allocations_per_second,
+        ));
+        if let Some(storm) = h("storm", "add") {
+            out.push_str(&format!(
+                " The hereabouts storm reached {:.0}% of it.\n",
+                100.0 * storm.per_second / floor.allocations_per_second.max(1e-9)
+            ));
+        } else {
+            out.push('\n');
+        }
+    }
+    out.push_str("\n## Notes\n\n");
+    for note in &record.notes {
+        out.push_str(&format!("- {note}\n"));
+    }
+    let mut errors = String::new();
+    for p in &record.phases {
+        for (e, n) in &p.errors {
+            errors.push_str(&format!(
+                "- {} {}/{}: {n}× {e}\n",
+                p.system.name(),
+                p.scenario,
+                p.phase
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        out.push_str("\nFailures, by message:\n\n");
+        out.push_str(&errors);
+    }
+    out
+}
+
+// === Plot ===
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let font = std::fs::read(FONT)
+        .map_err(|e| anyhow::anyhow!("{FONT}: {e} (apt-get install fonts-dejavu-core)"))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+    let root = BitMapBackend::new(path, (1600, 1100)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(50);
+    title.draw(&Text::new(
+        format!(
+            "hereabouts (blue) vs whereabouts (red): {} run, {}",
+            record.mode, record.started
+        ),
+        (20, 15),
+        ("sans-serif", 24).into_font(),
+    ))?;
+    let panels = body.split_evenly((2, 2));
+    let color = |k: Kind| match k {
+        Kind::Hereabouts => BLUE,
+        Kind::Whereabouts => RED,
+    };
+    let cdfs: [(&str, &str, &str); 3] = [
+        ("storm", "add", "1. Storm: ADD latency, cumulative"),
+        (
+            "recreation",
+            "add",
+            "2. Re-creation: ADD latency, cumulative",
+        ),
+        ("idle", "add", "4. Idle: ADD latency, cumulative"),
+    ];
+    for (panel, (scenario, phase, caption)) in
+        [&panels[0], &panels[1], &panels[3]].into_iter().zip(cdfs)
+    {
+        let series: Vec<(Kind, Vec<f64>)> = [Kind::Hereabouts, Kind::Whereabouts]
+            .into_iter()
+            .filter_map(|k| {
+                let mut v = record.phase(k, scenario, phase)?.latencies_ms.clone();
+                v.sort_by(f64::total_cmp);
+                (!v.is_empty()).then_some((k, v))
+            })
+            .collect();
+        let lo = series
+            .iter()
+            .map(|(_, v)| v[0])
+            .fold(f64::INFINITY, f64::min)
+            .max(0.1)
+            * 0.8;
+        let hi = series
+            .iter()
+            .map(|(_, v)| v[v.len() - 1])
+            .fold(1.0, f64::max)
+            * 1.25;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (ms, log scale)")
+            .y_desc("fraction of successful calls")
+            .draw()?;
+        for (kind, v) in &series {
+            let n = v.len() as f64;
+            chart
+                .draw_series(LineSeries::new(
+                    v.iter().enumerate().map(|(i, x)| (*x, (i + 1) as f64 / n)),
+                    color(*kind).stroke_width(2),
+                ))?
+                .label(format!("{} ({} ok)", kind.name(), v.len()))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color(*kind).stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+    }
+    // The scale curve.
+    let max_x = record
+        .scale
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|p| p.allocations))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let probes: Vec<f64> = record
+        .scale
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|p| p.probe_p50_ms))
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = probes
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(0.1)
+        * 0.7;
+    let hi = probes.iter().copied().fold(1.0, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption(
+            "3. Scale: single ADD latency (median) as the /16 fills",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..max_x * 1.05, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("allocations in the pool")
+        .y_desc("ADD latency (ms, log scale)")
+        .draw()?;
+    for run in &record.scale {
+        let points: Vec<(f64, f64)> = run
+            .steps
+            .iter()
+            .filter(|s| s.probe_p50_ms.is_finite())
+            .map(|s| (s.allocations as f64, s.probe_p50_ms))
+            .collect();
+        let c = color(run.system);
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+            .label(format!("{} (reached {})", run.system.name(), run.reached))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! The scenarios of issue #7, each run for one system at a time.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hereabouts::crd::{OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use serde::Serialize;
+
+use crate::plugin::{Call, Kind, Network, Outcome, Target, audit};
+use crate::report::{Floor, Phase, ScaleRun, ScaleStep, Stats};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub mode: &'static str,
+    /// ADDs in the storm, and addresses in its pool.
+    pub storm: usize,
+    /// Plugin processes alive at once (both systems alike).
+    pub inflight: usize,
+    pub scale_steps: usize,
+    pub scale_step: usize,
+    /// Single ADDs timed at each scale step.
+    pub probes: usize,
+    pub idle: usize,
+    pub floor: usize,
+    /// Longest a whereabouts phase may run before what still runs is
+    /// killed and counted.
+    pub whereabouts_cap_s: u64,
+    /// How long releases may take to reach the pools after the last DEL.
+    pub drain_s: u64,
+}
+
+impl Settings {
+    pub fn full() -> Self {
+        Settings {
+            mode: "full",
+            storm: 1000,
+            inflight: 1000,
+            scale_steps: 10,
+            scale_step: 6000,
+            probes: 5,
+            idle: 50,
+            floor: 1000,
+            whereabouts_cap_s: 150,
+            drain_s: 30,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Settings {
+            mode: "quick",
+            storm: 100,
+            inflight: 100,
+            scale_steps: 3,
+            scale_step: 300,
+            probes: 3,
+            idle: 10,
+            floor: 200,
+            whereabouts_cap_s: 10,
+            drain_s: 10,
+        }
+    }
+
+    fn cap(&self, kind: Kind) -> Option<Duration> {
+        (kind == Kind::Whereabouts).then(|| Duration::from_secs(self.whereabouts_cap_s))
+    }
+
+    /// A pool of exactly `storm` addresses: offsets 1..=storm.
+    pub fn storm_network(&self) -> Network {
+        let last = u32::try_from(self.storm).unwrap_or(1000);
+        let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0));
+        Network {
+            name: "storm".to_owned(),
+            range: "100.64.0.0/20".to_owned(),
+            start_end: Some((
+                std::net::Ipv4Addr::from(base + 1).to_string(),
+                std::net::Ipv4Addr::from(base + last).to_string(),
+            )),
+        }
+    }
+
+    pub fn scale_network() -> Network {
+        Network {
+            name: "scale".to_owned(),
+            range: "100.66.0.0/16".to_owned(),
+            start_end: None,
+        }
+    }
+
+    pub fn idle_network() -> Network {
+        Network {
+            name: "idle".to_owned(),
+            range: "100.65.0.0/24".to_owned(),
+            start_end: None,
+        }
+    }
+}
+
+fn say(target: &Target, what: &str) {
+    eprintln!("[bench] {:<11} {what}", target.kind.name());
+}
+
+fn live(calls: &[Call], outcomes: &[Outcome]) -> Vec<(String, IpAddr)> {
+    calls
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| o.ok)
+        .filter_map(|(c, o)| Some((c.pod.name.clone(), o.ip?)))
+        .collect()
+}
+
+/// 1. Storm: every ADD at once over the simulated nodes, on a pool with
+///    exactly as many addresses as ADDs.
+pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<Vec<Phase>> {
+    let network = settings.storm_network();
+    let pods = target.pods("storm", settings.storm).await?;
+    let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
+    target.storm_calls = calls.clone();
+    say(target, &format!("storm: {} ADDs at once", calls.len()));
+    let started = Instant::now();
+    let outcomes = target
+        .run(
+            "ADD",
+            &network,
+            &calls,
+            settings.inflight,
+            settings.cap(target.kind),
+        )
+        .await;
+    let wall = started.elapsed();
+    let mut phase = Phase::new(target.kind, "storm", "add", &outcomes, wall);
+    phase.cap_s = settings.cap(target.kind).map(|c| c.as_secs_f64());
+    let audit = audit(target, &network, &live(&calls, &outcomes)).await?;
+    phase.duplicates = Some(audit.duplicates);
+    phase.missing_from_pool = Some(audit.missing_from_pool);
+    phase.pool_allocations = Some(audit.pool_allocations);
+    phase.controller_rss_kib = target.controller_rss_kib();
+    phase.controller_metrics = target.controller_metrics().await;
+    say(target, &phase.summary());
+    say(target, &commits(&phase));
+    Ok(vec![phase])
+}
+
+/// 2. Re-creation: DEL every storm attachment at once, then ADD as many new
+///    pods at once; then DEL everything and count what the pools still hold.
+pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Result<Vec<Phase>> {
+    let network = settings.storm_network();
+    let cap = settings.cap(target.kind);
+    let old = target.storm_calls.clone();
+    let new_pods = target.pods("again", settings.storm).await?;
+    let new: Vec<Call> = new_pods.iter().map(|p| Call::new(p, 0)).collect();
+
+    say(target, &format!("re-creation: {} DELs at once", old.len()));
+    let started = Instant::now();
+    let dels = target
+        .run("DEL", &network, &old, settings.inflight, cap)
+        .await;
+    let del_wall = started.elapsed();
+    say(target, &format!("re-creation: {} ADDs at once", new.len()));
+    let add_started = Instant::now();
+    let adds = target
+        .run("ADD", &network, &new, settings.inflight, cap)
+        .await;
+    let add_wall = add_started.elapsed();
+    let total = started.elapsed();
+
+    let mut del = Phase::new(target.kind, "recreation", "del", &dels, del_wall);
+    del.cap_s = cap.map(|c| c.as_secs_f64());
+    let mut add = Phase::new(target.kind, "recreation", "add", &adds, add_wall);
+    add.cap_s = del.cap_s;
+    let audit = audit(target, &network, &live(&new, &adds)).await?;
+    add.duplicates = Some(audit.duplicates);
+    add.missing_from_pool = Some(audit.missing_from_pool);
+    add.pool_allocations = Some(audit.pool_allocations);
+    add.total_wall_s = Some(total.as_secs_f64());
+    add.controller_metrics = target.controller_metrics().await;
+    say(target, &del.summary());
+    say(target, &add.summary());
+    say(target, &commits(&add));
+
+    // Everything goes: the leak count is what the pools and reservations
+    // still hold once the releases had time to land.
+    say(target, "re-creation: DEL of everything");
+    let started = Instant::now();
+    let teardown = target
+        .run("DEL", &network, &new, settings.inflight, cap)
+        .await;
+    let mut gone = Phase::new(
+        target.kind,
+        "recreation",
+        "del-all",
+        &teardown,
+        started.elapsed(),
+    );
+    gone.cap_s = del.cap_s;
+    let (allocations, reservations, drained) = drain(settings, target, &network).await?;
+    gone.leaked_allocations = Some(allocations);
+    gone.leaked_reservations = Some(reservations);
+    gone.drain_s = Some(drained.as_secs_f64());
+    say(target, &gone.summary());
+    Ok(vec![del, add, gone])
+}
+
+/// Waits (at most `drain_s`) until the pools of `network` and the
+/// namespace's reservations are empty; returns what is left and the wait.
+async fn drain(
+    settings: &Settings,
+    target: &Target,
+    network: &Network,
+) -> anyhow::Result<(usize, usize, Duration)> {
+    let started = Instant::now();
+    loop {
+        let allocations = target.pool_allocations(network).await?.len();
+        let reservations = target.reservations().await?;
+        if (allocations == 0 && reservations == 0)
+            || started.elapsed() > Duration::from_secs(settings.drain_s)
+        {
+            return Ok((allocations, reservations, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 3. Scale: a /16 filled in steps; one ADD timed at each step (the median
+///    of a few), the largest IPPool and the controller's RSS.
+pub async fn scale(settings: &Settings, target: &mut Target) -> anyhow::Result<ScaleRun> {
+    let network = Settings::scale_network();
+    let cap = settings.cap(target.kind);
+    let fill_started = Instant::now();
+    let mut run = ScaleRun {
+        system: target.kind,
+        target_allocations: settings.scale_steps * settings.scale_step,
+        cap_s: cap.map(|c| c.as_secs_f64()),
+        ..ScaleRun::default()
+    };
+    let mut everyone: Vec<Call> = Vec::new();
+    for step in 0..=settings.scale_steps {
+        let mut fill = Vec::new();
+        let mut fill_wall = Duration::ZERO;
+        if step > 0 {
+            let left = cap.map(|c| c.saturating_sub(fill_started.elapsed()));
+            if left.is_some_and(|l| l.is_zero()) {
+                run.capped = true;
+                break;
+            }
+            let pods = target
+                .pods(&format!("fill{step}"), settings.scale_step)
+                .await?;
+            let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
+            say(target, &format!("scale: step {step}: {} ADDs", calls.len()));
+            let started = Instant::now();
+            fill = target
+                .run("ADD", &network, &calls, settings.inflight, left)
+                .await;
+            fill_wall = started.elapsed();
+            everyone.extend(calls);
+            if fill.iter().any(|o| o.capped || o.not_started) {
+                run.capped = true;
+            }
+        }
+        let probe_pods = target
+            .pods(&format!("probe{step}"), settings.probes)
+            .await?;
+        let mut probes = Vec::new();
+        for pod in &probe_pods {
+            let call = Call::new(pod, 0);
+            let outcome = target
+                .run(
+                    "ADD",
+                    &network,
+                    std::slice::from_ref(&call),
+                    1,
+                    Some(Duration::from_secs(30)),
+                )
+                .await;
+            everyone.push(call);
+            probes.extend(outcome);
+        }
+        let allocations = target.pool_allocations(&network).await?.len();
+        let (largest, objects) = target.largest_pool_bytes().await?;
+        let probe_stats = Stats::of(probes.iter().filter(|o| o.ok).map(|o| o.latency));
+        let step_record = ScaleStep {
+            allocations,
+            probe_ms: probes
+                .iter()
+                .filter(|o| o.ok)
+                .map(|o| ms(o.latency))
+                .collect(),
+            probe_p50_ms: probe_stats.p50_ms,
+            probe_failures: probes.iter().filter(|o| !o.ok).count(),
+            largest_object_bytes: largest,
+            objects,
+            controller_rss_kib: target.controller_rss_kib(),
+            fill_ok: fill.iter().filter(|o| o.ok).count(),
+            fill_failed: fill.iter().filter(|o| !o.ok).count(),
+            fill_wall_s: fill_wall.as_secs_f64(),
+        };
+        say(
+            target,
+            &format!(
+                "scale: {allocations} allocations, ADD p50 {:.1} ms, largest IPPool {} KiB in {objects}, RSS {:?} KiB",
+                step_record.probe_p50_ms,
+                largest / 1024,
+                step_record.controller_rss_kib
+            ),
+        );
+        run.steps.push(step_record);
+        if run.capped {
+            break;
+        }
+    }
+    run.finish();
+    say(
+        target,
+        &format!("scale: DEL of {} attachments", everyone.len()),
+    );
+    let started = Instant::now();
+    let dels = target
+        .run("DEL", &network, &everyone, settings.inflight, cap)
+        .await;
+    let mut teardown = Phase::new(target.kind, "scale", "del-all", &dels, started.elapsed());
+    teardown.cap_s = cap.map(|c| c.as_secs_f64());
+    let (allocations, reservations, drained) = drain(settings, target, &network).await?;
+    teardown.leaked_allocations = Some(allocations);
+    teardown.leaked_reservations = Some(reservations);
+    teardown.drain_s = Some(drained.as_secs_f64());
+    teardown.latencies_ms.clear();
+    say(target, &teardown.summary());
+    run.teardown = Some(teardown);
+    Ok(run)
+}
+
+/// 4. Idle: ADDs one at a time, then DELs one at a time, then VERSION.
+pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Vec<Phase>> {
+    let network = Settings::idle_network();
+    let pods = target.pods("idle", settings.idle).await?;
+    let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
+    say(target, &format!("idle: {} ADDs one at a time", calls.len()));
+    let mut adds = Vec::new();
+    let started = Instant::now();
+    for call in &calls {
+        adds.extend(
+            target
+                .run("ADD", &network, std::slice::from_ref(call), 1, None)
+                .await,
+        );
+    }
+    let mut add = Phase::new(target.kind, "idle", "add", &adds, started.elapsed());
+    let audit = audit(target, &network, &live(&calls, &adds)).await?;
+    add.duplicates = Some(audit.duplicates);
+    add.missing_from_pool = Some(audit.missing_from_pool);
+    let mut dels = Vec::new();
+    let started = Instant::now();
+    for call in &calls {
+        dels.extend(
+            target
+                .run("DEL", &network, std::slice::from_ref(call), 1, None)
+                .await,
+        );
+    }
+    let mut del = Phase::new(target.kind, "idle", "del", &dels, started.elapsed());
+    let (allocations, reservations, drained) = drain(settings, target, &network).await?;
+    del.leaked_allocations = Some(allocations);
+    del.leaked_reservations = Some(reservations);
+    del.drain_s = Some(drained.as_secs_f64());
+    let mut versions = Vec::new();
+    let started = Instant::now();
+    for _ in 0..settings.idle {
+        versions.push(target.version().await);
+    }
+    let version = Phase::new(target.kind, "idle", "version", &versions, started.elapsed());
+    for p in [&add, &del, &version] {
+        say(target, &p.summary());
+    }
+    Ok(vec![add, del, version])
+}
+
+/// 5. Floor: the API server alone creating and then updating small custom
+///    objects, as many as the storm has ADDs, with the same concurrency,
+///    from one client: what any IPAM that writes one object per allocation
+///    and answers with one update can at best approach.
+pub async fn floor(settings: &Settings, client: &Client, namespace: &str) -> anyhow::Result<Floor> {
+    eprintln!(
+        "[bench] floor: {} creates then {} updates, {} at a time",
+        settings.floor, settings.floor, settings.inflight
+    );
+    let api: Api<OverlappingRangeIPReservation> = Api::namespaced(client.clone(), namespace);
+    let object = |i: usize| OverlappingRangeIPReservation {
+        metadata: ObjectMeta {
+            name: Some(format!("floor-{i}")),
+            ..Default::default()
+        },
+        spec: OverlappingRangeIPReservationSpec {
+            containerid: format!("{i:064x}"),
+            podref: format!("{namespace}/pod-{i}"),
+            ifname: "net1".to_owned(),
+        },
+    };
+    let timed = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>| async move {
+        let started = Instant::now();
+        let ok = fut.await;
+        Outcome {
+            ok,
+            latency: started.elapsed(),
+            ..Outcome::default()
+        }
+    };
+    let started = Instant::now();
+    let creates: Vec<Outcome> = futures::stream::iter(0..settings.floor)
+        .map(|i| {
+            let api = api.clone();
+            let o = object(i);
+            timed(Box::pin(async move {
+                api.create(&PostParams::default(), &o).await.is_ok()
+            }))
+        })
+        .buffer_unordered(settings.inflight)
+        .collect()
+        .await;
+    let create = Phase::new(
+        Kind::Hereabouts,
+        "floor",
+        "create",
+        &creates,
+        started.elapsed(),
+    );
+    let started = Instant::now();
+    let updates: Vec<Outcome> = futures::stream::iter(0..settings.floor)
+        .map(|i| {
+            let api = api.clone();
+            timed(Box::pin(async move {
+                let patch = serde_json::json!({"spec": {"ifname": "net2"}});
+                api.patch(
+                    &format!("floor-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .is_ok()
+            }))
+        })
+        .buffer_unordered(settings.inflight)
+        .collect()
+        .await;
+    let update = Phase::new(
+        Kind::Hereabouts,
+        "floor",
+        "update",
+        &updates,
+        started.elapsed(),
+    );
+    let both = create.wall_s + update.wall_s;
+    let floor = Floor {
+        objects: settings.floor,
+        concurrency: settings.inflight,
+        allocations_per_second: if both > 0.0 {
+            settings.floor as f64 / both
+        } else {
+            0.0
+        },
+        create,
+        update,
+    };
+    eprintln!(
+        "[bench] floor: create {}, update {}: {:.0} create+update pairs/s",
+        floor.create.summary(),
+        floor.update.summary(),
+        floor.allocations_per_second
+    );
+    Ok(floor)
+}
+
+/// The controller's pool commits so far, in a line (empty for whereabouts).
+fn commits(phase: &Phase) -> String {
+    let m = &phase.controller_metrics;
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let n = get("pool_commit_batch_size_count");
+    if n == 0.0 {
+        return String::new();
+    }
+    format!(
+        "controller so far: {n} pool commits, mean batch {:.1}, mean commit {:.0} ms",
+        get("pool_commit_batch_size_sum") / n,
+        1000.0 * get("pool_commit_duration_seconds_sum") / n.max(1.0)
+    )
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
