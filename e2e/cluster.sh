@@ -94,6 +94,17 @@ start() { # name command...
   echo $! >"$HB_STATE/$name.pid"
 }
 
+ensure_relay() {
+  # Simulated nodes reach the loopback-only API server through this unix
+  # socket (node.sh listens on each node's own loopback and connects here).
+  # Started here, once, so concurrent node.sh calls cannot race to start two.
+  pid_alive "$HB_STATE/api-socket.pid" && [[ -S $HB_STATE/api.sock ]] && return
+  setsid socat "UNIX-LISTEN:$HB_STATE/api.sock,fork,unlink-early,backlog=4096" "TCP:127.0.0.1:$HB_API_PORT" \
+    >/dev/null 2>&1 </dev/null &
+  echo $! >"$HB_STATE/api-socket.pid"
+  wait_for "API relay" 10 test -S "$HB_STATE/api.sock"
+}
+
 install_cni_bin() {
   local tools=$1
   mkdir -p "$HB_CNI_BIN"
@@ -125,6 +136,7 @@ up() {
   install_cni_bin "$tools"
   ensure_fabric
   if pid_alive "$HB_STATE/kube-apiserver.pid" && api_ready; then
+    ensure_relay
     write_kubeconfig
     say "already running: https://127.0.0.1:$HB_API_PORT (kubeconfig: $HB_KUBECONFIG)"
     return
@@ -165,6 +177,7 @@ up() {
   wait_for "kube-controller-manager (default service account)" 60 \
     kubectl --kubeconfig "$HB_KUBECONFIG" get serviceaccount default -n default -o name >/dev/null 2>&1
   kubectl --kubeconfig "$HB_KUBECONFIG" apply -f "$HB_ROOT/e2e/manifests/network-attachment-definition-crd.yaml" >/dev/null
+  ensure_relay
   say "ready in $((SECONDS - began))s: https://127.0.0.1:$HB_API_PORT"
   say "kubeconfig: $HB_KUBECONFIG   (export KUBECONFIG=$HB_KUBECONFIG)"
 }

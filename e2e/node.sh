@@ -26,14 +26,11 @@ add() {
     ip -n "$HB_FABRIC_NETNS" link set "$uplink" master "$HB_FABRIC" up
     ip -n "$netns" link set eth1 up
   fi
-  # The API server listens on the host's loopback only; a unix socket carries
-  # the node's loopback connections to it (TLS passes through untouched).
+  # The API server listens on the host's loopback only; the relay that
+  # cluster.sh runs carries the node's loopback connections to it over a
+  # unix socket (TLS passes through untouched).
   local sock=$HB_STATE/api.sock
-  if ! pid_alive "$HB_STATE/api-socket.pid"; then
-    setsid socat "UNIX-LISTEN:$sock,fork,unlink-early,backlog=4096" "TCP:127.0.0.1:$HB_API_PORT" \
-      >/dev/null 2>&1 </dev/null &
-    echo $! >"$HB_STATE/api-socket.pid"
-  fi
+  [[ -S $sock ]] || die "no API relay at $sock: run make cluster-up"
   if ! pid_alive "$dir/proxy.pid"; then
     setsid ip netns exec "$netns" socat \
       "TCP-LISTEN:$HB_API_PORT,bind=127.0.0.1,fork,reuseaddr,backlog=4096" "UNIX-CONNECT:$sock" \
