@@ -10,7 +10,10 @@
 //! ([`report`]). `--quick` runs the same scenarios small (about a minute).
 //!
 //! Flags after `--`: `--quick`, `--only=storm,scale,...` (storm and
-//! recreation go together), `--systems=hereabouts` (for profiling one).
+//! recreation go together), `--systems=hereabouts` (for profiling one),
+//! `--scale-steps=N` (fill the /16 only N steps far), `--drain-s=N` (how
+//! long releases may take to reach the pools before what is left counts as
+//! leaked; 30 s in the full run).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.
@@ -44,11 +47,25 @@ fn main() -> anyhow::Result<()> {
         .flat_map(|s| s.split(','))
         .map(str::to_owned)
         .collect();
-    let settings = if quick {
+    let mut settings = if quick {
         Settings::quick()
     } else {
         Settings::full()
     };
+    if let Some(steps) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--scale-steps="))
+        .and_then(|s| s.parse().ok())
+    {
+        settings.scale_steps = steps;
+    }
+    if let Some(seconds) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--drain-s="))
+        .and_then(|s| s.parse().ok())
+    {
+        settings.drain_s = seconds;
+    }
     let root = hereabouts_kit::repo_root();
     let bin_dir = std::env::var_os("HB_BENCH_BIN_DIR")
         .map(PathBuf::from)

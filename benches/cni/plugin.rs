@@ -363,25 +363,41 @@ impl Target {
         Ok(out)
     }
 
-    /// OverlappingRangeIPReservations left in the namespace.
-    pub async fn reservations(&self) -> anyhow::Result<usize> {
+    /// OverlappingRangeIPReservations of `network`'s addresses (reservations
+    /// are named after the address; the scenarios use IPv4 only).
+    pub async fn reservations(&self, network: &Network) -> anyhow::Result<usize> {
+        let cidr: hereabouts::ipam::Cidr = network.range.parse()?;
         let api: Api<OverlappingRangeIPReservation> =
             Api::namespaced(self.client.clone(), &self.ns.name);
-        Ok(api.list(&ListParams::default()).await?.items.len())
+        Ok(api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter_map(|r| r.name_any().parse::<IpAddr>().ok())
+            .filter(|ip| cidr.contains(*ip))
+            .count())
     }
 
-    /// (largest IPPool in JSON bytes as the API server lists it, managed
-    /// fields included: what etcd stores for it, near enough; IPPools).
-    pub async fn largest_pool_bytes(&self) -> anyhow::Result<(usize, usize)> {
+    /// (largest IPPool of `network` in JSON bytes as the API server lists
+    /// it, managed fields included: what etcd stores for it, near enough;
+    /// how many IPPools the network has).
+    pub async fn largest_pool_bytes(&self, network: &Network) -> anyhow::Result<(usize, usize)> {
         let resource = ApiResource::erase::<IPPool>(&());
         let pools: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.ns.name, &resource);
         let list = pools.list(&ListParams::default()).await?;
         let mut largest = 0;
-        for pool in &list.items {
+        let mut objects = 0;
+        for pool in list
+            .items
+            .iter()
+            .filter(|p| p.data["spec"]["range"] == network.range.as_str())
+        {
             largest = largest.max(serde_json::to_vec(pool)?.len());
+            objects += 1;
         }
-        Ok((largest, list.items.len()))
+        Ok((largest, objects))
     }
 }
 

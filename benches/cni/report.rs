@@ -921,6 +921,8 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
             .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
         chart
             .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc("latency (ms, log scale)")
             .y_desc("fraction of successful calls")
             .draw()?;
@@ -975,6 +977,8 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
         .build_cartesian_2d(0f64..max_x * 1.05, (lo..hi).log_scale())?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("allocations in the pool")
         .y_desc("ADD latency (ms, log scale)")
         .draw()?;

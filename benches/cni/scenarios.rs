@@ -214,7 +214,7 @@ async fn drain(
     let started = Instant::now();
     loop {
         let allocations = target.pool_allocations(network).await?.len();
-        let reservations = target.reservations().await?;
+        let reservations = target.reservations(network).await?;
         if (allocations == 0 && reservations == 0)
             || started.elapsed() > Duration::from_secs(settings.drain_s)
         {
@@ -280,7 +280,7 @@ pub async fn scale(settings: &Settings, target: &mut Target) -> anyhow::Result<S
             probes.extend(outcome);
         }
         let allocations = target.pool_allocations(&network).await?.len();
-        let (largest, objects) = target.largest_pool_bytes().await?;
+        let (largest, objects) = target.largest_pool_bytes(&network).await?;
         let probe_stats = Stats::of(probes.iter().filter(|o| o.ok).map(|o| o.latency));
         let step_record = ScaleStep {
             allocations,
