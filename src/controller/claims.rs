@@ -55,6 +55,7 @@ pub async fn run(
     let mut leadership = ctx.leadership.clone();
     let mut rescan = tokio::time::interval(RESCAN);
     let mut events = std::pin::pin!(events);
+    let mut before_relist: Vec<Arc<IPClaim>> = Vec::new();
     let serve = |claim: Arc<IPClaim>| {
         if !ctx.leadership.is_leader() || !is_pending(&claim) {
             return;
@@ -101,8 +102,21 @@ pub async fn run(
                         tokio::spawn(release(ctx.clone(), claim));
                     }
                 }
-                Some(Ok(watcher::Event::InitDone)) => rescan_all(&store),
-                Some(Ok(watcher::Event::Init)) => {}
+                Some(Ok(watcher::Event::Init)) => {
+                    // A relist begins (after a watch expired): deletions in
+                    // the gap come as no event, only as absence from the
+                    // new list. Remember what we knew.
+                    before_relist = store.state();
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let gone = vanished(std::mem::take(&mut before_relist), &store);
+                    if ctx.leadership.is_leader() {
+                        for claim in gone {
+                            tokio::spawn(release(ctx.clone(), claim));
+                        }
+                    }
+                    rescan_all(&store);
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "IPClaim watch error; retrying"),
                 None => return,
             },
@@ -115,6 +129,19 @@ pub async fn run(
             _ = rescan.tick() => rescan_all(&store),
         }
     }
+}
+
+/// The claims of `before` that the store no longer holds (by UID).
+fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
+    if before.is_empty() {
+        return Vec::new();
+    }
+    let now: HashSet<String> = store.state().iter().filter_map(|c| c.uid()).collect();
+    before
+        .into_iter()
+        .filter(|c| c.uid().is_some_and(|uid| !now.contains(&uid)))
+        .map(Arc::unwrap_or_clone)
+        .collect()
 }
 
 /// Allocates and publishes; returns true when the claim should be retried.
