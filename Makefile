@@ -15,7 +15,7 @@ help:
 	@echo "make cluster-down    stop it and remove its state"
 	@echo "make bench           hereabouts vs whereabouts on the local control plane, results in"
 	@echo "                     bench/results/ (JSON, Markdown, PNG); about 30 minutes"
-	@echo "make bench-quick     the same scenarios small, about a minute (bench/results/quick/)"
+	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
 	@echo "make bench-allocator the allocator's criterion benchmark"
 	@echo "make manifests       crds/, config/crd/ from the Rust types, then manifests/install.yaml from config/"
 	@echo "make fuzz            a short run of each fuzz target (needs nightly and cargo-fuzz)"
