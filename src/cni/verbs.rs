@@ -22,6 +22,7 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
 use crate::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use crate::crd::{label_value, stable_hash};
 use crate::ipam::{self, IpamConfig, RangeRequest};
 
 use super::env::Invocation;
@@ -144,40 +145,6 @@ async fn connect(plan: &Plan) -> Result<(Client, String), CniError> {
 
 fn api_error(action: &str, e: &kube::Error) -> CniError {
     CniError::try_again(format!("{action}: {e}"))
-}
-
-/// FNV-1a: a hash that stays the same across builds and Rust versions, so
-/// a repeated ADD after an upgrade finds the same claim.
-fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// A label value for `value` (hashed when it would not be a valid one).
-fn label_value(value: &str) -> String {
-    let valid = value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && value
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && value
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    if valid {
-        value.to_owned()
-    } else {
-        format!("h{:016x}", stable_hash(&[value]))
-    }
 }
 
 /// The claim of (pod, interface, network): `<pod>-<ifname>-<hash>`, the

@@ -19,7 +19,7 @@ use crate::crd::{IPPool, IPPoolSpec, MANAGED_BY, NetworkAttachmentDefinition};
 use crate::ipam::{self, ConfigError};
 
 use super::context::Context;
-use super::pools::{POOL_LABEL, SHARD_LABEL, pool_label_value};
+use super::pools::{POOL_LABEL, SHARD_LABEL};
 
 /// The pools (name, range) a NAD's hereabouts/whereabouts IPAM sections
 /// need; NADs with other IPAM types need none.
@@ -107,7 +107,7 @@ async fn ensure_pool(ctx: &Context, name: &str, cidr: &ipam::Cidr) -> Result<(),
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(BTreeMap::from([
-                (POOL_LABEL.to_owned(), pool_label_value(name)),
+                (POOL_LABEL.to_owned(), crate::crd::label_value(name)),
                 (SHARD_LABEL.to_owned(), "0".to_owned()),
                 (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
             ])),

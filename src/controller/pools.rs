@@ -29,7 +29,7 @@ use kube::core::ObjectMeta;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::crd::{IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY};
+use crate::crd::{IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY, label_value};
 use crate::ipam::{self, AllocError, Allocation, IpRange, allocation_key, parse_allocation_key};
 
 use super::context::Context;
@@ -250,19 +250,6 @@ pub fn shard_name(base: &str, index: u128) -> String {
     }
 }
 
-/// A label value standing for the pool `base` (label values are limited to
-/// 63 characters; longer names are hashed).
-pub fn pool_label_value(base: &str) -> String {
-    if base.len() <= 63 {
-        base.to_owned()
-    } else {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        base.hash(&mut h);
-        format!("h{:016x}", h.finish())
-    }
-}
-
 #[derive(Debug, Default, Clone)]
 struct Shard {
     /// `None`: the object does not exist (yet).
@@ -441,7 +428,7 @@ impl Actor {
 
     /// Reads every shard of the pool from the API server.
     async fn load(&mut self) -> Result<(), kube::Error> {
-        let selector = format!("{POOL_LABEL}={}", pool_label_value(&self.base));
+        let selector = format!("{POOL_LABEL}={}", label_value(&self.base));
         let mut objects = self
             .api
             .list(&ListParams::default().labels(&selector))
@@ -835,14 +822,14 @@ impl Actor {
         }
         let name = shard_name(&self.base, index);
         let mut labels = BTreeMap::from([
-            (POOL_LABEL.to_owned(), pool_label_value(&self.base)),
+            (POOL_LABEL.to_owned(), label_value(&self.base)),
             (SHARD_LABEL.to_owned(), index.to_string()),
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         ]);
         if index != 0 {
             labels.insert(
                 "hereabouts.dev/shard-of".to_owned(),
-                pool_label_value(&self.base),
+                label_value(&self.base),
             );
         }
         IPPool {

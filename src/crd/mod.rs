@@ -26,6 +26,40 @@ use kube::CustomResourceExt;
 /// Label on every object the controller creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "hereabouts");
 
+/// FNV-1a: a hash that stays the same across builds and Rust versions, so
+/// a repeated ADD after an upgrade finds the same claim.
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// A label value for `value` (hashed when it would not be a valid one).
+pub fn label_value(value: &str) -> String {
+    let valid = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if valid {
+        value.to_owned()
+    } else {
+        format!("h{:016x}", stable_hash(&[value]))
+    }
+}
+
 /// The CRDs hereabouts installs, with the file name each is rendered to.
 pub fn definitions() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
