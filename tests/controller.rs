@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use hereabouts::crd::{
-    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef, PodRef,
+    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef,
+    OverlappingRangeIPReservation, PodRef,
 };
 use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -685,4 +686,82 @@ async fn a_graceful_shutdown_hands_the_lease_over_at_once() {
     )
     .await;
     all_ready(&kit.client, &ns.name, 1, 20).await;
+}
+
+/// Two overlapping ranges of one network are two pools; the reservations
+/// keep them from handing out an address twice, the wider range passes
+/// over what the narrower holds, and a released address's reservation
+/// goes with it.
+#[tokio::test]
+async fn overlapping_ranges_never_share_an_address() {
+    let (kit, ns) = setup("ctl-overlap").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    // 203.0.113.0/29 hands out .1-.6; 203.0.113.0/28 hands out .1-.14,
+    // of which only 8 are left once the /29 is full.
+    let pods = pods(&kit.client, &ns.name, "ov", 14).await;
+    let (narrow, wide) = pods.split_at(6);
+    let on = |pods: &[(String, String)], cidr: &str| -> Vec<IPClaim> {
+        pods.iter()
+            .map(|p| claim(&ns.name, p, "net1", vec![range(cidr)]))
+            .collect()
+    };
+    create_claims(&kit.client, &ns.name, on(narrow, "203.0.113.0/29")).await;
+    all_ready(&kit.client, &ns.name, 6, 30).await;
+    create_claims(&kit.client, &ns.name, on(wide, "203.0.113.0/28")).await;
+    let ready = all_ready(&kit.client, &ns.name, 14, 60).await;
+    let addresses = assert_unique(&ready);
+    assert_eq!(addresses.len(), 14, "the /28 is shared out exactly");
+
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let held = |list: Vec<OverlappingRangeIPReservation>| -> BTreeMap<String, String> {
+        list.into_iter()
+            .map(|r| (r.name_any(), r.spec.podref))
+            .collect()
+    };
+    let all = held(
+        reservations
+            .list(&ListParams::default())
+            .await
+            .expect("list reservations")
+            .items,
+    );
+    assert_eq!(all.len(), 14, "one reservation per address: {all:?}");
+    for (claim, a) in &ready {
+        let ip = a[0].split('/').next().expect("ip");
+        let pod = claim.strip_suffix("-net1").expect("claim name");
+        assert_eq!(
+            all.get(ip),
+            Some(&format!("{}/{pod}", ns.name)),
+            "{ip} is reserved for its holder"
+        );
+    }
+
+    // The /29's holders go: their reservations go with their allocations.
+    let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    for p in narrow {
+        api.delete(&format!("{}-net1", p.0), &DeleteParams::default())
+            .await
+            .expect("delete claim");
+    }
+    let left = eventually("the /29's reservations removed", 30, || async {
+        let left = held(reservations.list(&ListParams::default()).await.ok()?.items);
+        (left.len() == 8).then_some(left)
+    })
+    .await
+    .expect("reservations of the released addresses removed");
+    for p in narrow {
+        let podref = format!("{}/{}", ns.name, p.0);
+        assert!(
+            !left.values().any(|v| *v == podref),
+            "{podref} still holds a reservation"
+        );
+    }
+    assert!(
+        pool_allocations(&kit.client, &ns.name, "203.0.113.0-29")
+            .await
+            .is_empty(),
+        "the /29 pool is empty"
+    );
 }

@@ -18,6 +18,7 @@
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.
 
+mod cpu;
 mod plugin;
 mod report;
 mod scenarios;

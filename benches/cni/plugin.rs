@@ -206,6 +206,11 @@ impl Target {
             .collect()
     }
 
+    /// The controller's process id, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Process::id)
+    }
+
     /// The controller's resident set (VmRSS), in KiB.
     pub fn controller_rss_kib(&mut self) -> Option<u64> {
         let pid = self.controller.as_ref()?.id();

@@ -73,6 +73,9 @@ pub struct Phase {
     /// Re-creation: DEL of all plus ADD of all, back to back.
     pub total_wall_s: Option<f64>,
     pub controller_rss_kib: Option<u64>,
+    /// CPU seconds each part of the system spent during the phase.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_s: BTreeMap<String, f64>,
     /// hereabouts-controller counters after the phase (cumulative).
     pub controller_metrics: BTreeMap<String, f64>,
     /// Failure messages (first 120 characters) and how often each came.
@@ -124,6 +127,7 @@ impl Phase {
             drain_s: None,
             total_wall_s: None,
             controller_rss_kib: None,
+            cpu_s: BTreeMap::new(),
             controller_metrics: BTreeMap::new(),
             errors,
             latencies_ms: outcomes
@@ -164,6 +168,15 @@ impl Phase {
         }
         if let Some((e, n)) = self.errors.iter().max_by_key(|(_, n)| **n) {
             s += &format!("; most common error ({n}x): {e}");
+        }
+        if !self.cpu_s.is_empty() {
+            let calls = self.requested.max(1) as f64;
+            let parts: Vec<String> = self
+                .cpu_s
+                .iter()
+                .map(|(part, secs)| format!("{part} {:.2}", 1000.0 * secs / calls))
+                .collect();
+            s += &format!("; CPU ms per call: {}", parts.join(", "));
         }
         s
     }
@@ -902,17 +915,10 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
                 (!v.is_empty()).then_some((k, v))
             })
             .collect();
-        let lo = series
-            .iter()
-            .map(|(_, v)| v[0])
-            .fold(f64::INFINITY, f64::min)
-            .max(0.1)
-            * 0.8;
-        let hi = series
-            .iter()
-            .map(|(_, v)| v[v.len() - 1])
-            .fold(1.0, f64::max)
-            * 1.25;
+        let (lo, hi) = log_bounds(
+            series.iter().map(|(_, v)| v[0]),
+            series.iter().map(|(_, v)| v[v.len() - 1]),
+        );
         let mut chart = ChartBuilder::on(panel)
             .caption(caption, ("sans-serif", 20))
             .margin(15)
@@ -959,13 +965,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
         .flat_map(|s| s.steps.iter().map(|p| p.probe_p50_ms))
         .filter(|v| v.is_finite())
         .collect();
-    let lo = probes
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .max(0.1)
-        * 0.7;
-    let hi = probes.iter().copied().fold(1.0, f64::max) * 1.5;
+    let (lo, hi) = log_bounds(probes.iter().copied(), probes.iter().copied());
     let mut chart = ChartBuilder::on(&panels[2])
         .caption(
             "3. Scale: single ADD latency (median) as the /16 fills",
@@ -1004,4 +1004,19 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// The ends of a log-scale axis around the smallest of `lows` and the
+/// largest of `highs`, with a margin; a decade around 1 ms when there is
+/// nothing to show (plotters never finishes placing the ticks of a log
+/// axis with an infinite end).
+fn log_bounds(lows: impl Iterator<Item = f64>, highs: impl Iterator<Item = f64>) -> (f64, f64) {
+    let lo = lows.fold(f64::INFINITY, f64::min);
+    let lo = if lo.is_finite() {
+        lo.max(0.1) * 0.7
+    } else {
+        1.0
+    };
+    let hi = highs.fold(1.0, f64::max) * 1.4;
+    (lo, hi.max(lo * 10.0))
 }

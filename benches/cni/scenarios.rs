@@ -10,6 +10,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use serde::Serialize;
 
+use crate::cpu;
 use crate::plugin::{Call, Kind, Network, Outcome, Target, audit};
 use crate::report::{Floor, Phase, ScaleRun, ScaleStep, Stats};
 
@@ -120,6 +121,7 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
     let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
     target.storm_calls = calls.clone();
     say(target, &format!("storm: {} ADDs at once", calls.len()));
+    let cpu_before = cpu::Meter::read(target.controller_pid());
     let started = Instant::now();
     let outcomes = target
         .run(
@@ -132,6 +134,7 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
         .await;
     let wall = started.elapsed();
     let mut phase = Phase::new(target.kind, "storm", "add", &outcomes, wall);
+    phase.cpu_s = cpu::Meter::read(target.controller_pid()).since(&cpu_before);
     phase.cap_s = settings.cap(target.kind).map(|c| c.as_secs_f64());
     let audit = audit(target, &network, &live(&calls, &outcomes)).await?;
     phase.duplicates = Some(audit.duplicates);
@@ -154,23 +157,28 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     let new: Vec<Call> = new_pods.iter().map(|p| Call::new(p, 0)).collect();
 
     say(target, &format!("re-creation: {} DELs at once", old.len()));
+    let cpu_before = cpu::Meter::read(target.controller_pid());
     let started = Instant::now();
     let dels = target
         .run("DEL", &network, &old, settings.inflight, cap)
         .await;
     let del_wall = started.elapsed();
+    let cpu_between = cpu::Meter::read(target.controller_pid());
     say(target, &format!("re-creation: {} ADDs at once", new.len()));
     let add_started = Instant::now();
     let adds = target
         .run("ADD", &network, &new, settings.inflight, cap)
         .await;
     let add_wall = add_started.elapsed();
+    let cpu_after = cpu::Meter::read(target.controller_pid());
     let total = started.elapsed();
 
     let mut del = Phase::new(target.kind, "recreation", "del", &dels, del_wall);
     del.cap_s = cap.map(|c| c.as_secs_f64());
     let mut add = Phase::new(target.kind, "recreation", "add", &adds, add_wall);
     add.cap_s = del.cap_s;
+    del.cpu_s = cpu_between.since(&cpu_before);
+    add.cpu_s = cpu_after.since(&cpu_between);
     let audit = audit(target, &network, &live(&new, &adds)).await?;
     add.duplicates = Some(audit.duplicates);
     add.missing_from_pool = Some(audit.missing_from_pool);

@@ -63,14 +63,16 @@ impl Change {
 }
 
 /// Offsets per IPPool object. A whereabouts allocation entry is about 150
-/// bytes of JSON, so a full shard stays near 40 KiB. The limit that
+/// bytes of JSON, so a full shard stays near 20 KiB. The limit that
 /// matters is not etcd's 1.5 MiB but the API server's cost per write,
 /// which grows faster than the object (decoding, schema validation and
 /// managed-fields bookkeeping of every entry): measured under `make bench`,
-/// replacing a 2,048-entry pool took 0.3-1.5 s, a 256-entry one 30-40 ms,
-/// a 128-entry one hardly less. Every commit rewrites its shards whole,
-/// so the span bounds the cost of an allocation however full the range.
-pub const SHARD_SPAN: u128 = 256;
+/// replacing a 2,048-entry pool took 0.3-1.5 s; replacing a 256-entry one
+/// took about twice as long as a 128-entry one, 64 entries no less than
+/// 128 (25 ms, 12 ms, 12 ms on an idle API server). Every commit rewrites
+/// its shards whole, so the span bounds the cost of an allocation however
+/// full the range.
+pub const SHARD_SPAN: u128 = 128;
 
 /// Label on every shard: which range (base pool) it belongs to.
 pub const POOL_LABEL: &str = "hereabouts.dev/pool";
@@ -287,6 +289,9 @@ struct Actor {
     /// could not be created), passed over until the instant: the collector
     /// may meanwhile find the reservation orphaned and remove it.
     foreign: HashMap<u128, Instant>,
+    /// The reservations of this pool's allocations as they were written,
+    /// so a release deletes its reservation without reading it first.
+    reservations: HashMap<u128, reservations::Written>,
     status_dirty: bool,
     exhausted: bool,
 }
@@ -324,6 +329,7 @@ impl Actor {
             generation: 0,
             held: HashMap::new(),
             foreign: HashMap::new(),
+            reservations: HashMap::new(),
             status_dirty: false,
             exhausted: false,
         }
@@ -383,9 +389,9 @@ impl Actor {
             }
             let decided = self.decide(&allocs, &releases);
             match self.commit(&decided).await {
-                Ok(()) => {
+                Ok(written) => {
                     self.ctx.metrics.pool_commit(batch, started.elapsed());
-                    let released = self.finish(allocs, releases, decided);
+                    let released = self.finish(allocs, releases, decided, written);
                     self.unreserve(released).await;
                     return;
                 }
@@ -718,7 +724,13 @@ impl Actor {
 
     /// Writes reservations, then every touched shard with its
     /// resourceVersion precondition.
-    async fn commit(&mut self, decided: &Decided) -> Result<(), CommitError> {
+    /// Returns the reservations of the addresses the batch released, as
+    /// this actor wrote them.
+    async fn commit(
+        &mut self,
+        decided: &Decided,
+    ) -> Result<HashMap<u128, reservations::Written>, CommitError> {
+        let mut written_now = Vec::new();
         if !decided.reserve.is_empty() {
             // Reservations this batch may replace: those of the addresses it
             // releases, and those an uncommitted attempt of it made.
@@ -737,22 +749,24 @@ impl Actor {
                 let owner = owner.clone();
                 let ours = ours.clone();
                 async move {
-                    let Some(ip) = ip else { return Ok(()) };
+                    let Some(ip) = ip else { return Ok(None) };
                     let ours = |spec: &crate::crd::OverlappingRangeIPReservationSpec| {
                         ours.contains(&(spec.podref.clone(), spec.ifname.clone()))
                     };
                     match reservations::reserve(&ctx, network_name.as_deref(), ip, &owner, ours)
                         .await
                     {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(CommitError::Reservation(ip)),
+                        Ok(Some(written)) => Ok(Some((*offset, written))),
+                        Ok(None) => Err(CommitError::Reservation(ip)),
                         Err(e) => Err(CommitError::Api(e)),
                     }
                 }
             }))
             .await;
             for r in results {
-                r?;
+                if let Some((offset, written)) = r? {
+                    written_now.push((offset, written));
+                }
             }
         }
         if !self.ctx.leadership.is_leader() {
@@ -802,7 +816,18 @@ impl Actor {
         if !decided.touched.is_empty() {
             self.status_dirty = true;
         }
-        Ok(())
+        // The reservations of released addresses as written, taken out
+        // before this batch's own go in: an address released and handed
+        // out again in one batch must have its former holder's removed
+        // (a taken-over reservation then fails the precondition and is
+        // read again), never the new holder's.
+        let released = decided
+            .released
+            .iter()
+            .filter_map(|(o, _)| Some((*o, self.reservations.remove(o)?)))
+            .collect();
+        self.reservations.extend(written_now);
+        Ok(released)
     }
 
     fn shard_object(&self, index: u128) -> IPPool {
@@ -855,7 +880,8 @@ impl Actor {
         allocs: Vec<Pending>,
         releases: Vec<PendingRelease>,
         decided: Decided,
-    ) -> Vec<(IpAddr, Allocation)> {
+        mut written: HashMap<u128, reservations::Written>,
+    ) -> Vec<(IpAddr, Allocation, Option<reservations::Written>)> {
         let prefix_len = self.cidr.prefix_len();
         let mut allocs: Vec<Option<Pending>> = allocs.into_iter().map(Some).collect();
         let mut exhausted = false;
@@ -906,7 +932,7 @@ impl Actor {
         decided
             .released
             .iter()
-            .filter_map(|(o, a)| Some((self.cidr.ip_at(*o)?, a.clone())))
+            .filter_map(|(o, a)| Some((self.cidr.ip_at(*o)?, a.clone(), written.remove(o))))
             .collect()
     }
 
@@ -920,25 +946,33 @@ impl Actor {
     /// there (it would be taken for an overlapping range's and the address
     /// passed over for a minute: a pod storm right after a mass deletion
     /// then ran out of addresses).
-    async fn unreserve(&self, released: Vec<(IpAddr, Allocation)>) {
+    async fn unreserve(&self, released: Vec<(IpAddr, Allocation, Option<reservations::Written>)>) {
         if released.is_empty() {
             return;
         }
         let network_name = self.network_name.as_deref();
         futures::stream::iter(released)
-            .for_each_concurrent(UNRESERVE_CONCURRENCY, |(ip, owner)| async move {
-                if let Err(e) = reservations::unreserve(&self.ctx, network_name, ip, &owner).await {
+            .for_each_concurrent(UNRESERVE_CONCURRENCY, |(ip, owner, written)| async move {
+                let unreserved =
+                    reservations::unreserve(&self.ctx, network_name, ip, &owner, written.as_ref());
+                if let Err(e) = unreserved.await {
                     tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
                 }
             })
             .await;
     }
 
+    /// Writes the pool's status (sizes and the Exhausted condition) to its
+    /// base object. Tried again on the next idle moment while this replica
+    /// cannot write it (the lease not renewed in time, a stale version).
     async fn write_status(&mut self) {
-        self.status_dirty = false;
         if !self.ctx.leadership.is_leader() {
             return;
         }
+        if !self.loaded && self.load().await.is_err() {
+            return;
+        }
+        self.status_dirty = false;
         let Some(base) = self.shards.get(&0).and_then(|s| s.resource_version.clone()) else {
             return;
         };

@@ -15,8 +15,25 @@ use crate::ipam::{self, Allocation};
 
 use super::context::Context;
 
-/// Reserves `ip` for `owner`. `Ok(true)`: reserved (now, or already for
-/// the same pod and interface); `Ok(false)`: another attachment holds it.
+/// A reservation as this controller last wrote or read it: enough to
+/// delete exactly that object later without reading it first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+impl Written {
+    fn of(object: &OverlappingRangeIPReservation) -> Self {
+        Written {
+            uid: object.metadata.uid.clone(),
+            resource_version: object.metadata.resource_version.clone(),
+        }
+    }
+}
+
+/// Reserves `ip` for `owner`. `Ok(Some)`: reserved (now, or already for
+/// the same pod and interface); `Ok(None)`: another attachment holds it.
 ///
 /// A reservation held by an attachment for which `ours` says yes is taken
 /// over (replaced, with its resourceVersion as precondition): the caller
@@ -31,11 +48,11 @@ pub async fn reserve(
     ip: IpAddr,
     owner: &Allocation,
     ours: impl Fn(&OverlappingRangeIPReservationSpec) -> bool,
-) -> Result<bool, kube::Error> {
+) -> Result<Option<Written>, kube::Error> {
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
         // A name Kubernetes would refuse cannot be reserved; the pool's
         // own uniqueness still holds.
-        return Ok(true);
+        return Ok(Some(Written::default()));
     };
     let api: Api<OverlappingRangeIPReservation> =
         Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -52,26 +69,26 @@ pub async fn reserve(
         },
     };
     match api.create(&PostParams::default(), &object).await {
-        Ok(_) => Ok(true),
+        Ok(created) => Ok(Some(Written::of(&created))),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let Some(mut existing) = api.get_opt(name.as_str()).await? else {
                 // Deleted in between: the next attempt creates it.
-                return Ok(false);
+                return Ok(None);
             };
             if existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname {
-                return Ok(true);
+                return Ok(Some(Written::of(&existing)));
             }
             if !ours(&existing.spec) {
-                return Ok(false);
+                return Ok(None);
             }
             existing.spec = object.spec;
             match api
                 .replace(name.as_str(), &PostParams::default(), &existing)
                 .await
             {
-                Ok(_) => Ok(true),
+                Ok(replaced) => Ok(Some(Written::of(&replaced))),
                 // Changed or deleted since read: decide again.
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
                 Err(e) => Err(e),
             }
         }
@@ -79,18 +96,31 @@ pub async fn reserve(
     }
 }
 
-/// Removes the reservation of `ip` if `owner` still holds it.
+/// Removes the reservation of `ip` if `owner` still holds it. With `written`
+/// (the object as this controller wrote it) that is one conditional
+/// DELETE; when the object changed since, or nothing is known, it is read
+/// first to see who holds it.
 pub async fn unreserve(
     ctx: &Context,
     network_name: Option<&str>,
     ip: IpAddr,
     owner: &Allocation,
+    written: Option<&Written>,
 ) -> Result<(), kube::Error> {
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
         return Ok(());
     };
     let api: Api<OverlappingRangeIPReservation> =
         Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    if let Some(written) = written.filter(|w| w.uid.is_some() && w.resource_version.is_some()) {
+        match delete_if_unchanged(&api, name.as_str(), written).await {
+            Ok(()) => return Ok(()),
+            // Changed since written (taken over): see who holds it now.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
     let Some(existing) = api.get_opt(name.as_str()).await? else {
         return Ok(());
     };
@@ -105,19 +135,24 @@ pub async fn delete_exact(
     api: &Api<OverlappingRangeIPReservation>,
     object: &OverlappingRangeIPReservation,
 ) -> Result<(), kube::Error> {
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    match delete_if_unchanged(api, name, &Written::of(object)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
+async fn delete_if_unchanged(
+    api: &Api<OverlappingRangeIPReservation>,
+    name: &str,
+    written: &Written,
+) -> Result<(), kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: object.metadata.uid.clone(),
-            resource_version: object.metadata.resource_version.clone(),
+            uid: written.uid.clone(),
+            resource_version: written.resource_version.clone(),
         }),
         ..Default::default()
     };
-    match api
-        .delete(object.metadata.name.as_deref().unwrap_or_default(), &params)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    api.delete(name, &params).await.map(|_| ())
 }

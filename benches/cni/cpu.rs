@@ -1,0 +1,65 @@
+//! CPU time each part of the system spent during a phase: the API server,
+//! etcd, the controller manager, the hereabouts controller, and the plugin
+//! processes (this harness's reaped children). Read from /proc, in the
+//! kernel's fixed 100 ticks per second.
+
+use std::collections::BTreeMap;
+
+use hereabouts_kit::local_dir;
+
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU ticks of each part at one moment.
+pub struct Meter(BTreeMap<&'static str, u64>);
+
+impl Meter {
+    /// Reads the control plane's processes (from the kit's pid files), the
+    /// controller `controller` if there is one, and the reaped children.
+    pub fn read(controller: Option<u32>) -> Self {
+        let mut ticks = BTreeMap::new();
+        for name in ["kube-apiserver", "etcd", "kube-controller-manager"] {
+            let pid =
+                std::fs::read_to_string(local_dir().join("cluster").join(format!("{name}.pid")));
+            if let Some(t) = pid.ok().and_then(|p| own_ticks(p.trim())) {
+                ticks.insert(name, t);
+            }
+        }
+        if let Some(t) = controller.and_then(|p| own_ticks(&p.to_string())) {
+            ticks.insert("hereabouts-controller", t);
+        }
+        if let Some(t) = stat("self").map(|f| field(&f, 16) + field(&f, 17)) {
+            ticks.insert("plugins", t);
+        }
+        Meter(ticks)
+    }
+
+    /// Seconds spent by each part since `before`.
+    pub fn since(&self, before: &Meter) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .filter_map(|(name, t)| {
+                let b = before.0.get(name)?;
+                Some((
+                    (*name).to_owned(),
+                    t.saturating_sub(*b) as f64 / TICKS_PER_SECOND,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn own_ticks(pid: &str) -> Option<u64> {
+    stat(pid).map(|f| field(&f, 14) + field(&f, 15))
+}
+
+/// The fields of /proc/<pid>/stat after the command name.
+fn stat(pid: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Field `n` as numbered in proc(5) (the first after the name is 3).
+fn field(fields: &[String], n: usize) -> u64 {
+    fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
