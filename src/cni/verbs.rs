@@ -137,7 +137,7 @@ async fn connect(plan: &Plan) -> Result<(Client, String), CniError> {
         ),
     };
     let mut config = config;
-    config.connect_timeout = Some(Duration::from_secs(5));
+    config.connect_timeout = Some(Duration::from_secs(10));
     let client = Client::try_from(config)
         .map_err(|e| CniError::try_again(format!("cannot build a Kubernetes client: {e}")))?;
     Ok((client, namespace))

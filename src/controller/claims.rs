@@ -15,7 +15,7 @@ use futures::future::join_all;
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
@@ -344,16 +344,8 @@ async fn publish(
     };
     let api: Api<IPClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": status });
-    match api
-        .patch_status(
-            &claim.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => {
+    match write_status(&api, claim, status).await {
+        Ok(()) => {
             if ready && let Some(created) = &claim.metadata.creation_timestamp {
                 let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
                 if let Ok(waited) = Duration::try_from(waited) {
@@ -368,6 +360,36 @@ async fn publish(
             true
         }
     }
+}
+
+/// Replaces the status of the claim as cached (one PUT the API server
+/// applies without patching); when the claim changed since, merges it in.
+async fn write_status(
+    api: &Api<IPClaim>,
+    claim: &IPClaim,
+    status: IPClaimStatus,
+) -> Result<(), kube::Error> {
+    let name = claim.name_any();
+    if claim.metadata.resource_version.is_some() {
+        let mut answered = IPClaim {
+            metadata: claim.metadata.clone(),
+            spec: claim.spec.clone(),
+            status: Some(status.clone()),
+        };
+        // Absent, not empty: the API server keeps the recorded managers.
+        answered.metadata.managed_fields = None;
+        match api
+            .replace_status(&name, &PostParams::default(), &answered)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            other => return other.map(drop),
+        }
+    }
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
 }
 
 /// Gives back the addresses of a deleted claim.

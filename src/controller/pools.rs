@@ -22,11 +22,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::join_all;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::crd::{IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY, label_value};
@@ -39,8 +39,9 @@ use super::reservations;
 /// costs a reload, so this bounds the work a hostile writer can cause).
 const MAX_ATTEMPTS: u32 = 20;
 
-/// Reservation removals in flight at once after a release batch.
-const UNRESERVE_CONCURRENCY: usize = 32;
+/// Reservation removals in flight at once, over all of a pool's release
+/// batches.
+const UNRESERVE_CONCURRENCY: usize = 64;
 
 /// How long an address found reserved by an overlapping range is passed
 /// over before its reservation is tried again.
@@ -292,6 +293,12 @@ struct Actor {
     /// The reservations of this pool's allocations as they were written,
     /// so a release deletes its reservation without reading it first.
     reservations: HashMap<u128, reservations::Written>,
+    /// Release batches whose reservations are still being removed: the
+    /// offsets and the task removing them. The actor goes on meanwhile;
+    /// only a batch reserving one of those offsets waits for its task.
+    unreserving: Vec<(HashSet<u128>, JoinHandle<()>)>,
+    /// Bounds the removals in flight over all of `unreserving`.
+    unreserve_slots: Arc<Semaphore>,
     status_dirty: bool,
     exhausted: bool,
 }
@@ -330,6 +337,8 @@ impl Actor {
             held: HashMap::new(),
             foreign: HashMap::new(),
             reservations: HashMap::new(),
+            unreserving: Vec::new(),
+            unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
             status_dirty: false,
             exhausted: false,
         }
@@ -388,11 +397,13 @@ impl Actor {
                 return;
             }
             let decided = self.decide(&allocs, &releases);
+            self.await_unreserved(decided.reserve.iter().map(|(o, _)| *o))
+                .await;
             match self.commit(&decided).await {
                 Ok(written) => {
                     self.ctx.metrics.pool_commit(batch, started.elapsed());
                     let released = self.finish(allocs, releases, decided, written);
-                    self.unreserve(released).await;
+                    self.unreserve(released);
                     return;
                 }
                 Err(CommitError::Conflict) => {
@@ -936,30 +947,67 @@ impl Actor {
             .collect()
     }
 
-    /// Removes the reservations of addresses this batch released.
+    /// Starts removing the reservations of addresses this batch released,
+    /// in a task of its own: a mass deletion's releases are not held up by
+    /// one removal per address.
     ///
     /// They go after the pool write, so a crash in between leaves a
     /// reservation the collector removes, never an allocation without its
-    /// reservation. And they go before the next batch is decided: a
-    /// released address is the lowest free one, the next to be handed out,
-    /// and its new holder's reservation must not find the old one still
-    /// there (it would be taken for an overlapping range's and the address
-    /// passed over for a minute: a pod storm right after a mass deletion
-    /// then ran out of addresses).
-    async fn unreserve(&self, released: Vec<(IpAddr, Allocation, Option<reservations::Written>)>) {
+    /// reservation. And a later batch that hands one of these addresses out
+    /// waits for them first ([`Actor::await_unreserved`]): a released
+    /// address is the lowest free one, the next to be handed out, and its
+    /// new holder's reservation must not find the old one still there (it
+    /// would be taken for an overlapping range's and the address passed
+    /// over for a minute: a pod storm right after a mass deletion then ran
+    /// out of addresses), nor have it deleted under it.
+    fn unreserve(&mut self, released: Vec<(IpAddr, Allocation, Option<reservations::Written>)>) {
+        self.unreserving.retain(|(_, task)| !task.is_finished());
         if released.is_empty() {
             return;
         }
-        let network_name = self.network_name.as_deref();
-        futures::stream::iter(released)
-            .for_each_concurrent(UNRESERVE_CONCURRENCY, |(ip, owner, written)| async move {
-                let unreserved =
-                    reservations::unreserve(&self.ctx, network_name, ip, &owner, written.as_ref());
-                if let Err(e) = unreserved.await {
-                    tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
+        let offsets = released
+            .iter()
+            .filter_map(|(ip, _, _)| self.cidr.offset_of(*ip))
+            .collect();
+        let ctx = self.ctx.clone();
+        let network_name = self.network_name.clone();
+        let slots = self.unreserve_slots.clone();
+        let task = tokio::spawn(async move {
+            let network_name = network_name.as_deref();
+            join_all(released.into_iter().map(|(ip, owner, written)| {
+                let (ctx, slots) = (&ctx, &slots);
+                async move {
+                    let Ok(_slot) = slots.acquire().await else {
+                        return;
+                    };
+                    let unreserved =
+                        reservations::unreserve(ctx, network_name, ip, &owner, written.as_ref());
+                    if let Err(e) = unreserved.await {
+                        tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
+                    }
                 }
-            })
+            }))
             .await;
+        });
+        self.unreserving.push((offsets, task));
+    }
+
+    /// Waits until no earlier batch is still removing the reservation of
+    /// one of `offsets`.
+    async fn await_unreserved(&mut self, offsets: impl IntoIterator<Item = u128>) {
+        let offsets: HashSet<u128> = offsets.into_iter().collect();
+        if offsets.is_empty() || self.unreserving.is_empty() {
+            return;
+        }
+        let (waits, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unreserving)
+            .into_iter()
+            .partition(|(released, _)| !released.is_disjoint(&offsets));
+        self.unreserving = others;
+        for (_, task) in waits {
+            if let Err(e) = task.await {
+                tracing::warn!(pool = %self.base, error = %e, "reservation removals ended abnormally");
+            }
+        }
     }
 
     /// Writes the pool's status (sizes and the Exhausted condition) to its
