@@ -44,6 +44,31 @@ pub fn is_pending(claim: &IPClaim) -> bool {
         || !status.conditions.iter().any(|c| c.type_ == "Ready")
 }
 
+/// Trims a watched claim to what the reconcilers read: its identity,
+/// generation and timestamps, its spec, and of its status what
+/// [`is_pending`] asks (the observed generation and whether a `Ready`
+/// condition exists). There is one claim per allocation, and labels, the
+/// owner reference and the published addresses were most of each cached
+/// claim.
+pub fn slim(claim: &mut IPClaim) {
+    let meta = &mut claim.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(status) = &mut claim.status {
+        status.addresses = Vec::new();
+        status.ips = Vec::new();
+        status.conditions.retain(|c| c.type_ == "Ready");
+        for condition in &mut status.conditions {
+            condition.message = String::new();
+            condition.reason = String::new();
+        }
+        status.conditions.shrink_to_fit();
+    }
+}
+
 /// Serves claims until the watch stream ends.
 pub async fn run(
     ctx: Arc<Context>,

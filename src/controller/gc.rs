@@ -18,17 +18,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::core::PartialObjectMeta;
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
+use crate::crd::{
+    IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation,
+    OverlappingRangeIPReservationSpec,
+};
 use crate::ipam::{self, parse_allocation_key};
 
 use super::context::Context;
+use super::index::Index;
 use super::pools::{POOL_LABEL, ReleaseBy, ReleaseReason};
 use super::reservations;
 
@@ -46,9 +50,52 @@ pub struct GcConfig {
 pub struct Caches {
     pub pools: Store<IPPool>,
     pub claims: Store<IPClaim>,
-    pub reservations: Store<OverlappingRangeIPReservation>,
-    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Reservations by name.
+    pub reservations: Index<ReservationEntry>,
+    /// Pods by `namespace/name`.
+    pub pods: Index<PodEntry>,
     pub nads: Store<NetworkAttachmentDefinition>,
+}
+
+/// What a pass reads of a pod.
+#[derive(Clone, Debug)]
+pub struct PodEntry {
+    uid: Box<str>,
+    deleting: bool,
+    /// Addresses Multus recorded; `None` when the pod has no record (yet).
+    recorded: Option<Box<[IpAddr]>>,
+}
+
+impl PodEntry {
+    /// The index entry of `pod`, under `namespace/name`.
+    pub fn of(pod: &PartialObjectMeta<Pod>) -> (String, PodEntry) {
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let entry = PodEntry {
+            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            recorded: recorded_addresses(pod),
+        };
+        (key, entry)
+    }
+}
+
+/// What a pass reads of a reservation: enough to delete exactly it.
+#[derive(Clone, Debug)]
+pub struct ReservationEntry {
+    uid: Box<str>,
+    resource_version: Box<str>,
+}
+
+impl ReservationEntry {
+    /// The index entry of `reservation`, under its name.
+    pub fn of(reservation: &OverlappingRangeIPReservation) -> (String, ReservationEntry) {
+        let meta = &reservation.metadata;
+        let entry = ReservationEntry {
+            uid: meta.uid.as_deref().unwrap_or_default().into(),
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+        };
+        (reservation.name_any(), entry)
+    }
 }
 
 /// Something found orphaned, identified precisely enough that a release
@@ -122,32 +169,37 @@ struct Collector {
     first_seen: HashMap<Suspect, Instant>,
 }
 
-struct LivePod {
-    uid: String,
-    /// Addresses Multus recorded; `None` when the pod has no record (yet).
-    recorded: Option<HashSet<IpAddr>>,
-}
-
 impl Collector {
     async fn pass(&mut self) {
-        let pods: HashMap<String, LivePod> = self
-            .caches
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| {
-                let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
-                (
-                    key,
-                    LivePod {
-                        uid: p.uid().unwrap_or_default(),
-                        recorded: recorded_addresses(p),
-                    },
-                )
-            })
+        let suspects = self.suspects();
+        // Forget what is no longer suspect; act on what stayed suspect for
+        // the whole grace period.
+        self.first_seen.retain(|s, _| suspects.contains(s));
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for suspect in suspects {
+            let seen = *self.first_seen.entry(suspect.clone()).or_insert(now);
+            if now.duration_since(seen) >= self.config.grace {
+                due.push(suspect);
+            }
+        }
+        for suspect in due {
+            if self.reclaim(&suspect).await {
+                self.first_seen.remove(&suspect);
+            }
+        }
+        super::nad::prune(&self.ctx, &self.caches.nads, &self.caches.pools).await;
+    }
+
+    /// Everything orphaned now, as the caches say.
+    fn suspects(&self) -> HashSet<Suspect> {
+        let pods = self.caches.pods.read();
+        let live = |podref: &str| pods.get(podref).filter(|p| !p.deleting);
+        let live_uids: HashSet<&str> = pods
+            .values()
+            .filter(|p| !p.deleting)
+            .map(|p| &*p.uid)
             .collect();
-        let live_uids: HashSet<&str> = pods.values().map(|p| p.uid.as_str()).collect();
         let claims = self.caches.claims.state();
         // (pod ref, interface) of claims whose pod lives.
         let mut backed: HashSet<(String, String)> = HashSet::new();
@@ -182,7 +234,7 @@ impl Collector {
                     reserved_names.insert(name.into_string());
                 }
                 let live = backed.contains(&(a.podref.clone(), a.ifname.clone()))
-                    || pods.get(&a.podref).is_some_and(|pod| {
+                    || live(&a.podref).is_some_and(|pod| {
                         pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
                     });
                 if !live {
@@ -194,32 +246,15 @@ impl Collector {
                 }
             }
         }
-        for reservation in self.caches.reservations.state() {
-            let name = reservation.name_any();
-            if !reserved_names.contains(&name) {
+        for (name, reservation) in self.caches.reservations.read().iter() {
+            if !reserved_names.contains(&**name) {
                 suspects.insert(Suspect::Reservation {
-                    name,
-                    uid: reservation.uid().unwrap_or_default(),
+                    name: name.to_string(),
+                    uid: reservation.uid.to_string(),
                 });
             }
         }
-        // Forget what is no longer suspect; act on what stayed suspect for
-        // the whole grace period.
-        self.first_seen.retain(|s, _| suspects.contains(s));
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for suspect in suspects {
-            let seen = *self.first_seen.entry(suspect.clone()).or_insert(now);
-            if now.duration_since(seen) >= self.config.grace {
-                due.push(suspect);
-            }
-        }
-        for suspect in due {
-            if self.reclaim(&suspect).await {
-                self.first_seen.remove(&suspect);
-            }
-        }
-        super::nad::prune(&self.ctx, &self.caches.nads, &self.caches.pools).await;
+        suspects
     }
 
     /// Releases one orphan; true when done (or nothing left to do).
@@ -305,16 +340,26 @@ impl Collector {
                 }
             }
             Suspect::Reservation { name, uid } => {
-                let Some(object) = self
-                    .caches
-                    .reservations
-                    .get(&ObjectRef::new(name).within(&ctx.namespace))
-                else {
+                let Some(entry) = self.caches.reservations.get(name) else {
                     return true;
                 };
-                if object.uid().as_deref() != Some(uid.as_str()) {
+                if *entry.uid != **uid {
                     return true;
                 }
+                // What delete_exact reads: the name and its preconditions.
+                let object = OverlappingRangeIPReservation {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        uid: Some(entry.uid.into()),
+                        resource_version: Some(entry.resource_version.into()),
+                        ..Default::default()
+                    },
+                    spec: OverlappingRangeIPReservationSpec {
+                        containerid: String::new(),
+                        podref: String::new(),
+                        ifname: String::new(),
+                    },
+                };
                 let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
                 match reservations::delete_exact(&api, &object).await {
                     Ok(()) => {
@@ -354,7 +399,7 @@ pub fn network_name_of(pool: &str, cidr: &ipam::Cidr) -> Option<String> {
 }
 
 /// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
-fn recorded_addresses(pod: &PartialObjectMeta<Pod>) -> Option<HashSet<IpAddr>> {
+fn recorded_addresses(pod: &PartialObjectMeta<Pod>) -> Option<Box<[IpAddr]>> {
     let raw = pod.annotations().get(NETWORK_STATUS)?;
     let entries: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
     Some(

@@ -1,7 +1,9 @@
 //! `hereabouts-controller`: the leader-elected operator.
 //!
 //! Every replica watches IPPools, reservations, IPClaims, NADs and pods into
-//! reflector caches; only the Lease holder acts on them. The reconcilers:
+//! caches (reflector stores, and for the kinds with one object per
+//! allocation, trimmed objects or compact [`index`]es); only the Lease
+//! holder acts on them. The reconcilers:
 //! - [`claims`]: answers IPClaims through the [`pools`] book, which batches
 //!   requests per pool and commits them with compare-and-swap writes;
 //! - [`nad`]: creates the pools NADs need, reports bad configurations;
@@ -13,6 +15,7 @@
 pub mod claims;
 pub mod context;
 pub mod gc;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod nad;
@@ -67,9 +70,9 @@ pub struct Settings {
 }
 
 /// Managed fields are for writers' bookkeeping; nothing here reads them,
-/// and as JSON trees they are the bulk of a cached claim, pod or
-/// reservation (`make bench`: the controller grew by about 23 KiB per
-/// allocation with them).
+/// and as JSON trees they are the bulk of a cached object (`make bench`:
+/// the controller grew by about 23 KiB per allocation with them in the
+/// claims, pods and reservations).
 fn strip<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
@@ -118,23 +121,24 @@ pub async fn run(
         .modify(strip),
     )
     .default_backoff();
-    let (reservations_store, reservations_writer) = reflector::store();
-    let reservation_events = reflector(
+    // One reservation and one pod per allocation: these two are kept as
+    // compact indexes of the few fields the collector reads.
+    let (reservations, reservations_writer) = index::index(gc::ReservationEntry::of);
+    let reservation_events = index::indexed(
         reservations_writer,
         watcher(
             Api::<OverlappingRangeIPReservation>::namespaced(client.clone(), &settings.namespace),
             config(),
-        )
-        .modify(strip),
+        ),
     )
     .default_backoff();
-    let (pods, pods_writer) = reflector::store();
+    let (pods, pods_writer) = index::index(gc::PodEntry::of);
     let pods_deleted = Arc::new(Notify::new());
     let pod_events = {
         let pods_deleted = pods_deleted.clone();
-        reflector(
+        index::indexed(
             pods_writer,
-            watcher(scoped::<PartialObjectMeta<Pod>>(&client, watched), config()).modify(strip),
+            watcher(scoped::<PartialObjectMeta<Pod>>(&client, watched), config()),
         )
         .default_backoff()
         .inspect(move |e| {
@@ -146,7 +150,7 @@ pub async fn run(
     let (claims_store, claims_writer) = reflector::store();
     let claim_events = reflector(
         claims_writer,
-        watcher(scoped::<IPClaim>(&client, watched), config()).modify(strip),
+        watcher(scoped::<IPClaim>(&client, watched), config()).modify(claims::slim),
     )
     .default_backoff();
     let (nads, nads_writer) = reflector::store();
@@ -181,7 +185,7 @@ pub async fn run(
     {
         let stores_ready = (
             pools.clone(),
-            reservations_store.clone(),
+            reservations.clone(),
             pods.clone(),
             claims_store.clone(),
             nads.clone(),
@@ -221,7 +225,7 @@ pub async fn run(
         let caches = gc::Caches {
             pools,
             claims: claims_store,
-            reservations: reservations_store,
+            reservations,
             pods,
             nads,
         };
