@@ -12,8 +12,9 @@
 //! Flags after `--`: `--quick`, `--only=storm,scale,...` (storm and
 //! recreation go together), `--systems=hereabouts` (for profiling one),
 //! `--scale-steps=N` (fill the /16 only N steps far), `--drain-s=N` (how
-//! long releases may take to reach the pools before what is left counts as
-//! leaked; 30 s in the full run).
+//! long the pools and reservations may stay unchanged after the last DEL
+//! before what is left counts as leaked; 30 s in the full run, and the
+//! wait ends after 10 minutes whatever happens).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.

@@ -165,6 +165,9 @@ impl Phase {
         }
         if let (Some(a), Some(r)) = (self.leaked_allocations, self.leaked_reservations) {
             s += &format!("; leaked {a} allocations, {r} reservations");
+            if let Some(waited) = self.drain_s {
+                s += &format!(" (counted {waited:.1} s after the last DEL)");
+            }
         }
         if let Some((e, n)) = self.errors.iter().max_by_key(|(_, n)| **n) {
             s += &format!("; most common error ({n}x): {e}");
@@ -539,6 +542,17 @@ fn phase_rows(out: &mut String, record: &Record, scenario: &str, phase: &str, ti
             leak(w),
             String::new(),
         );
+        let waited = |p: Option<&Phase>| {
+            p.and_then(|p| p.drain_s)
+                .map_or("–".to_owned(), |s| format!("{s:.1}"))
+        };
+        row(
+            out,
+            "counted after the last DEL (s)",
+            waited(h),
+            waited(w),
+            String::new(),
+        );
     }
 }
 
@@ -747,9 +761,10 @@ pub fn markdown(record: &Record) -> String {
             s.and_then(|s| s.teardown.as_ref())
                 .map_or("–".to_owned(), |t| {
                     format!(
-                        "{} / {} (DEL: {} ok, {} failed, {} killed at cap, {} not started)",
+                        "{} / {}, counted {:.0} s after the last DEL (DEL: {} ok, {} failed, {} killed at cap, {} not started)",
                         count(t.leaked_allocations),
                         count(t.leaked_reservations),
+                        t.drain_s.unwrap_or(0.0),
                         t.ok,
                         t.failed,
                         t.capped,

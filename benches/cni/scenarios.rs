@@ -30,7 +30,7 @@ pub struct Settings {
     /// Longest a whereabouts phase may run before what still runs is
     /// killed and counted.
     pub whereabouts_cap_s: u64,
-    /// How long releases may take to reach the pools after the last DEL.
+    /// How long the leak count waits for releases that make no progress.
     pub drain_s: u64,
 }
 
@@ -212,21 +212,36 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     Ok(vec![del, add, gone])
 }
 
-/// Waits (at most `drain_s`) until the pools of `network` and the
-/// namespace's reservations are empty; returns what is left and the wait.
+/// Longest the leak count waits for releases that still make progress.
+const DRAIN_CAP: Duration = Duration::from_secs(600);
+
+/// Waits until the pools of `network` and the namespace's reservations are
+/// empty, or nothing has left them for `drain_s`, or [`DRAIN_CAP`] passed;
+/// returns what is left and the wait. A controller still releasing is
+/// waited for (at 60,000 allocations that takes longer than any fixed
+/// wait short enough for a system that stopped releasing).
 async fn drain(
     settings: &Settings,
     target: &Target,
     network: &Network,
 ) -> anyhow::Result<(usize, usize, Duration)> {
     let started = Instant::now();
+    let mut last = (usize::MAX, usize::MAX);
+    let mut progressed = started;
     loop {
-        let allocations = target.pool_allocations(network).await?.len();
-        let reservations = target.reservations(network).await?;
-        if (allocations == 0 && reservations == 0)
-            || started.elapsed() > Duration::from_secs(settings.drain_s)
+        let left = (
+            target.pool_allocations(network).await?.len(),
+            target.reservations(network).await?,
+        );
+        if left != last {
+            last = left;
+            progressed = Instant::now();
+        }
+        if left == (0, 0)
+            || progressed.elapsed() > Duration::from_secs(settings.drain_s)
+            || started.elapsed() > DRAIN_CAP
         {
-            return Ok((allocations, reservations, started.elapsed()));
+            return Ok((left.0, left.1, started.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
