@@ -529,6 +529,31 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
         .replace("198.51.100.0-28", &PostParams::default(), &pool)
         .await
         .expect("adopted allocation");
+    // A reservation no allocation backs (a crash between a release's pool
+    // write and its reservation's removal).
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let orphan = OverlappingRangeIPReservation::new(
+        "198.51.100.13",
+        hereabouts::crd::OverlappingRangeIPReservationSpec {
+            containerid: "gone-container".into(),
+            podref: format!("{}/vanished", ns.name),
+            ifname: "net1".into(),
+        },
+    );
+    reservations
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect("orphaned reservation");
+    let reserved = || async {
+        let list = reservations.list(&ListParams::default()).await.ok()?;
+        Some(
+            list.items
+                .into_iter()
+                .map(|r| r.name_any())
+                .collect::<HashSet<_>>(),
+        )
+    };
 
     // Force-delete one pod; nothing deletes its claim (a lost DEL).
     let api: Api<Pod> = Api::namespaced(kit.client.clone(), &ns.name);
@@ -549,6 +574,12 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
         3,
         "nothing reclaimed before the grace period: {held:?}"
     );
+    assert!(
+        reserved()
+            .await
+            .is_some_and(|names| names.contains("198.51.100.13")),
+        "no reservation removed before the grace period"
+    );
 
     let held = eventually("reclaimed", 30, || async {
         let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-28").await;
@@ -561,6 +592,17 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
         held.values().next().map(String::as_str),
         Some(format!("{}/{}", ns.name, pods[1].0).as_str()),
         "the live pod keeps its address"
+    );
+    let live_ip = held.keys().next().expect("one address").to_string();
+    let names = eventually("orphaned reservations removed", 30, || async {
+        let names = reserved().await?;
+        (!names.contains("198.51.100.13") && names.len() == 1).then_some(names)
+    })
+    .await
+    .expect("the collector removes reservations no allocation backs");
+    assert!(
+        names.contains(&live_ip),
+        "the live pod keeps its reservation: {names:?}"
     );
 }
 

@@ -396,11 +396,8 @@ async fn write_status(
 ) -> Result<(), kube::Error> {
     let name = claim.name_any();
     if claim.metadata.resource_version.is_some() {
-        let mut answered = IPClaim {
-            metadata: claim.metadata.clone(),
-            spec: claim.spec.clone(),
-            status: Some(status.clone()),
-        };
+        let mut answered = claim.clone();
+        answered.status = Some(status.clone());
         // Absent, not empty: the API server keeps the recorded managers.
         answered.metadata.managed_fields = None;
         match api

@@ -18,17 +18,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::core::{ObjectMeta, PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::crd::{
-    IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation,
-    OverlappingRangeIPReservationSpec,
-};
+use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition};
 use crate::ipam::{self, parse_allocation_key};
 
 use super::context::Context;
@@ -50,8 +47,8 @@ pub struct GcConfig {
 pub struct Caches {
     pub pools: Store<IPPool>,
     pub claims: Store<IPClaim>,
-    /// Reservations by name.
-    pub reservations: Index<ReservationEntry>,
+    /// Reservations by name, as last seen.
+    pub reservations: Index<reservations::Written>,
     /// Pods by `namespace/name`.
     pub pods: Index<PodEntry>,
     pub nads: Store<NetworkAttachmentDefinition>,
@@ -76,25 +73,6 @@ impl PodEntry {
             recorded: recorded_addresses(pod),
         };
         (key, entry)
-    }
-}
-
-/// What a pass reads of a reservation: enough to delete exactly it.
-#[derive(Clone, Debug)]
-pub struct ReservationEntry {
-    uid: Box<str>,
-    resource_version: Box<str>,
-}
-
-impl ReservationEntry {
-    /// The index entry of `reservation`, under its name.
-    pub fn of(reservation: &OverlappingRangeIPReservation) -> (String, ReservationEntry) {
-        let meta = &reservation.metadata;
-        let entry = ReservationEntry {
-            uid: meta.uid.as_deref().unwrap_or_default().into(),
-            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
-        };
-        (reservation.name_any(), entry)
     }
 }
 
@@ -250,7 +228,7 @@ impl Collector {
             if !reserved_names.contains(&**name) {
                 suspects.insert(Suspect::Reservation {
                     name: name.to_string(),
-                    uid: reservation.uid.to_string(),
+                    uid: reservation.uid().unwrap_or_default().to_owned(),
                 });
             }
         }
@@ -343,25 +321,11 @@ impl Collector {
                 let Some(entry) = self.caches.reservations.get(name) else {
                     return true;
                 };
-                if *entry.uid != **uid {
+                if entry.uid() != Some(uid.as_str()) {
                     return true;
                 }
-                // What delete_exact reads: the name and its preconditions.
-                let object = OverlappingRangeIPReservation {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        uid: Some(entry.uid.into()),
-                        resource_version: Some(entry.resource_version.into()),
-                        ..Default::default()
-                    },
-                    spec: OverlappingRangeIPReservationSpec {
-                        containerid: String::new(),
-                        podref: String::new(),
-                        ifname: String::new(),
-                    },
-                };
                 let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-                match reservations::delete_exact(&api, &object).await {
+                match reservations::delete_exact(&api, name, &entry).await {
                     Ok(()) => {
                         ctx.metrics.reclaimed("reservation");
                         tracing::info!(name, "deleted a reservation no allocation backs");

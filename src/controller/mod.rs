@@ -28,10 +28,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
@@ -123,7 +123,9 @@ pub async fn run(
     .default_backoff();
     // One reservation and one pod per allocation: these two are kept as
     // compact indexes of the few fields the collector reads.
-    let (reservations, reservations_writer) = index::index(gc::ReservationEntry::of);
+    let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
+        (r.name_any(), reservations::Written::of(r))
+    });
     let reservation_events = index::indexed(
         reservations_writer,
         watcher(

@@ -24,11 +24,15 @@ pub struct Written {
 }
 
 impl Written {
-    fn of(object: &OverlappingRangeIPReservation) -> Self {
+    pub fn of(object: &OverlappingRangeIPReservation) -> Self {
         Written {
             uid: object.metadata.uid.clone(),
             resource_version: object.metadata.resource_version.clone(),
         }
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
     }
 }
 
@@ -127,16 +131,17 @@ pub async fn unreserve(
     if existing.spec.podref != owner.pod_ref || existing.spec.ifname != owner.ifname {
         return Ok(());
     }
-    delete_exact(&api, &existing).await
+    delete_exact(&api, name.as_str(), &Written::of(&existing)).await
 }
 
-/// Deletes `object` only if it is unchanged since read (uid and version).
+/// Deletes the reservation `name` only if it is still exactly `written`
+/// (uid and version); gone or changed since counts as done.
 pub async fn delete_exact(
     api: &Api<OverlappingRangeIPReservation>,
-    object: &OverlappingRangeIPReservation,
+    name: &str,
+    written: &Written,
 ) -> Result<(), kube::Error> {
-    let name = object.metadata.name.as_deref().unwrap_or_default();
-    match delete_if_unchanged(api, name, &Written::of(object)).await {
+    match delete_if_unchanged(api, name, written).await {
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         other => other,
     }
