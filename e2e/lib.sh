@@ -15,7 +15,9 @@ HB_ETCD_PEER_PORT=${HB_ETCD_PEER_PORT:-23800}
 HB_FABRIC=hb-fabric
 # The simulated nodes' shared segment lives in a network namespace of its
 # own, so nothing on it can ever reach the host's own stack or network.
-HB_FABRIC_NETNS=${HB_FABRIC_NETNS:-hb-fabric}
+# Named after the kit's folder, so two checkouts' kits (on their own
+# HB_API_PORT and HB_ETCD_PORT) can run on one machine side by side.
+HB_FABRIC_NETNS=${HB_FABRIC_NETNS:-hb-fabric-$(printf '%s' "$HB_LOCAL" | sha256sum | cut -c1-6)}
 HB_REFERENCE_PLUGINS=${HB_REFERENCE_PLUGINS:-/usr/lib/cni}
 
 say() { printf '[kit] %s\n' "$*" >&2; }

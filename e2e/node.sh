@@ -11,7 +11,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-node_netns() { echo "hbnode-$(hb_short "$1")"; }
+node_netns() { echo "hbnode-$(hb_short "$HB_LOCAL/$1")"; }
 
 add() {
   local name=$1 dir=$HB_NODES/$1 netns uplink
