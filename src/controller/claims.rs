@@ -13,17 +13,21 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus};
+use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
 use crate::ipam::{self, AllocError, Allocation, IpRange, RangeFields};
 
 use super::context::Context;
+use super::gc::PodEntry;
+use super::index::Index;
 use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 
 /// How often pending claims are looked at again (after transient failures
@@ -69,11 +73,20 @@ pub fn slim(claim: &mut IPClaim) {
     }
 }
 
+/// What the reconciler checks a claim against before serving it.
+#[derive(Clone, Debug)]
+pub struct Lookups {
+    /// Pods by `namespace/name`.
+    pub pods: Index<PodEntry>,
+    pub nads: Store<NetworkAttachmentDefinition>,
+}
+
 /// Serves claims until the watch stream ends.
 pub async fn run(
     ctx: Arc<Context>,
     events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>>,
     store: Store<IPClaim>,
+    lookups: Lookups,
 ) {
     let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<()>();
@@ -99,9 +112,10 @@ pub async fn run(
         let ctx = ctx.clone();
         let inflight = inflight.clone();
         let retry_tx = retry_tx.clone();
+        let lookups = lookups.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let transient = answer(&ctx, &claim).await;
+            let transient = answer(&ctx, &lookups, &claim).await;
             ctx.metrics.reconciled("claim", started.elapsed());
             inflight
                 .lock()
@@ -170,7 +184,7 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
 }
 
 /// Allocates and publishes; returns true when the claim should be retried.
-async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
+async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> bool {
     let requests = match requests(claim) {
         Ok(r) => r,
         Err((reason, message)) => {
@@ -178,6 +192,26 @@ async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
             return publish(ctx, claim, Err((reason, message))).await;
         }
     };
+    match authorize(ctx, lookups, claim, &requests).await {
+        Ok(()) => {}
+        Err(Authorization::Unknown(e)) => {
+            tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the claim's pod yet");
+            return true;
+        }
+        Err(Authorization::Refused(reason, message)) => {
+            ctx.metrics.failed("unauthorized_claim");
+            tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
+            ctx.event(
+                &claim.object_ref(&()),
+                EventType::Warning,
+                reason,
+                "Allocate",
+                message.clone(),
+            )
+            .await;
+            return publish(ctx, claim, Err((reason, message))).await;
+        }
+    }
     let results = join_all(
         requests
             .iter()
@@ -240,7 +274,10 @@ async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
     publish(ctx, claim, Ok(granted)).await
 }
 
-fn parse_range(index: usize, r: &crate::crd::ClaimRange) -> Result<IpRange, ipam::RangeError> {
+pub(crate) fn parse_range(
+    index: usize,
+    r: &crate::crd::ClaimRange,
+) -> Result<IpRange, ipam::RangeError> {
     let path = format!("spec.ranges[{index}]");
     let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
     IpRange::parse(&RangeFields {
@@ -302,6 +339,200 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         ));
     }
     Ok(out)
+}
+
+/// Why a claim is not served.
+enum Authorization {
+    /// For good: the condition reason and message.
+    Refused(&'static str, String),
+    /// Not known yet (the pod could not be read): try again.
+    Unknown(kube::Error),
+}
+
+/// A claim acts only for its own pod, on the ranges its network declares.
+///
+/// The pod: in the claim's namespace, alive with the claim's UID and bound
+/// to the claim's node (a node's credentials may file claims; they must
+/// not name another node's pod, whose address allocation is idempotent per
+/// pod and interface and would be handed out, or freed by a DEL). The
+/// cache answers first; a miss or a mismatch is read from the API server,
+/// as the cache may lag a pod that just started.
+///
+/// The ranges: see [`check_network`].
+async fn authorize(
+    ctx: &Context,
+    lookups: &Lookups,
+    claim: &IPClaim,
+    requests: &[AllocRequest],
+) -> Result<(), Authorization> {
+    let spec = &claim.spec;
+    let namespace = claim.namespace().unwrap_or_default();
+    if spec.pod.namespace != namespace {
+        return Err(Authorization::Refused(
+            "PodNotInNamespace",
+            format!(
+                "spec.pod.namespace: {:?} is not the claim's namespace {namespace:?}",
+                spec.pod.namespace
+            ),
+        ));
+    }
+    let key = format!("{namespace}/{}", spec.pod.name);
+    let matches = |uid: &str, node: Option<&str>| uid == spec.pod.uid && node == Some(&spec.node);
+    let cached = lookups
+        .pods
+        .get(&key)
+        .is_some_and(|p| matches(p.uid(), p.node()));
+    if !cached {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+        let pod = pods
+            .get_opt(&spec.pod.name)
+            .await
+            .map_err(Authorization::Unknown)?;
+        let Some(pod) = pod else {
+            return Err(Authorization::Refused(
+                "PodNotFound",
+                format!("spec.pod.name: no pod {key} exists"),
+            ));
+        };
+        let uid = pod.uid().unwrap_or_default();
+        if uid != spec.pod.uid {
+            return Err(Authorization::Refused(
+                "PodMismatch",
+                format!(
+                    "spec.pod.uid: {:?} is not the UID of pod {key} ({uid:?})",
+                    spec.pod.uid
+                ),
+            ));
+        }
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if node.as_deref() != Some(spec.node.as_str()) {
+            return Err(Authorization::Refused(
+                "PodMismatch",
+                format!(
+                    "spec.node: {:?} is not the node pod {key} is bound to ({})",
+                    spec.node,
+                    node.map_or_else(|| "none".to_owned(), |n| format!("{n:?}"))
+                ),
+            ));
+        }
+    }
+    check_network(claim, requests, &declared_networks(&lookups.nads))
+        .map_err(|(reason, message)| Authorization::Refused(reason, message))
+}
+
+/// The ranges one IPAM section of a NAD declares.
+#[derive(Debug)]
+struct Declared {
+    /// The CNI network name (the config's `name`, else the NAD's).
+    network: String,
+    nad: String,
+    network_name: Option<String>,
+    /// `None`: the ranges come from the nodes' flat file.
+    cidrs: Option<Vec<ipam::Cidr>>,
+}
+
+fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared> {
+    let mut out = Vec::new();
+    for nad in nads.state() {
+        let Ok(sections) = ipam::find_ipam_sections(&nad.spec.config) else {
+            continue;
+        };
+        for section in sections {
+            let network = section.name.clone().unwrap_or_else(|| nad.name_any());
+            let nad_name = format!("{}/{}", nad.namespace().unwrap_or_default(), nad.name_any());
+            match section.ipam_config() {
+                Ok(config) => out.push(Declared {
+                    network,
+                    nad: nad_name,
+                    network_name: config.network_name.clone(),
+                    cidrs: Some(config.ranges.iter().map(|r| *r.range.cidr()).collect()),
+                }),
+                Err(ipam::ConfigError::NoRange { .. }) => out.push(Declared {
+                    network,
+                    nad: nad_name,
+                    network_name: section
+                        .ipam
+                        .get("network_name")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    cidrs: None,
+                }),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// A claim's ranges must be what its network declares.
+///
+/// A network some NAD declares (by its CNI network name): the claim's
+/// ranges must be among that NAD's, with the same `network_name`; a NAD
+/// whose ranges come from the nodes' flat file (which the controller cannot
+/// read) trusts the nodes for them. A network no NAD declares (configured
+/// in a file on the nodes, e.g. the cluster's default network): its ranges
+/// must stay out of every range a NAD declares for the same
+/// `network_name`, so a node's credentials cannot take addresses from a
+/// declared network's pool by naming a network of its own.
+fn check_network(
+    claim: &IPClaim,
+    requests: &[AllocRequest],
+    declared: &[Declared],
+) -> Result<(), (&'static str, String)> {
+    let spec = &claim.spec;
+    let network_name = spec.network_name.clone().filter(|n| !n.is_empty());
+    let cidrs: Vec<ipam::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
+    let mine: Vec<&Declared> = declared
+        .iter()
+        .filter(|d| d.network == spec.network.name)
+        .collect();
+    if !mine.is_empty() {
+        let fits = |d: &&Declared| {
+            d.cidrs.as_ref().is_none_or(|declared| {
+                d.network_name == network_name && cidrs.iter().all(|c| declared.contains(c))
+            })
+        };
+        if mine.iter().any(fits) {
+            return Ok(());
+        }
+        let list: Vec<String> = mine
+            .iter()
+            .map(|d| {
+                let ranges: Vec<String> =
+                    d.cidrs.iter().flatten().map(ToString::to_string).collect();
+                format!(
+                    "{} declares {} with network_name {:?}",
+                    d.nad,
+                    ranges.join(", "),
+                    d.network_name
+                )
+            })
+            .collect();
+        let asked: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+        return Err((
+            "UndeclaredRange",
+            format!(
+                "spec.ranges: {} with network_name {network_name:?} are not what network {:?} declares ({})",
+                asked.join(", "),
+                spec.network.name,
+                list.join("; ")
+            ),
+        ));
+    }
+    for (i, cidr) in cidrs.iter().enumerate() {
+        for d in declared.iter().filter(|d| d.network_name == network_name) {
+            if let Some(taken) = d.cidrs.iter().flatten().find(|c| c.overlaps(cidr)) {
+                return Err((
+                    "UndeclaredNetwork",
+                    format!(
+                        "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {:?}",
+                        d.nad, d.network, spec.network.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The condition reason and message for a refusal.
@@ -367,6 +598,11 @@ async fn publish(
             false,
         ),
     };
+    // Answers depend on leadership (the addresses were committed under
+    // it); a deposed leader's answer could be older than its successor's.
+    if !ctx.leadership.is_leader() {
+        return false;
+    }
     let api: Api<IPClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     match write_status(&api, claim, status).await {
@@ -379,7 +615,9 @@ async fn publish(
             }
             false
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        // Gone, or replaced by a claim of another UID (its own answer
+        // comes from its own events).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => false,
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
             true
@@ -389,12 +627,25 @@ async fn publish(
 
 /// Replaces the status of the claim as cached (one PUT the API server
 /// applies without patching); when the claim changed since, merges it in.
-async fn write_status(
+///
+/// Both writes are bound to the claim's UID: claim names repeat (a DEL
+/// then a new ADD of the same attachment makes a new claim of the same
+/// name, at generation 1 again), and an answer decided for the old claim
+/// must never land on the new one. The PUT carries the UID as the API
+/// server's precondition; the merge patch carries it as an immutable
+/// field, which a claim of another UID refuses (422).
+pub async fn write_status(
     api: &Api<IPClaim>,
     claim: &IPClaim,
     status: IPClaimStatus,
 ) -> Result<(), kube::Error> {
     let name = claim.name_any();
+    let Some(uid) = claim.uid() else {
+        // Every claim the API server returns has one; an answer bound to
+        // nothing is not written.
+        tracing::warn!(claim = %name, "claim without a uid: answer not written");
+        return Ok(());
+    };
     if claim.metadata.resource_version.is_some() {
         let mut answered = claim.clone();
         answered.status = Some(status.clone());
@@ -408,7 +659,7 @@ async fn write_status(
             other => return other.map(drop),
         }
     }
-    let patch = serde_json::json!({ "status": status });
+    let patch = serde_json::json!({ "metadata": {"uid": uid}, "status": status });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)

@@ -22,6 +22,8 @@ pub struct Context {
     /// How long an address released by a claim's deletion stays reserved
     /// for the same pod name and interface.
     pub hold_released: Duration,
+    /// This replica's identity (its Lease holder name).
+    pub identity: String,
     recorder: Recorder,
 }
 
@@ -47,7 +49,7 @@ impl Context {
             client.clone(),
             Reporter {
                 controller: "hereabouts-controller".into(),
-                instance: Some(instance),
+                instance: Some(instance.clone()),
             },
         );
         Context {
@@ -57,6 +59,7 @@ impl Context {
             pools: PoolBook::default(),
             metrics,
             hold_released,
+            identity: instance,
             recorder,
         }
     }

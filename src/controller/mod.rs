@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
@@ -140,7 +139,7 @@ pub async fn run(
         let pods_deleted = pods_deleted.clone();
         index::indexed(
             pods_writer,
-            watcher(scoped::<PartialObjectMeta<Pod>>(&client, watched), config()),
+            watcher(scoped::<Pod>(&client, watched), config()),
         )
         .default_backoff()
         .inspect(move |e| {
@@ -210,8 +209,12 @@ pub async fn run(
     }
     {
         let (ctx, claims_store) = (ctx.clone(), claims_store.clone());
+        let lookups = claims::Lookups {
+            pods: pods.clone(),
+            nads: nads.clone(),
+        };
         background.spawn(async move {
-            claims::run(ctx, claim_events, claims_store).await;
+            claims::run(ctx, claim_events, claims_store, lookups).await;
             "claim reconciler"
         });
     }
@@ -232,12 +235,13 @@ pub async fn run(
             nads,
         };
         let gc_config = settings.gc.clone();
+        let scope = settings.watch_namespace.clone();
         let ready = ready.clone();
         background.spawn(async move {
             while !ready.load(std::sync::atomic::Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            gc::run(ctx, gc_config, caches, pods_deleted).await;
+            gc::run(ctx, gc_config, caches, scope, pods_deleted).await;
             "garbage collector"
         });
     }
