@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
@@ -30,11 +30,46 @@ use super::gc::PodEntry;
 use super::index::Index;
 use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 
-/// How often pending claims are looked at again (after transient failures
-/// and to catch anything a missed event left behind).
-const RESCAN: Duration = Duration::from_secs(10);
-/// Delay before retrying a claim whose pool could not be written.
-const RETRY: Duration = Duration::from_millis(500);
+/// How often every pending claim is looked at again, to catch anything a
+/// missed event left behind (claims that failed are retried on their own
+/// schedule, see [`backoff`]).
+const RESCAN: Duration = Duration::from_secs(30);
+/// The first retry of a claim that could not be served for now...
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// ...doubling per attempt up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How a claim went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Answered (or nothing to answer).
+    Done,
+    /// Try again later; at least this long later if the API server said so.
+    Retry(Option<Duration>),
+}
+
+/// The delay before retry number `attempt` (1, 2, ...): exponential from
+/// [`BACKOFF_BASE`] to [`BACKOFF_MAX`], scaled by `jitter` (a fraction in
+/// [0, 1)) into its upper half so that claims failing together do not
+/// come back together, and never shorter than the API server's
+/// Retry-After.
+fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+    let jittered = full.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0);
+    retry_after.map_or(jittered, |after| jittered.max(after))
+}
+
+/// A fraction in [0, 1) that differs per call (no random number crate:
+/// the standard library's randomly keyed hasher is enough for jitter).
+fn jitter(key: &str, attempt: u32) -> f64 {
+    use std::hash::BuildHasher;
+    let hash = std::collections::hash_map::RandomState::new().hash_one((key, attempt));
+    // The top 53 bits, exactly representable.
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    fraction
+}
 
 /// Whether `claim` still waits for an answer to its current spec.
 pub fn is_pending(claim: &IPClaim) -> bool {
@@ -88,8 +123,11 @@ pub async fn run(
     store: Store<IPClaim>,
     lookups: Lookups,
 ) {
+    // Claims being answered or waiting for their retry (a rescan leaves
+    // them alone), and how often each has been tried.
     let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<()>();
+    let attempts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ObjectRef<IPClaim>>();
     let mut leadership = ctx.leadership.clone();
     let mut rescan = tokio::time::interval(RESCAN);
     let mut events = std::pin::pin!(events);
@@ -111,19 +149,38 @@ pub async fn run(
         }
         let ctx = ctx.clone();
         let inflight = inflight.clone();
+        let attempts = attempts.clone();
         let retry_tx = retry_tx.clone();
         let lookups = lookups.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let transient = answer(&ctx, &lookups, &claim).await;
+            let outcome = answer(&ctx, &lookups, &claim).await;
             ctx.metrics.reconciled("claim", started.elapsed());
-            inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            if transient {
-                tokio::time::sleep(RETRY).await;
-                let _ = retry_tx.send(());
+            let uid = &key.0;
+            if let Outcome::Retry(retry_after) = outcome {
+                let attempt = {
+                    let mut attempts = attempts.lock().unwrap_or_else(PoisonError::into_inner);
+                    let attempt = attempts.entry(uid.clone()).or_default();
+                    *attempt = attempt.saturating_add(1);
+                    *attempt
+                };
+                let delay = backoff(attempt, jitter(uid, attempt), retry_after);
+                tracing::debug!(claim = %claim.name_any(), attempt, ?delay, "retrying later");
+                tokio::time::sleep(delay).await;
+                inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+                let _ = retry_tx.send(ObjectRef::from_obj(&*claim));
+            } else {
+                attempts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(uid);
+                inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
             }
         });
     };
@@ -164,7 +221,12 @@ pub async fn run(
                 ctx.pools.clear();
                 rescan_all(&store);
             }
-            Some(()) = retry_rx.recv() => rescan_all(&store),
+            Some(claim) = retry_rx.recv() => {
+                // Only that claim, as it is now.
+                if let Some(claim) = store.get(&claim) {
+                    serve(claim);
+                }
+            }
             _ = rescan.tick() => rescan_all(&store),
         }
     }
@@ -183,8 +245,8 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
         .collect()
 }
 
-/// Allocates and publishes; returns true when the claim should be retried.
-async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> bool {
+/// Allocates and publishes.
+async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
     let requests = match requests(claim) {
         Ok(r) => r,
         Err((reason, message)) => {
@@ -196,7 +258,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> bool 
         Ok(()) => {}
         Err(Authorization::Unknown(e)) => {
             tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the claim's pod yet");
-            return true;
+            return Outcome::Retry(super::retry_after(&e));
         }
         Err(Authorization::Refused(reason, message)) => {
             ctx.metrics.failed("unauthorized_claim");
@@ -227,7 +289,11 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> bool 
                 tracing::debug!(claim = %claim.name_any(), range = %request.range, error = %e, "will retry");
             }
         }
-        return true;
+        let retry_after = results
+            .iter()
+            .filter_map(|r| r.as_ref().err()?.retry_after())
+            .max();
+        return Outcome::Retry(retry_after);
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
@@ -557,12 +623,12 @@ fn refusal(e: &pools::Error) -> (&'static str, String) {
     (reason, e.to_string())
 }
 
-/// Writes the answer to the claim's status; true when it must be retried.
+/// Writes the answer to the claim's status.
 async fn publish(
     ctx: &Context,
     claim: &IPClaim,
     answer: Result<Vec<ClaimedAddress>, (&'static str, String)>,
-) -> bool {
+) -> Outcome {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
     let (status, ready) = match answer {
@@ -601,7 +667,7 @@ async fn publish(
     // Answers depend on leadership (the addresses were committed under
     // it); a deposed leader's answer could be older than its successor's.
     if !ctx.leadership.is_leader() {
-        return false;
+        return Outcome::Done;
     }
     let api: Api<IPClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
@@ -613,14 +679,14 @@ async fn publish(
                     ctx.metrics.claim_answered(waited);
                 }
             }
-            false
+            Outcome::Done
         }
         // Gone, or replaced by a claim of another UID (its own answer
         // comes from its own events).
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => false,
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Outcome::Done,
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
-            true
+            Outcome::Retry(super::retry_after(&e))
         }
     }
 }
@@ -693,5 +759,48 @@ async fn release(ctx: Arc<Context>, claim: IPClaim) {
                 tracing::warn!(claim = %claim.name_any(), error = %e, "release failed; the collector will retry")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter_in_the_upper_half() {
+        for attempt in 1..40 {
+            for jitter in [0.0, 0.3, 0.999] {
+                let d = backoff(attempt, jitter, None);
+                let full = BACKOFF_BASE
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(BACKOFF_MAX);
+                assert!(d >= full / 2 && d <= full, "{attempt} {jitter} {d:?}");
+            }
+        }
+        assert!(backoff(2, 0.5, None) > backoff(1, 0.5, None));
+        assert_eq!(
+            backoff(100, 0.999_999, None),
+            BACKOFF_MAX.mul_f64(0.999_999_5)
+        );
+        assert!(backoff(u32::MAX, 1.0, None) <= BACKOFF_MAX);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after() {
+        let asked = Duration::from_secs(7);
+        assert_eq!(backoff(1, 0.0, Some(asked)), asked);
+        assert_eq!(backoff(30, 0.999, Some(asked)), BACKOFF_MAX.mul_f64(0.9995));
+    }
+
+    #[test]
+    fn jitter_is_a_fraction_and_varies() {
+        let values: HashSet<u64> = (0..64)
+            .map(|i| {
+                let j = jitter("uid", i);
+                assert!((0.0..1.0).contains(&j));
+                j.to_bits()
+            })
+            .collect();
+        assert!(values.len() > 32);
     }
 }

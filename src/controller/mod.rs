@@ -68,6 +68,21 @@ pub struct Settings {
     pub hold_released: Duration,
 }
 
+/// How long the API server asked a client to wait before the next try:
+/// a 429 (too many requests, or a priority level's queue full) carries
+/// Retry-After, which the server also puts in the Status' details.
+pub(crate) fn retry_after(e: &kube::Error) -> Option<Duration> {
+    match e {
+        kube::Error::Api(status) if status.code == 429 => Some(Duration::from_secs(
+            status
+                .details
+                .as_ref()
+                .map_or(1, |d| u64::from(d.retry_after_seconds.max(1))),
+        )),
+        _ => None,
+    }
+}
+
 /// Managed fields are for writers' bookkeeping; nothing here reads them,
 /// and as JSON trees they are the bulk of a cached object (`make bench`:
 /// the controller grew by about 23 KiB per allocation with them in the

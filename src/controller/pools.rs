@@ -87,7 +87,12 @@ pub enum Error {
     #[error("{0}")]
     Naming(#[from] ipam::NamingError),
     #[error("IPPool {pool}: {message}")]
-    Api { pool: String, message: String },
+    Api {
+        pool: String,
+        message: String,
+        /// How long the API server asked us to wait (429 Retry-After).
+        retry_after: Option<Duration>,
+    },
     #[error("this replica is not the leader")]
     NotLeader,
     #[error("pool {pool} stopped")]
@@ -102,6 +107,14 @@ impl Error {
             Error::Api { .. } => "api_error",
             Error::NotLeader => "not_leader",
             Error::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// How long the API server asked callers to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -480,9 +493,8 @@ impl Actor {
             if !self.loaded
                 && let Err(e) = self.load().await
             {
-                let message = e.to_string();
-                tracing::warn!(pool = %self.base, error = %message, "loading pool failed");
-                fail_all(allocs, releases, || self.api_error(&message));
+                tracing::warn!(pool = %self.base, error = %e, "loading pool failed");
+                fail_all(allocs, releases, || self.kube_error(&e));
                 return;
             }
             let decided = self.decide(&allocs, &releases);
@@ -514,9 +526,8 @@ impl Actor {
                 }
                 Err(CommitError::Api(e)) => {
                     self.loaded = false;
-                    let message = e.to_string();
-                    tracing::warn!(pool = %self.base, error = %message, "pool write failed");
-                    fail_all(allocs, releases, || self.api_error(&message));
+                    tracing::warn!(pool = %self.base, error = %e, "pool write failed");
+                    fail_all(allocs, releases, || self.kube_error(&e));
                     return;
                 }
             }
@@ -531,6 +542,15 @@ impl Actor {
         Error::Api {
             pool: self.base.clone(),
             message: message.to_owned(),
+            retry_after: None,
+        }
+    }
+
+    fn kube_error(&self, e: &kube::Error) -> Error {
+        Error::Api {
+            pool: self.base.clone(),
+            message: e.to_string(),
+            retry_after: super::retry_after(e),
         }
     }
 
