@@ -450,18 +450,24 @@ async fn a_deposed_leader_cannot_commit() {
     );
 
     // Take the Lease away for good: the replica must stop answering.
+    // (The holder renews every 250 ms: read and write until no renewal
+    // came in between.)
     let leases: Api<Lease> = Api::namespaced(kit.client.clone(), &ns.name);
-    let mut lease = leases.get("hereabouts-controller").await.expect("lease");
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    spec.holder_identity = Some("usurper".into());
-    spec.lease_duration_seconds = Some(3600);
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    leases
-        .replace("hereabouts-controller", &PostParams::default(), &lease)
-        .await
-        .expect("usurp");
+    eventually("lease usurped", 20, || async {
+        let mut lease = leases.get("hereabouts-controller").await.ok()?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some("usurper".into());
+        spec.lease_duration_seconds = Some(3600);
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        leases
+            .replace("hereabouts-controller", &PostParams::default(), &lease)
+            .await
+            .ok()
+    })
+    .await
+    .expect("usurp");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pools
         .get("100.64.0.0-28")

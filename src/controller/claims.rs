@@ -15,7 +15,7 @@ use futures::future::join_all;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -683,7 +683,7 @@ async fn publish(
         }
         // Gone, or replaced by a claim of another UID (its own answer
         // comes from its own events).
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Outcome::Done,
+        Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Done,
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
             Outcome::Retry(super::retry_after(&e))
@@ -692,43 +692,52 @@ async fn publish(
 }
 
 /// Replaces the status of the claim as cached (one PUT the API server
-/// applies without patching); when the claim changed since, merges it in.
+/// applies without patching); when the claim changed since, of the claim
+/// as it is now, if it is still the same claim.
 ///
 /// Both writes are bound to the claim's UID: claim names repeat (a DEL
 /// then a new ADD of the same attachment makes a new claim of the same
 /// name, at generation 1 again), and an answer decided for the old claim
-/// must never land on the new one. The PUT carries the UID as the API
-/// server's precondition; the merge patch carries it as an immutable
-/// field, which a claim of another UID refuses (422).
+/// must never land on the new one. A PUT carrying a UID is refused by the
+/// API server for an object of another UID (409); a merge patch is not
+/// (the status strategy ignores metadata), so none is sent. A claim
+/// replaced under us answers 404 here, like a deleted one.
 pub async fn write_status(
     api: &Api<IPClaim>,
     claim: &IPClaim,
     status: IPClaimStatus,
 ) -> Result<(), kube::Error> {
     let name = claim.name_any();
-    let Some(uid) = claim.uid() else {
-        // Every claim the API server returns has one; an answer bound to
-        // nothing is not written.
-        tracing::warn!(claim = %name, "claim without a uid: answer not written");
-        return Ok(());
-    };
-    if claim.metadata.resource_version.is_some() {
-        let mut answered = claim.clone();
-        answered.status = Some(status.clone());
+    let put = |mut object: IPClaim| {
+        object.status = Some(status.clone());
         // Absent, not empty: the API server keeps the recorded managers.
-        answered.metadata.managed_fields = None;
-        match api
-            .replace_status(&name, &PostParams::default(), &answered)
-            .await
-        {
+        object.metadata.managed_fields = None;
+        async move {
+            api.replace_status(&object.name_any(), &PostParams::default(), &object)
+                .await
+                .map(drop)
+        }
+    };
+    if claim.metadata.resource_version.is_some() && claim.uid().is_some() {
+        match put(claim.clone()).await {
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            other => return other.map(drop),
+            other => return other,
         }
     }
-    let patch = serde_json::json!({ "metadata": {"uid": uid}, "status": status });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(drop)
+    let current = api.get_opt(&name).await?;
+    match current {
+        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+            put(current).await
+        }
+        _ => Err(kube::Error::Api(
+            kube::core::Status::failure(
+                &format!("IPClaim {name} is gone or was made again since it was answered"),
+                "NotFound",
+            )
+            .with_code(404)
+            .boxed(),
+        )),
+    }
 }
 
 /// Gives back the addresses of a deleted claim.

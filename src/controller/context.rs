@@ -8,9 +8,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use super::index::Index;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::pools::PoolBook;
+use super::reservations::Written;
 
 pub struct Context {
     pub client: Client,
@@ -24,6 +26,9 @@ pub struct Context {
     pub hold_released: Duration,
     /// This replica's identity (its Lease holder name).
     pub identity: String,
+    /// Reservations by name, as last seen: a hint of which addresses
+    /// overlapping ranges hold (the reservation's create is the check).
+    pub reservations: Index<Written>,
     recorder: Recorder,
 }
 
@@ -44,6 +49,7 @@ impl Context {
         metrics: Arc<Metrics>,
         hold_released: Duration,
         instance: String,
+        reservations: Index<Written>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -60,6 +66,7 @@ impl Context {
             metrics,
             hold_released,
             identity: instance,
+            reservations,
             recorder,
         }
     }

@@ -114,6 +114,11 @@ pub async fn run(
         namespace = %settings.namespace, "starting hereabouts-controller");
     let metrics = Arc::new(Metrics::new());
     let election = Arc::new(Election::new(client.clone(), settings.lease.clone()));
+    // One reservation and one pod per allocation: these two are kept as
+    // compact indexes of the few fields the collector reads.
+    let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
+        (r.name_any(), reservations::Written::of(r))
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.namespace.clone(),
@@ -121,6 +126,7 @@ pub async fn run(
         metrics.clone(),
         settings.hold_released,
         settings.lease.identity.clone(),
+        reservations.clone(),
     ));
     let watched = settings.watch_namespace.as_deref();
     let config = || watcher::Config::default();
@@ -135,11 +141,6 @@ pub async fn run(
         .modify(strip),
     )
     .default_backoff();
-    // One reservation and one pod per allocation: these two are kept as
-    // compact indexes of the few fields the collector reads.
-    let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
-        (r.name_any(), reservations::Written::of(r))
-    });
     let reservation_events = index::indexed(
         reservations_writer,
         watcher(

@@ -385,6 +385,11 @@ struct Actor {
     /// could not be created), passed over until the instant: the collector
     /// may meanwhile find the reservation orphaned and remove it.
     foreign: HashMap<u128, Instant>,
+    /// Addresses the reservation cache says overlapping ranges hold,
+    /// passed over until the instant, but only while the range has other
+    /// free addresses: unlike `foreign`, never confirmed by a failed
+    /// reservation of ours.
+    suspected: HashMap<u128, Instant>,
     /// The reservations of this pool's allocations as they were written,
     /// so a release deletes its reservation without reading it first.
     reservations: HashMap<u128, reservations::Written>,
@@ -431,6 +436,7 @@ impl Actor {
             generation: 0,
             held: HashMap::new(),
             foreign: HashMap::new(),
+            suspected: HashMap::new(),
             reservations: HashMap::new(),
             unreserving: HashMap::new(),
             unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
@@ -462,7 +468,8 @@ impl Actor {
                     Command::Allocate(request, reply) => allocs.push(Pending { request, reply }),
                     Command::Freed(ip) => {
                         if let Some(offset) = self.cidr.offset_of(ip)
-                            && self.foreign.remove(&offset).is_some()
+                            && (self.foreign.remove(&offset).is_some()
+                                | self.suspected.remove(&offset).is_some())
                         {
                             self.apply(Change::Unblock(offset), None);
                         }
@@ -485,7 +492,12 @@ impl Actor {
     async fn serve(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>) {
         let started = Instant::now();
         let batch = allocs.len() + releases.len();
-        for attempt in 1..=MAX_ATTEMPTS {
+        // Attempts that only learnt of addresses held elsewhere made
+        // progress (each learns at least one more, and there are finitely
+        // many) and do not use up the budget meant for write conflicts.
+        let mut attempt = 0;
+        let mut learning = 0u128;
+        while attempt < MAX_ATTEMPTS && learning <= self.cidr.last_offset() {
             if !self.ctx.leadership.is_leader() {
                 fail_all(allocs, releases, || Error::NotLeader);
                 return;
@@ -508,11 +520,14 @@ impl Actor {
                     return;
                 }
                 Err(CommitError::Conflict) => {
+                    attempt += 1;
                     self.ctx.metrics.pool_conflict();
                     tracing::debug!(pool = %self.base, attempt, "pool changed under us; reloading");
                 }
                 Err(CommitError::Reservations(ips)) => {
-                    tracing::debug!(pool = %self.base, count = ips.len(), "addresses reserved by an overlapping range");
+                    learning += 1;
+                    let learnt = self.learn_foreign(&ips);
+                    tracing::debug!(pool = %self.base, found = ips.len(), learnt, "addresses reserved by an overlapping range");
                     for ip in ips {
                         if let Some(o) = self.cidr.offset_of(ip) {
                             self.foreign.insert(o, Instant::now() + FOREIGN_RECHECK);
@@ -536,6 +551,39 @@ impl Actor {
         fail_all(allocs, releases, || {
             self.api_error("gave up after repeated write conflicts")
         });
+    }
+
+    /// After reservations of `found` turned out to be held elsewhere: marks
+    /// every other address of this range that the reservation cache says
+    /// is reserved and this pool does not hold, so the next attempt passes
+    /// over all of them at once (a /24 half held by an overlapping /25
+    /// would otherwise learn one address per attempt). The cache is only a
+    /// hint: an address it wrongly calls taken waits for the recheck or
+    /// for its release to be heard; one it wrongly calls free fails its
+    /// reservation like before. Returns how many were marked.
+    fn learn_foreign(&mut self, found: &[IpAddr]) -> usize {
+        if found.is_empty() {
+            return 0;
+        }
+        let until = Instant::now() + FOREIGN_RECHECK;
+        let network_name = self.network_name.as_deref();
+        let offsets: Vec<u128> = self
+            .ctx
+            .reservations
+            .read()
+            .keys()
+            .filter_map(|name| ipam::reservation_address(network_name, name))
+            .filter_map(|ip| self.cidr.offset_of(ip))
+            .filter(|o| {
+                !self.allocations.contains_key(o)
+                    && !self.unreserving.contains_key(o)
+                    && !self.foreign.contains_key(o)
+            })
+            .collect();
+        for &offset in &offsets {
+            self.suspected.insert(offset, until);
+        }
+        offsets.len()
     }
 
     fn api_error(&self, message: &str) -> Error {
@@ -654,6 +702,7 @@ impl Actor {
                 .chain(
                     self.foreign
                         .iter()
+                        .chain(&self.suspected)
                         .filter(|(_, until)| **until > now)
                         .map(|(o, _)| *o),
                 );
@@ -735,6 +784,7 @@ impl Actor {
             self.foreign.remove(&offset);
             self.apply(Change::Unblock(offset), None);
         }
+        self.suspected.retain(|_, until| *until > now);
         for (i, release) in releases.iter().enumerate() {
             let found = match &release.by {
                 ReleaseBy::Owner {
@@ -827,7 +877,7 @@ impl Actor {
             Some(ip) => self
                 .variant(&request.range)
                 .allocate_static(ip, request.owner.clone()),
-            None => match self.variant(&request.range).allocate(request.owner.clone()) {
+            None => match self.allocate_dynamic(request) {
                 Err(AllocError::Exhausted { .. }) => match self.oldest_hold(&request.range) {
                     // Out of free addresses: the oldest hold gives way.
                     Some((holder, offset)) => {
@@ -851,6 +901,24 @@ impl Actor {
             );
         }
         Ok((assigned.offset, assigned.changed()))
+    }
+
+    /// The lowest free address of the range; when only suspected
+    /// addresses are left, those are tried after all (their reservation
+    /// decides): a range is exhausted only when it really is.
+    fn allocate_dynamic(&mut self, request: &AllocRequest) -> Result<ipam::Assigned, AllocError> {
+        match self.variant(&request.range).allocate(request.owner.clone()) {
+            Err(AllocError::Exhausted { .. }) if !self.suspected.is_empty() => {
+                let suspected: Vec<u128> = self.suspected.drain().map(|(o, _)| o).collect();
+                for offset in suspected {
+                    if !self.foreign.contains_key(&offset) {
+                        self.apply(Change::Unblock(offset), None);
+                    }
+                }
+                self.variant(&request.range).allocate(request.owner.clone())
+            }
+            other => other,
+        }
     }
 
     fn oldest_hold(&self, range: &IpRange) -> Option<((String, String), u128)> {
