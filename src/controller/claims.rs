@@ -34,6 +34,8 @@ use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 /// missed event left behind (claims that failed are retried on their own
 /// schedule, see [`backoff`]).
 const RESCAN: Duration = Duration::from_secs(30);
+/// The most ranges one claim may ask for (as the plugin's `ipRanges`).
+const MAX_RANGES: usize = 64;
 /// The first retry of a claim that could not be served for now...
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// ...doubling per attempt up to this.
@@ -362,6 +364,28 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     let spec = &claim.spec;
     if spec.ranges.is_empty() {
         return Err(("InvalidRange", "spec.ranges is empty".to_owned()));
+    }
+    // One address per range, at most one static address per range: a
+    // claim beyond that is no configuration a plugin writes, and each
+    // entry costs parsing and matching.
+    if spec.ranges.len() > MAX_RANGES {
+        return Err((
+            "InvalidRange",
+            format!(
+                "spec.ranges: {} ranges, at most {MAX_RANGES} are accepted",
+                spec.ranges.len()
+            ),
+        ));
+    }
+    if spec.static_ips.len() > spec.ranges.len() {
+        return Err((
+            "InvalidStaticAddress",
+            format!(
+                "spec.staticIPs: {} addresses for {} ranges (one address per range at most)",
+                spec.static_ips.len(),
+                spec.ranges.len()
+            ),
+        ));
     }
     let owner = Allocation::new(
         spec.container_id.clone(),

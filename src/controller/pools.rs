@@ -187,7 +187,7 @@ pub struct PoolBook {
     /// committed a pool write for, by name, with the pool writing them:
     /// found by another actor, they are an overlapping range's, not
     /// orphans of an earlier leader.
-    reserving: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    reserving: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
 }
 
 #[derive(Debug)]
@@ -199,8 +199,9 @@ struct ActorHandle {
 /// Holds names in [`PoolBook::reserving`] until dropped.
 #[derive(Debug)]
 pub struct Reserving {
+    pool: String,
     names: Vec<String>,
-    book: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    book: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl Drop for Reserving {
@@ -210,7 +211,14 @@ impl Drop for Reserving {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for name in &self.names {
-            book.remove(name);
+            if let Some(writers) = book.get_mut(name) {
+                if let Some(i) = writers.iter().position(|w| *w == self.pool) {
+                    writers.swap_remove(i);
+                }
+                if writers.is_empty() {
+                    book.remove(name);
+                }
+            }
         }
     }
 }
@@ -257,9 +265,10 @@ impl PoolBook {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for name in &names {
-            book.insert(name.clone(), pool.to_owned());
+            book.entry(name.clone()).or_default().push(pool.to_owned());
         }
         Reserving {
+            pool: pool.to_owned(),
             names,
             book: self.reserving.clone(),
         }
@@ -272,7 +281,7 @@ impl PoolBook {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(name)
-            .is_some_and(|writer| writer != pool)
+            .is_some_and(|writers| writers.iter().any(|w| w != pool))
     }
 
     /// Tells the other pools of `network_name` that `ip` is free of its
@@ -627,11 +636,15 @@ impl Actor {
         let stray_prefix = format!("{}-s", self.base);
         for pool in objects {
             let name = pool.metadata.name.clone().unwrap_or_default();
+            let last_shard = self.cidr.last_offset() / SHARD_SPAN;
             let index = if name == self.base {
                 0
             } else if let Some(i) = name
                 .strip_prefix(&stray_prefix)
-                .and_then(|i| i.parse().ok())
+                .and_then(|i| i.parse::<u128>().ok())
+                // Only the names this actor writes: `-s0`, `-s01` or an
+                // index past the range's end are someone else's objects.
+                .filter(|i| (1..=last_shard).contains(i) && shard_name(&self.base, *i) == name)
             {
                 i
             } else {

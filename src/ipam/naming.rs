@@ -213,7 +213,6 @@ mod tests {
             (Some("blue"), "100.64.2.1"),
             (None, "2001:db8::1"),
             (Some("blue-net"), "2001:db8::"),
-            (None, "::"),
             (Some("x"), "fd00::ffff:1.2.3.4"),
         ] {
             let ip: IpAddr = ip.parse().expect("ip");
