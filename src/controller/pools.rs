@@ -981,6 +981,7 @@ impl Actor {
                     .filter_map(|ip| ipam::reservation_name(self.network_name.as_deref(), ip).ok())
                     .map(ipam::ReservationName::into_string),
             );
+            let fences: Arc<reservations::Fences> = Arc::default();
             let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
                 let ip = self.cidr.ip_at(*offset);
                 let ctx = self.ctx.clone();
@@ -990,6 +991,7 @@ impl Actor {
                 let writer = reservations::Writer {
                     base: self.base.clone(),
                     shard: shard_name(&self.base, self.shard_of(*offset)),
+                    fences: fences.clone(),
                 };
                 async move {
                     let Some(ip) = ip else {
