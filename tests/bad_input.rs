@@ -670,7 +670,7 @@ async fn plugin_stdin_is_refused_naming_the_field() {
         ("range /0 IPv6", conf(json!({"type": "hereabouts", "range": "::/0"})), 7, "ipam.range", "::/0".into()),
         ("range /129", conf(json!({"type": "hereabouts", "range": "2001:db8::/129"})), 7, "ipam.range", "/129".into()),
         ("range prefix 2^128", conf(json!({"type": "hereabouts", "range": "198.51.100.0/340282366920938463463374607431768211456"})), 7, "ipam.range", "340282366920938463463374607431768211456".into()),
-        ("range a huge number", big_number.into_bytes(), 7, "ipam.request_timeout", "1000000".into()),
+        ("a number beyond any float", big_number.into_bytes(), 6, "stdin", "number out of range".into()),
         ("range as a list", conf(json!({"type": "hereabouts", "range": ["198.51.100.0/24"]})), 7, "ipam.range", "array".into()),
         ("range_start a float", ipam(json!({"range_start": 1.5})), 7, "ipam.range_start", "1.5".into()),
         ("range_end before range_start", ipam(json!({"range_start": "198.51.100.200", "range_end": "198.51.100.100"})), 7, "ipam.range_end", "198.51.100.100".into()),
@@ -691,11 +691,11 @@ async fn plugin_stdin_is_refused_naming_the_field() {
             v["args"] = json!({"cni": {"ips": ["198.51.100.9/16"]}});
             v.to_string().into_bytes()
         }, 7, "args.cni.ips[0]", "198.51.100.9/16".into()),
-        ("static IP is the network address", {
+        ("static IP of the other family", {
             let mut v: Value = serde_json::from_slice(&ipam(json!({}))).expect("json");
-            v["runtimeConfig"] = json!({"ips": ["198.51.100.0"]});
+            v["runtimeConfig"] = json!({"ips": ["2001:db8::5"]});
             v.to_string().into_bytes()
-        }, 7, "runtimeConfig.ips[0]", "198.51.100.0".into()),
+        }, 7, "runtimeConfig.ips[0]", "2001:db8::5".into()),
         ("network_name 254 characters", ipam(json!({"network_name": "n".repeat(254)})), 7, "ipam.network_name", "nnnnnnnn".into()),
         ("network_name at the limit with the range", ipam(json!({"network_name": "n".repeat(253 - "-198.51.100.0-24".len() + 1)})), 7, "ipam.network_name", "nnnnnnnn".into()),
         ("network_name upper case", ipam(json!({"network_name": "Blue"})), 7, "ipam.network_name", "Blue".into()),
