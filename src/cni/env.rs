@@ -171,14 +171,14 @@ impl Invocation {
         let (namespace, name) = (get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?);
         // Both end up in API paths and object names: refuse what no pod
         // can be called before anything is sent.
-        let label = namespace.len() <= 63 && !namespace.contains('.');
-        if let Err(reason) = crate::ipam::naming::check_object_name(&namespace).and_then(|()| {
-            if label {
+        let namespace_ok = crate::ipam::naming::check_object_name(&namespace).and(
+            if namespace.len() <= 63 && !namespace.contains('.') {
                 Ok(())
             } else {
                 Err("a namespace is one DNS label of at most 63 characters")
-            }
-        }) {
+            },
+        );
+        if let Err(reason) = namespace_ok {
             return Err(invalid_env(
                 "CNI_ARGS K8S_POD_NAMESPACE",
                 &namespace,

@@ -456,7 +456,7 @@ fn stdin_documents_are_refused_naming_field() {
             Err(e) => e,
         };
         assert!(
-            e.field() == *field || e.to_string().starts_with(&format!("{field}")),
+            e.field() == *field || e.to_string().starts_with(field),
             "{name}: names {:?}, not {field}: {e}",
             e.field()
         );
