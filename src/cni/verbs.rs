@@ -25,7 +25,7 @@ use crate::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
 use crate::crd::{label_value, stable_hash};
 use crate::ipam::{self, IpamConfig, RangeRequest};
 
-use super::env::Invocation;
+use super::env::{Command, Invocation};
 use super::error::{CniError, code};
 use super::result::{self, ResultIp};
 
@@ -48,36 +48,26 @@ struct Plan {
 }
 
 fn plan(inv: &Invocation) -> Result<Plan, CniError> {
-    let flat = ipam::read_flat_file(&inv.conf.flat_file_paths())?;
-    let config = inv
-        .conf
-        .ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
+    // DEL never waits, so its `request_timeout` is not read: a bad one
+    // must not keep a pod's teardown from releasing its addresses.
+    let mut conf = std::borrow::Cow::Borrowed(&inv.conf);
+    let mut flat = ipam::read_flat_file(&conf.flat_file_paths())?;
+    if inv.command == Command::Del {
+        conf.to_mut().ipam.remove("request_timeout");
+        if let Some((_, Value::Object(values))) = &mut flat {
+            values.remove("request_timeout");
+        }
+    }
+    let config = conf.ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
     let raw = match &flat {
         // Validated just above: the merge succeeds.
-        Some((_, values)) => ipam::merge_flat_file(&inv.conf.ipam, values)
+        Some((_, values)) => ipam::merge_flat_file(&conf.ipam, values)
             .map(|(merged, _)| merged)
-            .unwrap_or_else(|_| inv.conf.ipam.clone()),
-        None => inv.conf.ipam.clone(),
+            .unwrap_or_else(|_| conf.ipam.clone()),
+        None => conf.ipam.clone(),
     };
-    let timeout = match inv.conf.ipam.get("request_timeout") {
-        None => DEFAULT_TIMEOUT,
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|s| *s > 0.0 && s.is_finite())
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                CniError::invalid_config(format!(
-                    "ipam.request_timeout: {n} is not a positive number of seconds"
-                ))
-            })?,
-        Some(Value::String(s)) => humantime::parse_duration(s)
-            .map_err(|e| CniError::invalid_config(format!("ipam.request_timeout: {s:?}: {e}")))?,
-        Some(other) => {
-            return Err(CniError::invalid_config(format!(
-                "ipam.request_timeout: expected seconds or a duration like \"30s\", found {other}"
-            )));
-        }
-    };
+    // Bounded where it is parsed (`ipam::duration::REQUEST_TIMEOUT`).
+    let timeout = config.request_timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A NAD that still says "whereabouts" names whereabouts' kubeconfig,
     // whose credentials cannot file claims: when hereabouts is installed
     // under that name, its own credentials (written by the installer) win.
