@@ -1139,12 +1139,15 @@ async fn nads_with_bad_ipam_get_a_warning_naming_the_field_and_nothing_else() {
     // And a claim is still answered.
     let pod = pods(&kit.client, &ns.name, "after-nads", 1).await;
     let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
-    let claim = claim_of(
+    let mut claim = claim_of(
         &ns.name,
         "after-nads",
         &pod[0],
         vec![range("100.64.20.0/24")],
     );
+    // The network the good NAD declares (the controller serves a claim
+    // only on ranges its network declares).
+    claim.spec.network.name = "good".to_owned();
     api.create(&PostParams::default(), &claim)
         .await
         .expect("claim");
@@ -1676,15 +1679,11 @@ async fn claims_with_absurd_specs_are_refused_naming_the_field() {
     );
 }
 
-/// FAILS at 72e7643, in src/controller/claims.rs (the lead's file; reported,
-/// not fixed here): `requests()` takes the first static IP of each range
-/// and silently drops the rest (the plugin refuses a second one in a range,
-/// `RequestError::TwoInOneRange`), and nothing bounds `spec.ranges`, so one
-/// claim with 100 ranges makes 100 pools. Un-ignore when claims.rs
-/// validates sizes (e.g. with `ipam::match_requests` and
-/// `ipam::config::MAX_RANGES`).
+/// Failed at 72e7643: `requests()` took the first static IP of each range
+/// and silently dropped the rest (the plugin refuses a second one in a
+/// range, `RequestError::TwoInOneRange`), and nothing bounded `spec.ranges`,
+/// so one claim with 100 ranges made 100 pools.
 #[tokio::test]
-#[ignore = "FAILS: claims.rs accepts 10,000 static IPs (uses one, drops the rest) and 100 ranges; reported to the lead (issue 12, bad input)"]
 async fn claims_with_huge_lists_are_refused_naming_the_field() {
     let (kit, ns) = setup("huge-claim").await;
     let replica = controller(&ns, &[]);
@@ -1750,8 +1749,7 @@ async fn claims_with_huge_lists_are_refused_naming_the_field() {
     );
 }
 
-/// FAILS at 72e7643, in src/controller/pools.rs (the lead's file; reported,
-/// not fixed here), two hand edits of shard objects:
+/// Failed at 72e7643, two hand edits of shard objects:
 /// - an object named `<pool>-s0` (or `-s01` beside `-s1`) is read as the
 ///   same shard index as `<pool>` itself (`Actor::load` parses the suffix
 ///   with `parse()` and overwrites `shards[0]`): every write of shard 0
@@ -1762,7 +1760,6 @@ async fn claims_with_huge_lists_are_refused_naming_the_field() {
 ///   `Actor::shard_object`, which overflows (a panic in a debug build; a
 ///   wrapped, wrong block in release).
 #[tokio::test]
-#[ignore = "FAILS: pools.rs load() lets `<pool>-s0` shadow shard 0 and overflows on huge shard indexes; reported to the lead (issue 12, bad input)"]
 async fn hand_edited_shard_names_neither_wedge_nor_crash_a_pool() {
     let (kit, ns) = setup("bad-shard").await;
     let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
