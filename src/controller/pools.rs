@@ -884,6 +884,10 @@ impl Actor {
         // whoever carries it now (a Deployment's fixed IP moving to its
         // next pod), as whereabouts hands it over at once.
         if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
+            // Suspected only from the cache: its reservation decides.
+            if self.suspected.remove(&wanted).is_some() && !self.foreign.contains_key(&wanted) {
+                self.apply(Change::Unblock(wanted), None);
+            }
             let holders: Vec<_> = self
                 .held
                 .iter()

@@ -22,7 +22,7 @@ use super::context::Context;
 
 /// A reservation as this controller last wrote or read it: enough to
 /// delete exactly that object later without reading it first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Written {
     uid: Option<String>,
     resource_version: Option<String>,
@@ -34,10 +34,6 @@ impl Written {
             uid: object.metadata.uid.clone(),
             resource_version: object.metadata.resource_version.clone(),
         }
-    }
-
-    pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
     }
 }
 
