@@ -1,0 +1,654 @@
+//! A skeptical review of the fixes for issue 12 (commits 2d2352a..8f445bb):
+//! each test is a sequence of API-server-visible events that, when the test
+//! fails, breaks one of the design's invariants (docs: /work/shared
+//! ARCHITECTURE.md, "Invariants"). They run against the real local API
+//! server, like tests/controller.rs, whose helpers they copy.
+//!
+//! A failing test here is a finding, not a flaky test: each says in its
+//! assertion message which invariant it breaks.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use hereabouts::crd::{
+    ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, NetworkRef,
+    OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec, PodRef,
+};
+use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// One controller replica, killed when dropped.
+fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
+    Controller::start(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        ns,
+        name,
+        extra,
+    )
+    .expect("start controller")
+}
+
+async fn setup(prefix: &str) -> (Kit, TestNamespace) {
+    let kit = kit().await.expect("local control plane");
+    hereabouts::crd::install(&kit.client)
+        .await
+        .expect("install CRDs");
+    let ns = kit.namespace(prefix).await.expect("namespace");
+    (kit, ns)
+}
+
+fn range(cidr: &str) -> ClaimRange {
+    ClaimRange {
+        range: cidr.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Pod objects bound to a node that needs no kubelet; returns (name, uid).
+async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    join_all((0..count).map(|i| {
+        let api = api.clone();
+        let name = format!("{prefix}-{i}");
+        async move {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                         "containers": [{"name": "app", "image": "pause"}]}
+            }))
+            .expect("pod");
+            let pod = api
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+            (name, pod.uid().expect("uid"))
+        }
+    }))
+    .await
+}
+
+/// A claim as the plugin files it for (pod, interface) on `network`.
+fn claim(
+    ns: &str,
+    name: &str,
+    pod: &(String, String),
+    ifname: &str,
+    network: &str,
+    ranges: Vec<ClaimRange>,
+) -> IPClaim {
+    IPClaim::new(
+        name,
+        IPClaimSpec {
+            network: NetworkRef {
+                namespace: ns.to_owned(),
+                name: network.to_owned(),
+            },
+            ranges,
+            network_name: None,
+            enable_overlapping_ranges: true,
+            interface: ifname.to_owned(),
+            pod: PodRef {
+                namespace: ns.to_owned(),
+                name: pod.0.clone(),
+                uid: pod.1.clone(),
+            },
+            container_id: format!("container-{}", pod.1),
+            node: "simulated".to_owned(),
+            static_ips: Vec::new(),
+        },
+    )
+}
+
+async fn create_claim(client: &Client, ns: &str, claim: &IPClaim) {
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), claim)
+        .await
+        .expect("create claim");
+}
+
+fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
+    let status = claim.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        && status.observed_generation == claim.metadata.generation;
+    ready.then(|| status.addresses.clone())
+}
+
+/// The Ready=False condition of a claim, once it has one: (reason, message).
+fn refusal(claim: &IPClaim) -> Option<(String, String)> {
+    let c = claim
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "False")?;
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+/// Waits for the claim `name` to be answered Ready; its addresses.
+async fn ready(client: &Client, ns: &str, name: &str, seconds: u64) -> Vec<String> {
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("claim {name} ready"), seconds, || async {
+        ready_addresses(&api.get(name).await.ok()?)
+    })
+    .await
+    .expect("claim answered")
+}
+
+/// All allocations of the pool `name` (all shards), as IP -> podref.
+async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
+    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for pool in api
+        .list(&ListParams::default())
+        .await
+        .expect("list pools")
+        .items
+    {
+        let pool_name = pool.name_any();
+        if pool_name != name && !pool_name.starts_with(&format!("{name}-s")) {
+            continue;
+        }
+        let (_, cidr) =
+            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
+        for (key, a) in pool.spec.allocations {
+            let offset: u128 = key.parse().expect("offset key");
+            let ip = cidr.ip_at(offset).expect("offset in range");
+            assert!(
+                out.insert(ip, a.podref.clone()).is_none(),
+                "{ip} allocated twice"
+            );
+        }
+    }
+    out
+}
+
+/// Adds a whereabouts-style allocation (no claim behind it) to the pool
+/// object `name`.
+async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &str) {
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut pool = pools.get(name).await.expect("pool");
+    pool.spec.allocations.insert(
+        offset.to_string(),
+        IPAllocation {
+            id: format!("container-of-{podref}"),
+            podref: podref.to_owned(),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .replace(name, &PostParams::default(), &pool)
+        .await
+        .expect("adopted allocation");
+}
+
+// ===========================================================================
+// Invariant 1: a second claim of the same (pod, interface) on an
+// overlapping pool of the same network_name takes the first pool's
+// reservation over ("same owner"); releasing it then removes the
+// reservation the first pool's live allocation relies on.
+// ===========================================================================
+
+/// Node credentials may file claims for their own pods (the admission
+/// policy checks `spec.node` only; the controller checks namespace, UID,
+/// node and, for an undeclared network, that its ranges overlap no
+/// declared one). Two such claims for one pod and interface on overlapping
+/// ranges (or a claim whose network changed under a live pod) make the
+/// second pool take the first pool's reservation over as "the same
+/// owner"; deleting the second claim deletes that reservation, and a third
+/// overlapping pool hands the first pool's live address to another pod.
+#[tokio::test]
+async fn a_second_claim_of_the_same_interface_unprotects_the_first_pools_address() {
+    let (kit, ns) = setup("rv-owner").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let mut made = pods(&kit.client, &ns.name, "p", 2).await;
+    let q = made.pop().expect("q");
+    let p = made.pop().expect("p");
+
+    // P's net1 on network "a": 100.64.1.0/28 gives it .1.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "p-a",
+            &p,
+            "net1",
+            "a",
+            vec![range("100.64.1.0/28")],
+        ),
+    )
+    .await;
+    let first = ready(&kit.client, &ns.name, "p-a", 30).await;
+    assert_eq!(first, vec!["100.64.1.1/28".to_owned()]);
+
+    // The same pod and interface on network "b", overlapping (same,
+    // unset network_name): a claim P's own node may file.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "p-b",
+            &p,
+            "net1",
+            "b",
+            vec![range("100.64.1.0/27")],
+        ),
+    )
+    .await;
+    let second = ready(&kit.client, &ns.name, "p-b", 30).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    hereabouts_kit::delete_and_wait(&claims, "p-b", 20)
+        .await
+        .expect("delete the second claim");
+    eventually("the /27 pool emptied", 20, || async {
+        pool_allocations(&kit.client, &ns.name, "100.64.1.0-27")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .expect("released");
+    // Let its reservation removal run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Another pod on a third overlapping range of the same network_name.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "q-c",
+            &q,
+            "net1",
+            "c",
+            vec![range("100.64.1.0/26")],
+        ),
+    )
+    .await;
+    let third = ready(&kit.client, &ns.name, "q-c", 30).await;
+
+    let narrow = pool_allocations(&kit.client, &ns.name, "100.64.1.0-28").await;
+    let wide = pool_allocations(&kit.client, &ns.name, "100.64.1.0-26").await;
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let reserved: BTreeMap<String, String> = reservations
+        .list(&ListParams::default())
+        .await
+        .expect("reservations")
+        .items
+        .into_iter()
+        .map(|r| (r.name_any(), r.spec.podref))
+        .collect();
+    let shared: Vec<_> = narrow
+        .iter()
+        .filter(|(ip, _)| wide.contains_key(ip))
+        .map(|(ip, holder)| format!("{ip}: {holder} (/28) and {} (/26)", wide[ip]))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "invariant 1: one address committed to two live attachments of overlapping \
+         pools of one network_name: {shared:?} (P's claims answered {first:?} on /28 \
+         and {second:?} on /27; Q's {third:?} on /26; reservations now {reserved:?})"
+    );
+}
+
+// ===========================================================================
+// Invariants 5 and 6: the collector counts every claim whose spec.pod.uid
+// is some live pod's UID as the record of (spec.pod.name, interface),
+// without checking that the UID is that pod's, nor that the claim was
+// ever accepted.
+// ===========================================================================
+
+/// A claim refused for naming another pod (PodMismatch) still tells the
+/// collector which pools that pod's interface uses: an address the pod
+/// holds without a claim (adopted from whereabouts) is released while the
+/// pod runs, and handed to the next pod.
+#[tokio::test]
+async fn a_refused_claim_naming_another_pod_gets_that_pods_address_collected() {
+    let (kit, ns) = setup("rv-gcvictim").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let mut made = pods(&kit.client, &ns.name, "v", 2).await;
+    let intruder = made.pop().expect("intruder");
+    let victim = made.pop().expect("victim");
+    // The intruder's own attachment makes the pool.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "intruder-own",
+            &intruder,
+            "net1",
+            "a",
+            vec![range("198.51.100.0/28")],
+        ),
+    )
+    .await;
+    ready(&kit.client, &ns.name, "intruder-own", 30).await;
+    // The victim, a whereabouts-era pod, runs with .5 on net1.
+    let victim_ref = format!("{}/{}", ns.name, victim.0);
+    let victim_ip: IpAddr = "198.51.100.5".parse().expect("ip");
+    adopt(&kit.client, &ns.name, "198.51.100.0-28", 5, &victim_ref).await;
+    // Control: several collector rounds leave it alone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-28").await;
+    assert_eq!(
+        held.get(&victim_ip),
+        Some(&victim_ref),
+        "setup: the live victim keeps its adopted address: {held:?}"
+    );
+
+    // The intruder's node files a claim naming the victim's pod, with the
+    // UID of the intruder's own pod (the only UIDs a node knows), for a
+    // range elsewhere. The controller refuses it...
+    let mut sneaky = claim(
+        &ns.name,
+        "sneaky",
+        &(victim.0.clone(), intruder.1.clone()),
+        "net1",
+        "b",
+        vec![range("203.0.113.0/28")],
+    );
+    sneaky.spec.container_id = "sneaky".into();
+    create_claim(&kit.client, &ns.name, &sneaky).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let (reason, _) = eventually("the sneaky claim refused", 30, || async {
+        refusal(&claims.get("sneaky").await.ok()?)
+    })
+    .await
+    .expect("refused");
+    assert_eq!(reason, "PodMismatch");
+    // ...and yet, several collector rounds later:
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let held = pool_allocations(&kit.client, &ns.name, "198.51.100.0-28").await;
+    assert_eq!(
+        held.get(&victim_ip),
+        Some(&victim_ref),
+        "invariants 5 and 6: a refused claim naming pod {victim_ref} made the collector \
+         release the address that live pod holds: {held:?}"
+    );
+}
+
+/// The other direction: a claim naming a pod that is gone, with any live
+/// pod's UID, keeps that gone pod's address (and itself) forever.
+#[tokio::test]
+async fn a_claim_with_a_borrowed_uid_keeps_a_gone_pods_address_forever() {
+    let (kit, ns) = setup("rv-gcleak").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let intruder = pods(&kit.client, &ns.name, "k", 1).await.remove(0);
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "intruder-own",
+            &intruder,
+            "net1",
+            "a",
+            vec![range("198.51.100.16/28")],
+        ),
+    )
+    .await;
+    ready(&kit.client, &ns.name, "intruder-own", 30).await;
+    // A pod that is gone (force-deleted, its DEL lost) left .21 behind.
+    let gone_ref = format!("{}/gone-0", ns.name);
+    adopt(&kit.client, &ns.name, "198.51.100.16-28", 5, &gone_ref).await;
+    // A claim naming the gone pod, with the intruder's live UID.
+    let mut keeper = claim(
+        &ns.name,
+        "keeper",
+        &("gone-0".to_owned(), intruder.1.clone()),
+        "net1",
+        "a",
+        vec![range("198.51.100.16/28")],
+    );
+    keeper.spec.container_id = "keeper".into();
+    create_claim(&kit.client, &ns.name, &keeper).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let (reason, _) = eventually("the keeper claim refused", 30, || async {
+        refusal(&claims.get("keeper").await.ok()?)
+    })
+    .await
+    .expect("refused");
+    assert_eq!(reason, "PodNotFound");
+    // Far more than two observations a grace period apart.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let held = pool_allocations(&kit.client, &ns.name, "198.51.100.16-28").await;
+    let still_claimed = claims.get_opt("keeper").await.expect("read").is_some();
+    assert!(
+        !held.values().any(|p| *p == gone_ref),
+        "invariant 2: {gone_ref} is gone, yet its address is never collected while a \
+         refused claim naming it carries a live pod's UID (claim still there: \
+         {still_claimed}): {held:?}"
+    );
+}
+
+// ===========================================================================
+// Invariant 4: a network_name accepted for the pool name whose shard names
+// Kubernetes refuses; every claim past the first 128 addresses retries
+// forever, with no refusal naming the field.
+// ===========================================================================
+
+#[tokio::test]
+async fn a_network_name_too_long_for_the_pools_shards_is_refused_naming_the_field() {
+    let (kit, ns) = setup("rv-shardname").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "s", 1).await.remove(0);
+    // `<network_name>-100.64.2.0-24` is 253 characters: a valid pool name
+    // (the plugin's configuration check passes), but shard 1 is
+    // `<pool>-s1`, 256.
+    let network_name = "n".repeat(239);
+    let pool = hereabouts::ipam::pool_name(
+        Some(&network_name),
+        &hereabouts::ipam::Cidr::parse_with_host("100.64.2.0/24")
+            .expect("cidr")
+            .1,
+    )
+    .expect("the pool name is valid");
+    assert_eq!(pool.as_str().len(), 253);
+    let mut c = claim(
+        &ns.name,
+        "past-128",
+        &pod,
+        "net1",
+        "a",
+        vec![ClaimRange {
+            range_start: Some("100.64.2.200".into()),
+            ..range("100.64.2.0/24")
+        }],
+    );
+    c.spec.network_name = Some(network_name);
+    create_claim(&kit.client, &ns.name, &c).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let answer = eventually("the claim answered or refused", 30, || async {
+        let c = claims.get("past-128").await.ok()?;
+        match (ready_addresses(&c), refusal(&c)) {
+            (Some(a), _) => Some(Ok(a)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        }
+    })
+    .await;
+    match answer {
+        Ok(Ok(_)) => {}
+        Ok(Err((reason, message))) => assert!(
+            message.contains("network_name") || message.contains("networkName"),
+            "invariant 4: the refusal ({reason}) does not name the field: {message}"
+        ),
+        Err(e) => panic!(
+            "invariant 4: a claim past the first shard of a pool whose name is valid \
+             was neither served nor refused within 30 s (the shard's name is too long \
+             and the controller retries for ever): {e}"
+        ),
+    }
+}
+
+// ===========================================================================
+// Invariant 4: durations from input (issue 12, defect 7) still overflow.
+// ===========================================================================
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn plugin(env: &[(&str, &str)], stdin: &Value) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.to_string().as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("plugin output");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `request_timeout: 1e300` (or 1e19): ADD must fail with code 7 naming
+/// the field; DEL must not wedge the pod's teardown.
+#[test]
+fn a_huge_request_timeout_is_an_error_naming_the_field_not_a_panic() {
+    let mut failures = Vec::new();
+    for verb in ["DEL", "ADD"] {
+        for timeout in [json!(1e300), json!(1e19), json!("500000000000years")] {
+            let env = [
+                ("CNI_COMMAND", verb),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "net1"),
+                ("CNI_NETNS", "/var/run/netns/x"),
+                ("CNI_PATH", "/opt/cni/bin"),
+                ("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p"),
+            ];
+            let conf = json!({"cniVersion": "1.0.0", "name": "testnet", "type": "macvlan",
+                "master": "eth1", "ipam": {"type": "hereabouts", "range": "198.51.100.0/24",
+                "request_timeout": timeout,
+                "kubernetes": {"kubeconfig": "/nonexistent/kubeconfig"}}});
+            let run = plugin(&env, &conf);
+            if run.stderr.contains("panicked") || run.code == Some(101) {
+                let first = run
+                    .stderr
+                    .lines()
+                    .find(|l| !l.contains("panicked") && !l.trim().is_empty())
+                    .unwrap_or_default()
+                    .to_owned();
+                failures.push(format!("{verb} with {timeout}: panic ({first})"));
+                continue;
+            }
+            if verb == "ADD" {
+                let answer: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+                let named = answer["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("request_timeout"));
+                if answer["code"] != 7 || !named {
+                    failures.push(format!("{verb} with {timeout}: {}", run.stdout.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "invariant 4 (issue 12 defect 7 still open): {failures:#?}"
+    );
+}
+
+/// `--gc-grace` past what an Instant can hold: the controller must refuse
+/// the flag at start, not die at its first collector round with an orphan.
+#[tokio::test]
+async fn a_huge_gc_grace_is_refused_at_start_not_a_crash_later() {
+    let (kit, ns) = setup("rv-grace").await;
+    // An orphan for the collector to find: a reservation no allocation
+    // backs.
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    reservations
+        .create(
+            &PostParams::default(),
+            &OverlappingRangeIPReservation::new(
+                "198.51.100.77",
+                OverlappingRangeIPReservationSpec {
+                    containerid: "gone".into(),
+                    podref: format!("{}/gone", ns.name),
+                    ifname: "net1".into(),
+                },
+            ),
+        )
+        .await
+        .expect("orphaned reservation");
+    let mut replica = replica(
+        &ns,
+        "a",
+        &[
+            "--gc-schedule",
+            "* * * * * *",
+            "--gc-grace",
+            "500000000000years",
+        ],
+    );
+    // Refused at start is fine (the process ends at once, with a message);
+    // otherwise it must keep running through collector rounds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !replica.process.running() {
+        let log = std::fs::read_to_string(
+            hereabouts_kit::local_dir()
+                .join("logs")
+                .join(format!("{}-a.log", ns.name)),
+        )
+        .unwrap_or_default();
+        assert!(
+            log.contains("gc-grace") && !log.contains("panicked"),
+            "refused, but without naming --gc-grace: {log}"
+        );
+        return;
+    }
+    replica.wait_ready().await.expect("controller ready");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let running = replica.process.running();
+    let log = std::fs::read_to_string(
+        hereabouts_kit::local_dir()
+            .join("logs")
+            .join(format!("{}-a.log", ns.name)),
+    )
+    .unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(6).collect();
+    assert!(
+        running,
+        "invariant 4: the controller accepted --gc-grace 500000000000years and died \
+         at its first collector round: {tail:?}"
+    );
+}
