@@ -652,3 +652,145 @@ async fn a_huge_gc_grace_is_refused_at_start_not_a_crash_later() {
          at its first collector round: {tail:?}"
     );
 }
+
+// ===========================================================================
+// Invariant 4 (a wrong refusal): after one collision with an overlapping
+// range, every address the reservation cache shows is "suspected" for a
+// minute, and a static request for one of them is refused outright
+// (StaticAddressTaken), though the reservation is an orphan that the
+// orphan rule would take over.
+// ===========================================================================
+
+/// A reservation a dead leader left (hereabouts', for a pool shard that
+/// does not hold its address).
+async fn orphan(client: &Client, ns: &str, name: &str, shard: &str) {
+    let reservations: Api<OverlappingRangeIPReservation> = Api::namespaced(client.clone(), ns);
+    let mut r = OverlappingRangeIPReservation::new(
+        name,
+        OverlappingRangeIPReservationSpec {
+            containerid: "dead".into(),
+            podref: format!("{ns}/never-answered"),
+            ifname: "net1".into(),
+        },
+    );
+    r.metadata.labels = Some(BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "hereabouts".to_owned(),
+    )]));
+    r.metadata.annotations = Some(BTreeMap::from([(
+        "hereabouts.dev/pool".to_owned(),
+        shard.to_owned(),
+    )]));
+    reservations
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("an uncommitted reservation");
+}
+
+#[tokio::test]
+async fn a_static_request_for_an_orphan_reserved_address_is_served_after_a_collision() {
+    let (kit, ns) = setup("rv-suspect").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let made = pods(&kit.client, &ns.name, "s", 5).await;
+    let [b, p, s, cp, cs] = made.as_slice() else {
+        unreachable!("five pods")
+    };
+    let statically = |name: &str, pod: &(String, String), ip: &str, network_name: Option<&str>| {
+        let cidr = if ip.starts_with("100.64.4.") {
+            "100.64.4.0/28"
+        } else {
+            "100.64.3.0/28"
+        };
+        let mut c = claim(&ns.name, name, pod, "net1", "a", vec![range(cidr)]);
+        c.spec.static_ips = vec![ip.to_owned()];
+        c.spec.network_name = network_name.map(str::to_owned);
+        c
+    };
+
+    // Control (network "ctl", no collision): the orphan rule serves a
+    // static request for the orphan's address.
+    orphan(&kit.client, &ns.name, "ctl-100.64.4.9", "ctl-100.64.4.0-28").await;
+    let mut c = claim(
+        &ns.name,
+        "ctl-p",
+        cp,
+        "net1",
+        "a",
+        vec![range("100.64.4.0/28")],
+    );
+    c.spec.network_name = Some("ctl".into());
+    create_claim(&kit.client, &ns.name, &c).await;
+    ready(&kit.client, &ns.name, "ctl-p", 30).await;
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &statically("ctl-s", cs, "100.64.4.9", Some("ctl")),
+    )
+    .await;
+    assert_eq!(
+        ready(&kit.client, &ns.name, "ctl-s", 30).await,
+        vec!["100.64.4.9/28".to_owned()],
+        "control: the orphan's address is served to a static request"
+    );
+
+    // The same, after one collision with an overlapping /29 of the
+    // (unnamed) network.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "b-29",
+            b,
+            "net1",
+            "a",
+            vec![range("100.64.3.0/29")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        ready(&kit.client, &ns.name, "b-29", 30).await,
+        vec!["100.64.3.1/29".to_owned()]
+    );
+    orphan(&kit.client, &ns.name, "100.64.3.9", "100.64.3.0-28").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "p-28",
+            p,
+            "net1",
+            "a",
+            vec![range("100.64.3.0/28")],
+        ),
+    )
+    .await;
+    let dynamic = ready(&kit.client, &ns.name, "p-28", 30).await;
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &statically("s-28", s, "100.64.3.9", None),
+    )
+    .await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let answer = eventually("the static claim answered", 30, || async {
+        let c = claims.get("s-28").await.ok()?;
+        match (ready_addresses(&c), refusal(&c)) {
+            (Some(a), _) => Some(Ok(a)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        }
+    })
+    .await
+    .expect("answered");
+    assert_eq!(
+        answer,
+        Ok(vec!["100.64.3.9/28".to_owned()]),
+        "invariant 4: a static request for an address only an orphan reservation holds \
+         is refused for a minute after the pool met one overlapping reservation \
+         (the dynamic claim before it got {dynamic:?})"
+    );
+}
