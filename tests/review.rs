@@ -794,3 +794,129 @@ async fn a_static_request_for_an_orphan_reserved_address_is_served_after_a_colli
          (the dynamic claim before it got {dynamic:?})"
     );
 }
+
+// ===========================================================================
+// Invariant 1 via the collector: a reservation suspect is identified by
+// (name, uid) only, and deleted with the version the cache holds when its
+// turn comes in the pass, not the version that was seen orphaned. A
+// take-over keeps the uid; an orphan taken over (and its address
+// committed) while a long pass is under way is deleted under its new
+// holder, and an overlapping range hands the address out again.
+// ===========================================================================
+
+#[tokio::test]
+async fn the_collector_never_deletes_a_reservation_taken_over_during_its_pass() {
+    let (kit, ns) = setup("rv-gcrace").await;
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    // The pool of the orphan, as a dead leader left it: empty.
+    pools
+        .create(
+            &PostParams::default(),
+            &IPPool::new(
+                "203.0.113.0-28",
+                hereabouts::crd::IPPoolSpec {
+                    range: "203.0.113.0/28".into(),
+                    allocations: BTreeMap::new(),
+                },
+            ),
+        )
+        .await
+        .expect("pool");
+    orphan(&kit.client, &ns.name, "203.0.113.1", "203.0.113.0-28").await;
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let original = reservations.get("203.0.113.1").await.expect("orphan");
+    // Leaks of gone pods in another pool: a long collector pass.
+    let leaks = 250u32;
+    let mut leaky = IPPool::new(
+        "198.51.100.0-24",
+        hereabouts::crd::IPPoolSpec {
+            range: "198.51.100.0/24".into(),
+            allocations: (1..=leaks)
+                .map(|o| {
+                    (
+                        o.to_string(),
+                        IPAllocation {
+                            id: format!("gone-{o}"),
+                            podref: format!("{}/gone-{o}", ns.name),
+                            ifname: "net1".into(),
+                        },
+                    )
+                })
+                .collect(),
+        },
+    );
+    leaky.metadata.namespace = Some(ns.name.clone());
+    pools
+        .create(&PostParams::default(), &leaky)
+        .await
+        .expect("leaky pool");
+    let mut made = pods(&kit.client, &ns.name, "r", 2).await;
+    let z = made.pop().expect("z");
+    let q = made.pop().expect("q");
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "3s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    // The pass that reclaims has begun once the first leak is gone.
+    eventually("the collector's reclaiming pass under way", 60, || async {
+        let left = pool_allocations(&kit.client, &ns.name, "198.51.100.0-24").await;
+        (left.len() < leaks as usize).then_some(())
+    })
+    .await
+    .expect("reclaiming");
+    // Q's claim needs .1: the orphan is taken over (fenced, same uid).
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "q",
+            &q,
+            "net1",
+            "a",
+            vec![range("203.0.113.0/28")],
+        ),
+    )
+    .await;
+    let got = ready(&kit.client, &ns.name, "q", 30).await;
+    assert_eq!(got, vec!["203.0.113.1/28".to_owned()]);
+    let taken = reservations.get_opt("203.0.113.1").await.expect("read");
+    let race_won = taken.as_ref().and_then(ResourceExt::uid) == original.uid();
+    // The pass ends.
+    eventually("every leak reclaimed", 120, || async {
+        pool_allocations(&kit.client, &ns.name, "198.51.100.0-24")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .expect("leaks reclaimed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = reservations.get_opt("203.0.113.1").await.expect("read");
+    // An overlapping range of the same network.
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "z",
+            &z,
+            "net1",
+            "a",
+            vec![range("203.0.113.0/29")],
+        ),
+    )
+    .await;
+    let other = ready(&kit.client, &ns.name, "z", 30).await;
+    let held = pool_allocations(&kit.client, &ns.name, "203.0.113.0-28").await;
+    assert!(
+        after.is_some() && other != vec!["203.0.113.1/29".to_owned()],
+        "invariant 1: the collector deleted the reservation of {got:?}, which Q holds in \
+         the /28 ({held:?}), after taking it over from an orphan during its pass \
+         (taken over with the orphan's uid: {race_won}); the overlapping /29 then gave \
+         {other:?} to another pod"
+    );
+}
