@@ -920,3 +920,48 @@ async fn the_collector_never_deletes_a_reservation_taken_over_during_its_pass() 
          {other:?} to another pod"
     );
 }
+
+// ===========================================================================
+// Invariant 4: "one static address per range" (8f445bb) is enforced as a
+// count only; a second static address in a range another static address
+// already took is dropped without a word.
+// ===========================================================================
+
+#[tokio::test]
+async fn two_static_addresses_in_one_range_are_refused_not_one_dropped() {
+    let (kit, ns) = setup("rv-statics").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "st", 1).await.remove(0);
+    let mut c = claim(
+        &ns.name,
+        "two-in-one",
+        &pod,
+        "net1",
+        "a",
+        vec![range("100.64.5.0/28"), range("2001:db8:5::/120")],
+    );
+    c.spec.static_ips = vec!["100.64.5.3".into(), "100.64.5.4".into()];
+    create_claim(&kit.client, &ns.name, &c).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let answer = eventually("the claim answered", 30, || async {
+        let c = claims.get("two-in-one").await.ok()?;
+        match (ready_addresses(&c), refusal(&c)) {
+            (Some(a), _) => Some(Ok(a)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        }
+    })
+    .await
+    .expect("answered");
+    match answer {
+        Err((reason, message)) => assert!(
+            message.contains("staticIPs[1]"),
+            "refused ({reason}) without naming spec.staticIPs[1]: {message}"
+        ),
+        Ok(addresses) => panic!(
+            "invariant 4: staticIPs [100.64.5.3, 100.64.5.4] for ranges [100.64.5.0/28, \
+             2001:db8:5::/120] answered {addresses:?}: 100.64.5.4 silently dropped"
+        ),
+    }
+}
