@@ -965,3 +965,81 @@ async fn two_static_addresses_in_one_range_are_refused_not_one_dropped() {
         ),
     }
 }
+
+// ===========================================================================
+// Invariant 2 (reservations): the collector keeps a reservation when any
+// pool holds its address under any name it could have been written with:
+// no network_name at all, and every '-' prefix of the pool's. So a
+// leftover reservation of the unnamed network, or of network "blue", is
+// kept for ever while network "blue-2" holds the same address.
+// ===========================================================================
+
+#[tokio::test]
+async fn leftover_reservations_of_other_networks_are_collected() {
+    let (kit, ns) = setup("rv-prefix").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "b2", 1).await.remove(0);
+    let mut c = claim(
+        &ns.name,
+        "b2",
+        &pod,
+        "net1",
+        "a",
+        vec![range("100.64.6.0/28")],
+    );
+    c.spec.network_name = Some("blue-2".into());
+    create_claim(&kit.client, &ns.name, &c).await;
+    assert_eq!(
+        ready(&kit.client, &ns.name, "b2", 30).await,
+        vec!["100.64.6.1/28".to_owned()]
+    );
+    // Leftovers (whereabouts', say, of releases that crashed half-way) of
+    // network "blue", of the unnamed network, and of "green" (the control),
+    // all for 100.64.6.1, which nothing of theirs holds.
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let leftovers = ["blue-100.64.6.1", "100.64.6.1", "green-100.64.6.1"];
+    for name in leftovers {
+        reservations
+            .create(
+                &PostParams::default(),
+                &OverlappingRangeIPReservation::new(
+                    name,
+                    OverlappingRangeIPReservationSpec {
+                        containerid: "crashed".into(),
+                        podref: format!("{}/gone", ns.name),
+                        ifname: "net1".into(),
+                    },
+                ),
+            )
+            .await
+            .expect("leftover");
+    }
+    eventually("the control leftover collected", 30, || async {
+        reservations
+            .get_opt("green-100.64.6.1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .expect("control: green's leftover is collected");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut kept = Vec::new();
+    for name in &leftovers[..2] {
+        if reservations.get_opt(name).await.expect("read").is_some() {
+            kept.push(*name);
+        }
+    }
+    assert!(
+        kept.is_empty(),
+        "invariant 2: leftover reservations {kept:?} (no allocation of their network \
+         holds 100.64.6.1) are kept for ever because network \"blue-2\" holds that address"
+    );
+}
