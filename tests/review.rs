@@ -1043,3 +1043,149 @@ async fn leftover_reservations_of_other_networks_are_collected() {
          holds 100.64.6.1) are kept for ever because network \"blue-2\" holds that address"
     );
 }
+
+// ===========================================================================
+// Invariants 1 and 6: a claim's ranges and network_name are checked
+// against its NAD, its enable_overlapping_ranges is not. A node's claim
+// for its own pod on a declared network, with the flag off, commits an
+// address with no reservation, and an overlapping NAD of the same
+// network_name hands it to another pod.
+// ===========================================================================
+
+#[tokio::test]
+async fn a_claim_cannot_switch_off_the_overlap_check_its_network_declares() {
+    let (kit, ns) = setup("rv-flag").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let nads: Api<hereabouts::crd::NetworkAttachmentDefinition> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    for (name, cidr) in [("blue", "100.64.8.0/28"), ("wide", "100.64.8.0/27")] {
+        nads.create(
+            &PostParams::default(),
+            &hereabouts::crd::NetworkAttachmentDefinition::new(
+                name,
+                hereabouts::crd::NetworkAttachmentDefinitionSpec {
+                    config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
+                        "master": "eth1", "ipam": {"type": "hereabouts", "range": cidr}})
+                    .to_string(),
+                },
+            ),
+        )
+        .await
+        .expect("NAD");
+    }
+    let mut made = pods(&kit.client, &ns.name, "f", 2).await;
+    let q = made.pop().expect("q");
+    let p = made.pop().expect("p");
+    // P's node files P's claim on blue as declared, but with the flag off.
+    let mut c = claim(
+        &ns.name,
+        "p-blue",
+        &p,
+        "net1",
+        "blue",
+        vec![range("100.64.8.0/28")],
+    );
+    c.spec.enable_overlapping_ranges = false;
+    create_claim(&kit.client, &ns.name, &c).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let first = eventually("P's claim answered", 30, || async {
+        let c = claims.get("p-blue").await.ok()?;
+        match (ready_addresses(&c), refusal(&c)) {
+            (Some(a), _) => Some(Ok(a)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        }
+    })
+    .await
+    .expect("answered");
+    let Ok(first) = first else {
+        // Refused: the flag is checked against the NAD. Fine.
+        return;
+    };
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "q-wide",
+            &q,
+            "net1",
+            "wide",
+            vec![range("100.64.8.0/27")],
+        ),
+    )
+    .await;
+    let second = ready(&kit.client, &ns.name, "q-wide", 30).await;
+    let blue = pool_allocations(&kit.client, &ns.name, "100.64.8.0-28").await;
+    let wide = pool_allocations(&kit.client, &ns.name, "100.64.8.0-27").await;
+    let shared: Vec<_> = blue.keys().filter(|ip| wide.contains_key(ip)).collect();
+    assert!(
+        shared.is_empty(),
+        "invariants 1 and 6: P's claim on blue with enable_overlapping_ranges=false \
+         (blue declares it true) got {first:?} with no reservation; Q on wide (same \
+         network_name, overlapping) got {second:?}: {shared:?} held twice"
+    );
+}
+
+/// The same for `range_start`, `range_end` and `exclude`: only the CIDR of
+/// each range is compared with the NAD's, so a claim for the declared CIDR
+/// without the NAD's exclusions is handed an excluded address (here the
+/// router's).
+#[tokio::test]
+async fn a_claim_cannot_drop_the_exclusions_its_network_declares() {
+    let (kit, ns) = setup("rv-excl").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let nads: Api<hereabouts::crd::NetworkAttachmentDefinition> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    nads.create(
+        &PostParams::default(),
+        &hereabouts::crd::NetworkAttachmentDefinition::new(
+            "routed",
+            hereabouts::crd::NetworkAttachmentDefinitionSpec {
+                config: json!({"cniVersion": "1.0.0", "name": "routed", "type": "macvlan",
+                    "master": "eth1", "ipam": {"type": "hereabouts", "range": "100.64.9.0/28",
+                    "range_start": "100.64.9.5", "exclude": ["100.64.9.1/32"],
+                    "gateway": "100.64.9.1"}})
+                .to_string(),
+            },
+        ),
+    )
+    .await
+    .expect("NAD");
+    let p = pods(&kit.client, &ns.name, "x", 1).await.remove(0);
+    let c = claim(
+        &ns.name,
+        "p-routed",
+        &p,
+        "net1",
+        "routed",
+        vec![range("100.64.9.0/28")],
+    );
+    create_claim(&kit.client, &ns.name, &c).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let answer = eventually("the claim answered", 30, || async {
+        let c = claims.get("p-routed").await.ok()?;
+        match (ready_addresses(&c), refusal(&c)) {
+            (Some(a), _) => Some(Ok(a)),
+            (None, Some(r)) => Some(Err(r)),
+            (None, None) => None,
+        }
+    })
+    .await
+    .expect("answered");
+    if let Ok(addresses) = answer {
+        let ip: IpAddr = addresses[0]
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("address");
+        let start: IpAddr = "100.64.9.5".parse().expect("ip");
+        assert!(
+            ip >= start,
+            "invariant 6: a claim on \"routed\" without its range_start/exclude got {ip}, \
+             below range_start 100.64.9.5 (100.64.9.1 is the router)"
+        );
+    }
+}
