@@ -1189,3 +1189,79 @@ async fn a_claim_cannot_drop_the_exclusions_its_network_declares() {
         );
     }
 }
+
+// ===========================================================================
+// Invariants 5, 6 and 1: a claim is authorized before it is served, but
+// not before its deletion releases. A node reads any pool (its RBAC
+// allows IPPools), learns a victim's pod, interface and container ID,
+// files a claim naming them (refused: PodMismatch), deletes it: the
+// victim's address is released while the victim runs, and handed out
+// again once the name hold is over.
+// ===========================================================================
+
+#[tokio::test]
+async fn deleting_a_refused_claim_never_releases_another_pods_address() {
+    let (kit, ns) = setup("rv-delrel").await;
+    let replica = replica(&ns, "a", &["--hold-released", "1s"]);
+    replica.wait_ready().await.expect("controller ready");
+    let mut made = pods(&kit.client, &ns.name, "d", 3).await;
+    let z = made.pop().expect("z");
+    let intruder = made.pop().expect("intruder");
+    let victim = made.pop().expect("victim");
+    let ranges = vec![range("203.0.113.16/28")];
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(&ns.name, "victim", &victim, "net1", "a", ranges.clone()),
+    )
+    .await;
+    let victims = ready(&kit.client, &ns.name, "victim", 30).await;
+    // What a node can read: the pool's entry for the victim.
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let pool = pools.get("203.0.113.16-28").await.expect("pool");
+    let entry = pool
+        .spec
+        .allocations
+        .values()
+        .find(|a| a.podref == format!("{}/{}", ns.name, victim.0))
+        .expect("the victim's entry")
+        .clone();
+    let mut evil = claim(
+        &ns.name,
+        "evil",
+        &(victim.0.clone(), intruder.1.clone()),
+        &entry.ifname,
+        "a",
+        ranges.clone(),
+    );
+    evil.spec.container_id = entry.id.clone();
+    create_claim(&kit.client, &ns.name, &evil).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let (reason, _) = eventually("the evil claim refused", 30, || async {
+        refusal(&claims.get("evil").await.ok()?)
+    })
+    .await
+    .expect("refused");
+    assert_eq!(reason, "PodMismatch");
+    hereabouts_kit::delete_and_wait(&claims, "evil", 20)
+        .await
+        .expect("delete the refused claim");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(&ns.name, "z", &z, "net1", "a", ranges),
+    )
+    .await;
+    let zs = ready(&kit.client, &ns.name, "z", 30).await;
+    let held = pool_allocations(&kit.client, &ns.name, "203.0.113.16-28").await;
+    let still = ready_addresses(&claims.get("victim").await.expect("victim claim"));
+    assert!(
+        zs != victims,
+        "invariants 5, 6 and 1: deleting a refused claim released the address of the \
+         live pod {} ({victims:?}, its claim still says {still:?}); pod {} got it too; \
+         the pool now: {held:?}",
+        victim.0,
+        z.0
+    );
+}
