@@ -1265,3 +1265,37 @@ async fn deleting_a_refused_claim_never_releases_another_pods_address() {
         z.0
     );
 }
+
+// ===========================================================================
+// Issue 12 item 14 (still open): STATUS reads a lease named
+// "hereabouts-controller" whatever --lease-name the controller was given.
+// ===========================================================================
+
+#[tokio::test]
+async fn status_finds_a_controller_that_leads_under_another_lease_name() {
+    let (kit, ns) = setup("rv-lease").await;
+    let replica = replica(&ns, "a", &["--lease-name", "ipam-leader"]);
+    replica.wait_ready().await.expect("controller ready");
+    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    eventually("the controller leads", 20, || async {
+        leases
+            .get_opt("ipam-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    })
+    .await
+    .expect("leading");
+    let stdin = json!({"cniVersion": "1.1.0", "name": "testnet", "type": "macvlan",
+        "master": "eth1", "ipam": {"type": "hereabouts", "range": "203.0.113.0/28",
+        "kubernetes": {"kubeconfig": kubeconfig}}});
+    let run = plugin(&[("CNI_COMMAND", "STATUS")], &stdin);
+    assert!(
+        run.code == Some(0),
+        "STATUS says no allocator while one leads under --lease-name ipam-leader: {}",
+        run.stdout.trim()
+    );
+}
