@@ -630,8 +630,18 @@ async fn a_huge_gc_grace_is_refused_at_start_not_a_crash_later() {
                 .join(format!("{}-a.log", ns.name)),
         )
         .unwrap_or_default();
+        let panics: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("panicked") || l.contains("overflow"))
+            .take(2)
+            .collect();
         assert!(
-            log.contains("gc-grace") && !log.contains("panicked"),
+            panics.is_empty(),
+            "invariant 4: the controller accepted --gc-grace 500000000000years and died \
+             at its first collector round: {panics:?}"
+        );
+        assert!(
+            log.contains("gc-grace"),
             "refused, but without naming --gc-grace: {log}"
         );
         return;
@@ -645,7 +655,11 @@ async fn a_huge_gc_grace_is_refused_at_start_not_a_crash_later() {
             .join(format!("{}-a.log", ns.name)),
     )
     .unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(6).collect();
+    let tail: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("overflow"))
+        .take(2)
+        .collect();
     assert!(
         running,
         "invariant 4: the controller accepted --gc-grace 500000000000years and died \
@@ -1297,5 +1311,70 @@ async fn status_finds_a_controller_that_leads_under_another_lease_name() {
         run.code == Some(0),
         "STATUS says no allocator while one leads under --lease-name ipam-leader: {}",
         run.stdout.trim()
+    );
+}
+
+/// `--hold-released` past what an Instant can hold: every claim deletion
+/// panics its pool's actor, and the address is never released.
+#[tokio::test]
+async fn a_huge_hold_released_is_refused_at_start_not_a_lost_release() {
+    let (kit, ns) = setup("rv-hold").await;
+    let mut replica = replica(&ns, "a", &["--hold-released", "500000000000years"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !replica.process.running() {
+        let log = std::fs::read_to_string(
+            hereabouts_kit::local_dir()
+                .join("logs")
+                .join(format!("{}-a.log", ns.name)),
+        )
+        .unwrap_or_default();
+        assert!(
+            log.contains("hold-released") && !log.contains("panicked"),
+            "ended, but not with a refusal naming --hold-released: {log}"
+        );
+        return;
+    }
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "h", 1).await.remove(0);
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(
+            &ns.name,
+            "h",
+            &pod,
+            "net1",
+            "a",
+            vec![range("198.51.100.32/28")],
+        ),
+    )
+    .await;
+    ready(&kit.client, &ns.name, "h", 30).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    hereabouts_kit::delete_and_wait(&claims, "h", 20)
+        .await
+        .expect("DEL");
+    let released = eventually("the address released", 15, || async {
+        pool_allocations(&kit.client, &ns.name, "198.51.100.32-28")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(
+        hereabouts_kit::local_dir()
+            .join("logs")
+            .join(format!("{}-a.log", ns.name)),
+    )
+    .unwrap_or_default();
+    let panics: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("overflow"))
+        .take(2)
+        .collect();
+    assert!(
+        released.is_ok(),
+        "invariant 4: --hold-released 500000000000years accepted; the claim's deletion \
+         did not release its address: {panics:?}"
     );
 }
