@@ -1378,3 +1378,77 @@ async fn a_huge_hold_released_is_refused_at_start_not_a_lost_release() {
          did not release its address: {panics:?}"
     );
 }
+
+/// The same without the intruder deleting anything: a refused claim whose
+/// UID is no live pod's is collected by the controller itself, and its
+/// deletion releases what the victim holds.
+#[tokio::test]
+async fn the_collector_deleting_a_refused_claim_never_releases_another_pods_address() {
+    let (kit, ns) = setup("rv-gcdel").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &[
+            "--hold-released",
+            "1s",
+            "--gc-schedule",
+            "* * * * * *",
+            "--gc-grace",
+            "1s",
+        ],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let mut made = pods(&kit.client, &ns.name, "g", 2).await;
+    let z = made.pop().expect("z");
+    let victim = made.pop().expect("victim");
+    let ranges = vec![range("203.0.113.48/28")];
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(&ns.name, "victim", &victim, "net1", "a", ranges.clone()),
+    )
+    .await;
+    let victims = ready(&kit.client, &ns.name, "victim", 30).await;
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let entry = pools
+        .get("203.0.113.48-28")
+        .await
+        .expect("pool")
+        .spec
+        .allocations
+        .into_values()
+        .next()
+        .expect("the victim's entry");
+    let mut evil = claim(
+        &ns.name,
+        "evil",
+        &(victim.0.clone(), "no-such-uid".to_owned()),
+        &entry.ifname,
+        "a",
+        ranges.clone(),
+    );
+    evil.spec.container_id = entry.id.clone();
+    create_claim(&kit.client, &ns.name, &evil).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    eventually("the evil claim collected", 30, || async {
+        claims.get_opt("evil").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .expect("the collector deletes a claim whose pod UID is gone");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    create_claim(
+        &kit.client,
+        &ns.name,
+        &claim(&ns.name, "z", &z, "net1", "a", ranges),
+    )
+    .await;
+    let zs = ready(&kit.client, &ns.name, "z", 30).await;
+    let held = pool_allocations(&kit.client, &ns.name, "203.0.113.48-28").await;
+    assert!(
+        zs != victims,
+        "invariants 5, 6 and 1: the collector deleted a refused claim naming live pod {} \
+         and that deletion released its address {victims:?}; pod {} got it too: {held:?}",
+        victim.0,
+        z.0
+    );
+}
