@@ -6,10 +6,13 @@
 //! `pod.sh`); this crate calls them, so a test and a person at a shell drive
 //! the cluster the same way.
 
+pub mod plugin;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -39,6 +42,8 @@ pub enum KitError {
     Timeout { what: String, seconds: u64 },
     #[error("multus result is not JSON: {0}")]
     Result(#[from] serde_json::Error),
+    #[error("a spawned task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = KitError> = std::result::Result<T, E>;
@@ -394,6 +399,38 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Restarts one part of the local control plane (`apiserver` or `etcd`),
+/// the API server with `extra` flags after its usual ones (they win), and
+/// waits until it serves again (`cluster.sh restart`).
+pub async fn restart(component: &str, extra: &[&str]) -> Result<()> {
+    let mut args = vec!["restart", component];
+    args.extend_from_slice(extra);
+    script("cluster.sh", &args).await.map(drop)
+}
+
+/// The process id of the replica holding the controller's Lease in
+/// `namespace` (its identity is `<host>_<pid>`), if one holds it.
+pub async fn leader_pid(client: &Client, namespace: &str) -> Option<u32> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let lease = leases.get_opt("hereabouts-controller").await.ok()??;
+    lease
+        .spec?
+        .holder_identity?
+        .rsplit_once('_')?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Sends `signal` ("KILL", "STOP", "CONT", ...) to process `pid` (one this
+/// test started, e.g. [`Process::id`]); whether it was delivered.
+pub fn signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
