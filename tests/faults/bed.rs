@@ -154,6 +154,7 @@ pub struct Bed {
     hereabouts: Plugin,
     whereabouts: Plugin,
     flat_file: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl std::fmt::Debug for Bed {
@@ -174,14 +175,17 @@ impl Bed {
         nets: &[Net],
     ) -> anyhow::Result<Self> {
         let ns = kit.namespace(&format!("f-{scenario}")).await?;
-        // Both plugins read their kubeconfig (whose context namespace keeps
-        // the pools in this namespace) from the flat file.
+        // Controllers and plugins act as a service account (the API
+        // server's in-flight limits exempt the kit's admin). Both plugins
+        // read its kubeconfig (whose context namespace keeps the pools in
+        // this namespace) from the flat file.
+        let kubeconfig = ns.service_account(&shared.client, "hereabouts").await?;
         let dir = local_dir().join("faults");
         std::fs::create_dir_all(&dir)?;
         let flat_file = dir.join(format!("{}.conf", ns.name));
         std::fs::write(
             &flat_file,
-            serde_json::json!({"kubernetes": {"kubeconfig": ns.kubeconfig()?}}).to_string(),
+            serde_json::json!({"kubernetes": {"kubeconfig": kubeconfig}}).to_string(),
         )?;
         let mut bed = Bed {
             client: shared.client.clone(),
@@ -193,6 +197,7 @@ impl Bed {
             replicas: Vec::new(),
             started: 0,
             flat_file,
+            kubeconfig,
         };
         let nads: Api<NetworkAttachmentDefinition> =
             Api::namespaced(bed.client.clone(), &bed.ns.name);
@@ -249,7 +254,7 @@ impl Bed {
         let grace = self.settings.gc_grace;
         let schedule = self.settings.gc_schedule;
         let hold = format!("{}ms", self.settings.hold_released.as_millis());
-        let replica = Controller::start(
+        let replica = Controller::start_as(
             Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
             &self.ns,
             &format!("r{}", self.started),
@@ -261,6 +266,7 @@ impl Bed {
                 "--hold-released",
                 &hold,
             ],
+            &self.kubeconfig,
         )?;
         self.started += 1;
         self.replicas.push(replica);

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use hereabouts::crd::IPClaim;
 use hereabouts_kit::Kit;
 use hereabouts_kit::plugin::{Batch, Call, Outcome, PodRef, create_pods};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::bed::{Bed, Ipam, Net, Settings, Shared};
 use crate::check::{self, Answer};
@@ -342,17 +343,26 @@ impl Ctx<'_> {
         let done = Arc::new(AtomicUsize::new(0));
         let total = idx.len();
         let adds = self.cni("ADD", atts, idx, kills, &done);
+        // Strike once a third of the storm's claims are filed, before the
+        // allocator answered them all (or after 5 s, whatever happened).
+        let claims: Api<IPClaim> = Api::namespaced(self.bed.client.clone(), &self.bed.ns.name);
+        let before = claims.list(&ListParams::default()).await?.items.len();
         let fault = async {
             let started = Instant::now();
-            while done.load(Ordering::Relaxed) < total.div_ceil(5)
-                && started.elapsed() < Duration::from_secs(3)
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            while started.elapsed() < Duration::from_secs(5) {
+                let filed = claims
+                    .list(&ListParams::default())
+                    .await
+                    .map_or(0, |l| l.items.len().saturating_sub(before));
+                if filed >= total.div_ceil(3) || done.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let in_flight = total - done.load(Ordering::Relaxed);
             let at = Instant::now();
             eprintln!(
-                "[faults]     fault strikes {:.2} s into the storm, {in_flight} of {total} ADDs in flight",
+                "[faults]     {:.2} s into the storm, {in_flight} of {total} ADDs in flight",
                 started.elapsed().as_secs_f64()
             );
             strike().await.map(|()| at)

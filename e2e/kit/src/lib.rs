@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -452,6 +453,18 @@ impl Controller {
     /// Starts `binary` (the test's `CARGO_BIN_EXE_hereabouts-controller`)
     /// with short lease timings and `extra` flags.
     pub fn start(binary: &Path, ns: &TestNamespace, name: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_as(binary, ns, name, extra, &kubeconfig_path())
+    }
+
+    /// [`Controller::start`] with the credentials of `kubeconfig` (e.g. a
+    /// service account's, [`TestNamespace::service_account`]).
+    pub fn start_as(
+        binary: &Path,
+        ns: &TestNamespace,
+        name: &str,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Result<Self> {
         let port = free_port().map_err(|source| KitError::Spawn {
             script: "free_port",
             source,
@@ -477,7 +490,7 @@ impl Controller {
             binary,
             &args,
             &[
-                ("KUBECONFIG", kubeconfig_path().display().to_string()),
+                ("KUBECONFIG", kubeconfig.display().to_string()),
                 ("RUST_LOG", "info,hereabouts=debug".to_owned()),
             ],
         )
@@ -539,6 +552,75 @@ impl TestNamespace {
         };
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
         std::fs::write(&path, scoped).map_err(io)?;
+        Ok(path)
+    }
+}
+
+impl TestNamespace {
+    /// A ServiceAccount `name` of this namespace, bound to `cluster-admin`
+    /// in this namespace only, and a kubeconfig with its token whose context
+    /// namespace is this one. Unlike the kit's admin (system:masters, which
+    /// the API server's max-in-flight limits exempt), this identity meets
+    /// the limits a deployed controller or node meets.
+    pub async fn service_account(&self, client: &Client, name: &str) -> Result<PathBuf> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.name);
+        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))?;
+        accounts.create(&PostParams::default(), &account).await?;
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &self.name);
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": self.name}]
+        }))?;
+        bindings.create(&PostParams::default(), &binding).await?;
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(["create", "token", name, "-n", &self.name, "--duration=48h"])
+            .output()
+            .await
+            .map_err(|source| KitError::Spawn {
+                script: "kubectl create token",
+                source,
+            })?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = local_dir()
+            .join("kubeconfigs")
+            .join(format!("{}-{name}", self.name));
+        let io = |e: std::io::Error| KitError::Kubeconfig {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        if !out.status.success() || token.is_empty() {
+            return Err(KitError::Kubeconfig {
+                path,
+                message: format!(
+                    "kubectl create token {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        let admin = std::fs::read_to_string(kubeconfig_path()).map_err(io)?;
+        let scoped: String = admin
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("token:") {
+                    format!("    token: {token}")
+                } else if l.trim_start().starts_with("context:") {
+                    format!(
+                        "  context: {{cluster: hereabouts-local, user: admin, namespace: {}}}",
+                        self.name
+                    )
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        std::fs::write(&path, scoped + "\n").map_err(io)?;
         Ok(path)
     }
 }
