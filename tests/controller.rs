@@ -450,18 +450,24 @@ async fn a_deposed_leader_cannot_commit() {
     );
 
     // Take the Lease away for good: the replica must stop answering.
+    // (The holder renews every 250 ms: read and write until no renewal
+    // came in between.)
     let leases: Api<Lease> = Api::namespaced(kit.client.clone(), &ns.name);
-    let mut lease = leases.get("hereabouts-controller").await.expect("lease");
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    spec.holder_identity = Some("usurper".into());
-    spec.lease_duration_seconds = Some(3600);
-    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    leases
-        .replace("hereabouts-controller", &PostParams::default(), &lease)
-        .await
-        .expect("usurp");
+    eventually("lease usurped", 20, || async {
+        let mut lease = leases.get("hereabouts-controller").await.ok()?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = Some("usurper".into());
+        spec.lease_duration_seconds = Some(3600);
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        leases
+            .replace("hereabouts-controller", &PostParams::default(), &lease)
+            .await
+            .ok()
+    })
+    .await
+    .expect("usurp");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pools
         .get("100.64.0.0-28")
@@ -806,4 +812,799 @@ async fn overlapping_ranges_never_share_an_address() {
             .is_empty(),
         "the /29 pool is empty"
     );
+}
+
+// ===========================================================================
+// Regressions of issue 12: each failed before its fix.
+// ===========================================================================
+
+/// A pod from JSON (metadata and spec as given); returns (name, uid).
+async fn pod_from(client: &Client, ns: &str, pod: serde_json::Value) -> (String, String) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(pod).expect("pod");
+    let pod = api
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    (pod.name_any(), pod.uid().expect("uid"))
+}
+
+/// Clears a pod's finalizers so its namespace can go.
+async fn release_finalizers(client: &Client, ns: &str, name: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"finalizers": null}});
+    let _ = api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await;
+}
+
+/// Adds a whereabouts-style allocation to the pool object `name`.
+async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &str) {
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut pool = pools.get(name).await.expect("pool");
+    pool.spec.allocations.insert(
+        offset.to_string(),
+        hereabouts::crd::IPAllocation {
+            id: format!("container-of-{podref}"),
+            podref: podref.to_owned(),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .replace(name, &PostParams::default(), &pool)
+        .await
+        .expect("adopted allocation");
+}
+
+/// Defect 1: a Terminating pod (long grace, or a finalizer) still runs
+/// with its address: the collector must not hand it to the next pod.
+#[tokio::test]
+async fn a_terminating_pod_keeps_its_address_through_gc_rounds() {
+    let (kit, ns) = setup("ctl-term").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let ranges = vec![range("198.51.100.0/29")];
+    let held = |name: &str| {
+        json!({"metadata": {"name": name, "finalizers": ["hereabouts.dev/test-hold"]},
+               "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                        "containers": [{"name": "app", "image": "pause"}]}})
+    };
+    let nf = pod_from(&kit.client, &ns.name, held("nf-0")).await;
+    // A whereabouts-era pod: its allocation has no claim behind it.
+    let legacy = pod_from(&kit.client, &ns.name, held("legacy-0")).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &nf, "net1", ranges.clone())],
+    )
+    .await;
+    let before = all_ready(&kit.client, &ns.name, 1, 30).await;
+    adopt(
+        &kit.client,
+        &ns.name,
+        "198.51.100.0-29",
+        6,
+        &format!("{}/{}", ns.name, legacy.0),
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(kit.client.clone(), &ns.name);
+    for pod in [&nf, &legacy] {
+        api.delete(&pod.0, &DeleteParams::default())
+            .await
+            .expect("delete pod");
+    }
+    assert!(
+        api.get(&nf.0)
+            .await
+            .expect("still there")
+            .metadata
+            .deletion_timestamp
+            .is_some(),
+        "the pod is Terminating"
+    );
+    // Many collector rounds, each well past the grace period.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let allocations = pool_allocations(&kit.client, &ns.name, "198.51.100.0-29").await;
+    assert_eq!(
+        allocations.len(),
+        2,
+        "both Terminating pods keep their addresses: {allocations:?}"
+    );
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    assert!(
+        claims
+            .get_opt(&format!("{}-net1", nf.0))
+            .await
+            .expect("read claim")
+            .is_some(),
+        "the Terminating pod's claim is not collected"
+    );
+    // The next pod gets another address.
+    let next = pods(&kit.client, &ns.name, "next", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &next, "net1", ranges)],
+    )
+    .await;
+    let after = all_ready(&kit.client, &ns.name, 2, 30).await;
+    let taken: HashSet<String> = before.values().flatten().cloned().collect();
+    let given = &after[&format!("{}-net1", next.0)][0];
+    assert!(!taken.contains(given), "{given} was still in use");
+    assert_ne!(given, "198.51.100.6/29", "{given} is the legacy pod's");
+    for pod in [&nf, &legacy] {
+        release_finalizers(&kit.client, &ns.name, &pod.0).await;
+    }
+}
+
+/// Defect 2: a controller scoped to one namespace sees only its pods and
+/// claims; the pools it shares with other namespaces' pods must keep
+/// their allocations.
+#[tokio::test]
+async fn a_namespace_scoped_controller_collects_only_its_own_namespace() {
+    let (kit, pools_ns) = setup("ctl-scope").await;
+    let watched = kit.namespace("ctl-scope-a").await.expect("namespace");
+    let other = kit.namespace("ctl-scope-b").await.expect("namespace");
+    let replica = replica(
+        &pools_ns,
+        "a",
+        &[
+            "--watch-namespace",
+            &watched.name,
+            "--gc-schedule",
+            "* * * * * *",
+            "--gc-grace",
+            "1s",
+        ],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let mine = pods(&kit.client, &watched.name, "mine", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &watched.name,
+        vec![claim(
+            &watched.name,
+            &mine,
+            "net1",
+            vec![range("203.0.113.0/28")],
+        )],
+    )
+    .await;
+    all_ready(&kit.client, &watched.name, 1, 30).await;
+    // Live pods of another namespace (another controller's, or whereabouts'),
+    // and a pod of the watched namespace that is gone.
+    let theirs = pods(&kit.client, &other.name, "theirs", 2).await;
+    for (i, pod) in theirs.iter().enumerate() {
+        let offset = u32::try_from(10 + i).expect("small");
+        let podref = format!("{}/{}", other.name, pod.0);
+        adopt(
+            &kit.client,
+            &pools_ns.name,
+            "203.0.113.0-28",
+            offset,
+            &podref,
+        )
+        .await;
+    }
+    let vanished = format!("{}/vanished", watched.name);
+    adopt(&kit.client, &pools_ns.name, "203.0.113.0-28", 12, &vanished).await;
+    let left = eventually("the watched namespace's leak collected", 30, || async {
+        let held = pool_allocations(&kit.client, &pools_ns.name, "203.0.113.0-28").await;
+        (!held.values().any(|p| *p == vanished)).then_some(held)
+    })
+    .await
+    .expect("in-scope leak collected");
+    // Several more rounds: the other namespace's allocations stay.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let left = {
+        let now = pool_allocations(&kit.client, &pools_ns.name, "203.0.113.0-28").await;
+        assert_eq!(now, left, "nothing else changed");
+        now
+    };
+    for pod in &theirs {
+        let podref = format!("{}/{}", other.name, pod.0);
+        assert!(
+            left.values().any(|p| *p == podref),
+            "{podref}'s address was collected by a controller that cannot see it: {left:?}"
+        );
+    }
+    assert_eq!(left.len(), 3, "{left:?}");
+}
+
+/// Defect 3: claim names repeat across DEL and a new ADD; an answer
+/// computed for the old claim must not land on the new one.
+#[tokio::test]
+async fn a_late_answer_never_lands_on_a_recreated_claim() {
+    let (kit, ns) = setup("ctl-late").await;
+    let pod = pods(&kit.client, &ns.name, "late", 1).await.remove(0);
+    let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let first = api
+        .create(
+            &PostParams::default(),
+            &claim(&ns.name, &pod, "net1", vec![range("198.51.100.0/28")]),
+        )
+        .await
+        .expect("create claim");
+    let name = first.name_any();
+    hereabouts_kit::delete_and_wait(&api, &name, 20)
+        .await
+        .expect("DEL");
+    let second = api
+        .create(
+            &PostParams::default(),
+            &claim(&ns.name, &pod, "net1", vec![range("198.51.100.0/28")]),
+        )
+        .await
+        .expect("the next ADD's claim");
+    assert_ne!(first.uid(), second.uid());
+    let answer = hereabouts::crd::IPClaimStatus {
+        addresses: vec!["198.51.100.1/28".into()],
+        observed_generation: first.metadata.generation,
+        ..Default::default()
+    };
+    // The old claim as the controller cached it, and with no version
+    // (the merge-patch fallback after a conflict).
+    let mut unversioned = first.clone();
+    unversioned.metadata.resource_version = None;
+    for stale in [&first, &unversioned] {
+        let written =
+            hereabouts::controller::claims::write_status(&api, stale, answer.clone()).await;
+        assert!(
+            written.is_err(),
+            "an answer to the old claim was written to the new one"
+        );
+    }
+    let now = api.get(&name).await.expect("claim");
+    assert_eq!(now.uid(), second.uid());
+    assert!(now.status.is_none(), "the new claim got {:?}", now.status);
+    // Its own answer lands.
+    hereabouts::controller::claims::write_status(&api, &second, answer)
+        .await
+        .expect("the right claim's answer");
+    let now = api.get(&name).await.expect("claim");
+    assert_eq!(
+        now.status.expect("status").addresses,
+        vec!["198.51.100.1/28".to_owned()]
+    );
+}
+
+/// Defect 4: a reservation adopted for its owner must change, so that a
+/// deletion prepared against it as it was (a leftover release task, the
+/// collector's cache) fails instead of removing it.
+#[tokio::test]
+async fn an_adopted_reservation_changes_so_stale_deleters_fail() {
+    let (kit, ns) = setup("ctl-adopt").await;
+    let pod = pods(&kit.client, &ns.name, "adopt", 1).await.remove(0);
+    let podref = format!("{}/{}", ns.name, pod.0);
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let before = reservations
+        .create(
+            &PostParams::default(),
+            &OverlappingRangeIPReservation::new(
+                "198.51.100.1",
+                hereabouts::crd::OverlappingRangeIPReservationSpec {
+                    containerid: format!("container-{}", pod.1),
+                    podref: podref.clone(),
+                    ifname: "net1".into(),
+                },
+            ),
+        )
+        .await
+        .expect("a reservation left by an earlier attempt");
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &pod,
+            "net1",
+            vec![range("198.51.100.0/28")],
+        )],
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 1, 30).await;
+    assert_eq!(ready.values().next(), Some(&vec!["198.51.100.1/28".into()]));
+    // A deleter holding the object as it was before the adoption.
+    let stale = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: before.uid(),
+            resource_version: before.resource_version(),
+        }),
+        ..Default::default()
+    };
+    let deleted = reservations.delete("198.51.100.1", &stale).await;
+    assert!(
+        deleted.is_err(),
+        "a stale deleter removed the reservation the allocation relies on"
+    );
+    let now = reservations.get("198.51.100.1").await.expect("reservation");
+    assert_eq!(now.spec.podref, podref);
+    assert_ne!(now.resource_version(), before.resource_version());
+}
+
+/// Defect 5: a claim acts only for its own pod (namespace, UID, node) and
+/// only on the ranges its network declares.
+#[tokio::test]
+async fn claims_for_another_pod_or_undeclared_ranges_are_refused() {
+    let (kit, ns) = setup("ctl-trust").await;
+    let elsewhere = kit.namespace("ctl-trust-b").await.expect("namespace");
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
+    nads.create(
+        &PostParams::default(),
+        &nad(
+            "blue",
+            json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan", "master": "eth1",
+                   "ipam": {"type": "hereabouts", "range": "100.64.7.0/28"}}),
+        ),
+    )
+    .await
+    .expect("NAD");
+    let blue = |pod: &(String, String), ranges: Vec<ClaimRange>| {
+        let mut c = claim(&ns.name, pod, "net1", ranges);
+        c.spec.network.name = "blue".into();
+        c
+    };
+    let victim = pods(&kit.client, &ns.name, "victim", 1).await.remove(0);
+    let intruder = pods(&kit.client, &ns.name, "intruder", 1).await.remove(0);
+    let outsider = pods(&kit.client, &elsewhere.name, "outsider", 1)
+        .await
+        .remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![blue(&victim, vec![range("100.64.7.0/28")])],
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 1, 30).await;
+    let victim_address = ready.values().next().expect("address").clone();
+
+    let mut cases: Vec<(&str, IPClaim, &str, &str)> = Vec::new();
+    // The victim's pod and interface, named by a claim of another name.
+    let mut c = blue(&victim, vec![range("100.64.7.0/28")]);
+    c.metadata.name = Some("steal-uid".into());
+    c.spec.pod.uid = intruder.1.clone();
+    cases.push(("wrong uid", c, "PodMismatch", "spec.pod.uid"));
+    let mut c = blue(&victim, vec![range("100.64.7.0/28")]);
+    c.metadata.name = Some("steal-node".into());
+    c.spec.node = "another-node".into();
+    cases.push(("wrong node", c, "PodMismatch", "spec.node"));
+    let mut c = blue(&outsider, vec![range("100.64.7.0/28")]);
+    c.metadata.name = Some("steal-namespace".into());
+    c.spec.pod.namespace = elsewhere.name.clone();
+    cases.push((
+        "pod of another namespace",
+        c,
+        "PodNotInNamespace",
+        "spec.pod.namespace",
+    ));
+    let mut c = blue(&intruder, vec![range("100.64.7.0/28")]);
+    c.metadata.name = Some("ghost".into());
+    c.spec.pod.name = "no-such-pod".into();
+    cases.push(("missing pod", c, "PodNotFound", "spec.pod.name"));
+    let mut c = blue(&intruder, vec![range("100.64.0.0/16")]);
+    c.metadata.name = Some("wider".into());
+    cases.push((
+        "range blue does not declare",
+        c,
+        "UndeclaredRange",
+        "spec.ranges",
+    ));
+    let mut c = claim(&ns.name, &intruder, "net2", vec![range("100.64.7.0/29")]);
+    c.metadata.name = Some("invented".into());
+    c.spec.network.name = "invented".into();
+    cases.push((
+        "invented network on blue's range",
+        c,
+        "UndeclaredNetwork",
+        "spec.ranges[0]",
+    ));
+    let names: Vec<String> = cases.iter().map(|(_, c, _, _)| c.name_any()).collect();
+    create_claims(
+        &kit.client,
+        &ns.name,
+        cases.iter().map(|(_, c, _, _)| c.clone()).collect(),
+    )
+    .await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    for ((what, _, reason, field), name) in cases.iter().zip(&names) {
+        let refused = eventually(&format!("{what} refused"), 30, || async {
+            let c = claims.get(name).await.ok()?;
+            let status = c.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        })
+        .await
+        .expect("a refusal");
+        assert_eq!(refused.reason, *reason, "{what}: {}", refused.message);
+        assert!(
+            refused.message.contains(field),
+            "{what}: the message names {field}: {}",
+            refused.message
+        );
+    }
+    // Nothing was allocated for them, and the victim keeps its address.
+    let held = pool_allocations(&kit.client, &ns.name, "100.64.7.0-28").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    let after = claims
+        .get(&format!("{}-net1", victim.0))
+        .await
+        .expect("victim claim");
+    assert_eq!(ready_addresses(&after), Some(victim_address));
+    let events: Api<Event> = Api::namespaced(kit.client.clone(), &ns.name);
+    eventually("an event on a refused claim", 20, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.involved_object.name.as_deref() == Some("steal-node")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await
+    .expect("Warning event");
+    // The intruder's own, declared attachment is served.
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![blue(&intruder, vec![range("100.64.7.0/28")])],
+    )
+    .await;
+    eventually("the intruder's own claim answered", 30, || async {
+        ready_addresses(&claims.get(&format!("{}-net1", intruder.0)).await.ok()?)
+    })
+    .await
+    .expect("served");
+}
+
+/// Defect 6: whereabouts' node-slice pools are `<network>-<node>-<slice>`;
+/// their reservations are named with `<network>` alone.
+#[tokio::test]
+async fn node_slice_pools_keep_their_reservations() {
+    let (kit, ns) = setup("ctl-slice").await;
+    let pod = pods(&kit.client, &ns.name, "slice", 1).await.remove(0);
+    let podref = format!("{}/{}", ns.name, pod.0);
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let mut pool = IPPool::new(
+        "bluenet-worker-1-100.64.9.16-28",
+        hereabouts::crd::IPPoolSpec {
+            range: "100.64.9.16/28".into(),
+            allocations: BTreeMap::new(),
+        },
+    );
+    pool.spec.allocations.insert(
+        "1".into(),
+        hereabouts::crd::IPAllocation {
+            id: "c1".into(),
+            podref: podref.clone(),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("node-slice pool");
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    reservations
+        .create(
+            &PostParams::default(),
+            &OverlappingRangeIPReservation::new(
+                "bluenet-100.64.9.17",
+                hereabouts::crd::OverlappingRangeIPReservationSpec {
+                    containerid: "c1".into(),
+                    podref,
+                    ifname: "net1".into(),
+                },
+            ),
+        )
+        .await
+        .expect("its reservation");
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        reservations
+            .get_opt("bluenet-100.64.9.17")
+            .await
+            .expect("read")
+            .is_some(),
+        "the collector removed a live node-slice reservation"
+    );
+}
+
+/// Defect 8: an address held for a StatefulSet name gives way to a static
+/// request for exactly it (a Deployment's fixed IP moving to its next pod).
+#[tokio::test]
+async fn a_static_request_takes_an_address_held_for_another_name() {
+    let (kit, ns) = setup("ctl-static-hold").await;
+    let replica = replica(&ns, "a", &["--hold-released", "120s"]);
+    replica.wait_ready().await.expect("controller ready");
+    let ranges = vec![range("203.0.113.0/28")];
+    let old = pods(&kit.client, &ns.name, "fixed-old", 1).await.remove(0);
+    let mut first = claim(&ns.name, &old, "net1", ranges.clone());
+    first.spec.static_ips = vec!["203.0.113.9".into()];
+    create_claims(&kit.client, &ns.name, vec![first]).await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    hereabouts_kit::delete_and_wait(&claims, &format!("{}-net1", old.0), 20)
+        .await
+        .expect("DEL");
+    let new = pods(&kit.client, &ns.name, "fixed-new", 1).await.remove(0);
+    let mut next = claim(&ns.name, &new, "net1", ranges);
+    next.spec.static_ips = vec!["203.0.113.9".into()];
+    let asked = std::time::Instant::now();
+    create_claims(&kit.client, &ns.name, vec![next]).await;
+    let ready = all_ready(&kit.client, &ns.name, 1, 20).await;
+    assert_eq!(
+        ready[&format!("{}-net1", new.0)],
+        vec!["203.0.113.9/28".to_owned()]
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "handed over at once, not after the hold"
+    );
+}
+
+/// Defect 9: a range whose first half an overlapping range holds finds
+/// every foreign address in one attempt, not one per attempt.
+#[tokio::test]
+async fn a_range_half_held_by_an_overlapping_one_is_served_at_once() {
+    let (kit, ns) = setup("ctl-half").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let all = pods(&kit.client, &ns.name, "half", 127).await;
+    let (narrow, wide) = all.split_at(126);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        narrow
+            .iter()
+            .map(|p| claim(&ns.name, p, "net1", vec![range("100.64.2.0/25")]))
+            .collect(),
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 126, 60).await;
+    let asked = std::time::Instant::now();
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &wide[0],
+            "net1",
+            vec![range("100.64.2.0/24")],
+        )],
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 127, 60).await;
+    let took = asked.elapsed();
+    assert_unique(&ready);
+    assert_eq!(
+        ready[&format!("{}-net1", wide[0].0)],
+        vec!["100.64.2.127/24".to_owned()]
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the /24 waited {took:?} for its first free address"
+    );
+}
+
+/// Defect 12: a claim whose ranges change gives back what it no longer
+/// asks for.
+#[tokio::test]
+async fn a_claim_moved_to_another_range_releases_the_old_one() {
+    let (kit, ns) = setup("ctl-move").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "move", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &pod,
+            "net1",
+            vec![range("198.51.100.0/28")],
+        )],
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let name = format!("{}-net1", pod.0);
+    let mut moved = claims.get(&name).await.expect("claim");
+    moved.spec.ranges = vec![range("198.51.100.16/28")];
+    claims
+        .replace(&name, &PostParams::default(), &moved)
+        .await
+        .expect("the NAD changed and the pod was ADDed again");
+    let ready = eventually("answered on the new range", 30, || async {
+        ready_addresses(&claims.get(&name).await.ok()?)
+    })
+    .await
+    .expect("answer");
+    assert_eq!(ready, vec!["198.51.100.17/28".to_owned()]);
+    eventually("the old range's address released", 30, || async {
+        pool_allocations(&kit.client, &ns.name, "198.51.100.0-28")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .expect("released");
+    assert_eq!(
+        pool_allocations(&kit.client, &ns.name, "198.51.100.16-28")
+            .await
+            .len(),
+        1
+    );
+}
+
+/// Defect 13: reservations a stalled or dead leader wrote for allocations
+/// it never committed are resolved when they are in the way, not minutes
+/// later by the collector: an exact-fit range serves every pod.
+#[tokio::test]
+async fn a_dead_leaders_uncommitted_reservations_do_not_exhaust_a_range() {
+    let (kit, ns) = setup("ctl-orphans").await;
+    let reservations: Api<OverlappingRangeIPReservation> =
+        Api::namespaced(kit.client.clone(), &ns.name);
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    // The pool as the dead leader last committed it: empty, with the
+    // version its pending write would carry.
+    pools
+        .create(
+            &PostParams::default(),
+            &IPPool::new(
+                "203.0.113.32-29",
+                hereabouts::crd::IPPoolSpec {
+                    range: "203.0.113.32/29".into(),
+                    allocations: BTreeMap::new(),
+                },
+            ),
+        )
+        .await
+        .expect("pool");
+    let stale_pool = pools.get("203.0.113.32-29").await.expect("pool");
+    for i in 1..=3 {
+        let mut r = OverlappingRangeIPReservation::new(
+            &format!("203.0.113.{}", 32 + i),
+            hereabouts::crd::OverlappingRangeIPReservationSpec {
+                containerid: format!("dead-{i}"),
+                podref: format!("{}/never-answered-{i}", ns.name),
+                ifname: "net1".into(),
+            },
+        );
+        r.metadata.labels = Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "hereabouts".to_owned(),
+        )]));
+        r.metadata.annotations = Some(BTreeMap::from([(
+            "hereabouts.dev/pool".to_owned(),
+            "203.0.113.32-29".to_owned(),
+        )]));
+        reservations
+            .create(&PostParams::default(), &r)
+            .await
+            .expect("an uncommitted reservation");
+    }
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let pods = pods(&kit.client, &ns.name, "fit", 6).await;
+    create_claims(
+        &kit.client,
+        &ns.name,
+        pods.iter()
+            .map(|p| claim(&ns.name, p, "net1", vec![range("203.0.113.32/29")]))
+            .collect(),
+    )
+    .await;
+    let ready = all_ready(&kit.client, &ns.name, 6, 30).await;
+    assert_eq!(assert_unique(&ready).len(), 6, "every pod served");
+    // The dead leader's write, should it wake now, cannot commit.
+    let mut late = stale_pool;
+    late.spec.allocations.insert(
+        "1".into(),
+        hereabouts::crd::IPAllocation {
+            id: "dead-1".into(),
+            podref: format!("{}/never-answered-1", ns.name),
+            ifname: "net1".into(),
+        },
+    );
+    assert!(
+        pools
+            .replace("203.0.113.32-29", &PostParams::default(), &late)
+            .await
+            .is_err(),
+        "a deposed leader's pool write committed"
+    );
+    for (claim, a) in &ready {
+        let ip = a[0].split('/').next().expect("ip");
+        let pod = claim.strip_suffix("-net1").expect("claim name");
+        let r = reservations.get(ip).await.expect("reservation");
+        assert_eq!(r.spec.podref, format!("{}/{pod}", ns.name));
+    }
+}
+
+/// Defect 14: a pool write keeps what others put on an adopted pool.
+#[tokio::test]
+async fn pool_writes_keep_annotations_owners_and_finalizers() {
+    let (kit, ns) = setup("ctl-keep").await;
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let mut pool = IPPool::new(
+        "198.51.100.64-28",
+        hereabouts::crd::IPPoolSpec {
+            range: "198.51.100.64/28".into(),
+            allocations: BTreeMap::new(),
+        },
+    );
+    pool.metadata.annotations = Some(BTreeMap::from([(
+        "example.com/owner-note".to_owned(),
+        "keep me".to_owned(),
+    )]));
+    pool.metadata.finalizers = Some(vec!["example.com/keep".to_owned()]);
+    pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("a whereabouts pool with someone's metadata");
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let pod = pods(&kit.client, &ns.name, "keep", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &pod,
+            "net1",
+            vec![range("198.51.100.64/28")],
+        )],
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+    let written = pools.get("198.51.100.64-28").await.expect("pool");
+    assert_eq!(written.spec.allocations.len(), 1);
+    assert_eq!(
+        written
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("example.com/owner-note")
+            .map(String::as_str),
+        Some("keep me")
+    );
+    assert_eq!(
+        written.metadata.finalizers,
+        Some(vec!["example.com/keep".to_owned()])
+    );
+    let patch = json!({"metadata": {"finalizers": null}});
+    let _ = pools
+        .patch(
+            "198.51.100.64-28",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await;
 }

@@ -317,7 +317,32 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
                 .get(&name)
                 .await
                 .map_err(|e| api_error(&format!("reading IPClaim {pod_namespace}/{name}"), &e))?;
-            if existing.spec == spec {
+            if existing.spec == spec && answer_of(&existing).is_some_and(|a| a.is_err()) {
+                // Refused before (the range was full, the static address
+                // taken): a repeated ADD asks again, with a claim of its own.
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: existing.uid(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => {
+                        return Err(api_error(
+                            &format!("deleting refused IPClaim {pod_namespace}/{name}"),
+                            &e,
+                        ));
+                    }
+                }
+                api.create(&PostParams::default(), &claim)
+                    .await
+                    .map_err(|e| {
+                        api_error(&format!("creating IPClaim {pod_namespace}/{name}"), &e)
+                    })?
+            } else if existing.spec == spec {
                 existing
             } else {
                 existing.spec = spec;
@@ -382,6 +407,10 @@ async fn wait_for_answer(
         return answer.map(|()| claim);
     }
     let name = claim.name_any();
+    // Only this claim's answer counts: a claim of the same name but another
+    // UID (deleted and made again by another ADD) is not ours.
+    let uid = claim.uid();
+    let ours = |c: &IPClaim| c.uid() == uid;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut version = claim.resource_version().unwrap_or_default();
     loop {
@@ -406,6 +435,11 @@ async fn wait_for_answer(
                 .map_err(|e| api_error("watch", &e))?
             {
                 match event {
+                    WatchEvent::Added(c) | WatchEvent::Modified(c) if !ours(&c) => {
+                        return Err(CniError::try_again(format!(
+                            "IPClaim {name} was replaced by another ADD while waiting"
+                        )));
+                    }
                     WatchEvent::Added(c) | WatchEvent::Modified(c) => {
                         version = c.resource_version().unwrap_or_default();
                         if let Some(answer) = answer_of(&c) {
@@ -433,6 +467,11 @@ async fn wait_for_answer(
                     .get(&name)
                     .await
                     .map_err(|e| api_error(&format!("reading IPClaim {name}"), &e))?;
+                if !ours(&fresh) {
+                    return Err(CniError::try_again(format!(
+                        "IPClaim {name} was replaced by another ADD while waiting"
+                    )));
+                }
                 if let Some(answer) = answer_of(&fresh) {
                     return answer.map(|()| fresh);
                 }

@@ -13,24 +13,65 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::Store;
+use kube::api::{Api, PostParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus};
+use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
 use crate::ipam::{self, AllocError, Allocation, IpRange, RangeFields};
 
 use super::context::Context;
+use super::gc::PodEntry;
+use super::index::Index;
 use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 
-/// How often pending claims are looked at again (after transient failures
-/// and to catch anything a missed event left behind).
-const RESCAN: Duration = Duration::from_secs(10);
-/// Delay before retrying a claim whose pool could not be written.
-const RETRY: Duration = Duration::from_millis(500);
+/// How often every pending claim is looked at again, to catch anything a
+/// missed event left behind (claims that failed are retried on their own
+/// schedule, see [`backoff`]).
+const RESCAN: Duration = Duration::from_secs(30);
+/// The most ranges one claim may ask for (as the plugin's `ipRanges`).
+const MAX_RANGES: usize = 64;
+/// The first retry of a claim that could not be served for now...
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// ...doubling per attempt up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How a claim went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Answered (or nothing to answer).
+    Done,
+    /// Try again later; at least this long later if the API server said so.
+    Retry(Option<Duration>),
+}
+
+/// The delay before retry number `attempt` (1, 2, ...): exponential from
+/// [`BACKOFF_BASE`] to [`BACKOFF_MAX`], scaled by `jitter` (a fraction in
+/// [0, 1)) into its upper half so that claims failing together do not
+/// come back together, and never shorter than the API server's
+/// Retry-After.
+fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+    let jittered = full.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0);
+    retry_after.map_or(jittered, |after| jittered.max(after))
+}
+
+/// A fraction in [0, 1) that differs per call (no random number crate:
+/// the standard library's randomly keyed hasher is enough for jitter).
+fn jitter(key: &str, attempt: u32) -> f64 {
+    use std::hash::BuildHasher;
+    let hash = std::collections::hash_map::RandomState::new().hash_one((key, attempt));
+    // The top 53 bits, exactly representable.
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    fraction
+}
 
 /// Whether `claim` still waits for an answer to its current spec.
 pub fn is_pending(claim: &IPClaim) -> bool {
@@ -69,14 +110,26 @@ pub fn slim(claim: &mut IPClaim) {
     }
 }
 
+/// What the reconciler checks a claim against before serving it.
+#[derive(Clone, Debug)]
+pub struct Lookups {
+    /// Pods by `namespace/name`.
+    pub pods: Index<PodEntry>,
+    pub nads: Store<NetworkAttachmentDefinition>,
+}
+
 /// Serves claims until the watch stream ends.
 pub async fn run(
     ctx: Arc<Context>,
     events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>>,
     store: Store<IPClaim>,
+    lookups: Lookups,
 ) {
+    // Claims being answered or waiting for their retry (a rescan leaves
+    // them alone), and how often each has been tried.
     let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<()>();
+    let attempts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ObjectRef<IPClaim>>();
     let mut leadership = ctx.leadership.clone();
     let mut rescan = tokio::time::interval(RESCAN);
     let mut events = std::pin::pin!(events);
@@ -98,18 +151,38 @@ pub async fn run(
         }
         let ctx = ctx.clone();
         let inflight = inflight.clone();
+        let attempts = attempts.clone();
         let retry_tx = retry_tx.clone();
+        let lookups = lookups.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let transient = answer(&ctx, &claim).await;
+            let outcome = answer(&ctx, &lookups, &claim).await;
             ctx.metrics.reconciled("claim", started.elapsed());
-            inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            if transient {
-                tokio::time::sleep(RETRY).await;
-                let _ = retry_tx.send(());
+            let uid = &key.0;
+            if let Outcome::Retry(retry_after) = outcome {
+                let attempt = {
+                    let mut attempts = attempts.lock().unwrap_or_else(PoisonError::into_inner);
+                    let attempt = attempts.entry(uid.clone()).or_default();
+                    *attempt = attempt.saturating_add(1);
+                    *attempt
+                };
+                let delay = backoff(attempt, jitter(uid, attempt), retry_after);
+                tracing::debug!(claim = %claim.name_any(), attempt, ?delay, "retrying later");
+                tokio::time::sleep(delay).await;
+                inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+                let _ = retry_tx.send(ObjectRef::from_obj(&*claim));
+            } else {
+                attempts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(uid);
+                inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
             }
         });
     };
@@ -150,7 +223,12 @@ pub async fn run(
                 ctx.pools.clear();
                 rescan_all(&store);
             }
-            Some(()) = retry_rx.recv() => rescan_all(&store),
+            Some(claim) = retry_rx.recv() => {
+                // Only that claim, as it is now.
+                if let Some(claim) = store.get(&claim) {
+                    serve(claim);
+                }
+            }
             _ = rescan.tick() => rescan_all(&store),
         }
     }
@@ -169,8 +247,8 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
         .collect()
 }
 
-/// Allocates and publishes; returns true when the claim should be retried.
-async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
+/// Allocates and publishes.
+async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
     let requests = match requests(claim) {
         Ok(r) => r,
         Err((reason, message)) => {
@@ -178,6 +256,26 @@ async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
             return publish(ctx, claim, Err((reason, message))).await;
         }
     };
+    match authorize(ctx, lookups, claim, &requests).await {
+        Ok(()) => {}
+        Err(Authorization::Unknown(e)) => {
+            tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the claim's pod yet");
+            return Outcome::Retry(super::retry_after(&e));
+        }
+        Err(Authorization::Refused(reason, message)) => {
+            ctx.metrics.failed("unauthorized_claim");
+            tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
+            ctx.event(
+                &claim.object_ref(&()),
+                EventType::Warning,
+                reason,
+                "Allocate",
+                message.clone(),
+            )
+            .await;
+            return publish(ctx, claim, Err((reason, message))).await;
+        }
+    }
     let results = join_all(
         requests
             .iter()
@@ -193,7 +291,11 @@ async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
                 tracing::debug!(claim = %claim.name_any(), range = %request.range, error = %e, "will retry");
             }
         }
-        return true;
+        let retry_after = results
+            .iter()
+            .filter_map(|r| r.as_ref().err()?.retry_after())
+            .max();
+        return Outcome::Retry(retry_after);
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
@@ -240,7 +342,10 @@ async fn answer(ctx: &Arc<Context>, claim: &IPClaim) -> bool {
     publish(ctx, claim, Ok(granted)).await
 }
 
-fn parse_range(index: usize, r: &crate::crd::ClaimRange) -> Result<IpRange, ipam::RangeError> {
+pub(crate) fn parse_range(
+    index: usize,
+    r: &crate::crd::ClaimRange,
+) -> Result<IpRange, ipam::RangeError> {
     let path = format!("spec.ranges[{index}]");
     let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
     IpRange::parse(&RangeFields {
@@ -259,6 +364,28 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     let spec = &claim.spec;
     if spec.ranges.is_empty() {
         return Err(("InvalidRange", "spec.ranges is empty".to_owned()));
+    }
+    // One address per range, at most one static address per range: a
+    // claim beyond that is no configuration a plugin writes, and each
+    // entry costs parsing and matching.
+    if spec.ranges.len() > MAX_RANGES {
+        return Err((
+            "InvalidRange",
+            format!(
+                "spec.ranges: {} ranges, at most {MAX_RANGES} are accepted",
+                spec.ranges.len()
+            ),
+        ));
+    }
+    if spec.static_ips.len() > spec.ranges.len() {
+        return Err((
+            "InvalidStaticAddress",
+            format!(
+                "spec.staticIPs: {} addresses for {} ranges (one address per range at most)",
+                spec.static_ips.len(),
+                spec.ranges.len()
+            ),
+        ));
     }
     let owner = Allocation::new(
         spec.container_id.clone(),
@@ -304,6 +431,200 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     Ok(out)
 }
 
+/// Why a claim is not served.
+enum Authorization {
+    /// For good: the condition reason and message.
+    Refused(&'static str, String),
+    /// Not known yet (the pod could not be read): try again.
+    Unknown(kube::Error),
+}
+
+/// A claim acts only for its own pod, on the ranges its network declares.
+///
+/// The pod: in the claim's namespace, alive with the claim's UID and bound
+/// to the claim's node (a node's credentials may file claims; they must
+/// not name another node's pod, whose address allocation is idempotent per
+/// pod and interface and would be handed out, or freed by a DEL). The
+/// cache answers first; a miss or a mismatch is read from the API server,
+/// as the cache may lag a pod that just started.
+///
+/// The ranges: see [`check_network`].
+async fn authorize(
+    ctx: &Context,
+    lookups: &Lookups,
+    claim: &IPClaim,
+    requests: &[AllocRequest],
+) -> Result<(), Authorization> {
+    let spec = &claim.spec;
+    let namespace = claim.namespace().unwrap_or_default();
+    if spec.pod.namespace != namespace {
+        return Err(Authorization::Refused(
+            "PodNotInNamespace",
+            format!(
+                "spec.pod.namespace: {:?} is not the claim's namespace {namespace:?}",
+                spec.pod.namespace
+            ),
+        ));
+    }
+    let key = format!("{namespace}/{}", spec.pod.name);
+    let matches = |uid: &str, node: Option<&str>| uid == spec.pod.uid && node == Some(&spec.node);
+    let cached = lookups
+        .pods
+        .get(&key)
+        .is_some_and(|p| matches(p.uid(), p.node()));
+    if !cached {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+        let pod = pods
+            .get_opt(&spec.pod.name)
+            .await
+            .map_err(Authorization::Unknown)?;
+        let Some(pod) = pod else {
+            return Err(Authorization::Refused(
+                "PodNotFound",
+                format!("spec.pod.name: no pod {key} exists"),
+            ));
+        };
+        let uid = pod.uid().unwrap_or_default();
+        if uid != spec.pod.uid {
+            return Err(Authorization::Refused(
+                "PodMismatch",
+                format!(
+                    "spec.pod.uid: {:?} is not the UID of pod {key} ({uid:?})",
+                    spec.pod.uid
+                ),
+            ));
+        }
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if node.as_deref() != Some(spec.node.as_str()) {
+            return Err(Authorization::Refused(
+                "PodMismatch",
+                format!(
+                    "spec.node: {:?} is not the node pod {key} is bound to ({})",
+                    spec.node,
+                    node.map_or_else(|| "none".to_owned(), |n| format!("{n:?}"))
+                ),
+            ));
+        }
+    }
+    check_network(claim, requests, &declared_networks(&lookups.nads))
+        .map_err(|(reason, message)| Authorization::Refused(reason, message))
+}
+
+/// The ranges one IPAM section of a NAD declares.
+#[derive(Debug)]
+struct Declared {
+    /// The CNI network name (the config's `name`, else the NAD's).
+    network: String,
+    nad: String,
+    network_name: Option<String>,
+    /// `None`: the ranges come from the nodes' flat file.
+    cidrs: Option<Vec<ipam::Cidr>>,
+}
+
+fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared> {
+    let mut out = Vec::new();
+    for nad in nads.state() {
+        let Ok(sections) = ipam::find_ipam_sections(&nad.spec.config) else {
+            continue;
+        };
+        for section in sections {
+            let network = section.name.clone().unwrap_or_else(|| nad.name_any());
+            let nad_name = format!("{}/{}", nad.namespace().unwrap_or_default(), nad.name_any());
+            match section.ipam_config() {
+                Ok(config) => out.push(Declared {
+                    network,
+                    nad: nad_name,
+                    network_name: config.network_name.clone(),
+                    cidrs: Some(config.ranges.iter().map(|r| *r.range.cidr()).collect()),
+                }),
+                Err(ipam::ConfigError::NoRange { .. }) => out.push(Declared {
+                    network,
+                    nad: nad_name,
+                    network_name: section
+                        .ipam
+                        .get("network_name")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    cidrs: None,
+                }),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// A claim's ranges must be what its network declares.
+///
+/// A network some NAD declares (by its CNI network name): the claim's
+/// ranges must be among that NAD's, with the same `network_name`; a NAD
+/// whose ranges come from the nodes' flat file (which the controller cannot
+/// read) trusts the nodes for them. A network no NAD declares (configured
+/// in a file on the nodes, e.g. the cluster's default network): its ranges
+/// must stay out of every range a NAD declares for the same
+/// `network_name`, so a node's credentials cannot take addresses from a
+/// declared network's pool by naming a network of its own.
+fn check_network(
+    claim: &IPClaim,
+    requests: &[AllocRequest],
+    declared: &[Declared],
+) -> Result<(), (&'static str, String)> {
+    let spec = &claim.spec;
+    let network_name = spec.network_name.clone().filter(|n| !n.is_empty());
+    let cidrs: Vec<ipam::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
+    let mine: Vec<&Declared> = declared
+        .iter()
+        .filter(|d| d.network == spec.network.name)
+        .collect();
+    if !mine.is_empty() {
+        let fits = |d: &&Declared| {
+            d.cidrs.as_ref().is_none_or(|declared| {
+                d.network_name == network_name && cidrs.iter().all(|c| declared.contains(c))
+            })
+        };
+        if mine.iter().any(fits) {
+            return Ok(());
+        }
+        let list: Vec<String> = mine
+            .iter()
+            .map(|d| {
+                let ranges: Vec<String> =
+                    d.cidrs.iter().flatten().map(ToString::to_string).collect();
+                format!(
+                    "{} declares {} with network_name {:?}",
+                    d.nad,
+                    ranges.join(", "),
+                    d.network_name
+                )
+            })
+            .collect();
+        let asked: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+        return Err((
+            "UndeclaredRange",
+            format!(
+                "spec.ranges: {} with network_name {network_name:?} are not what network {:?} declares ({})",
+                asked.join(", "),
+                spec.network.name,
+                list.join("; ")
+            ),
+        ));
+    }
+    for (i, cidr) in cidrs.iter().enumerate() {
+        for d in declared.iter().filter(|d| d.network_name == network_name) {
+            if let Some(taken) = d.cidrs.iter().flatten().find(|c| c.overlaps(cidr)) {
+                return Err((
+                    "UndeclaredNetwork",
+                    format!(
+                        "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {:?}",
+                        d.nad, d.network, spec.network.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The condition reason and message for a refusal.
 fn refusal(e: &pools::Error) -> (&'static str, String) {
     let reason = match e {
@@ -326,12 +647,12 @@ fn refusal(e: &pools::Error) -> (&'static str, String) {
     (reason, e.to_string())
 }
 
-/// Writes the answer to the claim's status; true when it must be retried.
+/// Writes the answer to the claim's status.
 async fn publish(
     ctx: &Context,
     claim: &IPClaim,
     answer: Result<Vec<ClaimedAddress>, (&'static str, String)>,
-) -> bool {
+) -> Outcome {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
     let (status, ready) = match answer {
@@ -367,6 +688,11 @@ async fn publish(
             false,
         ),
     };
+    // Answers depend on leadership (the addresses were committed under
+    // it); a deposed leader's answer could be older than its successor's.
+    if !ctx.leadership.is_leader() {
+        return Outcome::Done;
+    }
     let api: Api<IPClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     match write_status(&api, claim, status).await {
@@ -377,41 +703,65 @@ async fn publish(
                     ctx.metrics.claim_answered(waited);
                 }
             }
-            false
+            Outcome::Done
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        // Gone, or replaced by a claim of another UID (its own answer
+        // comes from its own events).
+        Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Done,
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
-            true
+            Outcome::Retry(super::retry_after(&e))
         }
     }
 }
 
 /// Replaces the status of the claim as cached (one PUT the API server
-/// applies without patching); when the claim changed since, merges it in.
-async fn write_status(
+/// applies without patching); when the claim changed since, of the claim
+/// as it is now, if it is still the same claim.
+///
+/// Both writes are bound to the claim's UID: claim names repeat (a DEL
+/// then a new ADD of the same attachment makes a new claim of the same
+/// name, at generation 1 again), and an answer decided for the old claim
+/// must never land on the new one. A PUT carrying a UID is refused by the
+/// API server for an object of another UID (409); a merge patch is not
+/// (the status strategy ignores metadata), so none is sent. A claim
+/// replaced under us answers 404 here, like a deleted one.
+pub async fn write_status(
     api: &Api<IPClaim>,
     claim: &IPClaim,
     status: IPClaimStatus,
 ) -> Result<(), kube::Error> {
     let name = claim.name_any();
-    if claim.metadata.resource_version.is_some() {
-        let mut answered = claim.clone();
-        answered.status = Some(status.clone());
+    let put = |mut object: IPClaim| {
+        object.status = Some(status.clone());
         // Absent, not empty: the API server keeps the recorded managers.
-        answered.metadata.managed_fields = None;
-        match api
-            .replace_status(&name, &PostParams::default(), &answered)
-            .await
-        {
+        object.metadata.managed_fields = None;
+        async move {
+            api.replace_status(&object.name_any(), &PostParams::default(), &object)
+                .await
+                .map(drop)
+        }
+    };
+    if claim.metadata.resource_version.is_some() && claim.uid().is_some() {
+        match put(claim.clone()).await {
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            other => return other.map(drop),
+            other => return other,
         }
     }
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(drop)
+    let current = api.get_opt(&name).await?;
+    match current {
+        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+            put(current).await
+        }
+        _ => Err(kube::Error::Api(
+            kube::core::Status::failure(
+                &format!("IPClaim {name} is gone or was made again since it was answered"),
+                "NotFound",
+            )
+            .with_code(404)
+            .boxed(),
+        )),
+    }
 }
 
 /// Gives back the addresses of a deleted claim.
@@ -442,5 +792,48 @@ async fn release(ctx: Arc<Context>, claim: IPClaim) {
                 tracing::warn!(claim = %claim.name_any(), error = %e, "release failed; the collector will retry")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter_in_the_upper_half() {
+        for attempt in 1..40 {
+            for jitter in [0.0, 0.3, 0.999] {
+                let d = backoff(attempt, jitter, None);
+                let full = BACKOFF_BASE
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(BACKOFF_MAX);
+                assert!(d >= full / 2 && d <= full, "{attempt} {jitter} {d:?}");
+            }
+        }
+        assert!(backoff(2, 0.5, None) > backoff(1, 0.5, None));
+        assert_eq!(
+            backoff(100, 0.999_999, None),
+            BACKOFF_MAX.mul_f64(0.999_999_5)
+        );
+        assert!(backoff(u32::MAX, 1.0, None) <= BACKOFF_MAX);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after() {
+        let asked = Duration::from_secs(7);
+        assert_eq!(backoff(1, 0.0, Some(asked)), asked);
+        assert_eq!(backoff(30, 0.999, Some(asked)), BACKOFF_MAX.mul_f64(0.9995));
+    }
+
+    #[test]
+    fn jitter_is_a_fraction_and_varies() {
+        let values: HashSet<u64> = (0..64)
+            .map(|i| {
+                let j = jitter("uid", i);
+                assert!((0.0..1.0).contains(&j));
+                j.to_bits()
+            })
+            .collect();
+        assert!(values.len() > 32);
     }
 }

@@ -8,9 +8,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use super::index::Index;
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::pools::PoolBook;
+use super::reservations::Written;
 
 pub struct Context {
     pub client: Client,
@@ -22,6 +24,11 @@ pub struct Context {
     /// How long an address released by a claim's deletion stays reserved
     /// for the same pod name and interface.
     pub hold_released: Duration,
+    /// This replica's identity (its Lease holder name).
+    pub identity: String,
+    /// Reservations by name, as last seen: a hint of which addresses
+    /// overlapping ranges hold (the reservation's create is the check).
+    pub reservations: Index<Written>,
     recorder: Recorder,
 }
 
@@ -42,12 +49,13 @@ impl Context {
         metrics: Arc<Metrics>,
         hold_released: Duration,
         instance: String,
+        reservations: Index<Written>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
                 controller: "hereabouts-controller".into(),
-                instance: Some(instance),
+                instance: Some(instance.clone()),
             },
         );
         Context {
@@ -57,6 +65,8 @@ impl Context {
             pools: PoolBook::default(),
             metrics,
             hold_released,
+            identity: instance,
+            reservations,
             recorder,
         }
     }

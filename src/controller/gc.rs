@@ -3,13 +3,27 @@
 //! It runs on a cron schedule and soon after pods are deleted. Each pass
 //! looks at every allocation of every pool, every claim and every
 //! reservation, and releases only what it has found orphaned twice, at
-//! least the grace period apart (Calico's rule): an allocation is orphaned
-//! when no live claim backs it and its pod (by name) is gone or no longer
-//! lists the address in its network-status; a claim when its pod (by UID)
-//! is gone; a reservation when no allocation holds its address. Releases go
-//! through the pool actors with the exact container ID seen, so an address
-//! that changed hands in between is left alone. Pools adopted from
-//! whereabouts are checked the same way.
+//! least the grace period apart (Calico's rule).
+//!
+//! What counts as orphaned:
+//! - a claim, when its pod (by UID) is gone;
+//! - an allocation, when the claims of its (pod, interface) no longer ask
+//!   for its pool; or, with no claim for it (an allocation adopted from
+//!   whereabouts), when its pod (by name) is gone or no longer lists the
+//!   address in its network-status;
+//! - a reservation, when no allocation holds its address.
+//!
+//! A pod object that still exists keeps its addresses, Terminating
+//! included: a pod deleted with a long grace period, held by a finalizer
+//! or stuck on a partitioned node still runs with them.
+//!
+//! A controller scoped to some namespaces (`--watch-namespace`) sees only
+//! their pods and claims, so it collects only allocations whose pod lives
+//! in them; everything else in the shared pools is left alone, and pools
+//! are not pruned (NADs elsewhere may want them).
+//!
+//! Releases go through the pool actors with the exact container ID seen,
+//! so an address that changed hands in between is left alone.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -18,7 +32,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -54,25 +67,39 @@ pub struct Caches {
     pub nads: Store<NetworkAttachmentDefinition>,
 }
 
-/// What a pass reads of a pod.
+/// What the reconcilers read of a pod.
 #[derive(Clone, Debug)]
 pub struct PodEntry {
     uid: Box<str>,
-    deleting: bool,
+    /// The node it is bound to (`None` while unscheduled).
+    node: Option<Box<str>>,
     /// Addresses Multus recorded; `None` when the pod has no record (yet).
     recorded: Option<Box<[IpAddr]>>,
 }
 
 impl PodEntry {
     /// The index entry of `pod`, under `namespace/name`.
-    pub fn of(pod: &PartialObjectMeta<Pod>) -> (String, PodEntry) {
+    pub fn of(pod: &Pod) -> (String, PodEntry) {
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
         let entry = PodEntry {
             uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
-            deleting: pod.metadata.deletion_timestamp.is_some(),
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .filter(|n| !n.is_empty())
+                .map(Into::into),
             recorded: recorded_addresses(pod),
         };
         (key, entry)
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 }
 
@@ -98,11 +125,18 @@ enum Suspect {
 
 /// Runs passes forever: on the schedule, after `pods_deleted` fires, and
 /// when a suspect's grace period is over.
-pub async fn run(ctx: Arc<Context>, config: GcConfig, caches: Caches, pods_deleted: Arc<Notify>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    config: GcConfig,
+    caches: Caches,
+    scope: Option<String>,
+    pods_deleted: Arc<Notify>,
+) {
     let mut collector = Collector {
         ctx,
         config,
         caches,
+        scope,
         first_seen: HashMap::new(),
     };
     loop {
@@ -144,6 +178,8 @@ struct Collector {
     ctx: Arc<Context>,
     config: GcConfig,
     caches: Caches,
+    /// The only namespace whose pods and claims this controller sees.
+    scope: Option<String>,
     first_seen: HashMap<Suspect, Instant>,
 }
 
@@ -166,29 +202,29 @@ impl Collector {
                 self.first_seen.remove(&suspect);
             }
         }
-        super::nad::prune(&self.ctx, &self.caches.nads, &self.caches.pools).await;
+        if self.scope.is_none() {
+            super::nad::prune(&self.ctx, &self.caches.nads, &self.caches.pools).await;
+        }
     }
 
     /// Everything orphaned now, as the caches say.
     fn suspects(&self) -> HashSet<Suspect> {
         let pods = self.caches.pods.read();
-        let live = |podref: &str| pods.get(podref).filter(|p| !p.deleting);
-        let live_uids: HashSet<&str> = pods
-            .values()
-            .filter(|p| !p.deleting)
-            .map(|p| &*p.uid)
-            .collect();
+        let pod_uids: HashSet<&str> = pods.values().map(|p| &*p.uid).collect();
         let claims = self.caches.claims.state();
-        // (pod ref, interface) of claims whose pod lives.
-        let mut backed: HashSet<(String, String)> = HashSet::new();
+        // The pools the claims of live pods ask for, by (pod ref, interface).
+        let mut asked: HashMap<(String, String), HashSet<String>> = HashMap::new();
         let mut suspects: HashSet<Suspect> = HashSet::new();
         for claim in &claims {
             let spec = &claim.spec;
-            if live_uids.contains(spec.pod.uid.as_str()) {
-                backed.insert((
-                    format!("{}/{}", spec.pod.namespace, spec.pod.name),
-                    spec.interface.clone(),
-                ));
+            if pod_uids.contains(spec.pod.uid.as_str()) {
+                asked
+                    .entry((
+                        format!("{}/{}", spec.pod.namespace, spec.pod.name),
+                        spec.interface.clone(),
+                    ))
+                    .or_default()
+                    .extend(claim_pools(claim));
             } else if claim.metadata.deletion_timestamp.is_none() {
                 suspects.insert(Suspect::Claim {
                     namespace: claim.namespace().unwrap_or_default(),
@@ -197,24 +233,42 @@ impl Collector {
                 });
             }
         }
+        let in_scope = |podref: &str| {
+            self.scope.as_deref().is_none_or(|ns| {
+                podref
+                    .split_once('/')
+                    .is_some_and(|(pod_ns, _)| pod_ns == ns)
+            })
+        };
         let mut reserved_names: HashSet<String> = HashSet::new();
         for pool in self.caches.pools.state() {
             let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&pool.spec.range) else {
                 continue;
             };
             let base = base_name(&pool);
-            let network_name = network_name_of(&base, &cidr);
+            let network_names = possible_network_names(&base, &cidr);
             for (key, a) in &pool.spec.allocations {
                 let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
                     continue;
                 };
-                if let Ok(name) = ipam::reservation_name(network_name.as_deref(), ip) {
-                    reserved_names.insert(name.into_string());
+                for network_name in &network_names {
+                    if let Ok(name) = ipam::reservation_name(network_name.as_deref(), ip) {
+                        reserved_names.insert(name.into_string());
+                    }
                 }
-                let live = backed.contains(&(a.podref.clone(), a.ifname.clone()))
-                    || live(&a.podref).is_some_and(|pod| {
+                if !in_scope(&a.podref) {
+                    continue;
+                }
+                let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
+                    // Claims are the record of hereabouts' attachments:
+                    // the address lives while one of them asks for its pool.
+                    Some(pools) => pools.contains(&base),
+                    // No claim (an adopted whereabouts allocation): the pod
+                    // object, Terminating or not, and what Multus recorded.
+                    None => pods.get(a.podref.as_str()).is_some_and(|pod| {
                         pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
-                    });
+                    }),
+                };
                 if !live {
                     suspects.insert(Suspect::Allocation {
                         pool: base.clone(),
@@ -238,6 +292,11 @@ impl Collector {
     /// Releases one orphan; true when done (or nothing left to do).
     async fn reclaim(&self, suspect: &Suspect) -> bool {
         let ctx = &self.ctx;
+        // Every deletion below is fenced on the lease, one by one: a pass
+        // can outlast leadership.
+        if !ctx.leadership.is_leader() {
+            return false;
+        }
         match suspect {
             Suspect::Allocation {
                 pool,
@@ -353,6 +412,44 @@ fn base_name(pool: &IPPool) -> String {
     }
 }
 
+/// The base pool names a claim's ranges live in.
+fn claim_pools(claim: &IPClaim) -> Vec<String> {
+    let network_name = claim.spec.network_name.as_deref().filter(|n| !n.is_empty());
+    claim
+        .spec
+        .ranges
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let range = super::claims::parse_range(i, r).ok()?;
+            Some(
+                ipam::pool_name(network_name, range.cidr())
+                    .ok()?
+                    .into_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every `network_name` a pool's reservations may be named with: whatever
+/// precedes the range part of its name, and each shorter `-` prefix of it
+/// (whereabouts' node-slice pools are `<network_name>-<node>-<slice>`, and
+/// both parts may hold dashes), and none. A reservation is orphaned only
+/// when no allocation of its address could have written it.
+fn possible_network_names(pool: &str, cidr: &ipam::Cidr) -> Vec<Option<String>> {
+    let mut names = vec![None];
+    if let Some(prefix) = network_name_of(pool, cidr) {
+        names.extend(
+            prefix
+                .match_indices('-')
+                .map(|(i, _)| Some(prefix[..i].to_owned()))
+                .filter(|n| n.as_deref().is_some_and(|n| !n.is_empty())),
+        );
+        names.push(Some(prefix));
+    }
+    names
+}
+
 /// `network_name` from a pool name: whatever precedes the range part.
 pub fn network_name_of(pool: &str, cidr: &ipam::Cidr) -> Option<String> {
     let unnamed = ipam::pool_name(None, cidr).ok()?.into_string();
@@ -363,7 +460,7 @@ pub fn network_name_of(pool: &str, cidr: &ipam::Cidr) -> Option<String> {
 }
 
 /// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
-fn recorded_addresses(pod: &PartialObjectMeta<Pod>) -> Option<Box<[IpAddr]>> {
+fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
     let raw = pod.annotations().get(NETWORK_STATUS)?;
     let entries: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
     Some(

@@ -104,9 +104,12 @@ impl Election {
         }
     }
 
-    fn set_leading(&self, leading: bool) {
+    /// `sent`: when the renewal that made us leader was sent. The fence
+    /// counts from then, not from when the answer came: a renewal that
+    /// spent seconds in flight bought that much less time.
+    fn set_leading(&self, leading: bool, sent: Instant) {
         let renewed = &self.leadership.renewed;
-        *renewed.lock().unwrap_or_else(PoisonError::into_inner) = leading.then(Instant::now);
+        *renewed.lock().unwrap_or_else(PoisonError::into_inner) = leading.then_some(sent);
         self.leading.send_if_modified(|current| {
             let changed = *current != leading;
             *current = leading;
@@ -128,24 +131,25 @@ impl Election {
     pub async fn run(&self) -> Result<(), Error> {
         let mut observed: Option<(String, Instant)> = None;
         loop {
+            let sent = Instant::now();
             match self.try_acquire_or_renew(&mut observed).await {
                 Ok(true) => {
                     if !self.is_leading() {
                         tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
                     }
-                    self.set_leading(true);
+                    self.set_leading(true, sent);
                 }
                 Ok(false) => {
                     if self.is_leading() {
                         tracing::warn!(identity = %self.config.identity, "lost the lease to another replica");
                     }
-                    self.set_leading(false);
+                    self.set_leading(false, sent);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lease renewal failed");
                     if self.is_leading() && !self.leadership.is_leader() {
                         tracing::error!("renew deadline passed: stepping down");
-                        self.set_leading(false);
+                        self.set_leading(false, sent);
                     }
                 }
             }
@@ -158,7 +162,7 @@ impl Election {
         if !self.is_leading() {
             return;
         }
-        self.set_leading(false);
+        self.set_leading(false, Instant::now());
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };

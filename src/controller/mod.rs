@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
@@ -69,6 +68,21 @@ pub struct Settings {
     pub hold_released: Duration,
 }
 
+/// How long the API server asked a client to wait before the next try:
+/// a 429 (too many requests, or a priority level's queue full) carries
+/// Retry-After, which the server also puts in the Status' details.
+pub(crate) fn retry_after(e: &kube::Error) -> Option<Duration> {
+    match e {
+        kube::Error::Api(status) if status.code == 429 => Some(Duration::from_secs(
+            status
+                .details
+                .as_ref()
+                .map_or(1, |d| u64::from(d.retry_after_seconds.max(1))),
+        )),
+        _ => None,
+    }
+}
+
 /// Managed fields are for writers' bookkeeping; nothing here reads them,
 /// and as JSON trees they are the bulk of a cached object (`make bench`:
 /// the controller grew by about 23 KiB per allocation with them in the
@@ -100,6 +114,11 @@ pub async fn run(
         namespace = %settings.namespace, "starting hereabouts-controller");
     let metrics = Arc::new(Metrics::new());
     let election = Arc::new(Election::new(client.clone(), settings.lease.clone()));
+    // One reservation and one pod per allocation: these two are kept as
+    // compact indexes of the few fields the collector reads.
+    let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
+        (r.name_any(), reservations::Written::of(r))
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.namespace.clone(),
@@ -107,6 +126,7 @@ pub async fn run(
         metrics.clone(),
         settings.hold_released,
         settings.lease.identity.clone(),
+        reservations.clone(),
     ));
     let watched = settings.watch_namespace.as_deref();
     let config = || watcher::Config::default();
@@ -121,11 +141,6 @@ pub async fn run(
         .modify(strip),
     )
     .default_backoff();
-    // One reservation and one pod per allocation: these two are kept as
-    // compact indexes of the few fields the collector reads.
-    let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
-        (r.name_any(), reservations::Written::of(r))
-    });
     let reservation_events = index::indexed(
         reservations_writer,
         watcher(
@@ -140,7 +155,7 @@ pub async fn run(
         let pods_deleted = pods_deleted.clone();
         index::indexed(
             pods_writer,
-            watcher(scoped::<PartialObjectMeta<Pod>>(&client, watched), config()),
+            watcher(scoped::<Pod>(&client, watched), config()),
         )
         .default_backoff()
         .inspect(move |e| {
@@ -210,8 +225,12 @@ pub async fn run(
     }
     {
         let (ctx, claims_store) = (ctx.clone(), claims_store.clone());
+        let lookups = claims::Lookups {
+            pods: pods.clone(),
+            nads: nads.clone(),
+        };
         background.spawn(async move {
-            claims::run(ctx, claim_events, claims_store).await;
+            claims::run(ctx, claim_events, claims_store, lookups).await;
             "claim reconciler"
         });
     }
@@ -232,12 +251,13 @@ pub async fn run(
             nads,
         };
         let gc_config = settings.gc.clone();
+        let scope = settings.watch_namespace.clone();
         let ready = ready.clone();
         background.spawn(async move {
             while !ready.load(std::sync::atomic::Ordering::Acquire) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            gc::run(ctx, gc_config, caches, pods_deleted).await;
+            gc::run(ctx, gc_config, caches, scope, pods_deleted).await;
             "garbage collector"
         });
     }

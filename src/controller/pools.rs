@@ -87,7 +87,12 @@ pub enum Error {
     #[error("{0}")]
     Naming(#[from] ipam::NamingError),
     #[error("IPPool {pool}: {message}")]
-    Api { pool: String, message: String },
+    Api {
+        pool: String,
+        message: String,
+        /// How long the API server asked us to wait (429 Retry-After).
+        retry_after: Option<Duration>,
+    },
     #[error("this replica is not the leader")]
     NotLeader,
     #[error("pool {pool} stopped")]
@@ -102,6 +107,14 @@ impl Error {
             Error::Api { .. } => "api_error",
             Error::NotLeader => "not_leader",
             Error::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// How long the API server asked callers to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -157,6 +170,8 @@ pub enum ReleaseReason {
 
 enum Command {
     Allocate(AllocRequest, oneshot::Sender<Result<Grant, Error>>),
+    /// An overlapping pool released `ip` and removed its reservation.
+    Freed(IpAddr),
     Release(
         ReleaseBy,
         ReleaseReason,
@@ -167,7 +182,45 @@ enum Command {
 /// Routes commands to the actor of each pool, starting actors on demand.
 #[derive(Debug, Default)]
 pub struct PoolBook {
-    actors: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    actors: std::sync::Mutex<HashMap<String, ActorHandle>>,
+    /// Reservations this replica's actors are writing and have not yet
+    /// committed a pool write for, by name, with the pool writing them:
+    /// found by another actor, they are an overlapping range's, not
+    /// orphans of an earlier leader.
+    reserving: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
+}
+
+#[derive(Debug)]
+struct ActorHandle {
+    network_name: Option<String>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Holds names in [`PoolBook::reserving`] until dropped.
+#[derive(Debug)]
+pub struct Reserving {
+    pool: String,
+    names: Vec<String>,
+    book: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
+}
+
+impl Drop for Reserving {
+    fn drop(&mut self) {
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in &self.names {
+            if let Some(writers) = book.get_mut(name) {
+                if let Some(i) = writers.iter().position(|w| *w == self.pool) {
+                    writers.swap_remove(i);
+                }
+                if writers.is_empty() {
+                    book.remove(name);
+                }
+            }
+        }
+    }
 }
 
 impl PoolBook {
@@ -182,8 +235,8 @@ impl PoolBook {
             .actors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tx) = actors.get(pool).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(handle) = actors.get(pool).filter(|h| !h.commands.is_closed()) {
+            return handle.commands.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor::new(
@@ -193,8 +246,56 @@ impl PoolBook {
             network_name.map(str::to_owned),
         );
         tokio::spawn(actor.run(rx));
-        actors.insert(pool.to_owned(), tx.clone());
+        actors.insert(
+            pool.to_owned(),
+            ActorHandle {
+                network_name: network_name.map(str::to_owned),
+                commands: tx.clone(),
+            },
+        );
         tx
+    }
+
+    /// Marks reservation names as being written by `pool`'s actor until
+    /// the returned guard is dropped.
+    fn reserving(&self, pool: &str, names: impl Iterator<Item = String>) -> Reserving {
+        let names: Vec<String> = names.collect();
+        let mut book = self
+            .reserving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in &names {
+            book.entry(name.clone()).or_default().push(pool.to_owned());
+        }
+        Reserving {
+            pool: pool.to_owned(),
+            names,
+            book: self.reserving.clone(),
+        }
+    }
+
+    /// Whether an actor of this replica other than `pool`'s is writing the
+    /// reservation `name` now.
+    pub fn reserved_in_flight(&self, name: &str, pool: &str) -> bool {
+        self.reserving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|writers| writers.iter().any(|w| w != pool))
+    }
+
+    /// Tells the other pools of `network_name` that `ip` is free of its
+    /// reservation, so one that passed it over may hand it out again.
+    fn freed(&self, network_name: Option<&str>, from: &str, ip: IpAddr) {
+        let actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (pool, handle) in actors.iter() {
+            if pool != from && handle.network_name.as_deref() == network_name {
+                let _ = handle.commands.send(Command::Freed(ip));
+            }
+        }
     }
 
     /// Commits an address for `request.owner` in the pool of `request.range`.
@@ -257,6 +358,9 @@ pub fn shard_name(base: &str, index: u128) -> String {
 struct Shard {
     /// `None`: the object does not exist (yet).
     resource_version: Option<String>,
+    /// Its labels, annotations, owner references and finalizers as read:
+    /// kept on every write (an adopted pool's belong to whoever set them).
+    kept: ObjectMeta,
     /// Offsets this shard holds that belong to another shard's block
     /// (adopted from whereabouts); normally empty.
     strays: HashSet<u128>,
@@ -290,13 +394,18 @@ struct Actor {
     /// could not be created), passed over until the instant: the collector
     /// may meanwhile find the reservation orphaned and remove it.
     foreign: HashMap<u128, Instant>,
+    /// Addresses the reservation cache says overlapping ranges hold,
+    /// passed over until the instant, but only while the range has other
+    /// free addresses: unlike `foreign`, never confirmed by a failed
+    /// reservation of ours.
+    suspected: HashMap<u128, Instant>,
     /// The reservations of this pool's allocations as they were written,
     /// so a release deletes its reservation without reading it first.
     reservations: HashMap<u128, reservations::Written>,
-    /// Release batches whose reservations are still being removed: the
-    /// offsets and the task removing them. The actor goes on meanwhile;
-    /// only a batch reserving one of those offsets waits for its task.
-    unreserving: Vec<(HashSet<u128>, JoinHandle<()>)>,
+    /// Released addresses whose reservations are still being removed, each
+    /// by a task of its own. The actor goes on meanwhile; a batch handing
+    /// out one of those offsets waits for that offset's removal only.
+    unreserving: HashMap<u128, JoinHandle<()>>,
     /// Bounds the removals in flight over all of `unreserving`.
     unreserve_slots: Arc<Semaphore>,
     status_dirty: bool,
@@ -336,8 +445,9 @@ impl Actor {
             generation: 0,
             held: HashMap::new(),
             foreign: HashMap::new(),
+            suspected: HashMap::new(),
             reservations: HashMap::new(),
-            unreserving: Vec::new(),
+            unreserving: HashMap::new(),
             unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
             status_dirty: false,
             exhausted: false,
@@ -365,6 +475,14 @@ impl Actor {
             while let Some(cmd) = next {
                 match cmd {
                     Command::Allocate(request, reply) => allocs.push(Pending { request, reply }),
+                    Command::Freed(ip) => {
+                        if let Some(offset) = self.cidr.offset_of(ip)
+                            && (self.foreign.remove(&offset).is_some()
+                                | self.suspected.remove(&offset).is_some())
+                        {
+                            self.apply(Change::Unblock(offset), None);
+                        }
+                    }
                     Command::Release(by, reason, reply) => {
                         releases.push(PendingRelease { by, reason, reply });
                     }
@@ -383,7 +501,12 @@ impl Actor {
     async fn serve(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>) {
         let started = Instant::now();
         let batch = allocs.len() + releases.len();
-        for attempt in 1..=MAX_ATTEMPTS {
+        // Attempts that only learnt of addresses held elsewhere made
+        // progress (each learns at least one more, and there are finitely
+        // many) and do not use up the budget meant for write conflicts.
+        let mut attempt = 0;
+        let mut learning = 0u128;
+        while attempt < MAX_ATTEMPTS && learning <= self.cidr.last_offset() {
             if !self.ctx.leadership.is_leader() {
                 fail_all(allocs, releases, || Error::NotLeader);
                 return;
@@ -391,9 +514,8 @@ impl Actor {
             if !self.loaded
                 && let Err(e) = self.load().await
             {
-                let message = e.to_string();
-                tracing::warn!(pool = %self.base, error = %message, "loading pool failed");
-                fail_all(allocs, releases, || self.api_error(&message));
+                tracing::warn!(pool = %self.base, error = %e, "loading pool failed");
+                fail_all(allocs, releases, || self.kube_error(&e));
                 return;
             }
             let decided = self.decide(&allocs, &releases);
@@ -407,13 +529,18 @@ impl Actor {
                     return;
                 }
                 Err(CommitError::Conflict) => {
+                    attempt += 1;
                     self.ctx.metrics.pool_conflict();
                     tracing::debug!(pool = %self.base, attempt, "pool changed under us; reloading");
                 }
-                Err(CommitError::Reservation(ip)) => {
-                    tracing::debug!(pool = %self.base, %ip, "address reserved by an overlapping range");
-                    if let Some(o) = self.cidr.offset_of(ip) {
-                        self.foreign.insert(o, Instant::now() + FOREIGN_RECHECK);
+                Err(CommitError::Reservations(ips)) => {
+                    learning += 1;
+                    let learnt = self.learn_foreign(&ips);
+                    tracing::debug!(pool = %self.base, found = ips.len(), learnt, "addresses reserved by an overlapping range");
+                    for ip in ips {
+                        if let Some(o) = self.cidr.offset_of(ip) {
+                            self.foreign.insert(o, Instant::now() + FOREIGN_RECHECK);
+                        }
                     }
                 }
                 Err(CommitError::NotLeader) => {
@@ -423,9 +550,8 @@ impl Actor {
                 }
                 Err(CommitError::Api(e)) => {
                     self.loaded = false;
-                    let message = e.to_string();
-                    tracing::warn!(pool = %self.base, error = %message, "pool write failed");
-                    fail_all(allocs, releases, || self.api_error(&message));
+                    tracing::warn!(pool = %self.base, error = %e, "pool write failed");
+                    fail_all(allocs, releases, || self.kube_error(&e));
                     return;
                 }
             }
@@ -436,10 +562,52 @@ impl Actor {
         });
     }
 
+    /// After reservations of `found` turned out to be held elsewhere: marks
+    /// every other address of this range that the reservation cache says
+    /// is reserved and this pool does not hold, so the next attempt passes
+    /// over all of them at once (a /24 half held by an overlapping /25
+    /// would otherwise learn one address per attempt). The cache is only a
+    /// hint: an address it wrongly calls taken waits for the recheck or
+    /// for its release to be heard; one it wrongly calls free fails its
+    /// reservation like before. Returns how many were marked.
+    fn learn_foreign(&mut self, found: &[IpAddr]) -> usize {
+        if found.is_empty() {
+            return 0;
+        }
+        let until = Instant::now() + FOREIGN_RECHECK;
+        let network_name = self.network_name.as_deref();
+        let offsets: Vec<u128> = self
+            .ctx
+            .reservations
+            .read()
+            .keys()
+            .filter_map(|name| ipam::reservation_address(network_name, name))
+            .filter_map(|ip| self.cidr.offset_of(ip))
+            .filter(|o| {
+                !self.allocations.contains_key(o)
+                    && !self.unreserving.contains_key(o)
+                    && !self.foreign.contains_key(o)
+            })
+            .collect();
+        for &offset in &offsets {
+            self.suspected.insert(offset, until);
+        }
+        offsets.len()
+    }
+
     fn api_error(&self, message: &str) -> Error {
         Error::Api {
             pool: self.base.clone(),
             message: message.to_owned(),
+            retry_after: None,
+        }
+    }
+
+    fn kube_error(&self, e: &kube::Error) -> Error {
+        Error::Api {
+            pool: self.base.clone(),
+            message: e.to_string(),
+            retry_after: super::retry_after(e),
         }
     }
 
@@ -468,11 +636,15 @@ impl Actor {
         let stray_prefix = format!("{}-s", self.base);
         for pool in objects {
             let name = pool.metadata.name.clone().unwrap_or_default();
+            let last_shard = self.cidr.last_offset() / SHARD_SPAN;
             let index = if name == self.base {
                 0
             } else if let Some(i) = name
                 .strip_prefix(&stray_prefix)
-                .and_then(|i| i.parse().ok())
+                .and_then(|i| i.parse::<u128>().ok())
+                // Only the names this actor writes: `-s0`, `-s01` or an
+                // index past the range's end are someone else's objects.
+                .filter(|i| (1..=last_shard).contains(i) && shard_name(&self.base, *i) == name)
             {
                 i
             } else {
@@ -484,6 +656,13 @@ impl Actor {
             }
             let mut shard = Shard {
                 resource_version: pool.metadata.resource_version.clone(),
+                kept: ObjectMeta {
+                    labels: pool.metadata.labels.clone(),
+                    annotations: pool.metadata.annotations.clone(),
+                    owner_references: pool.metadata.owner_references.clone(),
+                    finalizers: pool.metadata.finalizers.clone(),
+                    ..Default::default()
+                },
                 strays: HashSet::new(),
             };
             for (key, a) in pool.spec.allocations {
@@ -536,6 +715,7 @@ impl Actor {
                 .chain(
                     self.foreign
                         .iter()
+                        .chain(&self.suspected)
                         .filter(|(_, until)| **until > now)
                         .map(|(o, _)| *o),
                 );
@@ -617,6 +797,7 @@ impl Actor {
             self.foreign.remove(&offset);
             self.apply(Change::Unblock(offset), None);
         }
+        self.suspected.retain(|_, until| *until > now);
         for (i, release) in releases.iter().enumerate() {
             let found = match &release.by {
                 ReleaseBy::Owner {
@@ -688,11 +869,28 @@ impl Actor {
                 return Ok((offset, true));
             }
         }
+        // A static request for an address held for another pod name takes
+        // it: the hold keeps a StatefulSet pod's address from strangers'
+        // dynamic requests, but an address asked for by name belongs to
+        // whoever carries it now (a Deployment's fixed IP moving to its
+        // next pod), as whereabouts hands it over at once.
+        if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
+            let holders: Vec<_> = self
+                .held
+                .iter()
+                .filter(|(_, (o, _))| *o == wanted)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for holder in holders {
+                self.held.remove(&holder);
+                self.apply(Change::Unblock(wanted), None);
+            }
+        }
         let assigned = match request.static_ip {
             Some(ip) => self
                 .variant(&request.range)
                 .allocate_static(ip, request.owner.clone()),
-            None => match self.variant(&request.range).allocate(request.owner.clone()) {
+            None => match self.allocate_dynamic(request) {
                 Err(AllocError::Exhausted { .. }) => match self.oldest_hold(&request.range) {
                     // Out of free addresses: the oldest hold gives way.
                     Some((holder, offset)) => {
@@ -718,6 +916,24 @@ impl Actor {
         Ok((assigned.offset, assigned.changed()))
     }
 
+    /// The lowest free address of the range; when only suspected
+    /// addresses are left, those are tried after all (their reservation
+    /// decides): a range is exhausted only when it really is.
+    fn allocate_dynamic(&mut self, request: &AllocRequest) -> Result<ipam::Assigned, AllocError> {
+        match self.variant(&request.range).allocate(request.owner.clone()) {
+            Err(AllocError::Exhausted { .. }) if !self.suspected.is_empty() => {
+                let suspected: Vec<u128> = self.suspected.drain().map(|(o, _)| o).collect();
+                for offset in suspected {
+                    if !self.foreign.contains_key(&offset) {
+                        self.apply(Change::Unblock(offset), None);
+                    }
+                }
+                self.variant(&request.range).allocate(request.owner.clone())
+            }
+            other => other,
+        }
+    }
+
     fn oldest_hold(&self, range: &IpRange) -> Option<((String, String), u128)> {
         self.held
             .iter()
@@ -741,6 +957,9 @@ impl Actor {
         &mut self,
         decided: &Decided,
     ) -> Result<HashMap<u128, reservations::Written>, CommitError> {
+        if !self.ctx.leadership.is_leader() {
+            return Err(CommitError::NotLeader);
+        }
         let mut written_now = Vec::new();
         if !decided.reserve.is_empty() {
             // Reservations this batch may replace: those of the addresses it
@@ -753,31 +972,62 @@ impl Actor {
                     .map(|(_, a)| (a.pod_ref.clone(), a.ifname.clone()))
                     .collect(),
             );
+            let _reserving = self.ctx.pools.reserving(
+                &self.base,
+                decided
+                    .reserve
+                    .iter()
+                    .filter_map(|(o, _)| self.cidr.ip_at(*o))
+                    .filter_map(|ip| ipam::reservation_name(self.network_name.as_deref(), ip).ok())
+                    .map(ipam::ReservationName::into_string),
+            );
             let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
                 let ip = self.cidr.ip_at(*offset);
                 let ctx = self.ctx.clone();
                 let network_name = self.network_name.clone();
                 let owner = owner.clone();
                 let ours = ours.clone();
+                let writer = reservations::Writer {
+                    base: self.base.clone(),
+                    shard: shard_name(&self.base, self.shard_of(*offset)),
+                };
                 async move {
-                    let Some(ip) = ip else { return Ok(None) };
+                    let Some(ip) = ip else {
+                        return Reserved::Skipped;
+                    };
                     let ours = |spec: &crate::crd::OverlappingRangeIPReservationSpec| {
                         ours.contains(&(spec.podref.clone(), spec.ifname.clone()))
                     };
-                    match reservations::reserve(&ctx, network_name.as_deref(), ip, &owner, ours)
-                        .await
+                    match reservations::reserve(
+                        &ctx,
+                        network_name.as_deref(),
+                        ip,
+                        &owner,
+                        &writer,
+                        ours,
+                    )
+                    .await
                     {
-                        Ok(Some(written)) => Ok(Some((*offset, written))),
-                        Ok(None) => Err(CommitError::Reservation(ip)),
-                        Err(e) => Err(CommitError::Api(e)),
+                        Ok(Some(written)) => Reserved::Done(*offset, written),
+                        Ok(None) => Reserved::Foreign(ip),
+                        Err(e) => Reserved::Failed(e),
                     }
                 }
             }))
             .await;
+            // Every address an overlapping range holds is learnt in one
+            // attempt, not one per attempt.
+            let mut foreign = Vec::new();
             for r in results {
-                if let Some((offset, written)) = r? {
-                    written_now.push((offset, written));
+                match r {
+                    Reserved::Done(offset, written) => written_now.push((offset, written)),
+                    Reserved::Foreign(ip) => foreign.push(ip),
+                    Reserved::Failed(e) => return Err(CommitError::Api(e)),
+                    Reserved::Skipped => {}
                 }
+            }
+            if !foreign.is_empty() {
+                return Err(CommitError::Reservations(foreign));
             }
         }
         if !self.ctx.leadership.is_leader() {
@@ -857,11 +1107,15 @@ impl Actor {
             }
         }
         let name = shard_name(&self.base, index);
-        let mut labels = BTreeMap::from([
+        let mut labels = shard.kept.labels.clone().unwrap_or_default();
+        labels.extend([
             (POOL_LABEL.to_owned(), label_value(&self.base)),
             (SHARD_LABEL.to_owned(), index.to_string()),
-            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
         ]);
+        // A pool whereabouts made stays whereabouts' to prune; ours say so.
+        if shard.resource_version.is_none() {
+            labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+        }
         if index != 0 {
             labels.insert(
                 "hereabouts.dev/shard-of".to_owned(),
@@ -874,7 +1128,7 @@ impl Actor {
                 namespace: Some(self.ctx.namespace.clone()),
                 resource_version: shard.resource_version,
                 labels: Some(labels),
-                ..Default::default()
+                ..shard.kept
             },
             spec: IPPoolSpec {
                 range: self.cidr.to_string(),
@@ -961,51 +1215,56 @@ impl Actor {
     /// over for a minute: a pod storm right after a mass deletion then ran
     /// out of addresses), nor have it deleted under it.
     fn unreserve(&mut self, released: Vec<(IpAddr, Allocation, Option<reservations::Written>)>) {
-        self.unreserving.retain(|(_, task)| !task.is_finished());
-        if released.is_empty() {
-            return;
-        }
-        let offsets = released
-            .iter()
-            .filter_map(|(ip, _, _)| self.cidr.offset_of(*ip))
-            .collect();
-        let ctx = self.ctx.clone();
-        let network_name = self.network_name.clone();
-        let slots = self.unreserve_slots.clone();
-        let task = tokio::spawn(async move {
-            let network_name = network_name.as_deref();
-            join_all(released.into_iter().map(|(ip, owner, written)| {
-                let (ctx, slots) = (&ctx, &slots);
-                async move {
-                    let Ok(_slot) = slots.acquire().await else {
-                        return;
-                    };
-                    let unreserved =
-                        reservations::unreserve(ctx, network_name, ip, &owner, written.as_ref());
-                    if let Err(e) = unreserved.await {
+        self.unreserving.retain(|_, task| !task.is_finished());
+        for (ip, owner, written) in released {
+            let Some(offset) = self.cidr.offset_of(ip) else {
+                continue;
+            };
+            let ctx = self.ctx.clone();
+            let network_name = self.network_name.clone();
+            let base = self.base.clone();
+            let slots = self.unreserve_slots.clone();
+            let task = tokio::spawn(async move {
+                let Ok(_slot) = slots.acquire().await else {
+                    return;
+                };
+                let unreserved = reservations::unreserve(
+                    &ctx,
+                    network_name.as_deref(),
+                    ip,
+                    &owner,
+                    written.as_ref(),
+                );
+                match unreserved.await {
+                    Ok(()) => ctx.pools.freed(network_name.as_deref(), &base, ip),
+                    Err(e) => {
                         tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
                     }
                 }
-            }))
-            .await;
-        });
-        self.unreserving.push((offsets, task));
+            });
+            // An earlier removal of the same offset is older than this
+            // release: this one supersedes it.
+            if let Some(earlier) = self.unreserving.insert(offset, task) {
+                earlier.abort();
+            }
+        }
     }
 
-    /// Waits until no earlier batch is still removing the reservation of
-    /// one of `offsets`.
+    /// Waits until the reservations of those of `offsets` released
+    /// earlier are removed.
     async fn await_unreserved(&mut self, offsets: impl IntoIterator<Item = u128>) {
-        let offsets: HashSet<u128> = offsets.into_iter().collect();
-        if offsets.is_empty() || self.unreserving.is_empty() {
+        if self.unreserving.is_empty() {
             return;
         }
-        let (waits, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unreserving)
-            .into_iter()
-            .partition(|(released, _)| !released.is_disjoint(&offsets));
-        self.unreserving = others;
-        for (_, task) in waits {
-            if let Err(e) = task.await {
-                tracing::warn!(pool = %self.base, error = %e, "reservation removals ended abnormally");
+        let offsets: Vec<u128> = offsets.into_iter().collect();
+        for offset in offsets {
+            let Some(task) = self.unreserving.remove(&offset) else {
+                continue;
+            };
+            if let Err(e) = task.await
+                && !e.is_cancelled()
+            {
+                tracing::warn!(pool = %self.base, error = %e, "reservation removal ended abnormally");
             }
         }
     }
@@ -1086,6 +1345,17 @@ impl Actor {
     }
 }
 
+impl Drop for Actor {
+    /// An actor stops when leadership is lost (the book is cleared) or its
+    /// pool is forgotten: removals it started must not run on under a
+    /// newer leader, whose allocations they know nothing of.
+    fn drop(&mut self) {
+        for task in self.unreserving.values() {
+            task.abort();
+        }
+    }
+}
+
 fn to_crd(a: &Allocation) -> crate::crd::IPAllocation {
     crate::crd::IPAllocation {
         id: a.container_id.clone(),
@@ -1109,9 +1379,18 @@ struct Decided {
 
 enum CommitError {
     Conflict,
-    Reservation(IpAddr),
+    /// Addresses reserved by overlapping ranges.
+    Reservations(Vec<IpAddr>),
     NotLeader,
     Api(kube::Error),
+}
+
+/// How one reservation of a batch went.
+enum Reserved {
+    Done(u128, reservations::Written),
+    Foreign(IpAddr),
+    Failed(kube::Error),
+    Skipped,
 }
 
 fn fail_all(allocs: Vec<Pending>, releases: Vec<PendingRelease>, error: impl Fn() -> Error) {

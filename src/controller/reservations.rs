@@ -7,10 +7,13 @@
 
 use std::net::IpAddr;
 
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::core::ObjectMeta;
 
-use crate::crd::{MANAGED_BY, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use crate::crd::{
+    IPPool, MANAGED_BY, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec,
+};
 use crate::ipam::{self, Allocation};
 
 use super::context::Context;
@@ -36,6 +39,25 @@ impl Written {
     }
 }
 
+/// Annotation a take-over writes, so the object's version changes even
+/// when its spec does not.
+pub const TAKEN_OVER: &str = "hereabouts.dev/taken-over";
+/// Annotation naming the IPPool object (shard) the reservation was
+/// written for: where its allocation is, or was about to be, committed.
+pub const WRITTEN_FOR: &str = "hereabouts.dev/pool";
+/// Annotation on a pool shard written only to make older writes of it
+/// fail (see [`orphaned`]).
+pub const FENCED: &str = "hereabouts.dev/fenced";
+
+/// Who took a reservation over, and when (unique per take-over).
+fn takeover_token(ctx: &Context) -> String {
+    format!(
+        "{}@{}",
+        ctx.identity,
+        k8s_openapi::jiff::Timestamp::now().as_nanosecond()
+    )
+}
+
 /// Reserves `ip` for `owner`. `Ok(Some)`: reserved (now, or already for
 /// the same pod and interface); `Ok(None)`: another attachment holds it.
 ///
@@ -46,11 +68,18 @@ impl Written {
 /// attempt that did not commit. Taking those for an overlapping range's
 /// would pass the address over for a minute, and in a storm shift every
 /// later request of the batch onto an address reserved for the next one.
+///
+/// A reservation this controller wrote for an allocation that was never
+/// committed (its leader died or was deposed between the reservation and
+/// the pool write, or the release that should have removed it was lost)
+/// is resolved here, when it is in the way, not on the collector's
+/// schedule: see [`orphaned`].
 pub async fn reserve(
     ctx: &Context,
     network_name: Option<&str>,
     ip: IpAddr,
     owner: &Allocation,
+    writer: &Writer,
     ours: impl Fn(&OverlappingRangeIPReservationSpec) -> bool,
 ) -> Result<Option<Written>, kube::Error> {
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
@@ -64,6 +93,7 @@ pub async fn reserve(
         metadata: ObjectMeta {
             name: Some(name.as_str().to_owned()),
             labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
+            annotations: Some([(WRITTEN_FOR.to_owned(), writer.shard.clone())].into()),
             ..Default::default()
         },
         spec: OverlappingRangeIPReservationSpec {
@@ -79,13 +109,26 @@ pub async fn reserve(
                 // Deleted in between: the next attempt creates it.
                 return Ok(None);
             };
-            if existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname {
-                return Ok(Some(Written::of(&existing)));
-            }
-            if !ours(&existing.spec) {
+            let same_owner =
+                existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname;
+            if !same_owner
+                && !ours(&existing.spec)
+                && !orphaned(ctx, &existing, name.as_str(), ip, writer).await?
+            {
                 return Ok(None);
             }
+            if !ctx.leadership.is_leader() {
+                return Ok(None);
+            }
+            // Taken over, even from the same owner: the object must change,
+            // so anyone still holding it as it was (a release of an earlier
+            // attempt or term, the collector's cache) fails the uid and
+            // version precondition of its delete instead of removing the
+            // reservation this allocation now relies on.
             existing.spec = object.spec;
+            let annotations = existing.annotations_mut();
+            annotations.insert(TAKEN_OVER.to_owned(), takeover_token(ctx));
+            annotations.insert(WRITTEN_FOR.to_owned(), writer.shard.clone());
             match api
                 .replace(name.as_str(), &PostParams::default(), &existing)
                 .await
@@ -100,10 +143,83 @@ pub async fn reserve(
     }
 }
 
-/// Removes the reservation of `ip` if `owner` still holds it. With `written`
-/// (the object as this controller wrote it) that is one conditional
-/// DELETE; when the object changed since, or nothing is known, it is read
-/// first to see who holds it.
+/// Which pool (base and shard object) a reservation is written for.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    pub base: String,
+    pub shard: String,
+}
+
+/// Whether `existing`, found in the way of an allocation, is an orphan
+/// this replica may take over: written by hereabouts (whereabouts' own are
+/// left to the collector) for a pool shard that does not hold its address,
+/// and not being written by another pool actor of this replica right now.
+///
+/// Its writer may still be alive: a deposed leader that has not noticed,
+/// about to write that shard with the version it read before it stalled.
+/// So the shard is first written back unchanged but for an annotation, with
+/// the version just read as precondition: once that succeeds, any write
+/// prepared against an older version fails, and the shard as read (without
+/// the address) is the truth that stays.
+async fn orphaned(
+    ctx: &Context,
+    existing: &OverlappingRangeIPReservation,
+    name: &str,
+    ip: IpAddr,
+    writer: &Writer,
+) -> Result<bool, kube::Error> {
+    if existing.labels().get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
+        return Ok(false);
+    }
+    let Some(shard_name) = existing.annotations().get(WRITTEN_FOR) else {
+        return Ok(false);
+    };
+    if ctx.pools.reserved_in_flight(name, &writer.base) || !ctx.leadership.is_leader() {
+        return Ok(false);
+    }
+    let pools: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    // A shard not made yet cannot be fenced by a write: leave it.
+    let Some(mut shard) = pools.get_opt(shard_name).await? else {
+        return Ok(false);
+    };
+    let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&shard.spec.range) else {
+        return Ok(false);
+    };
+    let Some(offset) = cidr.offset_of(ip) else {
+        return Ok(false);
+    };
+    if shard
+        .spec
+        .allocations
+        .contains_key(&ipam::allocation_key(offset))
+    {
+        return Ok(false);
+    }
+    shard
+        .annotations_mut()
+        .insert(FENCED.to_owned(), takeover_token(ctx));
+    match pools
+        .replace(shard_name, &PostParams::default(), &shard)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation no allocation backs");
+            Ok(true)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the reservation of `ip` if `owner` still holds it, and only
+/// while this replica leads (a release batch's removals outlive the batch;
+/// a deposed leader's must not run on).
+///
+/// With `written` (the object as this controller wrote it) that is one
+/// conditional DELETE, and an object changed since is left alone: it was
+/// taken over, perhaps by the same pod and interface again, and the
+/// collector removes it if nothing backs it. With nothing known, it is
+/// read first and removed only if it still names the same container.
 pub async fn unreserve(
     ctx: &Context,
     network_name: Option<&str>,
@@ -114,21 +230,22 @@ pub async fn unreserve(
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
         return Ok(());
     };
+    if !ctx.leadership.is_leader() {
+        return Ok(());
+    }
     let api: Api<OverlappingRangeIPReservation> =
         Api::namespaced(ctx.client.clone(), &ctx.namespace);
     if let Some(written) = written.filter(|w| w.uid.is_some() && w.resource_version.is_some()) {
-        match delete_if_unchanged(&api, name.as_str(), written).await {
-            Ok(()) => return Ok(()),
-            // Changed since written (taken over): see who holds it now.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(e) => return Err(e),
-        }
+        return delete_exact(&api, name.as_str(), written).await;
     }
     let Some(existing) = api.get_opt(name.as_str()).await? else {
         return Ok(());
     };
-    if existing.spec.podref != owner.pod_ref || existing.spec.ifname != owner.ifname {
+    if existing.spec.podref != owner.pod_ref
+        || existing.spec.ifname != owner.ifname
+        || existing.spec.containerid != owner.container_id
+        || !ctx.leadership.is_leader()
+    {
         return Ok(());
     }
     delete_exact(&api, name.as_str(), &Written::of(&existing)).await

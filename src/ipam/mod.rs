@@ -61,7 +61,8 @@ pub use config::{
     StaticAddress, find_ipam_sections, merge_flat_file, read_flat_file,
 };
 pub use naming::{
-    NamingError, PoolName, ReservationName, node_slice_pool_name, pool_name, reservation_name,
+    NamingError, PoolName, ReservationName, node_slice_pool_name, pool_name, reservation_address,
+    reservation_name,
 };
 pub use range::{Exclusion, IpRange, RangeError, RangeFields, Unusable};
 pub use request::{

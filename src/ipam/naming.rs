@@ -149,6 +149,22 @@ pub fn reservation_name(
     Ok(ReservationName(name))
 }
 
+/// The address an `OverlappingRangeIPReservation` of `network_name` named
+/// `name` reserves: the reverse of [`reservation_name`]. `None` when the
+/// name is not one of that network's reservation names.
+pub fn reservation_address(network_name: Option<&str>, name: &str) -> Option<IpAddr> {
+    let rest = match network_name.filter(|n| !n.is_empty()) {
+        Some(n) => name.strip_prefix(n)?.strip_prefix('-')?,
+        None => name,
+    };
+    let ip = if rest.contains('.') && !rest.contains('-') {
+        rest.parse().ok()?
+    } else {
+        rest.replace('-', ":").parse().ok()?
+    };
+    (reservation_name(network_name, ip).ok()?.as_str() == name).then_some(ip)
+}
+
 /// Checks a DNS-1123 subdomain: at most 253 characters, dot-separated labels
 /// of lower-case letters, digits and '-', each starting and ending with a
 /// letter or digit.
@@ -189,6 +205,33 @@ fn check(kind: &'static str, name: &str, source_value: &str) -> Result<(), Namin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservation_names_reverse_to_their_address() {
+        for (network, ip) in [
+            (None, "100.64.2.1"),
+            (Some("blue"), "100.64.2.1"),
+            (None, "2001:db8::1"),
+            (Some("blue-net"), "2001:db8::"),
+            (Some("x"), "fd00::ffff:1.2.3.4"),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            let name = reservation_name(network, ip).expect("name");
+            assert_eq!(
+                reservation_address(network, name.as_str()),
+                Some(ip.to_canonical()),
+                "{name:?}"
+            );
+        }
+        assert_eq!(reservation_address(Some("blue"), "red-100.64.2.1"), None);
+        assert_eq!(reservation_address(None, "blue-100.64.2.1"), None);
+        assert_eq!(
+            reservation_address(Some("blue"), "blue-100.64.2.1"),
+            Some("100.64.2.1".parse().expect("ip"))
+        );
+        assert_eq!(reservation_address(None, "not-an-address"), None);
+        assert_eq!(reservation_address(None, "2001-db8--01"), None);
+    }
 
     fn cidr(s: &str) -> Cidr {
         s.parse().expect("test CIDR")
