@@ -81,6 +81,33 @@ pub async fn snapshot(
     })
 }
 
+impl Snapshot {
+    /// What the API server holds, in a line: the evidence beside a failure.
+    pub fn describe(&self) -> String {
+        let backed: BTreeSet<IpAddr> = self.allocations.iter().map(|a| a.ip).collect();
+        let unbacked: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(ip, _, _)| !backed.contains(ip))
+            .map(|(ip, podref, _)| format!("{ip} for {podref}"))
+            .collect();
+        format!(
+            "the API server holds {} allocations, {} reservations ({} with no allocation{}{}), {} IPClaims",
+            self.allocations.len(),
+            self.reservations.len(),
+            unbacked.len(),
+            if unbacked.is_empty() { "" } else { ": " },
+            unbacked
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.claims
+        )
+    }
+}
+
 /// A live attachment as the runtime knows it: the pod (`ns/name`) and the
 /// address its last successful ADD answered.
 #[derive(Clone, Debug)]

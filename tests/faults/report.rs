@@ -23,6 +23,8 @@ pub struct RunRecord {
     pub recovery: Option<Duration>,
     /// Each broken invariant, with what was seen.
     pub violations: Vec<String>,
+    /// What the API server held when something went wrong.
+    pub evidence: Vec<String>,
 }
 
 impl RunRecord {
@@ -30,6 +32,12 @@ impl RunRecord {
         let what = what.into();
         eprintln!("[faults]     VIOLATION: {what}");
         self.violations.push(what);
+    }
+
+    pub fn evidence(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        eprintln!("[faults]     evidence: {what}");
+        self.evidence.push(what);
     }
 }
 
@@ -117,6 +125,14 @@ pub fn table(settings: &Settings, rows: &[Row], wall: Duration) -> String {
         out.push_str("\nBroken invariants:\n\n");
         for f in failures {
             out.push_str(&format!("- {f}\n"));
+        }
+        out.push_str("\nEvidence:\n\n");
+        for row in rows {
+            for (i, r) in row.runs.iter().enumerate() {
+                for e in &r.evidence {
+                    out.push_str(&format!("- {}: run {}: {e}\n", row.scenario, i + 1));
+                }
+            }
         }
     }
     out

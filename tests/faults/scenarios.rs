@@ -377,6 +377,7 @@ impl Ctx<'_> {
     /// answered or `recover_s` passed; records the recovery since `since`.
     async fn settle(&mut self, atts: &mut [Att], idx: &[usize], since: Option<Instant>) {
         let deadline = Instant::now() + Duration::from_secs(self.bed.settings.recover_s);
+        let mut exhausted_seen = false;
         loop {
             let pending: Vec<usize> = idx
                 .iter()
@@ -389,7 +390,19 @@ impl Ctx<'_> {
                 }
                 return;
             }
+            let refused = pending.iter().any(|&i| {
+                atts[i]
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("Exhausted"))
+            });
+            if refused && !exhausted_seen {
+                exhausted_seen = true;
+                self.describe_state("when an ADD was refused as exhausted")
+                    .await;
+            }
             if Instant::now() >= deadline {
+                self.describe_state("when the retries gave up").await;
                 let first = &atts[pending[0]];
                 self.rec.violation(format!(
                     "{} ADDs still unanswered after {} s of retries (e.g. {}: {})",
@@ -413,6 +426,14 @@ impl Ctx<'_> {
             }
             let outcomes = self.cni("ADD", atts, &pending, &[], &done).await;
             self.record_adds(atts, &pending, &outcomes);
+        }
+    }
+
+    /// Records what the API server holds now, as evidence.
+    async fn describe_state(&mut self, when: &str) {
+        match check::snapshot(&self.bed.client, &self.bed.ns.name, self.network_name()).await {
+            Ok(snap) => self.rec.evidence(format!("{when}: {}", snap.describe())),
+            Err(e) => self.rec.evidence(format!("{when}: no snapshot: {e:#}")),
         }
     }
 
@@ -525,7 +546,43 @@ impl Ctx<'_> {
             .pods(&format!("{}-{prefix}", self.prefix), count, &none, &none)
             .await
     }
+
+    /// Appends attachments for `pods` (network and plugin by index) to
+    /// `atts`; their indices.
+    fn attach(
+        atts: &mut Vec<Att>,
+        pods: Vec<PodRef>,
+        pick: impl Fn(usize) -> (usize, Ipam),
+    ) -> Vec<usize> {
+        let first = atts.len();
+        atts.extend(pods.into_iter().enumerate().map(|(i, p)| {
+            let (net, ipam) = pick(i);
+            Att::new(p, net, ipam)
+        }));
+        (first..atts.len()).collect()
+    }
+
+    /// A storm with no fault, retried until answered; the recovery counts
+    /// from `since` (else from the storm).
+    async fn quiet_storm(
+        &mut self,
+        atts: &mut [Att],
+        idx: &[usize],
+        since: Option<Instant>,
+    ) -> anyhow::Result<()> {
+        let at = self.storm(atts, idx, &[], || async { Ok(()) }).await?;
+        self.settle(atts, idx, Some(since.unwrap_or(at))).await;
+        Ok(())
+    }
+
+    /// The invariants while live, then teardown and the leak check.
+    async fn finish(&mut self, atts: &mut [Att], kill_dels: bool) -> anyhow::Result<()> {
+        self.verify(atts).await?;
+        self.teardown(atts, kill_dels).await
+    }
 }
+
+const HEREABOUTS: fn(usize) -> (usize, Ipam) = |_| (0, Ipam::Hereabouts);
 
 async fn one_run(kind: Kind, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     match kind {
@@ -544,11 +601,8 @@ const LEASE: Duration = Duration::from_secs(3);
 
 async fn storm_fault(ctx: &mut Ctx<'_>, fault: Fault) -> anyhow::Result<()> {
     let pods = ctx.pods("p", ctx.bed.settings.storm).await?;
-    let mut atts: Vec<Att> = pods
-        .into_iter()
-        .map(|p| Att::new(p, 0, Ipam::Hereabouts))
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
+    let mut atts = Vec::new();
+    let idx = Ctx::attach(&mut atts, pods, HEREABOUTS);
     let mut kills = Vec::new();
     if fault == Fault::KillPlugins {
         for (i, a) in atts.iter_mut().enumerate() {
@@ -611,20 +665,15 @@ async fn storm_fault(ctx: &mut Ctx<'_>, fault: Fault) -> anyhow::Result<()> {
     };
     let at = ctx.storm(&mut atts, &idx, &kills, strike).await?;
     ctx.settle(&mut atts, &idx, Some(at)).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, fault == Fault::KillPlugins).await
+    ctx.finish(&mut atts, fault == Fault::KillPlugins).await
 }
 
 /// Every controller down while pods go: some with DEL, some without.
 async fn controllers_down(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let pods = ctx.pods("p", ctx.bed.settings.storm).await?;
-    let mut atts: Vec<Att> = pods
-        .into_iter()
-        .map(|p| Att::new(p, 0, Ipam::Hereabouts))
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
-    ctx.storm(&mut atts, &idx, &[], || async { Ok(()) }).await?;
-    ctx.settle(&mut atts, &idx, None).await;
+    let mut atts = Vec::new();
+    let idx = Ctx::attach(&mut atts, pods, HEREABOUTS);
+    ctx.quiet_storm(&mut atts, &idx, None).await?;
     ctx.verify(&atts).await?;
     for r in &mut ctx.bed.replicas {
         r.process.kill();
@@ -663,8 +712,7 @@ async fn controllers_down(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         .map(|p| format!("{}/{}", ctx.bed.ns.name, p.name))
         .collect();
     released(ctx, &gone_refs, back).await?;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    ctx.finish(&mut atts, false).await
 }
 
 /// Waits until nothing in the pools or reservations names `podrefs`;
@@ -723,13 +771,9 @@ async fn orphans(ctx: &mut Ctx<'_>, with_node: bool) -> anyhow::Result<()> {
     } else {
         pods.extend(ctx.pods("p", storm).await?);
     }
-    let mut atts: Vec<Att> = pods
-        .into_iter()
-        .map(|p| Att::new(p, 0, Ipam::Hereabouts))
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
-    ctx.storm(&mut atts, &idx, &[], || async { Ok(()) }).await?;
-    ctx.settle(&mut atts, &idx, None).await;
+    let mut atts = Vec::new();
+    let idx = Ctx::attach(&mut atts, pods, HEREABOUTS);
+    ctx.quiet_storm(&mut atts, &idx, None).await?;
     ctx.verify(&atts).await?;
     let doomed: Vec<PodRef> = atts[..doomed_count].iter().map(|a| a.pod.clone()).collect();
     let at = Instant::now();
@@ -746,17 +790,12 @@ async fn orphans(ctx: &mut Ctx<'_>, with_node: bool) -> anyhow::Result<()> {
     }
     eprintln!("[faults]     {doomed_count} pods force-deleted, no DEL");
     let fresh = ctx.pods("new", doomed_count).await?;
-    let first_new = atts.len();
-    atts.extend(fresh.into_iter().map(|p| Att {
-        exhausted_ok: true,
-        ..Att::new(p, 0, Ipam::Hereabouts)
-    }));
-    let new_idx: Vec<usize> = (first_new..atts.len()).collect();
-    ctx.storm(&mut atts, &new_idx, &[], || async { Ok(()) })
-        .await?;
-    ctx.settle(&mut atts, &new_idx, Some(at)).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    let new_idx = Ctx::attach(&mut atts, fresh, HEREABOUTS);
+    for &i in &new_idx {
+        atts[i].exhausted_ok = true;
+    }
+    ctx.quiet_storm(&mut atts, &new_idx, Some(at)).await?;
+    ctx.finish(&mut atts, false).await
 }
 
 /// Pods deleted but Terminating (a finalizer, or a 600 s grace period and
@@ -782,14 +821,13 @@ async fn terminating(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             &serde_json::json!({"terminationGracePeriodSeconds": 600}),
         )
         .await?;
-    let mut atts: Vec<Att> = finalized
-        .into_iter()
-        .chain(graceful)
-        .map(|p| Att::new(p, 0, Ipam::Hereabouts))
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
-    ctx.storm(&mut atts, &idx, &[], || async { Ok(()) }).await?;
-    ctx.settle(&mut atts, &idx, None).await;
+    let mut atts = Vec::new();
+    let idx = Ctx::attach(
+        &mut atts,
+        finalized.into_iter().chain(graceful).collect(),
+        HEREABOUTS,
+    );
+    ctx.quiet_storm(&mut atts, &idx, None).await?;
     let api: Api<Pod> = Api::namespaced(ctx.bed.client.clone(), &ctx.bed.ns.name);
     for a in &atts {
         api.delete(&a.pod.name, &DeleteParams::default()).await?;
@@ -813,14 +851,9 @@ async fn terminating(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         );
     }
     let fresh = ctx.pods("new", storm - atts.len()).await?;
-    let first_new = atts.len();
-    atts.extend(fresh.into_iter().map(|p| Att::new(p, 0, Ipam::Hereabouts)));
-    let new_idx: Vec<usize> = (first_new..atts.len()).collect();
-    ctx.storm(&mut atts, &new_idx, &[], || async { Ok(()) })
-        .await?;
-    ctx.settle(&mut atts, &new_idx, None).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    let new_idx = Ctx::attach(&mut atts, fresh, HEREABOUTS);
+    ctx.quiet_storm(&mut atts, &new_idx, None).await?;
+    ctx.finish(&mut atts, false).await
 }
 
 /// StatefulSet-style: while a pod's ADD is in flight its sandbox is torn
@@ -901,47 +934,33 @@ async fn recreated(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let all: Vec<usize> = (0..atts.len()).collect();
     ctx.record_adds(&mut atts, &all, &outcomes);
     ctx.settle(&mut atts, &all, None).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    ctx.finish(&mut atts, false).await
 }
 
 /// whereabouts (the real CNI, built by e2e/tools) and hereabouts writing
 /// the same pool at once: a migration storm.
 async fn migration(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let storm = ctx.bed.settings.storm;
-    let pods = ctx.pods("p", storm).await?;
-    let mut atts: Vec<Att> = pods
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let ipam = if i % 3 == 0 {
-                Ipam::Whereabouts
-            } else {
-                Ipam::Hereabouts
-            };
-            Att::new(p, 0, ipam)
-        })
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
-    let at = ctx.storm(&mut atts, &idx, &[], || async { Ok(()) }).await?;
-    ctx.settle(&mut atts, &idx, Some(at)).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    one_storm(ctx, |i| {
+        if i % 3 == 0 {
+            (0, Ipam::Whereabouts)
+        } else {
+            (0, Ipam::Hereabouts)
+        }
+    })
+    .await
 }
 
 /// Two ranges of one network_name over the same addresses, half the storm
 /// on each.
 async fn overlapping(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let storm = ctx.bed.settings.storm;
-    let pods = ctx.pods("p", storm).await?;
-    let mut atts: Vec<Att> = pods
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| Att::new(p, i % 2, Ipam::Hereabouts))
-        .collect();
-    let idx: Vec<usize> = (0..atts.len()).collect();
-    let at = ctx.storm(&mut atts, &idx, &[], || async { Ok(()) }).await?;
-    ctx.settle(&mut atts, &idx, Some(at)).await;
-    ctx.verify(&atts).await?;
-    ctx.teardown(&mut atts, false).await
+    one_storm(ctx, |i| (i % 2, Ipam::Hereabouts)).await
+}
+
+/// A storm over the networks and plugins `pick` chooses, then the checks.
+async fn one_storm(ctx: &mut Ctx<'_>, pick: fn(usize) -> (usize, Ipam)) -> anyhow::Result<()> {
+    let pods = ctx.pods("p", ctx.bed.settings.storm).await?;
+    let mut atts = Vec::new();
+    let idx = Ctx::attach(&mut atts, pods, pick);
+    ctx.quiet_storm(&mut atts, &idx, None).await?;
+    ctx.finish(&mut atts, false).await
 }
