@@ -203,7 +203,7 @@ fn node_plugin_is_granted_exactly_what_it_calls() {
         rules(find(&docs, "Role", "hereabouts-node")),
         BTreeSet::from([
             "whereabouts.cni.cncf.io|ippools|get,list,watch|".to_owned(),
-            "coordination.k8s.io|leases|get|hereabouts-controller".to_owned(),
+            "coordination.k8s.io|leases|get,watch|hereabouts-controller".to_owned(),
         ])
     );
     let vap = find(
@@ -753,7 +753,7 @@ async fn controller_may_write_pools_only_in_its_namespace() {
             n,
         ],
         &[
-            "patch",
+            "update",
             "ipclaims.hereabouts.dev",
             "--subresource=status",
             "-A",
@@ -772,6 +772,14 @@ async fn controller_may_write_pools_only_in_its_namespace() {
         &["update", "leases.coordination.k8s.io/another", "-n", n],
         &["create", "ipclaims.hereabouts.dev", "-n", n],
         &["update", "ipclaims.hereabouts.dev", "-n", n],
+        // Answers are uid-bound PUTs; a patch could land on a claim made
+        // again under the same name.
+        &[
+            "patch",
+            "ipclaims.hereabouts.dev",
+            "--subresource=status",
+            "-A",
+        ],
         &["get", "secrets", "-n", n],
         &[
             "update",

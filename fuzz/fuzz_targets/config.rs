@@ -22,6 +22,7 @@ const KEYS: &[&str] = &[
     "dns", "addresses", "network_name", "enable_overlapping_ranges", "kubernetes", "kubeconfig",
     "log_file", "log_level", "configuration_path", "leader_lease_duration", "node_slice_size",
     "reconciler_cron_expression", "address", "dst", "gw", "nameservers", "ips", "cni",
+    "request_timeout",
 ];
 
 const STRINGS: &[&str] = &[
@@ -31,6 +32,7 @@ const STRINGS: &[&str] = &[
     "2001::", "2001::2", "caa5::0/112", "caa5::0/113", "::/0", "::/127", "::1/128", "fd00::/64",
     "fd00::8000:0:0:0", "::ffff:10.0.0.0/104", "2001:db8::/30", "2001:db8::/32", "x", "1.2.3",
     "blue", "Blue", "a_b", "-", "/", "10.0.0.0/33", "debug", "/28", "10.0.0.5/24",
+    "30s", "1000000000y", "18446744073709551615s",
 ];
 
 struct Choices<'a>(&'a [u8]);
@@ -61,7 +63,7 @@ impl Choices<'_> {
                 Value::Array((0..n).map(|_| self.value(depth + 1)).collect())
             }
             _ if depth < 3 => Value::Object(self.object(depth + 1)),
-            _ => json!(1.5),
+            _ => json!([1.5, 1e300, 1e19, -0.0][usize::from(self.next() % 4)]),
         }
     }
 
@@ -88,6 +90,10 @@ impl Choices<'_> {
 }
 
 fn check(config: &IpamConfig) {
+    if let Some(t) = config.request_timeout {
+        let bounds = hereabouts::ipam::duration::REQUEST_TIMEOUT;
+        assert!(bounds.min <= t && t <= bounds.max, "{t:?}");
+    }
     for r in &config.ranges {
         assert!(r.range.usable_count() >= 1);
         assert!(!r.pool_name.is_empty());

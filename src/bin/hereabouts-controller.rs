@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use hereabouts::controller::{self, Settings, gc::GcConfig, leader::LeaseConfig};
+use hereabouts::ipam::duration::{self, Bounds, DurationError};
 use hereabouts::telemetry::{self, LogFormat};
 
 /// Cluster-wide IPAM for Multus secondary networks: the leader-elected
@@ -29,25 +30,28 @@ struct Args {
         default_value = "hereabouts-controller"
     )]
     lease_name: String,
-    /// How long a leader's claim lasts without renewal.
-    #[arg(long, env = "HEREABOUTS_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    /// How long a leader's claim lasts without renewal (1s to 1h).
+    #[arg(long, env = "HEREABOUTS_LEASE_DURATION", default_value = "15s", value_parser = lease_duration)]
     lease_duration: Duration,
-    /// A leader that could not renew for this long stops writing.
-    #[arg(long, env = "HEREABOUTS_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// A leader that could not renew for this long stops writing (100ms to
+    /// 1h, shorter than the lease duration).
+    #[arg(long, env = "HEREABOUTS_RENEW_DEADLINE", default_value = "10s", value_parser = renew_deadline)]
     renew_deadline: Duration,
-    /// How often the leader renews and standbys retry.
-    #[arg(long, env = "HEREABOUTS_RETRY_PERIOD", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often the leader renews and standbys retry (10ms to 10m,
+    /// shorter than the renew deadline).
+    #[arg(long, env = "HEREABOUTS_RETRY_PERIOD", default_value = "1s", value_parser = retry_period)]
     retry_period: Duration,
     /// When the garbage collector runs (cron, seconds optional), besides
     /// shortly after pods are deleted.
     #[arg(long, env = "HEREABOUTS_GC_SCHEDULE", default_value = "*/5 * * * *", value_parser = parse_cron)]
     gc_schedule: croner::Cron,
-    /// How long something must stay orphaned before it is reclaimed.
-    #[arg(long, env = "HEREABOUTS_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long something must stay orphaned before it is reclaimed (0 to
+    /// 7 days).
+    #[arg(long, env = "HEREABOUTS_GC_GRACE", default_value = "60s", value_parser = gc_grace)]
     gc_grace: Duration,
     /// How long an address freed by a pod's deletion stays reserved for a
-    /// pod of the same name (StatefulSets); 0 disables.
-    #[arg(long, env = "HEREABOUTS_HOLD_RELEASED", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// pod of the same name (StatefulSets); 0 disables, at most 1 day.
+    #[arg(long, env = "HEREABOUTS_HOLD_RELEASED", default_value = "60s", value_parser = hold_released)]
     hold_released: Duration,
     /// Log lines as plain text or JSON.
     #[arg(long, env = "HEREABOUTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
@@ -55,6 +59,50 @@ struct Args {
     /// Log filter when RUST_LOG is unset.
     #[arg(long, env = "HEREABOUTS_LOG_LEVEL", default_value = "info")]
     log_level: String,
+}
+
+// Every duration flag is bounded where it is parsed: an unbounded one ends
+// in an overflow panic far away (`Instant + Duration`), or in a busy loop
+// (a zero retry period). The bounds are in each flag's help.
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const LEASE_DURATION: Bounds = Bounds::new(SECOND, HOUR);
+const RENEW_DEADLINE: Bounds = Bounds::new(Duration::from_millis(100), HOUR);
+const RETRY_PERIOD: Bounds = Bounds::new(Duration::from_millis(10), Duration::from_secs(600));
+const GC_GRACE: Bounds = Bounds::new(Duration::ZERO, Duration::from_secs(7 * 24 * 3600));
+const HOLD_RELEASED: Bounds = Bounds::new(Duration::ZERO, DAY);
+
+fn lease_duration(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text(
+        "--lease-duration (HEREABOUTS_LEASE_DURATION)",
+        s,
+        LEASE_DURATION,
+    )
+}
+
+fn renew_deadline(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text(
+        "--renew-deadline (HEREABOUTS_RENEW_DEADLINE)",
+        s,
+        RENEW_DEADLINE,
+    )
+}
+
+fn retry_period(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text("--retry-period (HEREABOUTS_RETRY_PERIOD)", s, RETRY_PERIOD)
+}
+
+fn gc_grace(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text("--gc-grace (HEREABOUTS_GC_GRACE)", s, GC_GRACE)
+}
+
+fn hold_released(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text(
+        "--hold-released (HEREABOUTS_HOLD_RELEASED)",
+        s,
+        HOLD_RELEASED,
+    )
 }
 
 fn parse_cron(s: &str) -> Result<croner::Cron, String> {
@@ -84,6 +132,12 @@ async fn main() -> anyhow::Result<()> {
         "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
         args.renew_deadline,
         args.lease_duration
+    );
+    anyhow::ensure!(
+        args.retry_period < args.renew_deadline,
+        "--retry-period ({:?}) must be shorter than --renew-deadline ({:?})",
+        args.retry_period,
+        args.renew_deadline
     );
     let identity = identity();
     tracing::info!(%identity, "lease holder identity");
@@ -149,5 +203,43 @@ mod tests {
         let args = Args::try_parse_from(["hereabouts-controller"]).expect("defaults");
         assert_eq!(args.namespace, "kube-system");
         assert!(args.renew_deadline < args.lease_duration);
+    }
+
+    #[test]
+    fn every_duration_flag_is_bounded_and_named_in_its_error() {
+        let flags = [
+            "--lease-duration",
+            "--renew-deadline",
+            "--retry-period",
+            "--gc-grace",
+            "--hold-released",
+        ];
+        for flag in flags {
+            for value in ["1000000000y", "18446744073709551615s", "8d", "x", "-1s", ""] {
+                let arg = format!("{flag}={value}");
+                let e = Args::try_parse_from(["hereabouts-controller", arg.as_str()])
+                    .expect_err(&format!("{flag} {value}"))
+                    .to_string();
+                assert!(
+                    e.contains(&format!("{flag} (HEREABOUTS_")),
+                    "{flag} {value}: {e}"
+                );
+                assert!(e.contains(&format!("{value:?}")), "{flag} {value}: {e}");
+            }
+        }
+        for (flag, at_most) in [
+            ("--lease-duration", "1h"),
+            ("--renew-deadline", "1h"),
+            ("--retry-period", "10m"),
+            ("--gc-grace", "7days"),
+            ("--hold-released", "1day"),
+        ] {
+            let args = Args::try_parse_from(["hereabouts-controller", flag, at_most]);
+            assert!(args.is_ok(), "{flag} {at_most} is allowed");
+        }
+        let zero_retry = Args::try_parse_from(["hereabouts-controller", "--retry-period", "0s"]);
+        assert!(zero_retry.is_err(), "a zero retry period would spin");
+        let zero_grace = Args::try_parse_from(["hereabouts-controller", "--gc-grace", "0s"]);
+        assert!(zero_grace.is_ok(), "a zero grace period is allowed");
     }
 }

@@ -136,6 +136,12 @@ impl Invocation {
         };
         let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
         let ifname = required(&env.ifname, "CNI_IFNAME")?;
+        if !container_id.is_empty() {
+            check_container_id(&container_id)?;
+        }
+        if !ifname.is_empty() {
+            check_ifname(&ifname)?;
+        }
         Ok(Invocation {
             command,
             cni_version,
@@ -162,7 +168,90 @@ impl Invocation {
                     )
                 })
         };
-        Ok((get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?))
+        let (namespace, name) = (get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?);
+        // Both end up in API paths and object names: refuse what no pod
+        // can be called before anything is sent.
+        let namespace_ok = crate::ipam::naming::check_object_name(&namespace).and(
+            if namespace.len() <= 63 && !namespace.contains('.') {
+                Ok(())
+            } else {
+                Err("a namespace is one DNS label of at most 63 characters")
+            },
+        );
+        if let Err(reason) = namespace_ok {
+            return Err(invalid_env(
+                "CNI_ARGS K8S_POD_NAMESPACE",
+                &namespace,
+                reason,
+            ));
+        }
+        if let Err(reason) = crate::ipam::naming::check_object_name(&name) {
+            return Err(invalid_env("CNI_ARGS K8S_POD_NAME", &name, reason));
+        }
+        Ok((namespace, name))
+    }
+}
+
+/// The most bytes of a container ID hereabouts accepts: runtimes use 64
+/// hex digits; the ID is stored in every allocation entry.
+pub const MAX_CONTAINER_ID: usize = 512;
+
+fn invalid_env(field: &str, value: &str, reason: &str) -> CniError {
+    const SHOWN: usize = 80;
+    let shown: String = value.chars().take(SHOWN).collect();
+    let more = if value.chars().count() > SHOWN {
+        "..."
+    } else {
+        ""
+    };
+    CniError::new(
+        code::INVALID_ENVIRONMENT,
+        format!("{field}: {shown:?}{more} is not valid: {reason}"),
+    )
+}
+
+/// The spec's rule for `CNI_CONTAINERID` (libcni's `ValidateContainerID`),
+/// with a length bound.
+fn check_container_id(id: &str) -> Result<(), CniError> {
+    let first_ok = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest_ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !first_ok || !rest_ok {
+        return Err(invalid_env(
+            "CNI_CONTAINERID",
+            id,
+            "it must start with a letter or digit and hold only letters, digits, '_', '.' and '-'",
+        ));
+    }
+    if id.len() > MAX_CONTAINER_ID {
+        return Err(invalid_env(
+            "CNI_CONTAINERID",
+            id,
+            "it is longer than 512 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The spec's rule for `CNI_IFNAME` (libcni's `ValidateInterfaceName`): a
+/// Linux interface name.
+fn check_ifname(name: &str) -> Result<(), CniError> {
+    let reason = if name.len() > 15 {
+        Some("it is longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("it cannot be \".\" or \"..\"")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some("it cannot hold '/', ':', white space or control characters")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(invalid_env("CNI_IFNAME", name, reason)),
+        None => Ok(()),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
 use crate::crd::{label_value, stable_hash};
 use crate::ipam::{self, IpamConfig, RangeRequest};
 
-use super::env::Invocation;
+use super::env::{Command, Invocation};
 use super::error::{CniError, code};
 use super::result::{self, ResultIp};
 
@@ -48,36 +48,26 @@ struct Plan {
 }
 
 fn plan(inv: &Invocation) -> Result<Plan, CniError> {
-    let flat = ipam::read_flat_file(&inv.conf.flat_file_paths())?;
-    let config = inv
-        .conf
-        .ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
+    // DEL never waits, so its `request_timeout` is not read: a bad one
+    // must not keep a pod's teardown from releasing its addresses.
+    let mut conf = std::borrow::Cow::Borrowed(&inv.conf);
+    let mut flat = ipam::read_flat_file(&conf.flat_file_paths())?;
+    if inv.command == Command::Del {
+        conf.to_mut().ipam.remove("request_timeout");
+        if let Some((_, Value::Object(values))) = &mut flat {
+            values.remove("request_timeout");
+        }
+    }
+    let config = conf.ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
     let raw = match &flat {
         // Validated just above: the merge succeeds.
-        Some((_, values)) => ipam::merge_flat_file(&inv.conf.ipam, values)
+        Some((_, values)) => ipam::merge_flat_file(&conf.ipam, values)
             .map(|(merged, _)| merged)
-            .unwrap_or_else(|_| inv.conf.ipam.clone()),
-        None => inv.conf.ipam.clone(),
+            .unwrap_or_else(|_| conf.ipam.clone()),
+        None => conf.ipam.clone(),
     };
-    let timeout = match inv.conf.ipam.get("request_timeout") {
-        None => DEFAULT_TIMEOUT,
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|s| *s > 0.0 && s.is_finite())
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                CniError::invalid_config(format!(
-                    "ipam.request_timeout: {n} is not a positive number of seconds"
-                ))
-            })?,
-        Some(Value::String(s)) => humantime::parse_duration(s)
-            .map_err(|e| CniError::invalid_config(format!("ipam.request_timeout: {s:?}: {e}")))?,
-        Some(other) => {
-            return Err(CniError::invalid_config(format!(
-                "ipam.request_timeout: expected seconds or a duration like \"30s\", found {other}"
-            )));
-        }
-    };
+    // Bounded where it is parsed (`ipam::duration::REQUEST_TIMEOUT`).
+    let timeout = config.request_timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A NAD that still says "whereabouts" names whereabouts' kubeconfig,
     // whose credentials cannot file claims: when hereabouts is installed
     // under that name, its own credentials (written by the installer) win.
@@ -672,39 +662,90 @@ pub async fn gc(inv: &Invocation) -> Result<Value, CniError> {
     Ok(Value::Null)
 }
 
-/// STATUS (CNI 1.1): ready when a controller holds a fresh lease and no
-/// pool of this network is exhausted.
+/// The controller's Lease: `controller_lease` in the IPAM configuration
+/// (`name` or `namespace/name`; the installer's flat file can set it when
+/// the controller runs with `--lease-name`), else `hereabouts-controller`
+/// beside the pools.
+fn controller_lease(plan: &Plan, pool_namespace: &str) -> Result<(String, String), CniError> {
+    let Some(value) = plan.raw.get("controller_lease") else {
+        return Ok((
+            pool_namespace.to_owned(),
+            "hereabouts-controller".to_owned(),
+        ));
+    };
+    let text = value.as_str().unwrap_or_default();
+    let (namespace, name) = text.split_once('/').unwrap_or((pool_namespace, text));
+    let valid = |s: &str| ipam::naming::check_object_name(s).is_ok();
+    if !valid(namespace) || !valid(name) {
+        return Err(CniError::invalid_config(format!(
+            "ipam.controller_lease: {value} is not a Lease name or namespace/name"
+        )));
+    }
+    Ok((namespace.to_owned(), name.to_owned()))
+}
+
+/// Whether `lease` changes (is renewed) within `within`, watching it.
+async fn renewed_within(leases: &Api<Lease>, lease: &Lease, within: Duration) -> bool {
+    let name = lease.name_any();
+    let version = lease.resource_version().unwrap_or_default();
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(u32::try_from(within.as_secs().max(1)).unwrap_or(60));
+    let Ok(stream) = leases.watch(&params, &version).await else {
+        return false;
+    };
+    let mut stream = std::pin::pin!(stream);
+    let renewed = async {
+        while let Ok(Some(event)) = stream.try_next().await {
+            if let WatchEvent::Modified(l) = event
+                && l.spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .is_some_and(|h| !h.is_empty())
+            {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(within, renewed).await.unwrap_or(false)
+}
+
+/// STATUS (CNI 1.1): ready when a controller holds a lease it renews and
+/// no pool of this network is exhausted.
 pub async fn status(inv: &Invocation) -> Result<Value, CniError> {
     let plan = plan(inv)?;
     let (client, pool_namespace) = connect(&plan)
         .await
         .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &pool_namespace);
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    let (lease_namespace, lease_name) = controller_lease(&plan, &pool_namespace)?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_namespace);
     let lease = leases
-        .get_opt("hereabouts-controller")
+        .get_opt(&lease_name)
         .await
         .map_err(|e| unavailable(format!("cannot reach the API server: {e}")))?
-        .and_then(|l| l.spec)
         .ok_or_else(|| {
             unavailable(format!(
-                "no hereabouts-controller lease in {pool_namespace}: is the controller installed?"
+                "no Lease {lease_namespace}/{lease_name}: is hereabouts-controller installed?"
             ))
         })?;
-    let fresh = lease
-        .holder_identity
-        .as_deref()
-        .is_some_and(|h| !h.is_empty())
-        && lease.renew_time.as_ref().is_some_and(|t| {
-            let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
-            let limit = i64::from(lease.lease_duration_seconds.unwrap_or(15));
-            age.as_secs() <= limit
-        });
-    if !fresh {
-        return Err(unavailable(
-            "no hereabouts-controller holds a fresh lease: addresses cannot be allocated"
-                .to_owned(),
-        ));
+    let spec = lease.spec.clone().unwrap_or_default();
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return Err(unavailable(format!(
+            "Lease {lease_namespace}/{lease_name} has no holder: addresses cannot be allocated"
+        )));
+    }
+    // Fresh means renewed while we look: the holder's renewTime is its own
+    // clock's, and no clock of two machines is compared here. A holder
+    // renews several times per lease duration.
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15))
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    if !renewed_within(&leases, &lease, duration).await {
+        return Err(unavailable(format!(
+            "Lease {lease_namespace}/{lease_name} was not renewed within {duration:?}: no hereabouts-controller leads, addresses cannot be allocated"
+        )));
     }
     let pools: Api<IPPool> = Api::namespaced(client, &pool_namespace);
     for range in &plan.config.ranges {

@@ -34,8 +34,6 @@ use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 /// missed event left behind (claims that failed are retried on their own
 /// schedule, see [`backoff`]).
 const RESCAN: Duration = Duration::from_secs(30);
-/// The most ranges one claim may ask for (as the plugin's `ipRanges`).
-const MAX_RANGES: usize = 64;
 /// The first retry of a claim that could not be served for now...
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// ...doubling per attempt up to this.
@@ -368,22 +366,23 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     // One address per range, at most one static address per range: a
     // claim beyond that is no configuration a plugin writes, and each
     // entry costs parsing and matching.
-    if spec.ranges.len() > MAX_RANGES {
+    // As many as a configuration may declare (`ipRanges` plus `range`).
+    let max_ranges = ipam::config::MAX_RANGES + 1;
+    if spec.ranges.len() > max_ranges {
         return Err((
             "InvalidRange",
             format!(
-                "spec.ranges: {} ranges, at most {MAX_RANGES} are accepted",
+                "spec.ranges: {} ranges, at most {max_ranges} are accepted",
                 spec.ranges.len()
             ),
         ));
     }
-    if spec.static_ips.len() > spec.ranges.len() {
+    if spec.static_ips.len() > max_ranges {
         return Err((
             "InvalidStaticAddress",
             format!(
-                "spec.staticIPs: {} addresses for {} ranges (one address per range at most)",
-                spec.static_ips.len(),
-                spec.ranges.len()
+                "spec.staticIPs: {} addresses, at most {max_ranges} (one per range) are accepted",
+                spec.static_ips.len()
             ),
         ));
     }
@@ -407,10 +406,17 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     let mut out = Vec::with_capacity(spec.ranges.len());
     for (i, r) in spec.ranges.iter().enumerate() {
         let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
-        let static_ip = statics
-            .iter()
-            .find(|(_, ip)| range.cidr().contains(*ip))
-            .map(|(_, ip)| *ip);
+        let mut in_range = statics.iter().filter(|(_, ip)| range.cidr().contains(*ip));
+        let static_ip = in_range.next().map(|(_, ip)| *ip);
+        if let Some((j, ip)) = in_range.next() {
+            return Err((
+                "InvalidStaticAddress",
+                format!(
+                    "spec.staticIPs[{j}]: {ip} is a second address in spec.ranges[{i}] ({}): one address per range",
+                    r.range
+                ),
+            ));
+        }
         out.push(AllocRequest {
             range,
             network_name: spec.network_name.clone().filter(|n| !n.is_empty()),

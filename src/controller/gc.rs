@@ -117,9 +117,11 @@ enum Suspect {
         name: String,
         uid: String,
     },
+    /// The reservation exactly as seen (uid and version): changed since,
+    /// it is another suspect, and a deletion of what was seen fails.
     Reservation {
         name: String,
-        uid: String,
+        written: reservations::Written,
     },
 }
 
@@ -282,7 +284,7 @@ impl Collector {
             if !reserved_names.contains(&**name) {
                 suspects.insert(Suspect::Reservation {
                     name: name.to_string(),
-                    uid: reservation.uid().unwrap_or_default().to_owned(),
+                    written: reservation.clone(),
                 });
             }
         }
@@ -376,15 +378,12 @@ impl Collector {
                     }
                 }
             }
-            Suspect::Reservation { name, uid } => {
-                let Some(entry) = self.caches.reservations.get(name) else {
-                    return true;
-                };
-                if entry.uid() != Some(uid.as_str()) {
-                    return true;
-                }
+            Suspect::Reservation { name, written } => {
+                // The version seen when it was found orphaned, twice: one
+                // taken over since (by an allocation that needs it) has
+                // another, and the precondition spares it.
                 let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-                match reservations::delete_exact(&api, name, &entry).await {
+                match reservations::delete_exact(&api, name, written).await {
                     Ok(()) => {
                         ctx.metrics.reclaimed("reservation");
                         tracing::info!(name, "deleted a reservation no allocation backs");

@@ -356,6 +356,8 @@ pub fn shard_name(base: &str, index: u128) -> String {
 
 #[derive(Debug, Default, Clone)]
 struct Shard {
+    /// The object's name as read (`None` until it exists).
+    name: Option<String>,
     /// `None`: the object does not exist (yet).
     resource_version: Option<String>,
     /// Its labels, annotations, owner references and finalizers as read:
@@ -634,6 +636,7 @@ impl Actor {
         self.variants.clear();
         self.generation += 1;
         let stray_prefix = format!("{}-s", self.base);
+        let mut odd = 0u128;
         for pool in objects {
             let name = pool.metadata.name.clone().unwrap_or_default();
             let last_shard = self.cidr.last_offset() / SHARD_SPAN;
@@ -642,11 +645,16 @@ impl Actor {
             } else if let Some(i) = name
                 .strip_prefix(&stray_prefix)
                 .and_then(|i| i.parse::<u128>().ok())
-                // Only the names this actor writes: `-s0`, `-s01` or an
-                // index past the range's end are someone else's objects.
                 .filter(|i| (1..=last_shard).contains(i) && shard_name(&self.base, *i) == name)
             {
                 i
+            } else if name.starts_with(&stray_prefix) {
+                // Not a name this actor writes (`-s0`, `-s01`, an index
+                // past the range): made by hand. Its entries are held like
+                // any (as strays: nothing new goes there) until released,
+                // under an index no real shard has.
+                odd += 1;
+                u128::MAX - odd
             } else {
                 continue;
             };
@@ -655,6 +663,7 @@ impl Actor {
                     "IPPool range differs from what its name says; offsets are read against the name's");
             }
             let mut shard = Shard {
+                name: Some(name.clone()),
                 resource_version: pool.metadata.resource_version.clone(),
                 kept: ObjectMeta {
                     labels: pool.metadata.labels.clone(),
@@ -875,6 +884,10 @@ impl Actor {
         // whoever carries it now (a Deployment's fixed IP moving to its
         // next pod), as whereabouts hands it over at once.
         if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
+            // Suspected only from the cache: its reservation decides.
+            if self.suspected.remove(&wanted).is_some() && !self.foreign.contains_key(&wanted) {
+                self.apply(Change::Unblock(wanted), None);
+            }
             let holders: Vec<_> = self
                 .held
                 .iter()
@@ -981,6 +994,7 @@ impl Actor {
                     .filter_map(|ip| ipam::reservation_name(self.network_name.as_deref(), ip).ok())
                     .map(ipam::ReservationName::into_string),
             );
+            let fences: Arc<reservations::Fences> = Arc::default();
             let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
                 let ip = self.cidr.ip_at(*offset);
                 let ctx = self.ctx.clone();
@@ -989,7 +1003,8 @@ impl Actor {
                 let ours = ours.clone();
                 let writer = reservations::Writer {
                     base: self.base.clone(),
-                    shard: shard_name(&self.base, self.shard_of(*offset)),
+                    shard: self.object_name(self.shard_of(*offset)),
+                    fences: fences.clone(),
                 };
                 async move {
                     let Some(ip) = ip else {
@@ -1091,9 +1106,17 @@ impl Actor {
         Ok(released)
     }
 
+    /// The IPPool object of shard `index`: as read, else as named.
+    fn object_name(&self, index: u128) -> String {
+        self.shards
+            .get(&index)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| shard_name(&self.base, index))
+    }
+
     fn shard_object(&self, index: u128) -> IPPool {
         let shard = self.shards.get(&index).cloned().unwrap_or_default();
-        let lo = index * SHARD_SPAN;
+        let lo = index.saturating_mul(SHARD_SPAN);
         let hi = lo.saturating_add(SHARD_SPAN);
         let mut allocations: BTreeMap<String, crate::crd::IPAllocation> = self
             .allocations
@@ -1106,12 +1129,12 @@ impl Actor {
                 allocations.insert(allocation_key(o), to_crd(a));
             }
         }
-        let name = shard_name(&self.base, index);
+        let name = self.object_name(index);
         let mut labels = shard.kept.labels.clone().unwrap_or_default();
-        labels.extend([
-            (POOL_LABEL.to_owned(), label_value(&self.base)),
-            (SHARD_LABEL.to_owned(), index.to_string()),
-        ]);
+        labels.insert(POOL_LABEL.to_owned(), label_value(&self.base));
+        if name == shard_name(&self.base, index) {
+            labels.insert(SHARD_LABEL.to_owned(), index.to_string());
+        }
         // A pool whereabouts made stays whereabouts' to prune; ours say so.
         if shard.resource_version.is_none() {
             labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());

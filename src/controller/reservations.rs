@@ -5,7 +5,9 @@
 //! allocation and unreserve after they commit a release; the garbage
 //! collector removes reservations that no allocation backs.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -20,7 +22,7 @@ use super::context::Context;
 
 /// A reservation as this controller last wrote or read it: enough to
 /// delete exactly that object later without reading it first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Written {
     uid: Option<String>,
     resource_version: Option<String>,
@@ -32,10 +34,6 @@ impl Written {
             uid: object.metadata.uid.clone(),
             resource_version: object.metadata.resource_version.clone(),
         }
-    }
-
-    pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
     }
 }
 
@@ -143,24 +141,46 @@ pub async fn reserve(
     }
 }
 
-/// Which pool (base and shard object) a reservation is written for.
+/// Which pool (base and shard object) a reservation is written for, and
+/// the fences of the commit attempt writing it.
 #[derive(Clone, Debug)]
 pub struct Writer {
     pub base: String,
     pub shard: String,
+    pub fences: Arc<Fences>,
 }
+
+impl Writer {
+    /// Whether the IPPool object `name` is a shard of this writer's pool.
+    fn owns(&self, name: &str) -> bool {
+        name == self.base
+            || name
+                .strip_prefix(&self.base)
+                .and_then(|rest| rest.strip_prefix("-s"))
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+/// Pool shards of other pools fenced during one commit attempt: by shard
+/// name, the offsets it held when fenced, or `None` when the fence failed
+/// (someone wrote it in between: decide again later). One fence per shard
+/// serves every orphan found in it.
+pub type Fences = tokio::sync::Mutex<HashMap<String, Option<(HashSet<u128>, ipam::Cidr)>>>;
 
 /// Whether `existing`, found in the way of an allocation, is an orphan
 /// this replica may take over: written by hereabouts (whereabouts' own are
 /// left to the collector) for a pool shard that does not hold its address,
 /// and not being written by another pool actor of this replica right now.
 ///
-/// Its writer may still be alive: a deposed leader that has not noticed,
-/// about to write that shard with the version it read before it stalled.
-/// So the shard is first written back unchanged but for an annotation, with
-/// the version just read as precondition: once that succeeds, any write
-/// prepared against an older version fails, and the shard as read (without
-/// the address) is the truth that stays.
+/// Written for a shard of the caller's own pool: the caller's pool write,
+/// which carries the version the caller decided from (without the address),
+/// is the fence: a pending write of the dead writer and ours cannot both
+/// commit. Written for another pool's shard: its writer may still be alive
+/// (a deposed leader that has not noticed, about to write that shard with
+/// the version it read before it stalled), so the shard is first written
+/// back unchanged but for an annotation, with the version just read as
+/// precondition: once that succeeds, any write prepared against an older
+/// version fails, and the shard as read (without the address) stays true.
 async fn orphaned(
     ctx: &Context,
     existing: &OverlappingRangeIPReservation,
@@ -177,36 +197,55 @@ async fn orphaned(
     if ctx.pools.reserved_in_flight(name, &writer.base) || !ctx.leadership.is_leader() {
         return Ok(false);
     }
+    if writer.owns(shard_name) {
+        tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation our pool does not back");
+        return Ok(true);
+    }
+    let mut fences = writer.fences.lock().await;
+    if !fences.contains_key(shard_name) {
+        let fenced = fence(ctx, shard_name).await?;
+        fences.insert(shard_name.clone(), fenced);
+    }
+    let free = fences
+        .get(shard_name)
+        .and_then(Option::as_ref)
+        .is_some_and(|(held, cidr)| cidr.offset_of(ip).is_some_and(|o| !held.contains(&o)));
+    if free {
+        tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation no allocation backs");
+    }
+    Ok(free)
+}
+
+/// Reads the pool shard `name` and writes it back with a new annotation
+/// (precondition: the version read); the offsets it held and its CIDR when
+/// that succeeded.
+async fn fence(
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<(HashSet<u128>, ipam::Cidr)>, kube::Error> {
     let pools: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     // A shard not made yet cannot be fenced by a write: leave it.
-    let Some(mut shard) = pools.get_opt(shard_name).await? else {
-        return Ok(false);
+    let Some(mut shard) = pools.get_opt(name).await? else {
+        return Ok(None);
     };
     let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&shard.spec.range) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let Some(offset) = cidr.offset_of(ip) else {
-        return Ok(false);
-    };
-    if shard
+    let held = shard
         .spec
         .allocations
-        .contains_key(&ipam::allocation_key(offset))
-    {
-        return Ok(false);
+        .keys()
+        .filter_map(|k| ipam::parse_allocation_key(k))
+        .collect();
+    if !ctx.leadership.is_leader() {
+        return Ok(None);
     }
     shard
         .annotations_mut()
         .insert(FENCED.to_owned(), takeover_token(ctx));
-    match pools
-        .replace(shard_name, &PostParams::default(), &shard)
-        .await
-    {
-        Ok(_) => {
-            tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation no allocation backs");
-            Ok(true)
-        }
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+    match pools.replace(name, &PostParams::default(), &shard).await {
+        Ok(_) => Ok(Some((held, cidr))),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
 }

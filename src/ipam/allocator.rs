@@ -177,12 +177,17 @@ pub fn allocation_key(offset: u128) -> String {
     offset.to_string()
 }
 
-/// The offset of an `IPPool.spec.allocations` key.
+/// The offset of an `IPPool.spec.allocations` key. Read as whereabouts
+/// reads it (Go's `strconv.ParseInt(key, 10, 64)`), so an entry edited by
+/// hand to `"+5"` or `"005"` holds offset 5 for both: the address is never
+/// handed out again while whereabouts believes it taken. Keys that are no
+/// offset at all (`"-1"`, `"1e9"`, `" 5"`, beyond `u128`) hold nothing.
 pub fn parse_allocation_key(key: &str) -> Option<u128> {
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = key.strip_prefix('+').unwrap_or(key);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    key.parse().ok()
+    digits.parse().ok()
 }
 
 /// How many free addresses [`Pool::allocate_avoiding`] may pass over before

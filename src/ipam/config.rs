@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::cidr::{Cidr, CidrError, Family, parse_ip};
+use super::duration::{self, DurationError};
 use super::json::{Obj, describe, join};
 use super::naming::{NamingError, PoolName, ReservationName, pool_name, reservation_name};
 use super::range::{IpRange, RangeError, RangeFields};
@@ -39,6 +40,11 @@ pub const DEFAULT_FLAT_FILE_PATHS: &[&str] = &[
     "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
     "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 ];
+
+/// The most `ipRanges` one configuration takes: an attachment gets one
+/// address from each, so this is far beyond any real network (dual-stack
+/// needs two), and it bounds the pools one configuration can make.
+pub const MAX_RANGES: usize = 64;
 
 /// Why a configuration is refused. Every variant names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,8 +79,16 @@ pub enum ConfigError {
         cidr: Cidr,
         other: String,
     },
+    #[error("{field}: {count} entries; at most {max} are accepted")]
+    TooMany {
+        field: String,
+        count: usize,
+        max: usize,
+    },
     #[error("{path}: cannot use the flat configuration file: {reason}")]
     FlatFile { path: String, reason: String },
+    #[error(transparent)]
+    Duration(#[from] DurationError),
     #[error("{field} (value taken from the flat file {path}): {source}")]
     FromFlatFile {
         field: String,
@@ -97,7 +111,9 @@ impl ConfigError {
             ConfigError::Naming { source, .. } => source.metric_label(),
             ConfigError::NoRange { .. } => "no_range",
             ConfigError::DuplicateRange { .. } => "duplicate_range",
+            ConfigError::TooMany { .. } => "too_many_entries",
             ConfigError::FlatFile { .. } => "flat_file",
+            ConfigError::Duration(e) => e.metric_label(),
             ConfigError::FromFlatFile { source, .. } => source.metric_label(),
         }
     }
@@ -114,8 +130,10 @@ impl ConfigError {
             | ConfigError::Naming { field, .. }
             | ConfigError::NoRange { field }
             | ConfigError::DuplicateRange { field, .. }
+            | ConfigError::TooMany { field, .. }
             | ConfigError::FromFlatFile { field, .. } => field,
             ConfigError::Range(e) => e.field(),
+            ConfigError::Duration(e) => e.field(),
             ConfigError::FlatFile { path, .. } => path,
         }
     }
@@ -259,6 +277,9 @@ pub struct IpamConfig {
     pub configuration_path: Option<String>,
     /// whereabouts' garbage-collection schedule, offered to the controller.
     pub reconciler_cron_expression: Option<String>,
+    /// hereabouts' `request_timeout`: how long ADD waits for the allocator
+    /// (within [`duration::REQUEST_TIMEOUT`]); `None` for the default.
+    pub request_timeout: Option<std::time::Duration>,
     pub ignored: IgnoredOptions,
     pub warnings: Vec<ConfigWarning>,
 }
@@ -332,7 +353,15 @@ fn parse_ipam(o: Obj<'_>) -> Result<IpamConfig, ConfigError> {
             }
         }
     }
-    for (path, entry) in o.objects("ipRanges")? {
+    let ip_ranges = o.objects("ipRanges")?;
+    if ip_ranges.len() > MAX_RANGES {
+        return Err(ConfigError::TooMany {
+            field: o.field("ipRanges"),
+            count: ip_ranges.len(),
+            max: MAX_RANGES,
+        });
+    }
+    for (path, entry) in ip_ranges {
         let e = Obj::new(entry, &path);
         let range = e
             .nonempty_str("range")?
@@ -500,6 +529,15 @@ fn parse_ipam(o: Obj<'_>) -> Result<IpamConfig, ConfigError> {
         });
     }
 
+    let request_timeout = match o.get("request_timeout") {
+        Some(v) => Some(duration::from_json(
+            &o.field("request_timeout"),
+            v,
+            duration::REQUEST_TIMEOUT,
+        )?),
+        None => None,
+    };
+
     Ok(IpamConfig {
         kind,
         cni_version: None,
@@ -518,6 +556,7 @@ fn parse_ipam(o: Obj<'_>) -> Result<IpamConfig, ConfigError> {
         reconciler_cron_expression: o
             .nonempty_str("reconciler_cron_expression")?
             .map(str::to_owned),
+        request_timeout,
         ignored,
         warnings,
     })

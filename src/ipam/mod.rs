@@ -11,6 +11,8 @@
 //!   as whereabouts derives them;
 //! - [`request`]: static addresses a pod asks for (`runtimeConfig.ips`,
 //!   `args.cni.ips`, `CNI_ARGS IP=`);
+//! - [`duration`]: durations from input (`request_timeout`, the
+//!   controller's flags), bounded;
 //! - [`allocator`]: the in-memory [`Pool`] of one range: lowest free
 //!   address first, idempotent per (pod, interface), O(log n) per
 //!   allocation, memory proportional to allocations.
@@ -43,8 +45,11 @@
 //! ```
 
 pub mod allocator;
+#[cfg(test)]
+mod bad_input;
 pub mod cidr;
 pub mod config;
+pub mod duration;
 mod json;
 pub mod naming;
 pub mod range;
@@ -60,6 +65,7 @@ pub use config::{
     ConfigError, ConfigWarning, Dns, IpamConfig, IpamKind, NetConf, RangeConfig, Route,
     StaticAddress, find_ipam_sections, merge_flat_file, read_flat_file,
 };
+pub use duration::{Bounds, DurationError};
 pub use naming::{
     NamingError, PoolName, ReservationName, node_slice_pool_name, pool_name, reservation_address,
     reservation_name,

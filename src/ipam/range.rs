@@ -10,6 +10,10 @@ use std::str::FromStr;
 use super::cidr::{Cidr, CidrError, Family, parse_ip};
 use super::config::ConfigWarning;
 
+/// The most `exclude` entries one range takes: far beyond any hand-written
+/// list, and it bounds the work a hostile configuration or claim causes.
+pub const MAX_EXCLUSIONS: usize = 1024;
+
 /// Why a range cannot be built. Every variant names the configuration field
 /// (e.g. `ipam.ipRanges[1].range_start`) and the value found there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +64,12 @@ pub enum RangeError {
     },
     #[error("{field}: {value:?} is neither a CIDR nor an IP address")]
     InvalidExclusion { field: String, value: String },
+    #[error("{field}: {count} entries; at most {max} are accepted")]
+    TooManyExclusions {
+        field: String,
+        count: usize,
+        max: usize,
+    },
     #[error("{field}: the exclusions {value} cover every usable address of {range}")]
     ExcludedEntirely {
         field: String,
@@ -81,6 +91,7 @@ impl RangeError {
             RangeError::Empty { .. } => "range_empty",
             RangeError::NoUsableAddress { .. } => "range_no_usable_address",
             RangeError::InvalidExclusion { .. } => "invalid_exclusion",
+            RangeError::TooManyExclusions { .. } => "too_many_exclusions",
             RangeError::ExcludedEntirely { .. } => "range_excluded_entirely",
         }
     }
@@ -97,6 +108,7 @@ impl RangeError {
             | RangeError::Empty { field, .. }
             | RangeError::NoUsableAddress { field, .. }
             | RangeError::InvalidExclusion { field, .. }
+            | RangeError::TooManyExclusions { field, .. }
             | RangeError::ExcludedEntirely { field, .. } => field,
         }
     }
@@ -259,6 +271,13 @@ impl IpRange {
             };
             (cidr, start, end)
         };
+        if f.exclude.len() > MAX_EXCLUSIONS {
+            return Err(RangeError::TooManyExclusions {
+                field: fields.exclude.clone(),
+                count: f.exclude.len(),
+                max: MAX_EXCLUSIONS,
+            });
+        }
         let mut exclusions = Vec::with_capacity(f.exclude.len());
         for (i, raw) in f.exclude.iter().enumerate() {
             let ex = Exclusion::parse(raw).ok_or_else(|| RangeError::InvalidExclusion {

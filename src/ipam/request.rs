@@ -116,6 +116,7 @@ impl CniArgs {
         for item in s.split(';').filter(|i| !i.trim().is_empty()) {
             let (k, v) = item
                 .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
                 .ok_or_else(|| RequestError::MalformedCniArgs {
                     item: item.to_owned(),
                 })?;
