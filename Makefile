@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help test lint unit demo demo-down cluster-up cluster-down cluster-status bench-allocator fuzz manifests
+.PHONY: help test lint unit demo demo-down cluster-up cluster-down cluster-status bench-allocator fuzz manifests faults faults-quick
 
 help:
 	@echo "make demo            hereabouts end to end on the local control plane (start here)"
@@ -17,6 +17,9 @@ help:
 	@echo "                     bench/results/ (JSON, Markdown, PNG); about 30 minutes"
 	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
 	@echo "make bench-allocator the allocator's criterion benchmark"
+	@echo "make faults          the fault suite (issue 12): 10 runs of each scenario, table in"
+	@echo "                     bench/results/faults/faults.md"
+	@echo "make faults-quick    the same, 2 runs of each and smaller storms (part of make test)"
 	@echo "make manifests       crds/, config/crd/ from the Rust types, then manifests/install.yaml from config/"
 	@echo "make fuzz            a short run of each fuzz target (needs nightly and cargo-fuzz)"
 
@@ -62,6 +65,16 @@ bench-deps:
 
 bench-allocator:
 	$(CARGO) bench --locked --bench allocator
+
+# The fault suite (tests/faults): leader kills and pauses, API server and
+# etcd restarts, 429s, plugin kills, pod deletions, whereabouts beside it;
+# the invariants checked against the API server. FAULTS_ARGS passes flags
+# on, e.g. FAULTS_ARGS=--only=leader-kill,etcd-restart or --runs=3.
+faults:
+	$(CARGO) test --locked --test faults -- --full $(FAULTS_ARGS)
+
+faults-quick:
+	$(CARGO) test --locked --test faults -- $(FAULTS_ARGS)
 
 fuzz:
 	cd fuzz && for t in $$($(CARGO) +nightly fuzz list); do \

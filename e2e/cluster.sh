@@ -5,6 +5,8 @@
 #   cluster.sh up       start (or find running) and write .local/kubeconfig
 #   cluster.sh down     stop what `up` started, remove nodes, pods and state
 #   cluster.sh status   say what runs
+#   cluster.sh restart apiserver|etcd [apiserver flags...]
+#                       restart one part, state kept (the fault suite)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -130,6 +132,37 @@ ensure_fabric() {
   ip -n "$HB_FABRIC_NETNS" link set "$HB_FABRIC" up
 }
 
+start_etcd() { # tools
+  start etcd "$1/etcd" --name hereabouts-local --data-dir "$HB_STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$HB_ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$HB_ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$HB_ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$HB_ETCD_PEER_PORT" \
+    --initial-cluster "hereabouts-local=http://127.0.0.1:$HB_ETCD_PEER_PORT" \
+    --unsafe-no-fsync="${HB_ETCD_UNSAFE_NO_FSYNC:-true}" --quota-backend-bytes=8589934592 \
+    --log-level=warn
+  wait_for etcd 30 curl -sf --max-time 1 "http://127.0.0.1:$HB_ETCD_PORT/health" -o /dev/null
+}
+
+start_apiserver() { # tools [extra flags, after the usual ones so they win]
+  local tools=$1
+  shift
+  start kube-apiserver "$tools/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$HB_ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$HB_API_PORT" \
+    --tls-cert-file "$HB_PKI/apiserver.crt" --tls-private-key-file "$HB_PKI/apiserver.key" \
+    --client-ca-file "$HB_PKI/ca.crt" --token-auth-file "$HB_PKI/tokens.csv" \
+    --authorization-mode RBAC --allow-privileged=true \
+    --service-account-key-file "$HB_PKI/sa.pub" \
+    --service-account-signing-key-file "$HB_PKI/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
+    --enable-priority-and-fairness=false \
+    --profiling=true --v=0 "$@"
+  wait_for kube-apiserver 120 api_ready
+}
+
 up() {
   local began=$SECONDS
   ensure_deps
@@ -147,29 +180,8 @@ up() {
   fi
   stop_processes
   make_pki
-  start etcd "$tools/etcd" --name hereabouts-local --data-dir "$HB_STATE/etcd" \
-    --listen-client-urls "http://127.0.0.1:$HB_ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$HB_ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$HB_ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$HB_ETCD_PEER_PORT" \
-    --initial-cluster "hereabouts-local=http://127.0.0.1:$HB_ETCD_PEER_PORT" \
-    --unsafe-no-fsync="${HB_ETCD_UNSAFE_NO_FSYNC:-true}" --quota-backend-bytes=8589934592 \
-    --log-level=warn
-  wait_for etcd 30 curl -sf --max-time 1 "http://127.0.0.1:$HB_ETCD_PORT/health" -o /dev/null
-  start kube-apiserver "$tools/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$HB_ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$HB_API_PORT" \
-    --tls-cert-file "$HB_PKI/apiserver.crt" --tls-private-key-file "$HB_PKI/apiserver.key" \
-    --client-ca-file "$HB_PKI/ca.crt" --token-auth-file "$HB_PKI/tokens.csv" \
-    --authorization-mode RBAC --allow-privileged=true \
-    --service-account-key-file "$HB_PKI/sa.pub" \
-    --service-account-signing-key-file "$HB_PKI/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
-    --enable-priority-and-fairness=false \
-    --profiling=true --v=0
-  wait_for kube-apiserver 120 api_ready
+  start_etcd "$tools"
+  start_apiserver "$tools"
   write_kubeconfig
   start kube-controller-manager "$tools/kube-controller-manager" \
     --kubeconfig "$HB_KUBECONFIG" --authentication-kubeconfig "$HB_KUBECONFIG" \
@@ -188,16 +200,43 @@ up() {
 
 stop_processes() {
   local name
-  for name in api-socket kube-controller-manager kube-apiserver etcd; do
-    if pid_alive "$HB_STATE/$name.pid"; then
-      say "stopping $name"
-      kill -- "-$(cat "$HB_STATE/$name.pid")" 2>/dev/null || kill "$(cat "$HB_STATE/$name.pid")" 2>/dev/null || true
-      local deadline=$((SECONDS + 10))
-      while pid_alive "$HB_STATE/$name.pid" && ((SECONDS < deadline)); do sleep 0.1; done
-      pid_alive "$HB_STATE/$name.pid" && kill -9 "$(cat "$HB_STATE/$name.pid")" 2>/dev/null || true
-    fi
-    rm -f "$HB_STATE/$name.pid"
-  done
+  for name in api-socket kube-controller-manager kube-apiserver etcd; do stop_one "$name"; done
+}
+
+stop_one() { # name
+  local name=$1
+  if pid_alive "$HB_STATE/$name.pid"; then
+    say "stopping $name"
+    kill -- "-$(cat "$HB_STATE/$name.pid")" 2>/dev/null || kill "$(cat "$HB_STATE/$name.pid")" 2>/dev/null || true
+    local deadline=$((SECONDS + 10))
+    while pid_alive "$HB_STATE/$name.pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    pid_alive "$HB_STATE/$name.pid" && kill -9 "$(cat "$HB_STATE/$name.pid")" 2>/dev/null || true
+  fi
+  rm -f "$HB_STATE/$name.pid"
+}
+
+# One part of a running control plane goes down and comes back, its state
+# kept (the fault suite's API server and etcd restarts). Extra flags go to
+# the API server after its usual ones, e.g. --max-requests-inflight=1.
+restart() { # apiserver|etcd [flags...]
+  local part=$1
+  shift
+  pid_alive "$HB_STATE/kube-apiserver.pid" || die "not running: make cluster-up first"
+  local tools
+  tools=$(hb_tools_dir)
+  case $part in
+    apiserver)
+      stop_one kube-apiserver
+      start_apiserver "$tools" "$@"
+      ;;
+    etcd)
+      (($# == 0)) || die "restart etcd takes no flags"
+      stop_one etcd
+      start_etcd "$tools"
+      wait_for kube-apiserver 120 api_ready
+      ;;
+    *) die "restart: apiserver or etcd, not $part" ;;
+  esac
 }
 
 down() {
@@ -236,5 +275,6 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  restart) shift; restart "${1:?apiserver or etcd}" "${@:2}" ;;
+  *) echo "usage: $0 up|down|status|restart apiserver|etcd [flags]" >&2; exit 2 ;;
 esac

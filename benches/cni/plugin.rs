@@ -1,31 +1,22 @@
 //! One system under test (hereabouts or the whereabouts peer) in its own
-//! namespace, and its IPAM plugin spawned the way a runtime spawns it.
-//!
-//! The plugin gets what Multus (or the main plugin) would hand it: the CNI
-//! environment, `CNI_ARGS` with the pod's namespace, name, infra container
-//! ID and UID, `NODENAME`, and the network configuration on stdin. NETNS is
-//! a path that does not exist: an IPAM plugin never enters it (checked for
-//! both plugins), so the measurement is the IPAM and nothing else.
+//! namespace, and its IPAM plugin spawned the way a runtime spawns it
+//! ([`hereabouts_kit::plugin`]: NETNS is a path that does not exist, which
+//! an IPAM plugin never enters, checked for both plugins).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use hereabouts::crd::{IPPool, OverlappingRangeIPReservation};
+pub use hereabouts_kit::plugin::{Call, Outcome, PodRef};
+use hereabouts_kit::plugin::{Plugin, create_pods};
 use hereabouts_kit::{Process, TestNamespace, cni_bin_dir, free_port, local_dir};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 
 pub const NODES: usize = 10;
-const NETNS: &str = "/var/run/netns/hereabouts-bench-no-such-netns";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,36 +34,12 @@ impl Kind {
     }
 }
 
-/// A pod the plugin is called for.
-#[derive(Clone, Debug)]
-pub struct PodRef {
-    pub name: String,
-    pub uid: String,
-    pub node: String,
-}
-
-/// One plugin invocation's outcome.
-#[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    pub ok: bool,
-    /// Killed at the run's time cap.
-    pub capped: bool,
-    /// Never started: the cap came first.
-    pub not_started: bool,
-    pub ip: Option<IpAddr>,
-    /// From spawn to exit.
-    pub latency: Duration,
-    /// From the start of the batch to exit.
-    pub finished_at: Duration,
-    pub error: Option<String>,
-}
-
 /// A system under test: its namespace, configuration and binaries.
 pub struct Target {
     pub kind: Kind,
     pub ns: TestNamespace,
     pub client: Client,
-    plugin: PathBuf,
+    plugin: Plugin,
     flat_file: PathBuf,
     pub controller: Option<Process>,
     pub controller_port: u16,
@@ -144,9 +111,9 @@ impl Target {
         );
         let target = Target {
             kind,
+            plugin: Plugin::new(plugin, &ns.name),
             ns,
             client,
-            plugin,
             flat_file,
             controller,
             controller_port,
@@ -163,7 +130,7 @@ impl Target {
 
     /// GET on the controller's HTTP port.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.controller_port))
             .await
             .ok()?;
@@ -246,30 +213,11 @@ impl Target {
     /// runs them: they only have to exist, with UIDs, for the plugin and
     /// the garbage collectors).
     pub async fn pods(&self, prefix: &str, count: usize) -> anyhow::Result<Vec<PodRef>> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns.name);
-        let made: Vec<anyhow::Result<PodRef>> = futures::stream::iter(0..count)
-            .map(|i| {
-                let api = api.clone();
-                let name = format!("{prefix}-{i}");
-                let node = format!("bench-node-{}", i % NODES);
-                async move {
-                    let pod: Pod = serde_json::from_value(serde_json::json!({
-                        "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": name},
-                        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "bench.invalid/none"}]}
-                    }))?;
-                    let created = api.create(&PostParams::default(), &pod).await?;
-                    Ok(PodRef {
-                        name,
-                        uid: created.uid().unwrap_or_default(),
-                        node,
-                    })
-                }
-            })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        made.into_iter().collect()
+        let pods: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("{prefix}-{i}"), format!("bench-node-{}", i % NODES)))
+            .collect();
+        let none = serde_json::json!({});
+        Ok(create_pods(&self.client, &self.ns.name, &pods, &none, &none).await?)
     }
 
     /// Runs `command` for every pod at once (at most `inflight` processes
@@ -282,68 +230,14 @@ impl Target {
         inflight: usize,
         cap: Option<Duration>,
     ) -> Vec<Outcome> {
-        let config = Arc::new(self.config(network));
-        let slots = Arc::new(Semaphore::new(inflight.max(1)));
-        let started = Instant::now();
-        let deadline = cap.map(|c| tokio::time::Instant::now() + c);
-        let tasks: Vec<_> = calls
-            .iter()
-            .map(|call| {
-                let config = config.clone();
-                let slots = slots.clone();
-                let env = self.env(command, call);
-                let plugin = self.plugin.clone();
-                tokio::spawn(async move {
-                    let permit = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, slots.acquire_owned()).await.ok(),
-                        None => Some(slots.acquire_owned().await),
-                    };
-                    let Some(Ok(_permit)) = permit else {
-                        return Outcome {
-                            not_started: true,
-                            error: Some("not started before the cap".to_owned()),
-                            ..Outcome::default()
-                        };
-                    };
-                    let mut outcome = invoke(&plugin, &env, &config, deadline).await;
-                    outcome.finished_at = started.elapsed();
-                    outcome
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            out.push(task.await.unwrap_or_else(|e| Outcome {
-                error: Some(format!("task: {e}")),
-                ..Outcome::default()
-            }));
-        }
-        out
-    }
-
-    fn env(&self, command: &str, call: &Call) -> Vec<(String, String)> {
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
-            self.ns.name, call.pod.name, call.container_id, call.pod.uid
-        );
-        [
-            ("CNI_COMMAND", command.to_owned()),
-            ("CNI_CONTAINERID", call.container_id.clone()),
-            ("CNI_NETNS", NETNS.to_owned()),
-            ("CNI_IFNAME", "net1".to_owned()),
-            ("CNI_PATH", cni_bin_dir().display().to_string()),
-            ("CNI_ARGS", args),
-            ("NODENAME", call.pod.node.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        self.plugin
+            .run(command, &self.config(network), calls, inflight, cap)
+            .await
     }
 
     /// `VERSION`: only the process start-up and the answer.
     pub async fn version(&self) -> Outcome {
-        let env = vec![("CNI_COMMAND".to_owned(), "VERSION".to_owned())];
-        invoke(&self.plugin, &env, r#"{"cniVersion":"1.0.0"}"#, None).await
+        self.plugin.version().await
     }
 
     /// Every allocation of `network`'s pools in this namespace (all shards),
@@ -412,99 +306,6 @@ pub struct Network {
     pub name: String,
     pub range: String,
     pub start_end: Option<(String, String)>,
-}
-
-/// One plugin call: the pod and the sandbox (container) ID.
-#[derive(Clone, Debug)]
-pub struct Call {
-    pub pod: PodRef,
-    pub container_id: String,
-}
-
-impl Call {
-    pub fn new(pod: &PodRef, generation: u32) -> Self {
-        Call {
-            pod: pod.clone(),
-            container_id: format!("{:064x}", fnv(&format!("{}/{generation}", pod.uid))),
-        }
-    }
-}
-
-fn fnv(s: &str) -> u128 {
-    s.bytes()
-        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d, |h, b| {
-            (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
-        })
-}
-
-async fn invoke(
-    plugin: &Path,
-    env: &[(String, String)],
-    stdin: &str,
-    deadline: Option<tokio::time::Instant>,
-) -> Outcome {
-    let started = Instant::now();
-    let child = tokio::process::Command::new(plugin)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome {
-                error: Some(format!("spawn: {e}")),
-                ..Outcome::default()
-            };
-        }
-    };
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin.as_bytes()).await;
-    }
-    let output = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, child.wait_with_output()).await {
-            Ok(o) => o,
-            Err(_) => {
-                return Outcome {
-                    capped: true,
-                    latency: started.elapsed(),
-                    error: Some("killed at the time cap".to_owned()),
-                    ..Outcome::default()
-                };
-            }
-        },
-        None => child.wait_with_output().await,
-    };
-    let latency = started.elapsed();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            return Outcome {
-                latency,
-                error: Some(format!("wait: {e}")),
-                ..Outcome::default()
-            };
-        }
-    };
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    let ip = doc["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok());
-    Outcome {
-        ok: output.status.success(),
-        ip,
-        latency,
-        error: (!output.status.success()).then(|| {
-            doc["msg"]
-                .as_str()
-                .map_or_else(|| format!("exit {}", output.status), str::to_owned)
-        }),
-        ..Outcome::default()
-    }
 }
 
 /// What the pool says against what the plugins said.

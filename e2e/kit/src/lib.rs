@@ -6,11 +6,15 @@
 //! `pod.sh`); this crate calls them, so a test and a person at a shell drive
 //! the cluster the same way.
 
+pub mod plugin;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -39,6 +43,8 @@ pub enum KitError {
     Timeout { what: String, seconds: u64 },
     #[error("multus result is not JSON: {0}")]
     Result(#[from] serde_json::Error),
+    #[error("a spawned task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = KitError> = std::result::Result<T, E>;
@@ -186,10 +192,22 @@ impl Kit {
         }))?;
         namespaces.create(&PostParams::default(), &ns).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
-        eventually("default service account", 30, || async {
+        let made = eventually("default service account", 10, || async {
             accounts.get_opt("default").await.ok().flatten()
         })
-        .await?;
+        .await;
+        if made.is_err() {
+            // kube-controller-manager's watches back off after an API
+            // server restart (the fault suite's): make the account the way
+            // its serviceaccount controller would.
+            let default: ServiceAccount =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))?;
+            match accounts.create(&PostParams::default(), &default).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(TestNamespace {
             name,
             pods: Default::default(),
@@ -396,6 +414,38 @@ impl Drop for Process {
     }
 }
 
+/// Restarts one part of the local control plane (`apiserver` or `etcd`),
+/// the API server with `extra` flags after its usual ones (they win), and
+/// waits until it serves again (`cluster.sh restart`).
+pub async fn restart(component: &str, extra: &[&str]) -> Result<()> {
+    let mut args = vec!["restart", component];
+    args.extend_from_slice(extra);
+    script("cluster.sh", &args).await.map(drop)
+}
+
+/// The process id of the replica holding the controller's Lease in
+/// `namespace` (its identity is `<host>_<pid>`), if one holds it.
+pub async fn leader_pid(client: &Client, namespace: &str) -> Option<u32> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let lease = leases.get_opt("hereabouts-controller").await.ok()??;
+    lease
+        .spec?
+        .holder_identity?
+        .rsplit_once('_')?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Sends `signal` ("KILL", "STOP", "CONT", ...) to process `pid` (one this
+/// test started, e.g. [`Process::id`]); whether it was delivered.
+pub fn signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -415,6 +465,18 @@ impl Controller {
     /// Starts `binary` (the test's `CARGO_BIN_EXE_hereabouts-controller`)
     /// with short lease timings and `extra` flags.
     pub fn start(binary: &Path, ns: &TestNamespace, name: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_as(binary, ns, name, extra, &kubeconfig_path())
+    }
+
+    /// [`Controller::start`] with the credentials of `kubeconfig` (e.g. a
+    /// service account's, [`TestNamespace::service_account`]).
+    pub fn start_as(
+        binary: &Path,
+        ns: &TestNamespace,
+        name: &str,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Result<Self> {
         let port = free_port().map_err(|source| KitError::Spawn {
             script: "free_port",
             source,
@@ -440,7 +502,7 @@ impl Controller {
             binary,
             &args,
             &[
-                ("KUBECONFIG", kubeconfig_path().display().to_string()),
+                ("KUBECONFIG", kubeconfig.display().to_string()),
                 ("RUST_LOG", "info,hereabouts=debug".to_owned()),
             ],
         )
@@ -502,6 +564,75 @@ impl TestNamespace {
         };
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
         std::fs::write(&path, scoped).map_err(io)?;
+        Ok(path)
+    }
+}
+
+impl TestNamespace {
+    /// A ServiceAccount `name` of this namespace, bound to `cluster-admin`
+    /// in this namespace only, and a kubeconfig with its token whose context
+    /// namespace is this one. Unlike the kit's admin (system:masters, which
+    /// the API server's max-in-flight limits exempt), this identity meets
+    /// the limits a deployed controller or node meets.
+    pub async fn service_account(&self, client: &Client, name: &str) -> Result<PathBuf> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.name);
+        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))?;
+        accounts.create(&PostParams::default(), &account).await?;
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &self.name);
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": self.name}]
+        }))?;
+        bindings.create(&PostParams::default(), &binding).await?;
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(["create", "token", name, "-n", &self.name, "--duration=48h"])
+            .output()
+            .await
+            .map_err(|source| KitError::Spawn {
+                script: "kubectl create token",
+                source,
+            })?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = local_dir()
+            .join("kubeconfigs")
+            .join(format!("{}-{name}", self.name));
+        let io = |e: std::io::Error| KitError::Kubeconfig {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        if !out.status.success() || token.is_empty() {
+            return Err(KitError::Kubeconfig {
+                path,
+                message: format!(
+                    "kubectl create token {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        let admin = std::fs::read_to_string(kubeconfig_path()).map_err(io)?;
+        let scoped: String = admin
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("token:") {
+                    format!("    token: {token}")
+                } else if l.trim_start().starts_with("context:") {
+                    format!(
+                        "  context: {{cluster: hereabouts-local, user: admin, namespace: {}}}",
+                        self.name
+                    )
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+        std::fs::write(&path, scoped + "\n").map_err(io)?;
         Ok(path)
     }
 }
