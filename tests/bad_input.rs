@@ -19,17 +19,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use hereabouts::crd::{
     ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, IPPoolSpec,
     NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, NetworkRef, PodRef,
 };
-use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use hereabouts_kit::{TestNamespace, eventually};
+
+mod common;
+use common::{pods, range, replica, setup};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::ObjectMeta;
 use kube::{Client, ResourceExt};
@@ -100,25 +101,6 @@ fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn setup(prefix: &str) -> (Kit, TestNamespace) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
-        .await
-        .expect("install CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    (kit, ns)
-}
-
-fn controller(ns: &TestNamespace, extra: &[&str]) -> Controller {
-    Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        ns,
-        "a",
-        extra,
-    )
-    .expect("start controller")
-}
-
 async fn claim_count(client: &Client, ns: &str) -> usize {
     Api::<IPClaim>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -139,27 +121,9 @@ async fn pool_names(client: &Client, ns: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Pod objects bound to a node no kubelet runs; returns (name, uid).
-async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    join_all((0..count).map(|i| {
-        let api = api.clone();
-        let name = format!("{prefix}-{i}");
-        async move {
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
-                         "containers": [{"name": "app", "image": "pause"}]}
-            }))
-            .expect("pod");
-            let pod = api
-                .create(&PostParams::default(), &pod)
-                .await
-                .expect("create pod");
-            (name, pod.uid().expect("uid"))
-        }
-    }))
-    .await
+/// The one controller replica of a test.
+fn controller(ns: &TestNamespace, extra: &[&str]) -> hereabouts_kit::Controller {
+    replica(ns, "a", extra)
 }
 
 fn claim_of(ns: &str, name: &str, pod: &(String, String), ranges: Vec<ClaimRange>) -> IPClaim {
@@ -184,13 +148,6 @@ fn claim_of(ns: &str, name: &str, pod: &(String, String), ranges: Vec<ClaimRange
             static_ips: Vec::new(),
         },
     )
-}
-
-fn range(cidr: &str) -> ClaimRange {
-    ClaimRange {
-        range: cidr.to_owned(),
-        ..Default::default()
-    }
 }
 
 /// `Ready` of a claim answered for its generation: (status, reason, message).

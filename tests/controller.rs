@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -13,62 +12,15 @@ use hereabouts::crd::{
     ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef,
     OverlappingRangeIPReservation, PodRef,
 };
-use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
+use hereabouts_kit::eventually;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-/// One controller replica, killed when dropped.
-fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
-    Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        ns,
-        name,
-        extra,
-    )
-    .expect("start controller")
-}
-
-async fn setup(prefix: &str) -> (Kit, TestNamespace) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
-        .await
-        .expect("install CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    (kit, ns)
-}
-
-fn range(cidr: &str) -> ClaimRange {
-    ClaimRange {
-        range: cidr.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// Pod objects bound to a node that needs no kubelet; returns (name, uid).
-async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    join_all((0..count).map(|i| {
-        let api = api.clone();
-        let name = format!("{prefix}-{i}");
-        async move {
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
-                         "containers": [{"name": "app", "image": "pause"}]}
-            }))
-            .expect("pod");
-            let pod = api
-                .create(&PostParams::default(), &pod)
-                .await
-                .expect("create pod");
-            (name, pod.uid().expect("uid"))
-        }
-    }))
-    .await
-}
+mod common;
+use common::{adopt, pods, pool_allocations, range, ready_addresses, replica, setup};
 
 fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>) -> IPClaim {
     IPClaim::new(
@@ -92,16 +44,6 @@ fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>
             static_ips: Vec::new(),
         },
     )
-}
-
-fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
-    let status = claim.status.as_ref()?;
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-        && status.observed_generation == claim.metadata.generation;
-    ready.then(|| status.addresses.clone())
 }
 
 fn condition_reason(claim: &IPClaim) -> Option<(String, String)> {
@@ -134,34 +76,6 @@ async fn all_ready(
     })
     .await
     .expect("claims answered")
-}
-
-/// All allocations of the pool `name` (all shards), as IP -> podref.
-async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
-    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut out = BTreeMap::new();
-    for pool in api
-        .list(&ListParams::default())
-        .await
-        .expect("list pools")
-        .items
-    {
-        let pool_name = pool.name_any();
-        if pool_name != name && !pool_name.starts_with(&format!("{name}-s")) {
-            continue;
-        }
-        let (_, cidr) =
-            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
-        for (key, a) in pool.spec.allocations {
-            let offset: u128 = key.parse().expect("offset key");
-            let ip = cidr.ip_at(offset).expect("offset in range");
-            assert!(
-                out.insert(ip, a.podref.clone()).is_none(),
-                "{ip} allocated twice"
-            );
-        }
-    }
-    out
 }
 
 fn assert_unique(ready: &BTreeMap<String, Vec<String>>) -> HashSet<String> {
@@ -840,24 +754,6 @@ async fn release_finalizers(client: &Client, ns: &str, name: &str) {
             &kube::api::Patch::Merge(&patch),
         )
         .await;
-}
-
-/// Adds a whereabouts-style allocation to the pool object `name`.
-async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &str) {
-    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut pool = pools.get(name).await.expect("pool");
-    pool.spec.allocations.insert(
-        offset.to_string(),
-        hereabouts::crd::IPAllocation {
-            id: format!("container-of-{podref}"),
-            podref: podref.to_owned(),
-            ifname: "net1".into(),
-        },
-    );
-    pools
-        .replace(name, &PostParams::default(), &pool)
-        .await
-        .expect("adopted allocation");
 }
 
 /// Defect 1: a Terminating pod (long grace, or a finalizer) still runs

@@ -1,8 +1,8 @@
 //! A skeptical review of the fixes for issue 12 (commits 2d2352a..8f445bb):
 //! each test is a sequence of API-server-visible events that, when the test
-//! fails, breaks one of the design's invariants (docs: /work/shared
-//! ARCHITECTURE.md, "Invariants"). They run against the real local API
-//! server, like tests/controller.rs, whose helpers they copy.
+//! fails, breaks one of the design's invariants (the README's "What
+//! hereabouts guarantees"). They run against the real local API
+//! server, like tests/controller.rs, with the same fixtures (tests/common).
 //!
 //! A failing test here is a finding, not a flaky test: each says in its
 //! assertion message which invariant it breaks.
@@ -10,70 +10,20 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use futures::future::join_all;
 use hereabouts::crd::{
     ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, NetworkRef,
     OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec, PodRef,
 };
-use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit};
-use k8s_openapi::api::core::v1::Pod;
+use hereabouts_kit::eventually;
+
+mod common;
+use common::{adopt, pods, pool_allocations, range, ready_addresses, replica, setup};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-
-/// One controller replica, killed when dropped.
-fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
-    Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        ns,
-        name,
-        extra,
-    )
-    .expect("start controller")
-}
-
-async fn setup(prefix: &str) -> (Kit, TestNamespace) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
-        .await
-        .expect("install CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    (kit, ns)
-}
-
-fn range(cidr: &str) -> ClaimRange {
-    ClaimRange {
-        range: cidr.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// Pod objects bound to a node that needs no kubelet; returns (name, uid).
-async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    join_all((0..count).map(|i| {
-        let api = api.clone();
-        let name = format!("{prefix}-{i}");
-        async move {
-            let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
-                         "containers": [{"name": "app", "image": "pause"}]}
-            }))
-            .expect("pod");
-            let pod = api
-                .create(&PostParams::default(), &pod)
-                .await
-                .expect("create pod");
-            (name, pod.uid().expect("uid"))
-        }
-    }))
-    .await
-}
 
 /// A claim as the plugin files it for (pod, interface) on `network`.
 fn claim(
@@ -114,16 +64,6 @@ async fn create_claim(client: &Client, ns: &str, claim: &IPClaim) {
         .expect("create claim");
 }
 
-fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
-    let status = claim.status.as_ref()?;
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-        && status.observed_generation == claim.metadata.generation;
-    ready.then(|| status.addresses.clone())
-}
-
 /// The Ready=False condition of a claim, once it has one: (reason, message).
 fn refusal(claim: &IPClaim) -> Option<(String, String)> {
     let c = claim
@@ -143,53 +83,6 @@ async fn ready(client: &Client, ns: &str, name: &str, seconds: u64) -> Vec<Strin
     })
     .await
     .expect("claim answered")
-}
-
-/// All allocations of the pool `name` (all shards), as IP -> podref.
-async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
-    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut out = BTreeMap::new();
-    for pool in api
-        .list(&ListParams::default())
-        .await
-        .expect("list pools")
-        .items
-    {
-        let pool_name = pool.name_any();
-        if pool_name != name && !pool_name.starts_with(&format!("{name}-s")) {
-            continue;
-        }
-        let (_, cidr) =
-            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
-        for (key, a) in pool.spec.allocations {
-            let offset: u128 = key.parse().expect("offset key");
-            let ip = cidr.ip_at(offset).expect("offset in range");
-            assert!(
-                out.insert(ip, a.podref.clone()).is_none(),
-                "{ip} allocated twice"
-            );
-        }
-    }
-    out
-}
-
-/// Adds a whereabouts-style allocation (no claim behind it) to the pool
-/// object `name`.
-async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &str) {
-    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut pool = pools.get(name).await.expect("pool");
-    pool.spec.allocations.insert(
-        offset.to_string(),
-        IPAllocation {
-            id: format!("container-of-{podref}"),
-            podref: podref.to_owned(),
-            ifname: "net1".into(),
-        },
-    );
-    pools
-        .replace(name, &PostParams::default(), &pool)
-        .await
-        .expect("adopted allocation");
 }
 
 // ===========================================================================

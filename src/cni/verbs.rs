@@ -310,23 +310,12 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
             if existing.spec == spec && answer_of(&existing).is_some_and(|a| a.is_err()) {
                 // Refused before (the range was full, the static address
                 // taken): a repeated ADD asks again, with a claim of its own.
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: existing.uid(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(&name, &params).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => {
-                        return Err(api_error(
-                            &format!("deleting refused IPClaim {pod_namespace}/{name}"),
-                            &e,
-                        ));
-                    }
-                }
+                delete_claim(&api, &existing).await.map_err(|e| {
+                    api_error(
+                        &format!("deleting refused IPClaim {pod_namespace}/{name}"),
+                        &e,
+                    )
+                })?;
                 api.create(&PostParams::default(), &claim)
                     .await
                     .map_err(|e| {
@@ -505,20 +494,26 @@ pub async fn del(inv: &Invocation) -> Result<Value, CniError> {
     if existing.spec.container_id != inv.container_id {
         return Ok(Value::Null);
     }
+    delete_claim(&api, &existing)
+        .await
+        .map(|()| Value::Null)
+        .map_err(|e| api_error(&format!("deleting IPClaim {pod_namespace}/{name}"), &e))
+}
+
+/// Deletes exactly `claim` (its UID as precondition); gone already, or
+/// replaced by a claim of another UID, counts as done.
+async fn delete_claim(api: &Api<IPClaim>, claim: &IPClaim) -> Result<(), kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: existing.uid(),
+            uid: claim.uid(),
             resource_version: None,
         }),
         ..Default::default()
     };
-    match api.delete(&name, &params).await {
-        Ok(_) => Ok(Value::Null),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Value::Null),
-        Err(e) => Err(api_error(
-            &format!("deleting IPClaim {pod_namespace}/{name}"),
-            &e,
-        )),
+    match api.delete(&claim.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,0 +1,126 @@
+//! Fixtures the integration tests share (each test binary includes this
+//! module and uses part of it): the local control plane with the CRDs, a
+//! controller replica, pods bound to a node no kubelet runs, ranges, and
+//! reading what pools and claims hold.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use futures::future::join_all;
+use hereabouts::crd::{ClaimRange, IPClaim, IPPool};
+use hereabouts_kit::{Controller, Kit, TestNamespace, kit};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// The local control plane with hereabouts' CRDs, and a fresh namespace.
+pub async fn setup(prefix: &str) -> (Kit, TestNamespace) {
+    let kit = kit().await.expect("local control plane");
+    hereabouts::crd::install(&kit.client)
+        .await
+        .expect("install CRDs");
+    let ns = kit.namespace(prefix).await.expect("namespace");
+    (kit, ns)
+}
+
+/// One controller replica, killed when dropped.
+pub fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
+    Controller::start(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        ns,
+        name,
+        extra,
+    )
+    .expect("start controller")
+}
+
+/// A range of a claim, the whole CIDR.
+pub fn range(cidr: &str) -> ClaimRange {
+    ClaimRange {
+        range: cidr.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Pod objects bound to a node no kubelet runs; returns (name, uid).
+pub async fn pods(client: &Client, ns: &str, prefix: &str, count: usize) -> Vec<(String, String)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    join_all((0..count).map(|i| {
+        let api = api.clone();
+        let name = format!("{prefix}-{i}");
+        async move {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                         "containers": [{"name": "app", "image": "pause"}]}
+            }))
+            .expect("pod");
+            let pod = api
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+            (name, pod.uid().expect("uid"))
+        }
+    }))
+    .await
+}
+
+/// The addresses of a claim answered Ready for its current spec.
+pub fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
+    let status = claim.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        && status.observed_generation == claim.metadata.generation;
+    ready.then(|| status.addresses.clone())
+}
+
+/// All allocations of the pool `name` (all shards), as IP -> podref.
+pub async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
+    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for pool in api
+        .list(&ListParams::default())
+        .await
+        .expect("list pools")
+        .items
+    {
+        let pool_name = pool.name_any();
+        if pool_name != name && !pool_name.starts_with(&format!("{name}-s")) {
+            continue;
+        }
+        let (_, cidr) =
+            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
+        for (key, a) in pool.spec.allocations {
+            let offset: u128 = key.parse().expect("offset key");
+            let ip = cidr.ip_at(offset).expect("offset in range");
+            assert!(
+                out.insert(ip, a.podref.clone()).is_none(),
+                "{ip} allocated twice"
+            );
+        }
+    }
+    out
+}
+
+/// Adds a whereabouts-style allocation to the pool object `name`.
+pub async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &str) {
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut pool = pools.get(name).await.expect("pool");
+    pool.spec.allocations.insert(
+        offset.to_string(),
+        hereabouts::crd::IPAllocation {
+            id: format!("container-of-{podref}"),
+            podref: podref.to_owned(),
+            ifname: "net1".into(),
+        },
+    );
+    pools
+        .replace(name, &PostParams::default(), &pool)
+        .await
+        .expect("adopted allocation");
+}
