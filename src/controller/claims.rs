@@ -6,7 +6,7 @@
 //! claim's status. A deleted claim releases its addresses. Only the leader
 //! acts; standbys keep the cache warm and take over on leadership.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,6 +34,10 @@ use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
 /// missed event left behind (claims that failed are retried on their own
 /// schedule, see [`backoff`]).
 const RESCAN: Duration = Duration::from_secs(30);
+/// How often releases that could not happen yet are tried again...
+const RELEASE_RETRY: Duration = Duration::from_secs(2);
+/// ...and for how long (by then the collector has returned what they held).
+const RELEASE_PATIENCE: Duration = Duration::from_secs(600);
 /// The first retry of a claim that could not be served for now...
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// ...doubling per attempt up to this.
@@ -69,6 +73,24 @@ fn jitter(key: &str, attempt: u32) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let fraction = (hash >> 11) as f64 / (1u64 << 53) as f64;
     fraction
+}
+
+/// A deleted claim whose addresses are still to be released.
+#[derive(Debug)]
+struct Unreleased {
+    claim: IPClaim,
+    since: tokio::time::Instant,
+    in_flight: bool,
+}
+
+impl Unreleased {
+    fn new(claim: IPClaim) -> Self {
+        Unreleased {
+            claim,
+            since: tokio::time::Instant::now(),
+            in_flight: false,
+        }
+    }
 }
 
 /// Whether `claim` still waits for an answer to its current spec.
@@ -190,14 +212,40 @@ pub async fn run(
             serve(claim);
         }
     };
+    // Deleted claims whose release has not happened yet: seen while this
+    // replica did not lead (every replica watches; the next leader must
+    // not depend on the collector's grace period for them), or failed
+    // (leadership lost mid-way, the pool unwritable). Tried on becoming
+    // leader and after a backoff; dropped after `RELEASE_PATIENCE`, when
+    // the collector has long found what they held.
+    let mut unreleased: HashMap<String, Unreleased> = HashMap::new();
+    let (released_tx, mut released_rx) = mpsc::unbounded_channel::<(IPClaim, bool)>();
+    let start_release = |u: &mut Unreleased| {
+        if u.in_flight || !ctx.leadership.is_leader() {
+            return;
+        }
+        u.in_flight = true;
+        let (ctx, claim, released_tx) = (ctx.clone(), u.claim.clone(), released_tx.clone());
+        tokio::spawn(async move {
+            let done = release(ctx, claim.clone()).await;
+            let _ = released_tx.send((claim, done));
+        });
+    };
+    let release_all = |unreleased: &mut HashMap<String, Unreleased>| {
+        let now = tokio::time::Instant::now();
+        unreleased.retain(|_, u| now.duration_since(u.since) < RELEASE_PATIENCE);
+        unreleased.values_mut().for_each(start_release);
+    };
+    let mut release_retry = tokio::time::interval(RELEASE_RETRY);
     loop {
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim))) => serve(Arc::new(claim)),
                 Some(Ok(watcher::Event::Delete(claim))) => {
-                    if ctx.leadership.is_leader() {
-                        tokio::spawn(release(ctx.clone(), claim));
-                    }
+                    let entry = unreleased
+                        .entry(claim.uid().unwrap_or_default())
+                        .or_insert_with(|| Unreleased::new(claim));
+                    start_release(entry);
                 }
                 Some(Ok(watcher::Event::Init)) => {
                     // A relist begins (after a watch expired): deletions in
@@ -206,12 +254,10 @@ pub async fn run(
                     before_relist = store.state();
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
-                    let gone = vanished(std::mem::take(&mut before_relist), &store);
-                    if ctx.leadership.is_leader() {
-                        for claim in gone {
-                            tokio::spawn(release(ctx.clone(), claim));
-                        }
+                    for claim in vanished(std::mem::take(&mut before_relist), &store) {
+                        unreleased.insert(claim.uid().unwrap_or_default(), Unreleased::new(claim));
                     }
+                    release_all(&mut unreleased);
                     rescan_all(&store);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "IPClaim watch error; retrying"),
@@ -220,8 +266,18 @@ pub async fn run(
             () = leadership.changed() => {
                 // Pool state cached under an earlier term may be stale.
                 ctx.pools.clear();
+                release_all(&mut unreleased);
                 rescan_all(&store);
             }
+            Some((claim, done)) = released_rx.recv() => {
+                let key = claim.uid().unwrap_or_default();
+                if done {
+                    unreleased.remove(&key);
+                } else if let Some(u) = unreleased.get_mut(&key) {
+                    u.in_flight = false;
+                }
+            }
+            _ = release_retry.tick() => release_all(&mut unreleased),
             Some(claim) = retry_rx.recv() => {
                 // Only that claim, as it is now.
                 if let Some(claim) = store.get(&claim) {
@@ -856,11 +912,15 @@ fn answered(claim: &IPClaim) -> bool {
 /// owns nothing, and its deletion must not free what its spec names. What
 /// such a claim's pod does hold, the collector returns when no claim asks
 /// for it any more.
-async fn release(ctx: Arc<Context>, claim: IPClaim) {
+///
+/// Returns false when a release must be tried again (not leading now, the
+/// pool could not be written): the reconciler keeps the claim for that.
+async fn release(ctx: Arc<Context>, claim: IPClaim) -> bool {
     if !answered(&claim) {
         tracing::debug!(claim = %claim.name_any(), "deleted claim held nothing");
-        return;
+        return true;
     }
+    let mut done = true;
     let spec = &claim.spec;
     let pod_ref = format!("{}/{}", spec.pod.namespace, spec.pod.name);
     for (i, r) in spec.ranges.iter().enumerate() {
@@ -884,10 +944,12 @@ async fn release(ctx: Arc<Context>, claim: IPClaim) {
                 tracing::debug!(claim = %claim.name_any(), released, "claim deleted");
             }
             Err(e) => {
-                tracing::warn!(claim = %claim.name_any(), error = %e, "release failed; the collector will retry")
+                tracing::debug!(claim = %claim.name_any(), error = %e, "release failed; will retry");
+                done = false;
             }
         }
     }
+    done
 }
 
 #[cfg(test)]

@@ -269,7 +269,8 @@ async fn fence(
 /// conditional DELETE, and an object changed since is left alone: it was
 /// taken over, perhaps by the same pod and interface again, and the
 /// collector removes it if nothing backs it. With nothing known, it is
-/// read first and removed only if it still names the same container.
+/// read first and removed only if it still names the same container (or
+/// none: whereabouts writes none).
 pub async fn unreserve(
     ctx: &Context,
     network_name: Option<&str>,
@@ -291,9 +292,13 @@ pub async fn unreserve(
     let Some(existing) = api.get_opt(name.as_str()).await? else {
         return Ok(());
     };
+    // whereabouts writes no container ID into its reservations; ours
+    // always carry one, and another container's is a newer holder's.
+    let container_matches =
+        existing.spec.containerid.is_empty() || existing.spec.containerid == owner.container_id;
     if existing.spec.podref != owner.pod_ref
         || existing.spec.ifname != owner.ifname
-        || existing.spec.containerid != owner.container_id
+        || !container_matches
         || !ctx.leadership.is_leader()
     {
         return Ok(());
