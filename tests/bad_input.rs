@@ -697,7 +697,7 @@ async fn plugin_stdin_is_refused_naming_the_field() {
             v.to_string().into_bytes()
         }, 7, "runtimeConfig.ips[0]", "2001:db8::5".into()),
         ("network_name 254 characters", ipam(json!({"network_name": "n".repeat(254)})), 7, "ipam.network_name", "nnnnnnnn".into()),
-        ("network_name at the limit with the range", ipam(json!({"network_name": "n".repeat(253 - "-198.51.100.0-24".len() + 1)})), 7, "ipam.network_name", "nnnnnnnn".into()),
+        ("network_name one over the limit with the range", ipam(json!({"network_name": "n".repeat(253 - "-198.51.100.0-24".len() + 1)})), 7, "ipam.network_name", "nnnnnnnn".into()),
         ("network_name upper case", ipam(json!({"network_name": "Blue"})), 7, "ipam.network_name", "Blue".into()),
         ("gateway garbage", ipam(json!({"gateway": "the router"})), 7, "ipam.gateway", "the router".into()),
         ("routes not a list", ipam(json!({"routes": {"dst": "0.0.0.0/0"}})), 7, "ipam.routes", "object".into()),

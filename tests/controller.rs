@@ -1279,6 +1279,19 @@ async fn node_slice_pools_keep_their_reservations() {
     let (kit, ns) = setup("ctl-slice").await;
     let pod = pods(&kit.client, &ns.name, "slice", 1).await.remove(0);
     let podref = format!("{}/{}", ns.name, pod.0);
+    // The NAD whereabouts serves in node-slice mode.
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
+    nads.create(
+        &PostParams::default(),
+        &nad(
+            "bluenet",
+            json!({"cniVersion": "1.0.0", "name": "bluenet", "type": "macvlan", "master": "eth1",
+                   "ipam": {"type": "whereabouts", "range": "100.64.9.0/24",
+                            "network_name": "bluenet", "node_slice_size": "/28"}}),
+        ),
+    )
+    .await
+    .expect("NAD");
     let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
     let mut pool = IPPool::new(
         "bluenet-worker-1-100.64.9.16-28",

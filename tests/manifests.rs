@@ -956,3 +956,141 @@ async fn node_plugin_works_with_what_the_installer_writes() {
         "GC removed this node's stale claim"
     );
 }
+
+// ===========================================================================
+// Review of issue 12's fixes: the controller, run with the credentials
+// install.yaml gives it, must be able to make the writes the fixes added.
+// Claim answers are PUTs of the status (`update` on ipclaims/status; the
+// role grants `patch`), and a reservation take-over is a PUT
+// (`update` on overlappingrangeipreservations; the role grants create and
+// delete only).
+// ===========================================================================
+
+#[tokio::test]
+async fn the_installed_controller_may_make_every_write_it_makes() {
+    let (kit, installed) = install("manifests-rbac").await;
+    let n = installed.name().to_owned();
+    let mut missing = Vec::new();
+    for (what, args) in [
+        (
+            "claim answers (PUT .../ipclaims/NAME/status)",
+            &[
+                "update",
+                "ipclaims.hereabouts.dev",
+                "--subresource=status",
+                "-A",
+            ][..],
+        ),
+        (
+            "reservation take-overs (PUT .../overlappingrangeipreservations/NAME)",
+            &[
+                "update",
+                "overlappingrangeipreservations.whereabouts.cni.cncf.io",
+                "-n",
+                &n,
+            ][..],
+        ),
+    ] {
+        let allowed = eventually("the controller's bindings are in effect", 10, || async {
+            can(&n, "hereabouts-controller", args).then_some(())
+        })
+        .await
+        .is_ok();
+        if !allowed {
+            missing.push(what);
+        }
+    }
+    // End to end: the controller with its own token answers a claim.
+    let out = kubectl(&[
+        "create",
+        "token",
+        "hereabouts-controller",
+        "-n",
+        &n,
+        "--duration=10m",
+    ]);
+    assert!(out.status.success(), "token");
+    let token = String::from_utf8(out.stdout)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let (server, ca) = api_server();
+    let kubeconfig = installed.dir.join("controller.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        hereabouts::install::kubeconfig(&server, &ca, &token, &n).expect("render"),
+    )
+    .expect("write kubeconfig");
+    let pods_ns = kit
+        .namespace("manifests-rbac-pods")
+        .await
+        .expect("namespace");
+    let port = hereabouts_kit::free_port().expect("port");
+    let _controller = hereabouts_kit::Process::spawn(
+        &format!("{n}-controller"),
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        &[
+            "--namespace",
+            &n,
+            "--watch-namespace",
+            &pods_ns.name,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "250ms",
+        ]
+        .map(str::to_owned),
+        &[
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("RUST_LOG", "info,hereabouts=debug".to_owned()),
+        ],
+    )
+    .expect("controller");
+    let pods: Api<Pod> = Api::namespaced(kit.client.clone(), &pods_ns.name);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "rbac-0"},
+        "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                 "containers": [{"name": "app", "image": "pause"}]}
+    }))
+    .expect("pod");
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let mut c = claim(&pods_ns.name, "rbac-0", "simulated");
+    c.spec.pod.uid = pod.uid().expect("uid");
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &pods_ns.name);
+    claims
+        .create(&PostParams::default(), &c)
+        .await
+        .expect("claim");
+    let answered = eventually("the claim answered", 20, || async {
+        let c = claims.get("rbac-0").await.ok()?;
+        c.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+    })
+    .await;
+    let log = std::fs::read_to_string(local_dir().join("logs").join(format!("{n}-controller.log")))
+        .unwrap_or_default();
+    let forbidden: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            let from = l.find("ApiError: ")?;
+            let to = l.find(": Forbidden (").unwrap_or(l.len());
+            l.get(from..to)
+        })
+        .take(2)
+        .collect();
+    assert!(
+        missing.is_empty() && answered.is_ok(),
+        "the installed controller's role lacks {missing:?}; its claim answered: {:?}; \
+         its log: {forbidden:?}",
+        answered.map(|c| (c.status, c.reason))
+    );
+}

@@ -225,11 +225,8 @@ fn check_container_id(id: &str) -> Result<(), CniError> {
         ));
     }
     if id.len() > MAX_CONTAINER_ID {
-        return Err(invalid_env(
-            "CNI_CONTAINERID",
-            id,
-            "it is longer than 512 characters",
-        ));
+        let reason = format!("it is longer than {MAX_CONTAINER_ID} bytes");
+        return Err(invalid_env("CNI_CONTAINERID", id, &reason));
     }
     Ok(())
 }

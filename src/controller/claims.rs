@@ -114,6 +114,7 @@ pub struct Lookups {
     /// Pods by `namespace/name`.
     pub pods: Index<PodEntry>,
     pub nads: Store<NetworkAttachmentDefinition>,
+    pub claims: Store<IPClaim>,
 }
 
 /// Serves claims until the watch stream ends.
@@ -404,8 +405,23 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         statics.push((i, ip));
     }
     let mut out = Vec::with_capacity(spec.ranges.len());
+    let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
     for (i, r) in spec.ranges.iter().enumerate() {
         let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
+        // Every shard of the range's pool must be a valid object name.
+        let cidr = range.cidr();
+        let pool = ipam::pool_name(network_name, cidr)
+            .map_err(|e| ("InvalidNetworkName", format!("spec.networkName: {e}")))?;
+        let last = pools::shard_name(pool.as_str(), cidr.last_offset() / pools::SHARD_SPAN);
+        if let Err(why) = ipam::naming::check_object_name(&last) {
+            return Err((
+                "InvalidNetworkName",
+                format!(
+                    "spec.networkName: {:?} with spec.ranges[{i}] {cidr} makes IPPool names like {last:?}, and {why}",
+                    network_name.unwrap_or_default()
+                ),
+            ));
+        }
         let mut in_range = statics.iter().filter(|(_, ip)| range.cidr().contains(*ip));
         let static_ip = in_range.next().map(|(_, ip)| *ip);
         if let Some((j, ip)) = in_range.next() {
@@ -512,6 +528,29 @@ async fn authorize(
             ));
         }
     }
+    // One attachment per interface of a pod: a second claim of the same
+    // pod and interface (another network) would share its allocations'
+    // identity, and taking over or releasing its reservations would
+    // unprotect the first one's address.
+    let name = claim.name_any();
+    if let Some(other) = lookups.claims.state().iter().find(|c| {
+        c.name_any() != name
+            && c.namespace().as_deref() == Some(namespace.as_str())
+            && c.spec.pod.name == spec.pod.name
+            && c.spec.pod.uid == spec.pod.uid
+            && c.spec.interface == spec.interface
+            && c.metadata.deletion_timestamp.is_none()
+            && !refused(c)
+    }) {
+        return Err(Authorization::Refused(
+            "InterfaceClaimed",
+            format!(
+                "spec.interface: {:?} of pod {key} is claimed by IPClaim {} already",
+                spec.interface,
+                other.name_any()
+            ),
+        ));
+    }
     check_network(claim, requests, &declared_networks(&lookups.nads))
         .map_err(|(reason, message)| Authorization::Refused(reason, message))
 }
@@ -523,8 +562,15 @@ struct Declared {
     network: String,
     nad: String,
     network_name: Option<String>,
+    overlapping: bool,
     /// `None`: the ranges come from the nodes' flat file.
-    cidrs: Option<Vec<ipam::Cidr>>,
+    ranges: Option<Vec<IpRange>>,
+}
+
+impl Declared {
+    fn cidrs(&self) -> impl Iterator<Item = &ipam::Cidr> {
+        self.ranges.iter().flatten().map(IpRange::cidr)
+    }
 }
 
 fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared> {
@@ -541,7 +587,8 @@ fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared>
                     network,
                     nad: nad_name,
                     network_name: config.network_name.clone(),
-                    cidrs: Some(config.ranges.iter().map(|r| *r.range.cidr()).collect()),
+                    overlapping: config.enable_overlapping_ranges,
+                    ranges: Some(config.ranges.iter().map(|r| r.range.clone()).collect()),
                 }),
                 Err(ipam::ConfigError::NoRange { .. }) => out.push(Declared {
                     network,
@@ -551,7 +598,12 @@ fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared>
                         .get("network_name")
                         .and_then(|v| v.as_str())
                         .map(str::to_owned),
-                    cidrs: None,
+                    overlapping: section
+                        .ipam
+                        .get("enable_overlapping_ranges")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(true),
+                    ranges: None,
                 }),
                 Err(_) => {}
             }
@@ -583,10 +635,17 @@ fn check_network(
         .filter(|d| d.network == spec.network.name)
         .collect();
     if !mine.is_empty() {
+        // Each range within one the NAD declares (the nodes' flat file may
+        // narrow it, never widen it or drop an exclusion), the overlap
+        // check as declared.
         let fits = |d: &&Declared| {
-            d.cidrs.as_ref().is_none_or(|declared| {
-                d.network_name == network_name && cidrs.iter().all(|c| declared.contains(c))
-            })
+            d.overlapping == spec.enable_overlapping_ranges
+                && d.ranges.as_ref().is_none_or(|declared| {
+                    d.network_name == network_name
+                        && requests
+                            .iter()
+                            .all(|r| declared.iter().any(|n| r.range.within(n)))
+                })
         };
         if mine.iter().any(fits) {
             return Ok(());
@@ -595,12 +654,13 @@ fn check_network(
             .iter()
             .map(|d| {
                 let ranges: Vec<String> =
-                    d.cidrs.iter().flatten().map(ToString::to_string).collect();
+                    d.ranges.iter().flatten().map(ToString::to_string).collect();
                 format!(
-                    "{} declares {} with network_name {:?}",
+                    "{} declares {} with network_name {:?} and enable_overlapping_ranges {}",
                     d.nad,
                     ranges.join(", "),
-                    d.network_name
+                    d.network_name,
+                    d.overlapping
                 )
             })
             .collect();
@@ -608,8 +668,9 @@ fn check_network(
         return Err((
             "UndeclaredRange",
             format!(
-                "spec.ranges: {} with network_name {network_name:?} are not what network {:?} declares ({})",
+                "spec.ranges: {} with network_name {network_name:?} and enableOverlappingRanges {} are not what network {:?} declares ({})",
                 asked.join(", "),
+                spec.enable_overlapping_ranges,
                 spec.network.name,
                 list.join("; ")
             ),
@@ -617,7 +678,7 @@ fn check_network(
     }
     for (i, cidr) in cidrs.iter().enumerate() {
         for d in declared.iter().filter(|d| d.network_name == network_name) {
-            if let Some(taken) = d.cidrs.iter().flatten().find(|c| c.overlaps(cidr)) {
+            if let Some(taken) = d.cidrs().find(|c| c.overlaps(cidr)) {
                 return Err((
                     "UndeclaredNetwork",
                     format!(
@@ -770,8 +831,36 @@ pub async fn write_status(
     }
 }
 
-/// Gives back the addresses of a deleted claim.
+/// Whether `claim` was refused (Ready False) for its current spec.
+pub(crate) fn refused(claim: &IPClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.observed_generation == claim.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False")
+    })
+}
+
+/// Whether `claim` was answered with addresses for its current spec.
+fn answered(claim: &IPClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.observed_generation == claim.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Gives back the addresses of a deleted claim, if it was granted them: a
+/// claim that was refused (naming another pod, say) or never answered
+/// owns nothing, and its deletion must not free what its spec names. What
+/// such a claim's pod does hold, the collector returns when no claim asks
+/// for it any more.
 async fn release(ctx: Arc<Context>, claim: IPClaim) {
+    if !answered(&claim) {
+        tracing::debug!(claim = %claim.name_any(), "deleted claim held nothing");
+        return;
+    }
     let spec = &claim.spec;
     let pod_ref = format!("{}/{}", spec.pod.namespace, spec.pod.name);
     for (i, r) in spec.ranges.iter().enumerate() {

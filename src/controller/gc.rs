@@ -212,14 +212,21 @@ impl Collector {
     /// Everything orphaned now, as the caches say.
     fn suspects(&self) -> HashSet<Suspect> {
         let pods = self.caches.pods.read();
-        let pod_uids: HashSet<&str> = pods.values().map(|p| &*p.uid).collect();
         let claims = self.caches.claims.state();
         // The pools the claims of live pods ask for, by (pod ref, interface).
         let mut asked: HashMap<(String, String), HashSet<String>> = HashMap::new();
         let mut suspects: HashSet<Suspect> = HashSet::new();
         for claim in &claims {
             let spec = &claim.spec;
-            if pod_uids.contains(spec.pod.uid.as_str()) {
+            // Its own pod: that name, in the claim's namespace, with that
+            // UID (a claim naming another pod's name or UID backs nothing).
+            let own_pod_lives = claim.namespace().as_deref() == Some(spec.pod.namespace.as_str())
+                && pods
+                    .get(format!("{}/{}", spec.pod.namespace, spec.pod.name).as_str())
+                    .is_some_and(|p| *p.uid == spec.pod.uid);
+            if own_pod_lives && super::claims::refused(claim) {
+                // Refused: asks for nothing, and stays while its pod does.
+            } else if own_pod_lives {
                 asked
                     .entry((
                         format!("{}/{}", spec.pod.namespace, spec.pod.name),
@@ -242,13 +249,20 @@ impl Collector {
                     .is_some_and(|(pod_ns, _)| pod_ns == ns)
             })
         };
+        let declared = declared_network_names(&self.caches.nads);
         let mut reserved_names: HashSet<String> = HashSet::new();
         for pool in self.caches.pools.state() {
             let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&pool.spec.range) else {
                 continue;
             };
             let base = base_name(&pool);
-            let network_names = possible_network_names(&base, &cidr);
+            // hereabouts' own pools are named exactly; whereabouts' may
+            // be node-slice pools.
+            let network_names = if pool.labels().contains_key(POOL_LABEL) {
+                vec![network_name_of(&base, &cidr)]
+            } else {
+                possible_network_names(&base, &cidr, &declared)
+            };
             for (key, a) in &pool.spec.allocations {
                 let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
                     continue;
@@ -430,22 +444,46 @@ fn claim_pools(claim: &IPClaim) -> Vec<String> {
         .collect()
 }
 
+/// The `network_name`s NADs declare.
+fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<String> {
+    nads.state()
+        .iter()
+        .filter_map(|nad| ipam::find_ipam_sections(&nad.spec.config).ok())
+        .flatten()
+        .filter_map(|section| {
+            section
+                .ipam
+                .get("network_name")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 /// Every `network_name` a pool's reservations may be named with: whatever
-/// precedes the range part of its name, and each shorter `-` prefix of it
-/// (whereabouts' node-slice pools are `<network_name>-<node>-<slice>`, and
-/// both parts may hold dashes), and none. A reservation is orphaned only
-/// when no allocation of its address could have written it.
-fn possible_network_names(pool: &str, cidr: &ipam::Cidr) -> Vec<Option<String>> {
-    let mut names = vec![None];
-    if let Some(prefix) = network_name_of(pool, cidr) {
-        names.extend(
-            prefix
-                .match_indices('-')
-                .map(|(i, _)| Some(prefix[..i].to_owned()))
-                .filter(|n| n.as_deref().is_some_and(|n| !n.is_empty())),
-        );
-        names.push(Some(prefix));
+/// precedes the range part of its name; for whereabouts' node-slice pools,
+/// `<network_name>-<node>-<slice>` (both parts may hold dashes), also each
+/// shorter `-` prefix of that which a NAD declares as a network name; and
+/// none, when the name has no prefix or its prefix is no declared network
+/// name (a node-slice pool of an unnamed network is `<node>-<slice>`).
+fn possible_network_names(
+    pool: &str,
+    cidr: &ipam::Cidr,
+    declared: &HashSet<String>,
+) -> Vec<Option<String>> {
+    let Some(prefix) = network_name_of(pool, cidr) else {
+        return vec![None];
+    };
+    let mut names: Vec<Option<String>> = prefix
+        .match_indices('-')
+        .map(|(i, _)| &prefix[..i])
+        .filter(|n| declared.contains(*n))
+        .map(|n| Some(n.to_owned()))
+        .collect();
+    if !declared.contains(&prefix) {
+        names.push(None);
     }
+    names.push(Some(prefix));
     names
 }
 

@@ -228,6 +228,7 @@ pub async fn run(
         let lookups = claims::Lookups {
             pods: pods.clone(),
             nads: nads.clone(),
+            claims: claims_store.clone(),
         };
         background.spawn(async move {
             claims::run(ctx, claim_events, claims_store, lookups).await;

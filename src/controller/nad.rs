@@ -166,6 +166,9 @@ pub async fn prune(
         if !managed || !range_empty || base.as_ref().is_some_and(|b| wanted.contains(b)) {
             continue;
         }
+        if !ctx.leadership.is_leader() {
+            return;
+        }
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: pool.uid(),

@@ -974,6 +974,9 @@ impl Actor {
             return Err(CommitError::NotLeader);
         }
         let mut written_now = Vec::new();
+        // Held until the pool write is done: till then another pool of
+        // this replica must not take these reservations for orphans.
+        let mut reserving = None;
         if !decided.reserve.is_empty() {
             // Reservations this batch may replace: those of the addresses it
             // releases, and those an uncommitted attempt of it made.
@@ -985,14 +988,18 @@ impl Actor {
                     .map(|(_, a)| (a.pod_ref.clone(), a.ifname.clone()))
                     .collect(),
             );
-            let _reserving = self.ctx.pools.reserving(
-                &self.base,
-                decided
-                    .reserve
-                    .iter()
-                    .filter_map(|(o, _)| self.cidr.ip_at(*o))
-                    .filter_map(|ip| ipam::reservation_name(self.network_name.as_deref(), ip).ok())
-                    .map(ipam::ReservationName::into_string),
+            reserving = Some(
+                self.ctx.pools.reserving(
+                    &self.base,
+                    decided
+                        .reserve
+                        .iter()
+                        .filter_map(|(o, _)| self.cidr.ip_at(*o))
+                        .filter_map(|ip| {
+                            ipam::reservation_name(self.network_name.as_deref(), ip).ok()
+                        })
+                        .map(ipam::ReservationName::into_string),
+                ),
             );
             let fences: Arc<reservations::Fences> = Arc::default();
             let results = join_all(decided.reserve.iter().map(|(offset, owner)| {
@@ -1103,6 +1110,7 @@ impl Actor {
             .filter_map(|(o, _)| Some((*o, self.reservations.remove(o)?)))
             .collect();
         self.reservations.extend(written_now);
+        drop(reserving);
         Ok(released)
     }
 

@@ -104,13 +104,24 @@ pub async fn reserve(
         Ok(created) => Ok(Some(Written::of(&created))),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let Some(mut existing) = api.get_opt(name.as_str()).await? else {
-                // Deleted in between: the next attempt creates it.
-                return Ok(None);
+                // Removed in between (a release finishing): try once more.
+                return match api.create(&PostParams::default(), &object).await {
+                    Ok(created) => Ok(Some(Written::of(&created))),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+                    Err(e) => Err(e),
+                };
             };
+            // Ours (its owner, or a leftover of this batch) only if written
+            // for this pool, or before pools were recorded (whereabouts, an
+            // older hereabouts): another pool's reservation of the same
+            // owner protects that pool's address.
+            let this_pool = existing
+                .annotations()
+                .get(WRITTEN_FOR)
+                .is_none_or(|shard| writer.owns(shard));
             let same_owner =
                 existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname;
-            if !same_owner
-                && !ours(&existing.spec)
+            if !(this_pool && (same_owner || ours(&existing.spec)))
                 && !orphaned(ctx, &existing, name.as_str(), ip, writer).await?
             {
                 return Ok(None);

@@ -456,6 +456,21 @@ impl IpRange {
 
     /// Excluded offsets inside `[first_offset, last_offset]`: sorted,
     /// disjoint, inclusive intervals.
+    /// Whether every address this range hands out `other` hands out too
+    /// (same CIDR, limits within, `other`'s exclusions kept): a range the
+    /// nodes narrowed further (a flat file adding `range_start` or
+    /// `exclude`) is within what the network declares; one that drops a
+    /// declared exclusion is not.
+    pub fn within(&self, other: &IpRange) -> bool {
+        self.cidr == other.cidr
+            && self.first >= other.first
+            && self.last <= other.last
+            && other.excluded.iter().all(|&(a, b)| {
+                let (a, b) = (a.max(self.first), b.min(self.last));
+                a > b || self.excluded.iter().any(|&(x, y)| x <= a && b <= y)
+            })
+    }
+
     pub fn excluded(&self) -> &[(u128, u128)] {
         &self.excluded
     }
@@ -591,6 +606,49 @@ impl FromStr for IpRange {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_range_is_within_another_only_if_it_hands_out_no_more() {
+        let parse = |range: &str, start: Option<&str>, end: Option<&str>, exclude: &[&str]| {
+            IpRange::parse(&RangeFields {
+                path: "t",
+                range,
+                range_start: start,
+                range_end: end,
+                exclude,
+            })
+            .expect("range")
+            .0
+        };
+        let declared = parse(
+            "100.64.9.0/24",
+            Some("100.64.9.10"),
+            None,
+            &["100.64.9.100/30"],
+        );
+        assert!(declared.within(&declared));
+        let narrower = parse(
+            "100.64.9.0/24",
+            Some("100.64.9.20"),
+            Some("100.64.9.200"),
+            &["100.64.9.100/30", "100.64.9.50"],
+        );
+        assert!(narrower.within(&declared));
+        assert!(!declared.within(&narrower));
+        let no_start = parse("100.64.9.0/24", None, None, &["100.64.9.100/30"]);
+        assert!(!no_start.within(&declared), "drops range_start");
+        let no_exclude = parse("100.64.9.0/24", Some("100.64.9.10"), None, &[]);
+        assert!(!no_exclude.within(&declared), "drops the exclusion");
+        let past = parse(
+            "100.64.9.0/24",
+            Some("100.64.9.10"),
+            Some("100.64.9.99"),
+            &[],
+        );
+        assert!(past.within(&declared), "ends before the exclusion");
+        let other = parse("100.64.8.0/24", None, None, &[]);
+        assert!(!other.within(&declared));
+    }
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
