@@ -37,35 +37,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let only: Vec<String> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--only="))
-        .flat_map(|s| s.split(','))
-        .map(str::to_owned)
-        .collect();
-    let systems: Vec<String> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--systems="))
-        .flat_map(|s| s.split(','))
-        .map(str::to_owned)
-        .collect();
+    let only = hereabouts_kit::arg_list(&args, "--only");
+    let systems = hereabouts_kit::arg_list(&args, "--systems");
     let mut settings = if quick {
         Settings::quick()
     } else {
         Settings::full()
     };
-    if let Some(steps) = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--scale-steps="))
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(steps) = hereabouts_kit::arg_value(&args, "--scale-steps") {
         settings.scale_steps = steps;
     }
-    if let Some(seconds) = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--drain-s="))
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seconds) = hereabouts_kit::arg_value(&args, "--drain-s") {
         settings.drain_s = seconds;
     }
     let root = hereabouts_kit::repo_root();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hereabouts::crd::{IPPool, OverlappingRangeIPReservation};
 pub use hereabouts_kit::plugin::{Call, Outcome, PodRef};
-use hereabouts_kit::plugin::{Plugin, create_pods};
-use hereabouts_kit::{Process, TestNamespace, cni_bin_dir, free_port, local_dir};
+use hereabouts_kit::plugin::{Plugin, create_pods, flat_file};
+use hereabouts_kit::{Process, TestNamespace, cni_bin_dir, free_port};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -66,14 +66,7 @@ impl Target {
         client: Client,
         bin_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let kubeconfig = ns.kubeconfig()?;
-        let dir = local_dir().join("bench");
-        std::fs::create_dir_all(&dir)?;
-        let flat_file = dir.join(format!("{}.conf", ns.name));
-        std::fs::write(
-            &flat_file,
-            serde_json::json!({"kubernetes": {"kubeconfig": kubeconfig}}).to_string(),
-        )?;
+        let flat_file = flat_file("bench", &ns.name, &ns.kubeconfig()?)?;
         let (plugin, controller, controller_port) = match kind {
             Kind::Whereabouts => (cni_bin_dir().join("whereabouts"), None, 0),
             Kind::Hereabouts => {

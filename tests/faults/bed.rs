@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hereabouts::crd::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use hereabouts_kit::plugin::{Batch, Call, Outcome, Plugin, PodRef, create_pods};
+use hereabouts_kit::plugin::{Batch, Call, Outcome, Plugin, PodRef, create_pods, flat_file};
 use hereabouts_kit::{Controller, Kit, TestNamespace, cni_bin_dir, local_dir};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -180,13 +180,7 @@ impl Bed {
         // read its kubeconfig (whose context namespace keeps the pools in
         // this namespace) from the flat file.
         let kubeconfig = ns.service_account(&shared.client, "hereabouts").await?;
-        let dir = local_dir().join("faults");
-        std::fs::create_dir_all(&dir)?;
-        let flat_file = dir.join(format!("{}.conf", ns.name));
-        std::fs::write(
-            &flat_file,
-            serde_json::json!({"kubernetes": {"kubeconfig": kubeconfig}}).to_string(),
-        )?;
+        let flat_file = flat_file("faults", &ns.name, &kubeconfig)?;
         let mut bed = Bed {
             client: shared.client.clone(),
             hereabouts: Plugin::new(PathBuf::from(env!("CARGO_BIN_EXE_hereabouts")), &ns.name),

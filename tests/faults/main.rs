@@ -38,19 +38,10 @@ fn main() -> std::process::ExitCode {
     } else {
         Settings::quick()
     };
-    if let Some(runs) = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--runs="))
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(runs) = hereabouts_kit::arg_value(&args, "--runs") {
         settings.runs = runs;
     }
-    let only: Vec<String> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--only="))
-        .flat_map(|s| s.split(','))
-        .map(str::to_owned)
-        .collect();
+    let only = hereabouts_kit::arg_list(&args, "--only");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

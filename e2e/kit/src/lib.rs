@@ -446,6 +446,24 @@ pub fn signal(pid: u32, signal: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The value of `--<flag>=<value>` among a harness's arguments (the last
+/// one wins), if present and parseable.
+pub fn arg_value<T: std::str::FromStr>(args: &[String], flag: &str) -> Option<T> {
+    args.iter()
+        .rev()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The comma-separated values of every `--<flag>=a,b`.
+pub fn arg_list(args: &[String], flag: &str) -> Vec<String> {
+    args.iter()
+        .filter_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+        .flat_map(|s| s.split(','))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -112,6 +112,20 @@ impl Default for Batch {
     }
 }
 
+/// Writes `<local>/<folder>/<namespace>.conf`, a flat file (the NAD's
+/// `configuration_path`) naming `kubeconfig`: whereabouts refuses to run
+/// without one, and its context namespace keeps the pools there.
+pub fn flat_file(folder: &str, namespace: &str, kubeconfig: &Path) -> std::io::Result<PathBuf> {
+    let dir = crate::local_dir().join(folder);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{namespace}.conf"));
+    std::fs::write(
+        &path,
+        serde_json::json!({"kubernetes": {"kubeconfig": kubeconfig}}).to_string(),
+    )?;
+    Ok(path)
+}
+
 /// A plugin binary called for the pods of one namespace on interface
 /// `net1`.
 #[derive(Clone, Debug)]
