@@ -254,7 +254,8 @@ maxPods: 250
 serializeImagePulls: false
 YAML
   # The runtime's default network (each pod's eth0): a bridge local to the
-  # node with host-local addresses, gateway on the node, through Multus,
+  # node with host-local addresses, the default route via the node (where
+  # the service IP answers), through Multus,
   # which adds the networks the pods' annotations ask for.
   cat >"$dir/etc-cni-net.d/00-multus.conf" <<CONF
 {
@@ -273,7 +274,8 @@ YAML
     "type": "bridge",
     "bridge": "cni0",
     "isGateway": true,
-    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$index.0/24"}]]}
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.$index.0/24"}]],
+             "routes": [{"dst": "0.0.0.0/0"}]}
   }]
 }
 CONF
