@@ -17,6 +17,16 @@ target=x86_64-unknown-linux-gnu
 out=$HB_ROOT/target/image
 archive=$out/hereabouts.oci.tar
 
+# Run from a test (cargo test sets CARGO_PKG_*, CARGO_MANIFEST_*,
+# CARGO_BIN_EXE_*, LD_LIBRARY_PATH for its binaries), the build must see
+# the environment a shell gives it, or cargo takes it for a different one
+# and rebuilds every crate.
+while read -r v; do
+  case $v in
+    CARGO_HOME | CARGO_TARGET_DIR | CARGO_TERM_COLOR | CARGO_BUILD_JOBS) ;;
+    CARGO | CARGO_* | LD_LIBRARY_PATH | RUST_RECURSION_COUNT) unset "$v" ;;
+  esac
+done < <(compgen -e)
 say "building ${bins[*]} (release, static, $target)"
 # --target keeps these apart from the host build in target/release (build
 # scripts and proc macros stay dynamic: RUSTFLAGS with --target only
