@@ -413,6 +413,11 @@ remove() {
   cgroups_remove "$cg"
   # With the mount namespace gone, the node's folders hold plain files.
   HB_REAL_REMOVING=1 "$HB_ROOT/e2e/node.sh" remove "$name" "${2:-}"
+  # Its pods can never finish terminating now: remove them, as an admin
+  # does for a node that is gone.
+  if [[ ${2:-} != --local-only && -f $HB_KUBECONFIG ]]; then
+    k delete pods -A --field-selector "spec.nodeName=$name" --force --grace-period=0 >/dev/null 2>&1 || true
+  fi
 }
 
 # Internal: the holder, inside the new mount namespace.

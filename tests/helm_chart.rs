@@ -29,7 +29,10 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 fn helm() -> String {
-    let tools = run(&root().join("e2e/tools/build.sh").display().to_string(), &[]);
+    let tools = run(
+        &root().join("e2e/tools/build.sh").display().to_string(),
+        &[],
+    );
     format!("{}/helm", tools.trim())
 }
 
@@ -79,7 +82,10 @@ fn default_values_render_what_kustomize_renders() {
     let kustomize_keys: Vec<&String> = kustomize.keys().collect();
     assert_eq!(chart_keys, kustomize_keys, "the same objects");
     for (key, object) in &kustomize {
-        assert_eq!(&chart[key], object, "{key} differs between helm and kustomize");
+        assert_eq!(
+            &chart[key], object,
+            "{key} differs between helm and kustomize"
+        );
     }
 }
 

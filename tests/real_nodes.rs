@@ -119,22 +119,40 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if std::env::var_os("HB_KEEP_REAL_NODES").is_some() {
-            eprintln!("[real-nodes] HB_KEEP_REAL_NODES: leaving namespace {} and the nodes", self.ns);
+            eprintln!(
+                "[real-nodes] HB_KEEP_REAL_NODES: leaving namespace {} and the nodes",
+                self.ns
+            );
             return;
         }
         let _ = run(
             "kubectl",
-            &["delete", "namespace", &self.ns, "--ignore-not-found", "--wait=false"],
+            &[
+                "delete",
+                "namespace",
+                &self.ns,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
         );
         // Everything install.yaml made but the CRDs (the other tiers share them).
         let _ = run(
             "kubectl",
-            &["delete", "--ignore-not-found", "--wait=false", "-f", &self.install.display().to_string()],
+            &[
+                "delete",
+                "--ignore-not-found",
+                "--wait=false",
+                "-f",
+                &self.install.display().to_string(),
+            ],
         );
         for node in NODES {
             let _ = run(repo_root().join("e2e/node.sh"), &["remove", node]);
         }
-        let _ = run(repo_root().join("e2e/real-node.sh"), &["control-plane", "down"]);
+        let _ = run(
+            repo_root().join("e2e/real-node.sh"),
+            &["control-plane", "down"],
+        );
     }
 }
 
@@ -156,42 +174,55 @@ fn pods(ns: &str, selector: &str) -> Vec<Value> {
 
 fn ready(pod: &Value) -> bool {
     pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// The addresses Multus reports for the attachment of `network` (ns/name).
 fn network_ips(pod: &Value, network: &str) -> Option<Vec<String>> {
     let status = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str()?;
     let status: Value = serde_json::from_str(status).ok()?;
-    status.as_array()?.iter().find(|s| s["name"] == network).map(|s| {
-        s["ips"]
-            .as_array()
-            .map(|ips| ips.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
-    })
+    status
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == network)
+        .map(|s| {
+            s["ips"]
+                .as_array()
+                .map(|ips| {
+                    ips.iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
 }
 
 /// Waits until exactly `count` pods match and all are Ready with an
 /// address on `network`.
 fn ready_pods(ns: &str, selector: &str, network: &str, count: usize, seconds: u64) -> Vec<PodInfo> {
-    wait(&format!("{count} Ready pods {selector} with {network}"), seconds, || {
-        let all = pods(ns, selector);
-        if all.len() != count || !all.iter().all(ready) {
-            return None;
-        }
-        all.iter()
-            .map(|p| {
-                Some(PodInfo {
-                    name: p["metadata"]["name"].as_str()?.to_owned(),
-                    node: p["spec"]["nodeName"].as_str()?.to_owned(),
-                    uid: p["metadata"]["uid"].as_str()?.to_owned(),
-                    ips: network_ips(p, network).filter(|ips| !ips.is_empty())?,
+    wait(
+        &format!("{count} Ready pods {selector} with {network}"),
+        seconds,
+        || {
+            let all = pods(ns, selector);
+            if all.len() != count || !all.iter().all(ready) {
+                return None;
+            }
+            all.iter()
+                .map(|p| {
+                    Some(PodInfo {
+                        name: p["metadata"]["name"].as_str()?.to_owned(),
+                        node: p["spec"]["nodeName"].as_str()?.to_owned(),
+                        uid: p["metadata"]["uid"].as_str()?.to_owned(),
+                        ips: network_ips(p, network).filter(|ips| !ips.is_empty())?,
+                    })
                 })
-            })
-            .collect()
-    })
+                .collect()
+        },
+    )
 }
 
 /// Allocations of `range` across its pool shards: address offset -> podref.
@@ -202,8 +233,15 @@ fn allocations(range: &str) -> BTreeMap<String, String> {
         if pool["spec"]["range"] != range {
             continue;
         }
-        for (offset, a) in pool["spec"]["allocations"].as_object().into_iter().flatten() {
-            out.insert(offset.clone(), a["podref"].as_str().unwrap_or_default().to_owned());
+        for (offset, a) in pool["spec"]["allocations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            out.insert(
+                offset.clone(),
+                a["podref"].as_str().unwrap_or_default().to_owned(),
+            );
         }
     }
     out
@@ -293,7 +331,8 @@ fn node_installed(node: &str) -> bool {
 }
 
 fn install_without_crds(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("manifests/install.yaml")).expect("install.yaml");
+    let text =
+        std::fs::read_to_string(repo_root().join("manifests/install.yaml")).expect("install.yaml");
     let kept: Vec<&str> = text
         .split("\n---\n")
         .filter(|d| !d.contains("kind: CustomResourceDefinition"))
@@ -318,11 +357,19 @@ fn admin_path_on_real_nodes() {
 
     step("make image: static binaries packed as an OCI archive");
     let archive = script("image.sh", &[]).trim().to_owned();
-    assert!(Path::new(&archive).is_file(), "no image archive at {archive}");
+    assert!(
+        Path::new(&archive).is_file(),
+        "no image archive at {archive}"
+    );
 
     step("kubectl apply --server-side -f manifests/install.yaml");
     let manifest = repo_root().join("manifests/install.yaml");
-    kubectl(&["apply", "--server-side", "-f", &manifest.display().to_string()]);
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
     // A short-lived node token, so this tier sees the kubelet rotate it;
     // patched before any node runs the DaemonSet, so no rollout follows.
     kubectl(&[
@@ -334,13 +381,18 @@ fn admin_path_on_real_nodes() {
     ]);
 
     for node in NODES {
-        step(&format!("real node {node}: containerd + kubelet, the image imported (never pulled)"));
+        step(&format!(
+            "real node {node}: containerd + kubelet, the image imported (never pulled)"
+        ));
         script("node.sh", &["add", node, "--real", &archive]);
     }
 
     step("the controller's two replicas become Ready and one holds the Lease");
     let controllers = wait("two Ready controller replicas", 180, || {
-        let all = pods(POOLS_NS, "app.kubernetes.io/name=hereabouts-controller");
+        let all: Vec<Value> = pods(POOLS_NS, "app.kubernetes.io/name=hereabouts-controller")
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         (all.len() == 2 && all.iter().all(ready)).then_some(all)
     });
     let names: BTreeSet<String> = controllers
@@ -350,27 +402,45 @@ fn admin_path_on_real_nodes() {
     let holder = wait("the Lease held by a replica", 60, || {
         let lease = kubectl_json(&["get", "lease", "hereabouts-controller", "-n", POOLS_NS]);
         let holder = lease["spec"]["holderIdentity"].as_str()?.to_owned();
-        names.iter().any(|n| holder.contains(n.as_str())).then_some(holder)
+        names
+            .iter()
+            .any(|n| holder.contains(n.as_str()))
+            .then_some(holder)
     });
     eprintln!("[real-nodes] lease holder: {holder}");
-    let spread: BTreeSet<&str> = controllers.iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
-    assert_eq!(spread.len(), 2, "the replicas are spread over both nodes: {spread:?}");
+    let spread: BTreeSet<&str> = controllers
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert_eq!(
+        spread.len(),
+        2,
+        "the replicas are spread over both nodes: {spread:?}"
+    );
 
     step("the DaemonSet installs the plugin and its 0600 kubeconfig on each real node");
     for node in NODES {
-        wait(&format!("hereabouts installed on {node}"), 120, || node_installed(node).then_some(()));
+        wait(&format!("hereabouts installed on {node}"), 120, || {
+            node_installed(node).then_some(())
+        });
     }
     let first_tokens: Vec<String> = NODES.iter().map(|n| kubeconfig_token(n)).collect();
     let token_since = Instant::now();
 
     kubectl(&["create", "namespace", &ns]);
     let lan = format!("{ns}/lan");
-    nad(&ns, "lan", json!({
-        "cniVersion": "1.0.0", "name": "lan", "type": "macvlan", "master": "eth1", "mode": "bridge",
-        "ipam": {"type": "hereabouts", "range": LAN}
-    }));
+    nad(
+        &ns,
+        "lan",
+        json!({
+            "cniVersion": "1.0.0", "name": "lan", "type": "macvlan", "master": "eth1", "mode": "bridge",
+            "ipam": {"type": "hereabouts", "range": LAN}
+        }),
+    );
 
-    step("a Deployment of 6 pods with a macvlan network starts through kubelet, containerd and Multus");
+    step(
+        "a Deployment of 6 pods with a macvlan network starts through kubelet, containerd and Multus",
+    );
     let deployment = |replicas: u32| {
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -388,31 +458,53 @@ fn admin_path_on_real_nodes() {
     assert_eq!(allocations(LAN).len(), 6, "six allocations in the pool");
     for p in &web {
         let shown = in_pod_ok(&ns, p, &["ip", "-o", "addr", "show", "net1"]);
-        assert!(shown.contains(&p.ips[0]), "net1 of {} holds {}: {shown}", p.name, p.ips[0]);
+        assert!(
+            shown.contains(&p.ips[0]),
+            "net1 of {} holds {}: {shown}",
+            p.name,
+            p.ips[0]
+        );
     }
 
     step("pods ping each other across nodes over net1");
-    let a = web.iter().find(|p| p.node == NODES[0]).expect("a pod on the first node");
-    let b = web.iter().find(|p| p.node == NODES[1]).expect("a pod on the second node");
+    let a = web
+        .iter()
+        .find(|p| p.node == NODES[0])
+        .expect("a pod on the first node");
+    let b = web
+        .iter()
+        .find(|p| p.node == NODES[1])
+        .expect("a pod on the second node");
     for (from, to) in [(a, b), (b, a)] {
         let out = in_pod(&ns, from, &["ping", "-c", "2", "-W", "3", addr(&to.ips[0])]);
         assert!(
             out.status.success(),
             "{} ({}) pings {} ({}): {}",
-            from.name, from.node, to.name, to.node, String::from_utf8_lossy(&out.stdout)
+            from.name,
+            from.node,
+            to.name,
+            to.node,
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 
     step("scaling down releases, scaling up reuses the released addresses");
     apply(&deployment(2));
     let kept = ready_pods(&ns, "app=web", &lan, 2, 120);
-    wait("four addresses released", 60, || (allocations(LAN).len() == 2).then_some(()));
-    let kept_addresses: BTreeSet<String> = kept.iter().map(|p| addr(&p.ips[0]).to_owned()).collect();
+    wait("four addresses released", 60, || {
+        (allocations(LAN).len() == 2).then_some(())
+    });
+    let kept_addresses: BTreeSet<String> =
+        kept.iter().map(|p| addr(&p.ips[0]).to_owned()).collect();
     apply(&deployment(6));
     let again = ready_pods(&ns, "app=web", &lan, 6, 240);
-    let again_addresses: BTreeSet<String> = again.iter().map(|p| addr(&p.ips[0]).to_owned()).collect();
+    let again_addresses: BTreeSet<String> =
+        again.iter().map(|p| addr(&p.ips[0]).to_owned()).collect();
     assert!(kept_addresses.is_subset(&again_addresses));
-    assert_eq!(again_addresses, addresses, "the lowest free addresses, the ones released, are handed out again");
+    assert_eq!(
+        again_addresses, addresses,
+        "the lowest free addresses, the ones released, are handed out again"
+    );
 
     step("a StatefulSet pod deleted by hand comes back with its address");
     apply(&json!({
@@ -427,7 +519,10 @@ fn admin_path_on_real_nodes() {
         let p = ready_pods(&ns, "app=db", &lan, 1, 180).remove(0);
         (p.uid != db.uid).then_some(p)
     });
-    assert_eq!(db_again.ips, db.ips, "db-0 keeps its address across recreation");
+    assert_eq!(
+        db_again.ips, db.ips,
+        "db-0 keeps its address across recreation"
+    );
 
     step("pods deleted while their node's kubelet is stopped leak nothing once it starts again");
     let node = NODES[1];
@@ -442,37 +537,51 @@ fn admin_path_on_real_nodes() {
     std::thread::sleep(Duration::from_secs(5));
     script("real-node.sh", &["kubelet", node, "start"]);
     let settled = ready_pods(&ns, "app=web", &lan, 6, 300);
-    wait("every allocation held by a live pod, none by a deleted one", 180, || {
-        let live: BTreeSet<String> = settled
-            .iter()
-            .map(|p| format!("{ns}/{}", p.name))
-            .chain([format!("{ns}/{}", db_again.name)])
-            .collect();
-        let held: BTreeSet<String> = allocations(LAN).into_values().collect();
-        (allocations(LAN).len() == 7 && held == live && claims(&ns) == 7).then_some(())
-    });
+    wait(
+        "every allocation held by a live pod, none by a deleted one",
+        180,
+        || {
+            let live: BTreeSet<String> = settled
+                .iter()
+                .map(|p| format!("{ns}/{}", p.name))
+                .chain([format!("{ns}/{}", db_again.name)])
+                .collect();
+            let held: BTreeSet<String> = allocations(LAN).into_values().collect();
+            (allocations(LAN).len() == 7 && held == live && claims(&ns) == 7).then_some(())
+        },
+    );
     for v in &victims {
         assert!(
-            run("kubectl", &["get", "pod", "-n", &ns, &v.name]).stdout.is_empty(),
+            run("kubectl", &["get", "pod", "-n", &ns, &v.name])
+                .stdout
+                .is_empty(),
             "{} is gone",
             v.name
         );
     }
 
     step("source-based routing: macvlan + sbr + tuning with a hereabouts gateway");
-    nad(&ns, "sbr", json!({
-        "cniVersion": "1.0.0", "name": "sbr",
-        "plugins": [
-            {"type": "macvlan", "master": "eth1", "mode": "bridge",
-             "ipam": {"type": "hereabouts", "range": SBR, "gateway": SBR_GATEWAY}},
-            {"type": "sbr"},
-            {"type": "tuning", "mtu": 1400}
-        ]
-    }));
-    nad(&ns, "routed", json!({
-        "cniVersion": "1.0.0", "name": "routed", "type": "macvlan", "master": "eth1", "mode": "bridge",
-        "ipam": {"type": "hereabouts", "range": ROUTED, "routes": [{"dst": ROUTE_DST}]}
-    }));
+    nad(
+        &ns,
+        "sbr",
+        json!({
+            "cniVersion": "1.0.0", "name": "sbr",
+            "plugins": [
+                {"type": "macvlan", "master": "eth1", "mode": "bridge",
+                 "ipam": {"type": "hereabouts", "range": SBR, "gateway": SBR_GATEWAY}},
+                {"type": "sbr"},
+                {"type": "tuning", "mtu": 1400}
+            ]
+        }),
+    );
+    nad(
+        &ns,
+        "routed",
+        json!({
+            "cniVersion": "1.0.0", "name": "routed", "type": "macvlan", "master": "eth1", "mode": "bridge",
+            "ipam": {"type": "hereabouts", "range": ROUTED, "routes": [{"dst": ROUTE_DST}]}
+        }),
+    );
     apply(&json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "chains", "namespace": ns},
@@ -493,7 +602,11 @@ fn admin_path_on_real_nodes() {
         routes.contains(&format!("default via {SBR_GATEWAY} dev net1")),
         "table {table} routes via the gateway: {routes}"
     );
-    let get = in_pod_ok(&ns, &chains, &["ip", "route", "get", "198.51.100.7", "from", &source]);
+    let get = in_pod_ok(
+        &ns,
+        &chains,
+        &["ip", "route", "get", "198.51.100.7", "from", &source],
+    );
     assert!(
         get.contains(&format!("via {SBR_GATEWAY} dev net1")),
         "traffic from {source} leaves through the sbr table: {get}"
@@ -509,7 +622,10 @@ fn admin_path_on_real_nodes() {
     step("token rotation rewrites the kubeconfig, and ADDs keep working");
     let rotate_by = Duration::from_secs(TOKEN_SECONDS + 120);
     for (node, first) in NODES.iter().zip(&first_tokens) {
-        let left = rotate_by.saturating_sub(token_since.elapsed()).as_secs().max(30);
+        let left = rotate_by
+            .saturating_sub(token_since.elapsed())
+            .as_secs()
+            .max(30);
         wait(&format!("a new token in {node}'s kubeconfig"), left, || {
             let now = kubeconfig_token(node);
             (!now.is_empty() && &now != first && node_installed(node)).then_some(())
@@ -523,11 +639,22 @@ fn admin_path_on_real_nodes() {
     }));
     let after = ready_pods(&ns, "app=after", &lan, 2, 180);
     for node in NODES {
-        assert!(after.iter().any(|p| p.node == node), "an ADD on {node} after rotation: {after:?}");
+        assert!(
+            after.iter().any(|p| p.node == node),
+            "an ADD on {node} after rotation: {after:?}"
+        );
     }
-    let mut all: Vec<String> = after.iter().chain(&settled).map(|p| addr(&p.ips[0]).to_owned()).collect();
+    let mut all: Vec<String> = after
+        .iter()
+        .chain(&settled)
+        .map(|p| addr(&p.ips[0]).to_owned())
+        .collect();
     all.push(addr(&db_again.ips[0]).to_owned());
     let unique_all: BTreeSet<&String> = all.iter().collect();
-    assert_eq!(unique_all.len(), all.len(), "unique addresses after rotation: {all:?}");
+    assert_eq!(
+        unique_all.len(),
+        all.len(),
+        "unique addresses after rotation: {all:?}"
+    );
     eprintln!("[real-nodes] done in {}s", began.elapsed().as_secs());
 }
