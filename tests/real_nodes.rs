@@ -153,6 +153,21 @@ impl Drop for Cleanup {
         for node in NODES {
             let _ = run(repo_root().join("e2e/node.sh"), &["remove", node]);
         }
+        // The tier's pools, empty by now (the controller that would delete
+        // them is gone with the install).
+        for pool in ["100.72.14.0-24", "100.72.15.0-24", "100.72.16.0-24"] {
+            let _ = run(
+                "kubectl",
+                &[
+                    "delete",
+                    "ippool.whereabouts.cni.cncf.io",
+                    "-n",
+                    POOLS_NS,
+                    pool,
+                    "--ignore-not-found",
+                ],
+            );
+        }
         let _ = run(
             repo_root().join("e2e/real-node.sh"),
             &["control-plane", "down"],
