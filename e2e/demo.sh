@@ -26,7 +26,9 @@ uninstall() {
 
 down() {
   if [[ -f $HB_KUBECONFIG ]]; then
-    k delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    # The namespace first, while the controller runs to release its pods'
+    # addresses; then the install.
+    k delete namespace "$NS" --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
     uninstall
     for node in "${NODES[@]}"; do "$HB_ROOT/e2e/node.sh" remove "$node" 2>/dev/null || true; done
     "$HB_ROOT/e2e/real-node.sh" control-plane down 2>/dev/null || true
