@@ -10,7 +10,9 @@
 #
 #   docker build -t ghcr.io/hereabouts/hereabouts:0.1.0 .
 #
-# config/default names this image; set your registry there.
+# config/default names this image; set your registry there. Without an
+# engine, `make image` (e2e/image.sh) builds the same binaries (glibc,
+# crt-static) in the same places as an OCI archive.
 
 FROM rust:1.95-alpine AS build
 # ring (the TLS crypto) compiles C and assembly: the musl headers and a

@@ -42,7 +42,7 @@ make_pki() {
       -keyout ca.key -out ca.crt 2>/dev/null
     openssl req "${ec[@]}" -nodes -subj "/CN=kube-apiserver" \
       -keyout apiserver.key -out apiserver.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' >san.ext
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n' >san.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile san.ext -out apiserver.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
@@ -200,7 +200,7 @@ up() {
 
 stop_processes() {
   local name
-  for name in api-socket kube-controller-manager kube-apiserver etcd; do stop_one "$name"; done
+  for name in kube-scheduler kube-controller-manager-workloads api-socket kube-controller-manager kube-apiserver etcd; do stop_one "$name"; done
 }
 
 stop_one() { # name

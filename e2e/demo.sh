@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
-# `make demo`: hereabouts on the local control plane, end to end. Builds,
-# brings the kit up, installs the CRDs, starts two controller replicas,
-# creates a macvlan NetworkAttachmentDefinition with hereabouts IPAM,
-# starts pods on three simulated nodes through Multus, shows their
-# addresses and the pools, pings across nodes. Exits 0 only if all worked.
+# `make demo`: hereabouts as a cluster admin meets it, on the local kit.
+# Builds the image (no container engine), brings up two real nodes
+# (kubelet + containerd, e2e/real-node.sh) with the image imported,
+# `kubectl apply --server-side -f manifests/install.yaml`, creates a
+# macvlan NetworkAttachmentDefinition with hereabouts IPAM, starts a
+# Deployment of six pods through kubelet -> containerd -> Multus, and prints
+# what an admin looks at; pings across nodes. Exits 0 only if all worked.
 #   demo.sh         run it (leaves everything up to look around)
-#   demo.sh down    stop the demo's controllers, pods and nodes
+#   demo.sh down    remove the demo's namespace, the install and the nodes
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HB_ROOT"
 DEMO=$HB_LOCAL/demo
 NS=hereabouts-demo
 POOLS_NS=kube-system
-NODES=(demo-node-1 demo-node-2 demo-node-3)
+NODES=(demo-node-1 demo-node-2)
 k() { kubectl --kubeconfig "$HB_KUBECONFIG" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# install.yaml without its CRDs: the kit's other users share those.
+uninstall() {
+  awk 'BEGIN{RS="\n---\n"; ORS="\n---\n"} !/kind: CustomResourceDefinition/' manifests/install.yaml |
+    k delete --ignore-not-found --wait=false -f - >/dev/null 2>&1 || true
+}
+
 down() {
-  for pid in "$DEMO"/*.pid; do
-    [[ -f $pid ]] || continue
-    kill "$(cat "$pid")" 2>/dev/null || true
-    rm -f "$pid"
-  done
   if [[ -f $HB_KUBECONFIG ]]; then
-    for dir in "$HB_LOCAL"/pods/"$NS".*; do
-      [[ -d $dir ]] && "$HB_ROOT/e2e/pod.sh" del "$NS" "${dir##*/$NS.}" 2>/dev/null || true
-    done
+    # The namespace first, while the controller runs to release its pods'
+    # addresses; then the install.
+    k delete namespace "$NS" --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
+    uninstall
     for node in "${NODES[@]}"; do "$HB_ROOT/e2e/node.sh" remove "$node" 2>/dev/null || true; done
-    k delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    "$HB_ROOT/e2e/real-node.sh" control-plane down 2>/dev/null || true
   fi
   rm -rf "$DEMO"
   say "demo stopped (the local control plane still runs: make cluster-down)"
@@ -38,43 +42,40 @@ if [[ ${1:-} == down ]]; then
   exit 0
 fi
 
-step "Building hereabouts (controller and CNI plugin)"
-cargo build --locked --bins
-step "Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)"
+step "Building the image: static binaries in an OCI archive, no container engine (make image)"
+archive=$("$HB_ROOT/e2e/image.sh" | tail -1)
+image=$(awk '$1 == "image:" {print $2; exit}' manifests/install.yaml)
+echo "$image: $archive ($(du -h --apparent-size "$archive" | cut -f1))"
+
+step "Starting the local control plane (etcd, kube-apiserver, controller managers, kube-scheduler)"
 "$HB_ROOT/e2e/cluster.sh" up
 down >/dev/null 2>&1 || true
 mkdir -p "$DEMO"
 
-step "Installing the CRDs and the plugin"
-k apply --server-side -f crds/ >/dev/null
-k wait --for condition=established --timeout=60s -f crds/ >/dev/null
-ln -sfn "$HB_ROOT/target/debug/hereabouts" "$HB_CNI_BIN/hereabouts"
-echo "CRDs: $(ls crds | tr '\n' ' ')"
-echo "plugin: $HB_CNI_BIN/hereabouts"
+step "Two real nodes: containerd + runc + kubelet each, the image imported (never pulled)"
+for node in "${NODES[@]}"; do "$HB_ROOT/e2e/node.sh" add "$node" --real "$archive"; done
+k get nodes -l hereabouts.dev/kubelet -o wide
 
-step "Starting two controller replicas (leader election on a Lease in $POOLS_NS)"
-for replica in a b; do
-  port=$([[ $replica == a ]] && echo 19091 || echo 19092)
-  KUBECONFIG=$HB_KUBECONFIG RUST_LOG=info setsid "$HB_ROOT/target/debug/hereabouts-controller" \
-    --namespace "$POOLS_NS" --watch-namespace "$NS" --http-addr "127.0.0.1:$port" --gc-grace 30s \
-    >"$DEMO/controller-$replica.log" 2>&1 </dev/null &
-  echo $! >"$DEMO/controller-$replica.pid"
-  echo "replica $replica: pid $(cat "$DEMO/controller-$replica.pid"), http://127.0.0.1:$port/metrics, log $DEMO/controller-$replica.log"
+step "kubectl apply --server-side -f manifests/install.yaml"
+k apply --server-side -f manifests/install.yaml
+say "waiting for the controller Deployment and the node DaemonSet"
+k rollout status deployment/hereabouts-controller -n "$POOLS_NS" --timeout=180s
+for node in "${NODES[@]}"; do
+  kc=$("$HB_ROOT/e2e/real-node.sh" dir "$node")/etc-cni-net.d/hereabouts.d/hereabouts.kubeconfig
+  for _ in $(seq 240); do [[ -f $kc ]] && break; sleep 0.5; done
+  [[ -f $kc ]] || die "the DaemonSet did not install hereabouts on $node"
 done
-for port in 19091 19092; do
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || die "controller on $port not ready"
+k get pods -n "$POOLS_NS" -l 'app.kubernetes.io/name in (hereabouts-controller,hereabouts-node)' -o wide
+echo
+echo "leader: $(k get lease -n "$POOLS_NS" hereabouts-controller -o jsonpath='{.spec.holderIdentity}')"
+for node in "${NODES[@]}"; do
+  dir=$("$HB_ROOT/e2e/real-node.sh" dir "$node")
+  echo "$node: /opt/cni/bin/hereabouts $(stat -c '%s bytes' "$dir/opt-cni-bin/hereabouts"), " \
+    "/etc/cni/net.d/hereabouts.d/hereabouts.kubeconfig mode $(stat -c %a "$dir/etc-cni-net.d/hereabouts.d/hereabouts.kubeconfig")"
 done
-for _ in $(seq 50); do
-  holder=$(k get lease -n "$POOLS_NS" hereabouts-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
-  [[ -n $holder ]] && break
-  sleep 0.2
-done
-echo "leader: $holder"
 
-step "Creating the macvlan network 'lan' (hereabouts IPAM, 100.64.100.0/24)"
+step "A macvlan network 'lan' with hereabouts IPAM (100.64.100.0/24)"
 k create namespace "$NS" >/dev/null
-for _ in $(seq 100); do k get serviceaccount default -n "$NS" >/dev/null 2>&1 && break; sleep 0.1; done
 cat <<NAD | tee "$DEMO/nad.yaml" | k apply -f - >/dev/null
 apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
@@ -85,57 +86,82 @@ spec:
   config: |
     {"cniVersion": "1.0.0", "name": "lan", "type": "macvlan", "master": "eth1", "mode": "bridge",
      "ipam": {"type": "hereabouts", "range": "100.64.100.0/24", "exclude": ["100.64.100.0/30"],
-              "gateway": "100.64.100.254", "kubernetes": {"kubeconfig": "$HB_KUBECONFIG"}}}
+              "gateway": "100.64.100.254"}}
 NAD
 sed -n '/config:/,$p' "$DEMO/nad.yaml"
 
-step "Starting pods on three simulated nodes through Multus"
-for node in "${NODES[@]}"; do "$HB_ROOT/e2e/node.sh" add "$node"; done
-pods=()
-for i in 1 2 3 4 5 6; do
-  node=${NODES[$(((i - 1) % 3))]}
-  "$HB_ROOT/e2e/pod.sh" add "$NS" "web-$i" "$node" "$NS/lan" >/dev/null 2>"$DEMO/web-$i.multus.log" ||
-    { cat "$DEMO/web-$i.multus.log" >&2; die "pod web-$i failed"; }
-  pods+=("web-$i")
-done
-printf '%-8s %-13s %s\n' POD NODE "ADDRESS (net1)"
-declare -A addr
-for pod in "${pods[@]}"; do
-  addr[$pod]=$("$HB_ROOT/e2e/pod.sh" exec "$NS" "$pod" ip -4 -o addr show dev net1 | awk '{print $4}')
-  [[ -n ${addr[$pod]} ]] || die "$pod has no address on net1"
-  printf '%-8s %-13s %s\n' "$pod" "$(cat "$HB_LOCAL/pods/$NS.$pod/node")" "${addr[$pod]}"
+step "A Deployment of 6 pods asking for it (k8s.v1.cni.cncf.io/networks: lan)"
+cat <<DEPLOY | tee "$DEMO/deployment.yaml" | k apply -f - >/dev/null
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: $NS}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {k8s.v1.cni.cncf.io/networks: lan}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: app, image: localhost/hereabouts-kit/pause:3.10, imagePullPolicy: Never}]
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule,
+         labelSelector: {matchLabels: {app: web}}}
+DEPLOY
+k rollout status deployment/web -n "$NS" --timeout=240s
+k get pods -n "$NS" -o wide
+
+step "Pod addresses (Multus' k8s.v1.cni.cncf.io/network-status)"
+printf '%-24s %-13s %s\n' POD NODE "lan (net1)"
+declare -A addr node_of
+for pod in $(k get pods -n "$NS" -l app=web -o jsonpath='{.items[*].metadata.name}'); do
+  json=$(k get pod -n "$NS" "$pod" -o json)
+  node_of[$pod]=$(jq -r .spec.nodeName <<<"$json")
+  addr[$pod]=$(jq -r '.metadata.annotations["k8s.v1.cni.cncf.io/network-status"] | fromjson | .[] | select(.name == "'"$NS"'/lan") | .ips[0]' <<<"$json")
+  [[ -n ${addr[$pod]} && ${addr[$pod]} != null ]] || die "$pod has no address on lan"
+  printf '%-24s %-13s %s\n' "$pod" "${node_of[$pod]}" "${addr[$pod]}"
 done
 unique=$(printf '%s\n' "${addr[@]}" | sort -u | wc -l)
-((unique == ${#pods[@]})) || die "addresses are not unique"
+((unique == ${#addr[@]})) || die "addresses are not unique"
 
 step "kubectl get ippools -n $POOLS_NS"
-for _ in $(seq 30); do
-  [[ $(k get ippool -n "$POOLS_NS" 100.64.100.0-24 -o jsonpath='{.status.allocated}' 2>/dev/null) == "${#pods[@]}" ]] && break
+for _ in $(seq 50); do
+  [[ $(k get ippool -n "$POOLS_NS" 100.64.100.0-24 -o jsonpath='{.status.allocated}' 2>/dev/null) == "${#addr[@]}" ]] && break
   sleep 0.2
 done
 k get ippools -n "$POOLS_NS"
+step "kubectl hereabouts pools"
+"$HB_ROOT/target/x86_64-unknown-linux-gnu/release/kubectl-hereabouts" --kubeconfig "$HB_KUBECONFIG" -n "$POOLS_NS" pools
 step "kubectl get ipclaims -n $NS"
 k get ipclaims -n "$NS"
 
 step "Pinging across nodes over the macvlan network"
-from=web-1 to=web-3
-target=${addr[$to]%/*}
-"$HB_ROOT/e2e/pod.sh" exec "$NS" "$from" ping -c 3 -W 2 "$target" | tail -3 ||
-  die "$from ($(cat "$HB_LOCAL/pods/$NS.$from/node")) cannot reach $to"
+from= to=
+for pod in "${!addr[@]}"; do
+  [[ ${node_of[$pod]} == "${NODES[0]}" && -z $from ]] && from=$pod
+  [[ ${node_of[$pod]} == "${NODES[1]}" && -z $to ]] && to=$pod
+done
+[[ -n $from && -n $to ]] || die "no pods on both nodes"
+pid=$("$HB_ROOT/e2e/real-node.sh" pod-pid "${NODES[0]}" "$NS" "$from")
+echo "$from (${NODES[0]}) -> $to (${NODES[1]}, ${addr[$to]%/*})"
+nsenter -t "$pid" -n ping -c 3 -W 2 "${addr[$to]%/*}" | tail -2 || die "$from cannot reach $to"
 
 cat <<DONE
 
-Demo done: 6 pods on 3 nodes, unique addresses, reachable across nodes.
+Demo done: the manifest installed on two real nodes, 6 pods with unique
+addresses, reachable across nodes.
 Look around:
   export KUBECONFIG=$HB_KUBECONFIG
-  kubectl get ippools -n $POOLS_NS -o yaml       # the whereabouts-format allocations
-  kubectl get ipclaims -n $NS                    # one claim per pod interface
+  kubectl get pods -A -o wide
+  kubectl get ippools -n $POOLS_NS -o yaml            # the whereabouts-format allocations
+  kubectl get ipclaims -n $NS                         # one claim per pod interface
   kubectl get lease -n $POOLS_NS hereabouts-controller
-  curl -s http://127.0.0.1:19091/metrics | grep hereabouts_
-  e2e/pod.sh add $NS web-7 demo-node-2 $NS/lan   # another pod
-  e2e/pod.sh del $NS web-1                       # DEL through Multus: the address comes back
-  e2e/pod.sh exec $NS web-2 ip addr              # inside a pod
+  kubectl scale deployment/web -n $NS --replicas=10   # more pods: more addresses
+  kubectl scale deployment/web -n $NS --replicas=2    # fewer: addresses come back
+  e2e/real-node.sh pod-pid ${NODES[0]} $NS POD       # a pod's pid: nsenter -t PID -n ip addr
+  ls $HB_NODES/${NODES[0]}                           # the node: kubelet.log, containerd.log, its /etc/cni/net.d
 Tear down:
-  make demo-down      # the demo's controllers, pods, nodes and namespace
+  make demo-down      # the demo's namespace, the install and the nodes
   make cluster-down   # the local control plane too
 DONE

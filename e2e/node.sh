@@ -6,6 +6,9 @@
 # run inside the node exactly as on a host. The uplink's peer sits in the
 # fabric namespace: pod traffic never touches the host's own stack.
 #   node.sh add NAME        create (or find) the node
+#   node.sh add NAME --real [IMAGE.oci.tar...]
+#                           a real node: containerd and kubelet (e2e/real-node.sh)
+#   node.sh plumb NAME      only the namespace, uplink and API relay (real nodes use it)
 #   node.sh remove NAME     delete it: processes, namespace, link, Node object
 #   node.sh netns NAME      print the node's network namespace
 set -euo pipefail
@@ -13,12 +16,12 @@ source "$(dirname "$0")/lib.sh"
 
 node_netns() { echo "hbnode-$(hb_short "$HB_LOCAL/$1")"; }
 
-add() {
+plumb() {
   local name=$1 dir=$HB_NODES/$1 netns uplink
   netns=$(node_netns "$name")
   uplink=hbv$(hb_short "$name")
   [[ -f $HB_KUBECONFIG ]] || die "no cluster: run make cluster-up first"
-  mkdir -p "$dir/multus" "$dir/host-local" "$dir/net.d"
+  mkdir -p "$dir"
   if ! ip netns list | grep -qw "$netns"; then
     ip netns add "$netns"
     ip -n "$netns" link set lo up
@@ -37,6 +40,19 @@ add() {
       >/dev/null 2>&1 </dev/null &
     echo $! >"$dir/proxy.pid"
   fi
+  # Wait until the node's loopback reaches the API server.
+  local deadline=$((SECONDS + 20))
+  until ip netns exec "$netns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$HB_API_PORT" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "node $name cannot reach the API server"
+    sleep 0.05
+  done
+}
+
+add() {
+  local name=$1 dir=$HB_NODES/$1 netns
+  netns=$(node_netns "$name")
+  plumb "$name"
+  mkdir -p "$dir/multus" "$dir/host-local" "$dir/net.d"
   echo "$name" >"$dir/nodename"
   # The runtime's view of the cluster-default network (eth0): a bridge local
   # to the node with host-local addresses; Multus delegates the NADs' networks.
@@ -67,17 +83,14 @@ metadata:
   name: $name
   labels: {kubernetes.io/hostname: $name, hereabouts.dev/simulated: "true"}
 NODE
-  # Wait until the node's loopback reaches the API server.
-  local deadline=$((SECONDS + 20))
-  until ip netns exec "$netns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$HB_API_PORT" 2>/dev/null; do
-    ((SECONDS < deadline)) || die "node $name cannot reach the API server"
-    sleep 0.05
-  done
   say "node $name ready (netns $netns, uplink eth1 on $HB_FABRIC)"
 }
 
 remove() {
   local name=$1 dir=$HB_NODES/$1 netns
+  if [[ -f $dir/real && -z ${HB_REAL_REMOVING:-} ]]; then
+    exec "$HB_ROOT/e2e/real-node.sh" remove "$name" "${2:-}"
+  fi
   netns=$(node_netns "$name")
   if pid_alive "$dir/proxy.pid"; then kill -- "-$(cat "$dir/proxy.pid")" 2>/dev/null || true; fi
   ip -n "$HB_FABRIC_NETNS" link del "hbv$(hb_short "$name")" 2>/dev/null || true
@@ -90,8 +103,13 @@ remove() {
 }
 
 case ${1:-} in
-  add) add "${2:?node name}" ;;
+  add)
+    if [[ ${3:-} == --real ]]; then
+      exec "$HB_ROOT/e2e/real-node.sh" add "${2:?node name}" "${@:4}"
+    fi
+    add "${2:?node name}" ;;
+  plumb) plumb "${2:?node name}" ;;
   remove) remove "${2:?node name}" "${3:-}" ;;
   netns) node_netns "${2:?node name}" ;;
-  *) echo "usage: $0 add|remove|netns NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 add NAME [--real]|plumb|remove|netns NAME" >&2; exit 2 ;;
 esac

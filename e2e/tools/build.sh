@@ -22,8 +22,11 @@ build() { # module-dir output package
 }
 build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build kube kubelet k8s.io/kubernetes/cmd/kubelet
 build kube etcd go.etcd.io/etcd/server/v3
 build multus multus gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus
 build whereabouts whereabouts github.com/k8snetworkplumbingwg/whereabouts/cmd
+build helm helm helm.sh/helm/v3/cmd/helm
 touch "$out/.complete"
 echo "$out"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the go.mod/go.sum of the three tool modules from versions.env.
+# Regenerates the go.mod/go.sum of the tool modules from versions.env.
 # k8s.io/kubernetes points its staging modules at ./staging through `replace`;
 # a module that requires it must map each of them to the published v0.X
 # release, so the list is read from Kubernetes' own go.mod, never typed.
@@ -27,6 +27,8 @@ pin_kube() {
   go mod edit -require "k8s.io/kubernetes@$KUBERNETES_VERSION" -require "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$KUBERNETES_VERSION" \
+    "k8s.io/kubernetes/cmd/kubelet@$KUBERNETES_VERSION" \
     "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   go mod tidy
 }
@@ -43,4 +45,5 @@ pin_simple() {
 pin_kube
 pin_simple multus gopkg.in/k8snetworkplumbingwg/multus-cni.v4 "$MULTUS_VERSION" gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus
 pin_simple whereabouts github.com/k8snetworkplumbingwg/whereabouts "$WHEREABOUTS_VERSION" github.com/k8snetworkplumbingwg/whereabouts/cmd
-echo "pinned: kubernetes $KUBERNETES_VERSION (staging $staging_version), etcd $ETCD_VERSION, multus $MULTUS_VERSION, whereabouts $WHEREABOUTS_VERSION"
+pin_simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+echo "pinned: kubernetes $KUBERNETES_VERSION (staging $staging_version), etcd $ETCD_VERSION, multus $MULTUS_VERSION, whereabouts $WHEREABOUTS_VERSION, helm $HELM_VERSION"
