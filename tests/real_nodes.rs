@@ -381,8 +381,24 @@ fn admin_path_on_real_nodes() {
         "no image archive at {archive}"
     );
 
+    step("kubectl apply --server-side -f manifests/install.yaml");
+    let manifest = repo_root().join("manifests/install.yaml");
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &manifest.display().to_string(),
+    ]);
+    kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/ippools.whereabouts.cni.cncf.io",
+        "crd/ipclaims.hereabouts.dev",
+        "crd/overlappingrangeipreservations.whereabouts.cni.cncf.io",
+    ]);
     // Pools of this tier's ranges left by an earlier run that was cut off
-    // (no controller runs yet: nothing else writes them).
+    // (the controller cannot run before the nodes: nothing else writes them).
     let stale = kubectl_json(&["get", "ippools.whereabouts.cni.cncf.io", "-n", POOLS_NS]);
     for pool in stale["items"].as_array().into_iter().flatten() {
         if [LAN, SBR, ROUTED]
@@ -400,14 +416,6 @@ fn admin_path_on_real_nodes() {
         }
     }
 
-    step("kubectl apply --server-side -f manifests/install.yaml");
-    let manifest = repo_root().join("manifests/install.yaml");
-    kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        &manifest.display().to_string(),
-    ]);
     // A short-lived node token, so this tier sees the kubelet rotate it;
     // patched before any node runs the DaemonSet, so no rollout follows.
     kubectl(&[
