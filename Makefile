@@ -3,13 +3,14 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: help test lint unit demo demo-down cluster-up cluster-down cluster-status bench-allocator fuzz manifests faults faults-quick
-.PHONY: image
+.PHONY: image test-real-nodes
 
 help:
 	@echo "make demo            hereabouts end to end on the local control plane (start here)"
 	@echo "make demo-down       stop the demo (the control plane keeps running)"
 	@echo "make test            everything CI runs: fmt, clippy, unit, integration and e2e tests"
 	@echo "                     (brings the local control plane up and down by itself)"
+	@echo "make test-real-nodes the same plus the real-nodes tier (kubelet + containerd)"
 	@echo "make lint            rustfmt check and clippy -D warnings"
 	@echo "make unit            the tests that need no API server"
 	@echo "make cluster-up      start the local control plane (kubeconfig: .local/kubeconfig)"
@@ -28,6 +29,11 @@ help:
 
 test: lint
 	e2e/test.sh
+
+# The real-nodes tier too (kubelet + containerd, the install manifest as an
+# admin applies it; about ten more minutes).
+test-real-nodes: lint
+	HB_REAL_NODES=1 e2e/test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

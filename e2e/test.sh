@@ -19,3 +19,12 @@ else
     "# ipvlan tests: NOT RUN: no ipvlan in this kernel (e2e/ipvlan.sh)   #" \
     "######################################################################" >&2
 fi
+if [[ ${HB_REAL_NODES:-} == 1 ]]; then
+  say "HB_REAL_NODES=1: running the real-nodes tier (kubelet + containerd)"
+  cargo test --locked --test real_nodes -- --ignored
+else
+  printf '\n%s\n%s\n%s\n\n' \
+    "######################################################################" \
+    "# real-nodes tier: NOT RUN: opt-in (make test-real-nodes)            #" \
+    "######################################################################" >&2
+fi

@@ -361,7 +361,11 @@ fn install_without_crds(dir: &Path) -> PathBuf {
     path
 }
 
+// Opt-in for now (`make test-real-nodes`, about ten minutes, most of it
+// waiting for a token rotation): `make test` says NOT RUN for it until its
+// reliability and its cost on a fresh CI machine are measured.
 #[test]
+#[ignore = "opt-in: make test-real-nodes"]
 fn admin_path_on_real_nodes() {
     let began = Instant::now();
     step("local control plane");
