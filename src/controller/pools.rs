@@ -1037,6 +1037,13 @@ impl Actor {
                 }
             }))
             .await;
+            // What the reservations said is only known under leadership:
+            // a reservation call that found the Lease stale (a slow
+            // renewal) answers "not mine", which must not mark an address
+            // foreign for a minute.
+            if !self.ctx.leadership.is_leader() {
+                return Err(CommitError::NotLeader);
+            }
             // Every address an overlapping range holds is learnt in one
             // attempt, not one per attempt.
             let mut foreign = Vec::new();
