@@ -1030,8 +1030,11 @@ impl Actor {
                     )
                     .await
                     {
-                        Ok(Some(written)) => Reserved::Done(*offset, written),
-                        Ok(None) => Reserved::Foreign(ip),
+                        Ok(reservations::Reserved::Held(written)) => {
+                            Reserved::Done(*offset, written)
+                        }
+                        Ok(reservations::Reserved::Elsewhere) => Reserved::Foreign(ip),
+                        Ok(reservations::Reserved::Changed) => Reserved::Changed,
                         Err(e) => Reserved::Failed(e),
                     }
                 }
@@ -1047,16 +1050,21 @@ impl Actor {
             // Every address an overlapping range holds is learnt in one
             // attempt, not one per attempt.
             let mut foreign = Vec::new();
+            let mut changed = false;
             for r in results {
                 match r {
                     Reserved::Done(offset, written) => written_now.push((offset, written)),
                     Reserved::Foreign(ip) => foreign.push(ip),
+                    Reserved::Changed => changed = true,
                     Reserved::Failed(e) => return Err(CommitError::Api(e)),
                     Reserved::Skipped => {}
                 }
             }
             if !foreign.is_empty() {
                 return Err(CommitError::Reservations(foreign));
+            }
+            if changed {
+                return Err(CommitError::Conflict);
             }
         }
         if !self.ctx.leadership.is_leader() {
@@ -1427,6 +1435,8 @@ enum CommitError {
 enum Reserved {
     Done(u128, reservations::Written),
     Foreign(IpAddr),
+    /// Changed while read: nothing learnt, decide again.
+    Changed,
     Failed(kube::Error),
     Skipped,
 }

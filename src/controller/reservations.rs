@@ -56,8 +56,19 @@ fn takeover_token(ctx: &Context) -> String {
     )
 }
 
-/// Reserves `ip` for `owner`. `Ok(Some)`: reserved (now, or already for
-/// the same pod and interface); `Ok(None)`: another attachment holds it.
+/// How a reservation went.
+#[derive(Debug)]
+pub enum Reserved {
+    /// Reserved for the owner (now, or taken over), as written.
+    Held(Written),
+    /// Another attachment holds it: the address is an overlapping range's.
+    Elsewhere,
+    /// It changed while we looked (or our leadership went stale): nothing
+    /// is known; decide again.
+    Changed,
+}
+
+/// Reserves `ip` for `owner`.
 ///
 /// A reservation held by an attachment for which `ours` says yes is taken
 /// over (replaced, with its resourceVersion as precondition): the caller
@@ -79,11 +90,11 @@ pub async fn reserve(
     owner: &Allocation,
     writer: &Writer,
     ours: impl Fn(&OverlappingRangeIPReservationSpec) -> bool,
-) -> Result<Option<Written>, kube::Error> {
+) -> Result<Reserved, kube::Error> {
     let Ok(name) = ipam::reservation_name(network_name, ip) else {
         // A name Kubernetes would refuse cannot be reserved; the pool's
         // own uniqueness still holds.
-        return Ok(Some(Written::default()));
+        return Ok(Reserved::Held(Written::default()));
     };
     let api: Api<OverlappingRangeIPReservation> =
         Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -101,13 +112,13 @@ pub async fn reserve(
         },
     };
     match api.create(&PostParams::default(), &object).await {
-        Ok(created) => Ok(Some(Written::of(&created))),
+        Ok(created) => Ok(Reserved::Held(Written::of(&created))),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let Some(mut existing) = api.get_opt(name.as_str()).await? else {
                 // Removed in between (a release finishing): try once more.
                 return match api.create(&PostParams::default(), &object).await {
-                    Ok(created) => Ok(Some(Written::of(&created))),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+                    Ok(created) => Ok(Reserved::Held(Written::of(&created))),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(Reserved::Changed),
                     Err(e) => Err(e),
                 };
             };
@@ -124,10 +135,10 @@ pub async fn reserve(
             if !(this_pool && (same_owner || ours(&existing.spec)))
                 && !orphaned(ctx, &existing, name.as_str(), ip, writer).await?
             {
-                return Ok(None);
+                return Ok(Reserved::Elsewhere);
             }
             if !ctx.leadership.is_leader() {
-                return Ok(None);
+                return Ok(Reserved::Changed);
             }
             // Taken over, even from the same owner: the object must change,
             // so anyone still holding it as it was (a release of an earlier
@@ -142,9 +153,9 @@ pub async fn reserve(
                 .replace(name.as_str(), &PostParams::default(), &existing)
                 .await
             {
-                Ok(replaced) => Ok(Some(Written::of(&replaced))),
+                Ok(replaced) => Ok(Reserved::Held(Written::of(&replaced))),
                 // Changed or deleted since read: decide again.
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(Reserved::Changed),
                 Err(e) => Err(e),
             }
         }
