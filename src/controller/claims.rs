@@ -889,21 +889,22 @@ pub async fn write_status(
 
 /// Whether `claim` was refused (Ready False) for its current spec.
 pub(crate) fn refused(claim: &IPClaim) -> bool {
-    claim.status.as_ref().is_some_and(|s| {
-        s.observed_generation == claim.metadata.generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "False")
-    })
+    has_ready(claim, "False")
 }
 
 /// Whether `claim` was answered with addresses for its current spec.
 fn answered(claim: &IPClaim) -> bool {
+    has_ready(claim, "True")
+}
+
+/// Whether `claim`'s status answers its current spec with a `Ready`
+/// condition of `status`.
+fn has_ready(claim: &IPClaim, status: &str) -> bool {
     claim.status.as_ref().is_some_and(|s| {
         s.observed_generation == claim.metadata.generation
             && s.conditions
                 .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .any(|c| c.type_ == "Ready" && c.status == status)
     })
 }
 
