@@ -37,10 +37,10 @@ test-real-nodes: lint
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked --workspace --lib --bins
 
 demo:
 	e2e/demo.sh
@@ -89,7 +89,7 @@ fuzz:
 	cd fuzz && for t in $$($(CARGO) +nightly fuzz list); do \
 		$(CARGO) +nightly fuzz run $$t -- -runs=200000 -max_total_time=60 || exit 1; done
 
-# The CRDs from src/crd, then the install manifest from config/ (a test
+# The CRDs from crates/api, then the install manifest from config/ (a test
 # fails when either is stale).
 manifests:
 	$(CARGO) run --locked --quiet --bin crdgen >/dev/null

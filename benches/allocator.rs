@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hereabouts::ipam::{Allocation, IpRange, Pool};
+use hereabouts_core::{Allocation, IpRange, Pool};
 
 const ALLOCATED: u32 = 60_000;
 

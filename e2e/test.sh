@@ -9,7 +9,7 @@ if [[ ${HB_KEEP_CLUSTER:-} != 1 ]]; then
   trap '"$HB_ROOT/e2e/cluster.sh" down' EXIT
 fi
 "$HB_ROOT/e2e/cluster.sh" up
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 if "$HB_ROOT/e2e/ipvlan.sh"; then
   say "ipvlan is available: running the ipvlan tests"
   cargo test --locked --all-targets -- --ignored ipvlan

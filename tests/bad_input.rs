@@ -14,7 +14,7 @@
 //! - IPClaims written directly with absurd sizes: refused with a condition
 //!   naming the field.
 //!
-//! Unit-level cases of the pure parsers are in `src/ipam/bad_input.rs`.
+//! Unit-level cases of the pure parsers are in `crates/core/src/bad_input.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hereabouts::crd::{
+use hereabouts_api::{
     ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, IPPoolSpec,
     NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, NetworkRef, PodRef,
 };
@@ -762,7 +762,7 @@ async fn absurd_request_timeouts_never_panic_and_never_block_del() {
     for (i, timeout) in timeouts.iter().enumerate() {
         let pod = format!("web-{i}");
         let container = format!("c{i}");
-        let name = hereabouts::cni::verbs::claim_name(&pod, "net1", "timeouts");
+        let name = hereabouts_node::cni::verbs::claim_name(&pod, "net1", "timeouts");
         let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
         let mut claim = claim_of(
             &ns.name,
@@ -1129,7 +1129,7 @@ fn pool_object(
     if let Some((base, index)) = shard_of {
         labels.insert(
             "hereabouts.dev/pool".to_owned(),
-            hereabouts::crd::label_value(base),
+            hereabouts_api::label_value(base),
         );
         labels.insert("hereabouts.dev/shard".to_owned(), index.to_string());
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use hereabouts::crd::IPClaim;
+use hereabouts_api::IPClaim;
 use hereabouts_kit::{Controller, TestNamespace, kit};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -318,7 +318,9 @@ async fn cluster_with_controller(
     prefix: &str,
 ) -> (kube::Client, TestNamespace, Controller, String) {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client).await.expect("CRDs");
+    hereabouts_kit::install_crds(&kit.client)
+        .await
+        .expect("CRDs");
     let ns = kit.namespace(prefix).await.expect("namespace");
     let controller = Controller::start(
         Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),

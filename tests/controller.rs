@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
-use hereabouts::crd::{
+use hereabouts_api::{
     ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef,
     OverlappingRangeIPReservation, PodRef,
 };
@@ -111,7 +111,7 @@ async fn leader_identity(client: &Client, ns: &str) -> Option<String> {
 fn nad(name: &str, config: serde_json::Value) -> NetworkAttachmentDefinition {
     NetworkAttachmentDefinition::new(
         name,
-        hereabouts::crd::NetworkAttachmentDefinitionSpec {
+        hereabouts_api::NetworkAttachmentDefinitionSpec {
             config: config.to_string(),
         },
     )
@@ -333,7 +333,7 @@ async fn a_deposed_leader_cannot_commit() {
     let mut pool = pools.get("100.64.0.0-28").await.expect("pool");
     pool.spec.allocations.insert(
         "2".to_owned(),
-        hereabouts::crd::IPAllocation {
+        hereabouts_api::IPAllocation {
             id: "outsider".into(),
             podref: "elsewhere/pod".into(),
             ifname: "net1".into(),
@@ -439,7 +439,7 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
     let mut pool = pools.get("198.51.100.0-28").await.expect("pool");
     pool.spec.allocations.insert(
         "9".into(),
-        hereabouts::crd::IPAllocation {
+        hereabouts_api::IPAllocation {
             id: "gone-container".into(),
             podref: format!("{}/vanished", ns.name),
             ifname: "net1".into(),
@@ -455,7 +455,7 @@ async fn a_force_deleted_pods_address_is_reclaimed_after_the_grace_period_and_no
         Api::namespaced(kit.client.clone(), &ns.name);
     let orphan = OverlappingRangeIPReservation::new(
         "198.51.100.13",
-        hereabouts::crd::OverlappingRangeIPReservationSpec {
+        hereabouts_api::OverlappingRangeIPReservationSpec {
             containerid: "gone-container".into(),
             podref: format!("{}/vanished", ns.name),
             ifname: "net1".into(),
@@ -941,7 +941,7 @@ async fn a_late_answer_never_lands_on_a_recreated_claim() {
         .await
         .expect("the next ADD's claim");
     assert_ne!(first.uid(), second.uid());
-    let answer = hereabouts::crd::IPClaimStatus {
+    let answer = hereabouts_api::IPClaimStatus {
         addresses: vec!["198.51.100.1/28".into()],
         observed_generation: first.metadata.generation,
         ..Default::default()
@@ -952,7 +952,7 @@ async fn a_late_answer_never_lands_on_a_recreated_claim() {
     unversioned.metadata.resource_version = None;
     for stale in [&first, &unversioned] {
         let written =
-            hereabouts::controller::claims::write_status(&api, stale, answer.clone()).await;
+            hereabouts_controller::claims::write_status(&api, stale, answer.clone()).await;
         assert!(
             written.is_err(),
             "an answer to the old claim was written to the new one"
@@ -962,7 +962,7 @@ async fn a_late_answer_never_lands_on_a_recreated_claim() {
     assert_eq!(now.uid(), second.uid());
     assert!(now.status.is_none(), "the new claim got {:?}", now.status);
     // Its own answer lands.
-    hereabouts::controller::claims::write_status(&api, &second, answer)
+    hereabouts_controller::claims::write_status(&api, &second, answer)
         .await
         .expect("the right claim's answer");
     let now = api.get(&name).await.expect("claim");
@@ -987,7 +987,7 @@ async fn an_adopted_reservation_changes_so_stale_deleters_fail() {
             &PostParams::default(),
             &OverlappingRangeIPReservation::new(
                 "198.51.100.1",
-                hereabouts::crd::OverlappingRangeIPReservationSpec {
+                hereabouts_api::OverlappingRangeIPReservationSpec {
                     containerid: format!("container-{}", pod.1),
                     podref: podref.clone(),
                     ifname: "net1".into(),
@@ -1191,14 +1191,14 @@ async fn node_slice_pools_keep_their_reservations() {
     let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
     let mut pool = IPPool::new(
         "bluenet-worker-1-100.64.9.16-28",
-        hereabouts::crd::IPPoolSpec {
+        hereabouts_api::IPPoolSpec {
             range: "100.64.9.16/28".into(),
             allocations: BTreeMap::new(),
         },
     );
     pool.spec.allocations.insert(
         "1".into(),
-        hereabouts::crd::IPAllocation {
+        hereabouts_api::IPAllocation {
             id: "c1".into(),
             podref: podref.clone(),
             ifname: "net1".into(),
@@ -1215,7 +1215,7 @@ async fn node_slice_pools_keep_their_reservations() {
             &PostParams::default(),
             &OverlappingRangeIPReservation::new(
                 "bluenet-100.64.9.17",
-                hereabouts::crd::OverlappingRangeIPReservationSpec {
+                hereabouts_api::OverlappingRangeIPReservationSpec {
                     containerid: "c1".into(),
                     podref,
                     ifname: "net1".into(),
@@ -1388,7 +1388,7 @@ async fn a_dead_leaders_uncommitted_reservations_do_not_exhaust_a_range() {
             &PostParams::default(),
             &IPPool::new(
                 "203.0.113.32-29",
-                hereabouts::crd::IPPoolSpec {
+                hereabouts_api::IPPoolSpec {
                     range: "203.0.113.32/29".into(),
                     allocations: BTreeMap::new(),
                 },
@@ -1400,7 +1400,7 @@ async fn a_dead_leaders_uncommitted_reservations_do_not_exhaust_a_range() {
     for i in 1..=3 {
         let mut r = OverlappingRangeIPReservation::new(
             &format!("203.0.113.{}", 32 + i),
-            hereabouts::crd::OverlappingRangeIPReservationSpec {
+            hereabouts_api::OverlappingRangeIPReservationSpec {
                 containerid: format!("dead-{i}"),
                 podref: format!("{}/never-answered-{i}", ns.name),
                 ifname: "net1".into(),
@@ -1436,7 +1436,7 @@ async fn a_dead_leaders_uncommitted_reservations_do_not_exhaust_a_range() {
     let mut late = stale_pool;
     late.spec.allocations.insert(
         "1".into(),
-        hereabouts::crd::IPAllocation {
+        hereabouts_api::IPAllocation {
             id: "dead-1".into(),
             podref: format!("{}/never-answered-1", ns.name),
             ifname: "net1".into(),
@@ -1464,7 +1464,7 @@ async fn pool_writes_keep_annotations_owners_and_finalizers() {
     let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
     let mut pool = IPPool::new(
         "198.51.100.64-28",
-        hereabouts::crd::IPPoolSpec {
+        hereabouts_api::IPPoolSpec {
             range: "198.51.100.64/28".into(),
             allocations: BTreeMap::new(),
         },

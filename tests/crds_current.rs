@@ -1,11 +1,11 @@
-//! `crds/` is generated from `src/crd`; this fails when someone changed one
+//! `crds/` is generated from `crates/api`; this fails when someone changed one
 //! without the other. Fix with `cargo run --bin crdgen`.
 
 #[test]
 fn crds_on_disk_match_the_rust_types() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for (file, crd) in hereabouts::crd::definitions() {
-        let expected = hereabouts::crd::render(&crd).expect("render CRD");
+    for (file, crd) in hereabouts_api::definitions() {
+        let expected = hereabouts_api::render(&crd).expect("render CRD");
         let path = dir.join(file);
         let on_disk = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run `cargo run --bin crdgen`", path.display()));
@@ -19,7 +19,7 @@ fn crds_on_disk_match_the_rust_types() {
 
 #[test]
 fn ippool_schema_keeps_whereabouts_fields() {
-    let crd = hereabouts::crd::definitions()
+    let crd = hereabouts_api::definitions()
         .into_iter()
         .find(|(file, _)| file.contains("ippools"))
         .expect("IPPool CRD")

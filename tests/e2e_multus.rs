@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hereabouts::crd::{IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use hereabouts_api::{IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, install_plugin, kit, unique};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -23,7 +23,9 @@ struct Setup {
 
 async fn setup(prefix: &str, controller_flags: &[&str]) -> Setup {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client).await.expect("CRDs");
+    hereabouts_kit::install_crds(&kit.client)
+        .await
+        .expect("CRDs");
     install_plugin(Path::new(env!("CARGO_BIN_EXE_hereabouts")), "hereabouts")
         .expect("plugin in the CNI bin dir");
     let ns = kit.namespace(prefix).await.expect("namespace");
@@ -104,7 +106,7 @@ impl Setup {
         let mut out = BTreeMap::new();
         for pool in api.list(&ListParams::default()).await.expect("pools").items {
             let (_, cidr) =
-                hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("range");
+                hereabouts_core::Cidr::parse_with_host(&pool.spec.range).expect("range");
             for (key, a) in pool.spec.allocations {
                 let ip = cidr.ip_at(key.parse().expect("offset")).expect("ip");
                 assert!(

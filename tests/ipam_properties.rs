@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hereabouts::ipam::{
+use hereabouts_core::{
     AllocError, Allocation, Cidr, Exclusion, IpRange, Outcome, Pool, RangeFields,
 };
 use proptest::prelude::*;

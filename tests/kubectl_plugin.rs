@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Output;
 
-use hereabouts::admin::{self, inventory::Inventory, release};
-use hereabouts::crd::{
+use hereabouts_admin::{inventory::Inventory, release};
+use hereabouts_api::{
     ClaimRange, ClaimedAddress, IPAllocation, IPClaim, IPClaimSpec, IPClaimStatus, IPPool,
     IPPoolSpec, NetworkRef, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec,
     PodRef,
@@ -188,7 +188,7 @@ const BIG: &str = "big-100.64.32.0-20";
 /// which no pool holds.
 async fn scenario(prefix: &str) -> (Kit, TestNamespace) {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
+    hereabouts_kit::install_crds(&kit.client)
         .await
         .expect("install CRDs");
     let ns = kit.namespace(prefix).await.expect("namespace");
@@ -368,7 +368,7 @@ async fn check_reports_every_inconsistency_and_fails() {
 #[tokio::test]
 async fn check_passes_on_a_consistent_namespace() {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
+    hereabouts_kit::install_crds(&kit.client)
         .await
         .expect("install CRDs");
     let ns = kit.namespace("kplug-clean").await.expect("namespace");
@@ -517,7 +517,7 @@ async fn release_needs_yes_and_force_for_a_live_pod() {
 async fn release_rereads_and_never_takes_an_address_that_changed_hands() {
     let (kit, ns) = scenario("kplug-cas").await;
     let (c, n) = (&kit.client, ns.name.as_str());
-    let (client, namespace) = admin::connect(Some(&kubeconfig_path()), None, Some(n))
+    let (client, namespace) = hereabouts_admin::connect(Some(&kubeconfig_path()), None, Some(n))
         .await
         .expect("connect");
     let ip: IpAddr = "100.64.1.6".parse().expect("ip");

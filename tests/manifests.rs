@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use base64::Engine as _;
-use hereabouts::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, IPPoolSpec, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, IPPoolSpec, NetworkRef, PodRef};
 use hereabouts_kit::{Controller, Kit, TestNamespace, eventually, kit, kubeconfig_path, local_dir};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
@@ -78,8 +78,8 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 #[test]
 fn config_crd_matches_the_rust_types() {
     let dir = root().join("config/crd");
-    for (file, crd) in hereabouts::crd::definitions() {
-        let expected = hereabouts::crd::render(&crd).expect("render CRD");
+    for (file, crd) in hereabouts_api::definitions() {
+        let expected = hereabouts_api::render(&crd).expect("render CRD");
         let path = dir.join(file);
         let on_disk = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run `make manifests`", path.display()));
@@ -280,7 +280,7 @@ impl Drop for Installed {
 
 async fn install(prefix: &str) -> (Kit, Installed) {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
+    hereabouts_kit::install_crds(&kit.client)
         .await
         .expect("install CRDs");
     let ns = kit.namespace(prefix).await.expect("namespace");
@@ -459,7 +459,8 @@ fn api_server() -> (String, Vec<u8>) {
 /// installer would write for it.
 async fn client_with(token: &str, namespace: &str) -> Client {
     let (server, ca) = api_server();
-    let yaml = hereabouts::install::kubeconfig(&server, &ca, token, namespace).expect("render");
+    let yaml =
+        hereabouts_node::install::kubeconfig(&server, &ca, token, namespace).expect("render");
     let file = Kubeconfig::from_yaml(&yaml).expect("parse");
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
@@ -1018,7 +1019,7 @@ async fn the_installed_controller_may_make_every_write_it_makes() {
     let kubeconfig = installed.dir.join("controller.kubeconfig");
     std::fs::write(
         &kubeconfig,
-        hereabouts::install::kubeconfig(&server, &ca, &token, &n).expect("render"),
+        hereabouts_node::install::kubeconfig(&server, &ca, &token, &n).expect("render"),
     )
     .expect("write kubeconfig");
     let pods_ns = kit

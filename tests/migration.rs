@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hereabouts::crd::{IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use hereabouts_api::{IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use hereabouts_kit::{Controller, eventually, install_plugin, kit, local_dir, unique};
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -35,7 +35,9 @@ async fn allocations(pools: &Api<IPPool>) -> BTreeMap<u32, (String, String)> {
 #[tokio::test]
 async fn a_network_switches_from_whereabouts_without_moving_a_pod() {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client).await.expect("CRDs");
+    hereabouts_kit::install_crds(&kit.client)
+        .await
+        .expect("CRDs");
     install_plugin(Path::new(env!("CARGO_BIN_EXE_hereabouts")), "hereabouts").expect("plugin");
     let ns = kit.namespace("migrate").await.expect("namespace");
     let kubeconfig = ns.kubeconfig().expect("kubeconfig").display().to_string();

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hereabouts::crd::{
+use hereabouts_api::{
     ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, NetworkRef,
     OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec, PodRef,
 };
@@ -370,9 +370,9 @@ async fn a_network_name_too_long_for_the_pools_shards_is_refused_naming_the_fiel
     // (the plugin's configuration check passes), but shard 1 is
     // `<pool>-s1`, 256.
     let network_name = "n".repeat(239);
-    let pool = hereabouts::ipam::pool_name(
+    let pool = hereabouts_core::pool_name(
         Some(&network_name),
-        &hereabouts::ipam::Cidr::parse_with_host("100.64.2.0/24")
+        &hereabouts_core::Cidr::parse_with_host("100.64.2.0/24")
             .expect("cidr")
             .1,
     )
@@ -736,7 +736,7 @@ async fn the_collector_never_deletes_a_reservation_taken_over_during_its_pass() 
             &PostParams::default(),
             &IPPool::new(
                 "203.0.113.0-28",
-                hereabouts::crd::IPPoolSpec {
+                hereabouts_api::IPPoolSpec {
                     range: "203.0.113.0/28".into(),
                     allocations: BTreeMap::new(),
                 },
@@ -752,7 +752,7 @@ async fn the_collector_never_deletes_a_reservation_taken_over_during_its_pass() 
     let leaks = 250u32;
     let mut leaky = IPPool::new(
         "198.51.100.0-24",
-        hereabouts::crd::IPPoolSpec {
+        hereabouts_api::IPPoolSpec {
             range: "198.51.100.0/24".into(),
             allocations: (1..=leaks)
                 .map(|o| {
@@ -979,14 +979,14 @@ async fn a_claim_cannot_switch_off_the_overlap_check_its_network_declares() {
     let (kit, ns) = setup("rv-flag").await;
     let replica = replica(&ns, "a", &[]);
     replica.wait_ready().await.expect("controller ready");
-    let nads: Api<hereabouts::crd::NetworkAttachmentDefinition> =
+    let nads: Api<hereabouts_api::NetworkAttachmentDefinition> =
         Api::namespaced(kit.client.clone(), &ns.name);
     for (name, cidr) in [("blue", "100.64.8.0/28"), ("wide", "100.64.8.0/27")] {
         nads.create(
             &PostParams::default(),
-            &hereabouts::crd::NetworkAttachmentDefinition::new(
+            &hereabouts_api::NetworkAttachmentDefinition::new(
                 name,
-                hereabouts::crd::NetworkAttachmentDefinitionSpec {
+                hereabouts_api::NetworkAttachmentDefinitionSpec {
                     config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
                         "master": "eth1", "ipam": {"type": "hereabouts", "range": cidr}})
                     .to_string(),
@@ -1059,13 +1059,13 @@ async fn a_claim_cannot_drop_the_exclusions_its_network_declares() {
     let (kit, ns) = setup("rv-excl").await;
     let replica = replica(&ns, "a", &[]);
     replica.wait_ready().await.expect("controller ready");
-    let nads: Api<hereabouts::crd::NetworkAttachmentDefinition> =
+    let nads: Api<hereabouts_api::NetworkAttachmentDefinition> =
         Api::namespaced(kit.client.clone(), &ns.name);
     nads.create(
         &PostParams::default(),
-        &hereabouts::crd::NetworkAttachmentDefinition::new(
+        &hereabouts_api::NetworkAttachmentDefinition::new(
             "routed",
-            hereabouts::crd::NetworkAttachmentDefinitionSpec {
+            hereabouts_api::NetworkAttachmentDefinitionSpec {
                 config: json!({"cniVersion": "1.0.0", "name": "routed", "type": "macvlan",
                     "master": "eth1", "ipam": {"type": "hereabouts", "range": "100.64.9.0/28",
                     "range_start": "100.64.9.5", "exclude": ["100.64.9.1/32"],

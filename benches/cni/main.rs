@@ -79,7 +79,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let kit = hereabouts_kit::kit().await?;
-    hereabouts::crd::install(&kit.client).await?;
+    hereabouts_kit::install_crds(&kit.client).await?;
     let mut record = report::Record::new(&settings, &bin_dir);
     eprintln!(
         "[bench] {} mode; binaries from {}",

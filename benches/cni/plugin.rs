@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hereabouts::crd::{IPPool, OverlappingRangeIPReservation};
+use hereabouts_api::{IPPool, OverlappingRangeIPReservation};
 pub use hereabouts_kit::plugin::{Call, Outcome, PodRef};
 use hereabouts_kit::plugin::{Plugin, create_pods, flat_file};
 use hereabouts_kit::{Process, TestNamespace, cni_bin_dir, free_port};
@@ -239,7 +239,7 @@ impl Target {
         &self,
         network: &Network,
     ) -> anyhow::Result<Vec<(IpAddr, String)>> {
-        let cidr: hereabouts::ipam::Cidr = network.range.parse()?;
+        let cidr: hereabouts_core::Cidr = network.range.parse()?;
         let pools: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
         let mut out = Vec::new();
         for pool in pools.list(&ListParams::default()).await? {
@@ -258,7 +258,7 @@ impl Target {
     /// OverlappingRangeIPReservations of `network`'s addresses (reservations
     /// are named after the address; the scenarios use IPv4 only).
     pub async fn reservations(&self, network: &Network) -> anyhow::Result<usize> {
-        let cidr: hereabouts::ipam::Cidr = network.range.parse()?;
+        let cidr: hereabouts_core::Cidr = network.range.parse()?;
         let api: Api<OverlappingRangeIPReservation> =
             Api::namespaced(self.client.clone(), &self.ns.name);
         Ok(api

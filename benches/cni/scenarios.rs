@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hereabouts::crd::{OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use hereabouts_api::{OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hereabouts::ipam::{Allocation, Cidr, Exclusion, IpRange, Pool};
+use hereabouts_core::{Allocation, Cidr, Exclusion, IpRange, Pool};
 use libfuzzer_sys::fuzz_target;
 
 struct Bytes<'a>(&'a [u8]);

@@ -10,8 +10,8 @@
 
 #![no_main]
 
-use hereabouts::crd::IPClaimSpec;
-use hereabouts::ipam::{
+use hereabouts_api::IPClaimSpec;
+use hereabouts_core::{
     self, Allocation, Cidr, IpRange, Pool, RangeFields, RequestedIp, match_requests, parse_ip,
 };
 use libfuzzer_sys::fuzz_target;

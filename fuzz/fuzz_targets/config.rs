@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use hereabouts::ipam::{
+use hereabouts_core::{
     CniArgs, IpRange, IpamConfig, NetConf, Pool, find_ipam_sections, match_requests,
 };
 use libfuzzer_sys::fuzz_target;
@@ -91,7 +91,7 @@ impl Choices<'_> {
 
 fn check(config: &IpamConfig) {
     if let Some(t) = config.request_timeout {
-        let bounds = hereabouts::ipam::duration::REQUEST_TIMEOUT;
+        let bounds = hereabouts_core::duration::REQUEST_TIMEOUT;
         assert!(bounds.min <= t && t <= bounds.max, "{t:?}");
     }
     for r in &config.ranges {
@@ -99,7 +99,7 @@ fn check(config: &IpamConfig) {
         assert!(!r.pool_name.is_empty());
         let mut pool = Pool::new(r.range.clone());
         let a = pool
-            .allocate(hereabouts::ipam::Allocation::new("c", "ns/p", "net1"))
+            .allocate(hereabouts_core::Allocation::new("c", "ns/p", "net1"))
             .expect("a valid range has room");
         assert!(r.range.is_usable(a.offset));
         let _ = config.reservation_name(a.ip);
@@ -159,6 +159,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(args) = CniArgs::parse(text) {
         let none: &[&str] = &[];
-        let _ = hereabouts::ipam::requested_ips(none, none, Some(&args));
+        let _ = hereabouts_core::requested_ips(none, none, Some(&args));
     }
 });

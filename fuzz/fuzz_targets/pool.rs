@@ -10,8 +10,8 @@
 
 use std::collections::BTreeSet;
 
-use hereabouts::crd::IPPoolSpec;
-use hereabouts::ipam::{Allocation, Cidr, IpRange, Pool, parse_allocation_key};
+use hereabouts_api::IPPoolSpec;
+use hereabouts_core::{Allocation, Cidr, IpRange, Pool, parse_allocation_key};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 

@@ -1,5 +1,5 @@
 //! Writes `crds/*.yaml` and `config/crd/*.yaml` from the Rust types in
-//! `src/crd` (the only schema source). `cargo run --bin crdgen [DIR...]`;
+//! `crates/api` (the only schema source). `cargo run --bin crdgen [DIR...]`;
 //! tests fail when the files in either directory differ from what this
 //! writes. `config/crd` holds a copy because kustomize loads nothing from
 //! outside a kustomization's directory.
@@ -14,9 +14,9 @@ fn main() -> anyhow::Result<()> {
     }
     for dir in &dirs {
         std::fs::create_dir_all(dir)?;
-        for (file, crd) in hereabouts::crd::definitions() {
+        for (file, crd) in hereabouts_api::definitions() {
             let path = dir.join(file);
-            std::fs::write(&path, hereabouts::crd::render(&crd)?)?;
+            std::fs::write(&path, hereabouts_api::render(&crd)?)?;
             println!("wrote {}", path.display());
         }
     }

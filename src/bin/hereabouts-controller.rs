@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hereabouts::controller::{self, Settings, gc::GcConfig, leader::LeaseConfig};
-use hereabouts::ipam::duration::{self, Bounds, DurationError};
 use hereabouts::telemetry::{self, LogFormat};
+use hereabouts_controller::{Settings, gc::GcConfig, leader::LeaseConfig};
+use hereabouts_core::duration::{self, Bounds, DurationError};
 
 /// Cluster-wide IPAM for Multus secondary networks: the leader-elected
 /// operator that answers the hereabouts CNI plugin's claims.
@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
         },
         ..settings
     };
-    controller::run(client, settings, shutdown_signal()).await?;
+    hereabouts_controller::run(client, settings, shutdown_signal()).await?;
     Ok(())
 }
 

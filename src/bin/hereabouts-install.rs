@@ -1,13 +1,13 @@
 //! `hereabouts-install`: the node DaemonSet's container. Installs the CNI
 //! plugin and keeps its kubeconfig and node name current (see
-//! `hereabouts::install`).
+//! `hereabouts_node::install`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use hereabouts::install::{self, Settings};
 use hereabouts::telemetry::{self, LogFormat};
+use hereabouts_node::install::{self, Settings};
 
 /// Installs the hereabouts CNI plugin on this node and writes its
 /// credentials: a kubeconfig from this pod's service-account token

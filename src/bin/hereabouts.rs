@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use hereabouts::cni::{self, env::Environment};
+use hereabouts_node::cni::{self, env::Environment};
 
 fn main() {
     let environment = Environment::from_process();

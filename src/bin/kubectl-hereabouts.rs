@@ -1,5 +1,5 @@
 //! `kubectl-hereabouts`: the kubectl plugin (`kubectl hereabouts ...`) for
-//! usage, audits and manual release. The work is in `hereabouts::admin`;
+//! usage, audits and manual release. The work is in `hereabouts_admin`;
 //! this file parses flags and prints.
 
 use std::net::IpAddr;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hereabouts::admin::{self, audit, inventory, query, release, table};
+use hereabouts_admin::{audit, inventory, query, release, table};
 use serde_json::json;
 
 /// Cluster-wide IPAM for Multus secondary networks: pool usage, who holds
@@ -104,7 +104,7 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let (client, namespace) = admin::connect(
+    let (client, namespace) = hereabouts_admin::connect(
         cli.kubeconfig.as_deref(),
         cli.context.as_deref(),
         cli.namespace.as_deref(),

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use futures::future::join_all;
-use hereabouts::crd::{ClaimRange, IPClaim, IPPool};
+use hereabouts_api::{ClaimRange, IPClaim, IPPool};
 use hereabouts_kit::{Controller, Kit, TestNamespace, kit};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -19,7 +19,7 @@ use serde_json::json;
 /// The local control plane with hereabouts' CRDs, and a fresh namespace.
 pub async fn setup(prefix: &str) -> (Kit, TestNamespace) {
     let kit = kit().await.expect("local control plane");
-    hereabouts::crd::install(&kit.client)
+    hereabouts_kit::install_crds(&kit.client)
         .await
         .expect("install CRDs");
     let ns = kit.namespace(prefix).await.expect("namespace");
@@ -94,7 +94,7 @@ pub async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap
             continue;
         }
         let (_, cidr) =
-            hereabouts::ipam::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
+            hereabouts_core::Cidr::parse_with_host(&pool.spec.range).expect("pool range");
         for (key, a) in pool.spec.allocations {
             let offset: u128 = key.parse().expect("offset key");
             let ip = cidr.ip_at(offset).expect("offset in range");
@@ -113,7 +113,7 @@ pub async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &
     let mut pool = pools.get(name).await.expect("pool");
     pool.spec.allocations.insert(
         offset.to_string(),
-        hereabouts::crd::IPAllocation {
+        hereabouts_api::IPAllocation {
             id: format!("container-of-{podref}"),
             podref: podref.to_owned(),
             ifname: "net1".into(),

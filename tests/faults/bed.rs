@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hereabouts::crd::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use hereabouts_api::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use hereabouts_kit::plugin::{Batch, Call, Outcome, Plugin, PodRef, create_pods, flat_file};
 use hereabouts_kit::{Controller, Kit, TestNamespace, cni_bin_dir, local_dir};
 use k8s_openapi::api::core::v1::Pod;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use hereabouts::crd::{IPClaim, IPPool, OverlappingRangeIPReservation};
-use hereabouts::ipam::Cidr;
+use hereabouts_api::{IPClaim, IPPool, OverlappingRangeIPReservation};
+use hereabouts_core::Cidr;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 

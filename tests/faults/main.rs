@@ -73,7 +73,7 @@ async fn run(settings: Settings, only: Vec<String>) -> anyhow::Result<bool> {
         );
     }
     let kit = hereabouts_kit::kit().await?;
-    hereabouts::crd::install(&kit.client).await?;
+    hereabouts_kit::install_crds(&kit.client).await?;
     let shared = bed::Shared::new(&kit, &settings).await?;
     eprintln!(
         "[faults] {} run: {} runs of each scenario, storms of {} ADDs, {} controller replicas",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use hereabouts::crd::IPClaim;
+use hereabouts_api::IPClaim;
 use hereabouts_kit::Kit;
 use hereabouts_kit::plugin::{Batch, Call, Outcome, PodRef, create_pods};
 use k8s_openapi::api::core::v1::{Node, Pod};

@@ -666,3 +666,25 @@ pub fn install_plugin(binary: &Path, name: &str) -> std::io::Result<()> {
     std::os::unix::fs::symlink(binary, &tmp)?;
     std::fs::rename(tmp, link)
 }
+
+/// Applies hereabouts' CRDs (server-side apply) and waits until the API
+/// server serves them: what `kubectl apply -f crds/` does, for tests and
+/// the bench.
+pub async fn install_crds(client: &Client) -> std::result::Result<(), kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("hereabouts").force();
+    for (_, crd) in hereabouts_api::definitions() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+    }
+    for (_, crd) in hereabouts_api::definitions() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = kube::runtime::wait::conditions::is_crd_established();
+        let wait = kube::runtime::wait::await_condition(api.clone(), &name, established);
+        // Establishing takes milliseconds; give up after a generous bound.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), wait).await;
+    }
+    Ok(())
+}

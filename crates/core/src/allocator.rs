@@ -633,7 +633,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::range::RangeFields;
+    use crate::range::RangeFields;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")

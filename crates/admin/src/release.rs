@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use serde::Serialize;
 
-use crate::crd::{IPClaim, IPPool, OverlappingRangeIPReservation};
-use crate::ipam;
+use hereabouts_api::{IPClaim, IPPool, OverlappingRangeIPReservation};
+use hereabouts_core;
 
 use super::Error;
 use super::inventory::Inventory;
@@ -110,7 +110,7 @@ pub fn plan(inv: &Inventory, ip: IpAddr, pool: Option<&str>) -> Result<Plan, Err
         }
     };
     let a = &held.allocation;
-    let reservation = ipam::reservation_name(range.network_name.as_deref(), ip)
+    let reservation = hereabouts_core::reservation_name(range.network_name.as_deref(), ip)
         .ok()
         .and_then(|name| {
             inv.reservations.iter().find(|r| {

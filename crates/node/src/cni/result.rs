@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::ipam::{Cidr, IpamConfig};
+use hereabouts_core::{Cidr, IpamConfig};
 
 use super::env::version_less;
 
@@ -25,7 +25,7 @@ impl ResultIp {
         Some(ResultIp {
             ip,
             prefix_len: cidr.prefix_len(),
-            gateway: gateway.and_then(crate::ipam::parse_ip),
+            gateway: gateway.and_then(hereabouts_core::parse_ip),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The pool book: one actor task per IPPool, the only code that writes
 //! pools.
 //!
-//! An actor owns the in-memory [`ipam::Pool`] of its range and serves
+//! An actor owns the in-memory [`hereabouts_core::Pool`] of its range and serves
 //! allocate and release commands in batches: everything queued while the
 //! previous write was in flight is decided in memory, then committed with
 //! one compare-and-swap write per touched shard (the write carries the
@@ -29,8 +29,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::crd::{IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY, label_value};
-use crate::ipam::{self, AllocError, Allocation, IpRange, allocation_key, parse_allocation_key};
+use hereabouts_api::{
+    IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY, POOL_LABEL, SHARD_LABEL, label_value,
+};
+use hereabouts_core::{
+    AllocError, Allocation, IpRange, SHARD_SPAN, allocation_key, parse_allocation_key, shard_name,
+};
 
 use super::context::Context;
 use super::reservations;
@@ -63,29 +67,12 @@ impl Change {
     }
 }
 
-/// Offsets per IPPool object. A whereabouts allocation entry is about 150
-/// bytes of JSON, so a full shard stays near 20 KiB. The limit that
-/// matters is not etcd's 1.5 MiB but the API server's cost per write,
-/// which grows faster than the object (decoding, schema validation and
-/// managed-fields bookkeeping of every entry): measured under `make bench`,
-/// replacing a 2,048-entry pool took 0.3-1.5 s; replacing a 256-entry one
-/// took about twice as long as a 128-entry one, 64 entries no less than
-/// 128 (25 ms, 12 ms, 12 ms on an idle API server). Every commit rewrites
-/// its shards whole, so the span bounds the cost of an allocation however
-/// full the range.
-pub const SHARD_SPAN: u128 = 128;
-
-/// Label on every shard: which range (base pool) it belongs to.
-pub const POOL_LABEL: &str = "hereabouts.dev/pool";
-/// Label on every shard: its index.
-pub const SHARD_LABEL: &str = "hereabouts.dev/shard";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Alloc(#[from] AllocError),
     #[error("{0}")]
-    Naming(#[from] ipam::NamingError),
+    Naming(#[from] hereabouts_core::NamingError),
     #[error("IPPool {pool}: {message}")]
     Api {
         pool: String,
@@ -228,7 +215,7 @@ impl PoolBook {
         &self,
         ctx: &Arc<Context>,
         pool: &str,
-        cidr: &ipam::Cidr,
+        cidr: &hereabouts_core::Cidr,
         network_name: Option<&str>,
     ) -> mpsc::UnboundedSender<Command> {
         let mut actors = self
@@ -318,12 +305,12 @@ impl PoolBook {
     pub async fn release(
         &self,
         ctx: &Arc<Context>,
-        cidr: &ipam::Cidr,
+        cidr: &hereabouts_core::Cidr,
         network_name: Option<&str>,
         by: ReleaseBy,
         reason: ReleaseReason,
     ) -> Result<bool, Error> {
-        let pool = ipam::pool_name(network_name, cidr)?.into_string();
+        let pool = hereabouts_core::pool_name(network_name, cidr)?.into_string();
         let (tx, rx) = oneshot::channel();
         self.sender(ctx, &pool, cidr, network_name)
             .send(Command::Release(by, reason, tx))
@@ -342,16 +329,7 @@ impl PoolBook {
 }
 
 fn pool_name(range: &IpRange, network_name: Option<&str>) -> Result<String, Error> {
-    Ok(ipam::pool_name(network_name, range.cidr())?.into_string())
-}
-
-/// The name of shard `index` of the pool `base`.
-pub fn shard_name(base: &str, index: u128) -> String {
-    if index == 0 {
-        base.to_owned()
-    } else {
-        format!("{base}-s{index}")
-    }
+    Ok(hereabouts_core::pool_name(network_name, range.cidr())?.into_string())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -372,7 +350,7 @@ struct Actor {
     ctx: Arc<Context>,
     api: Api<IPPool>,
     base: String,
-    cidr: ipam::Cidr,
+    cidr: hereabouts_core::Cidr,
     network_name: Option<String>,
     loaded: bool,
     shards: BTreeMap<u128, Shard>,
@@ -385,7 +363,7 @@ struct Actor {
     /// with `allocations` by applying every change to it; one that cannot
     /// apply a change falls behind `generation` and is rebuilt when next
     /// used.
-    variants: HashMap<IpRange, (ipam::Pool, u64)>,
+    variants: HashMap<IpRange, (hereabouts_core::Pool, u64)>,
     generation: u64,
     /// Addresses held for a (pod, interface) whose claim was deleted, until
     /// the instant: a StatefulSet pod recreated under the same name gets
@@ -429,7 +407,7 @@ impl Actor {
     fn new(
         ctx: Arc<Context>,
         base: String,
-        cidr: ipam::Cidr,
+        cidr: hereabouts_core::Cidr,
         network_name: Option<String>,
     ) -> Self {
         let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -583,7 +561,7 @@ impl Actor {
             .reservations
             .read()
             .keys()
-            .filter_map(|name| ipam::reservation_address(network_name, name))
+            .filter_map(|name| hereabouts_core::reservation_address(network_name, name))
             .filter_map(|ip| self.cidr.offset_of(ip))
             .filter(|o| {
                 !self.allocations.contains_key(o)
@@ -658,7 +636,9 @@ impl Actor {
             } else {
                 continue;
             };
-            if ipam::Cidr::parse_with_host(&pool.spec.range).map(|(_, c)| c) != Ok(self.cidr) {
+            if hereabouts_core::Cidr::parse_with_host(&pool.spec.range).map(|(_, c)| c)
+                != Ok(self.cidr)
+            {
                 tracing::warn!(pool = %name, found = %pool.spec.range, expected = %self.cidr,
                     "IPPool range differs from what its name says; offsets are read against the name's");
             }
@@ -701,14 +681,14 @@ impl Actor {
     }
 
     /// The allocator for `range`, current with `allocations`.
-    fn variant(&mut self, range: &IpRange) -> &mut ipam::Pool {
+    fn variant(&mut self, range: &IpRange) -> &mut hereabouts_core::Pool {
         let generation = self.generation;
         let current = self
             .variants
             .get(range)
             .is_some_and(|(_, g)| *g == generation);
         if !current {
-            let (mut pool, issues) = ipam::Pool::from_allocations(
+            let (mut pool, issues) = hereabouts_core::Pool::from_allocations(
                 range.clone(),
                 self.allocations.iter().map(|(&o, a)| (o, a.clone())),
             );
@@ -932,7 +912,10 @@ impl Actor {
     /// The lowest free address of the range; when only suspected
     /// addresses are left, those are tried after all (their reservation
     /// decides): a range is exhausted only when it really is.
-    fn allocate_dynamic(&mut self, request: &AllocRequest) -> Result<ipam::Assigned, AllocError> {
+    fn allocate_dynamic(
+        &mut self,
+        request: &AllocRequest,
+    ) -> Result<hereabouts_core::Assigned, AllocError> {
         match self.variant(&request.range).allocate(request.owner.clone()) {
             Err(AllocError::Exhausted { .. }) if !self.suspected.is_empty() => {
                 let suspected: Vec<u128> = self.suspected.drain().map(|(o, _)| o).collect();
@@ -996,9 +979,9 @@ impl Actor {
                         .iter()
                         .filter_map(|(o, _)| self.cidr.ip_at(*o))
                         .filter_map(|ip| {
-                            ipam::reservation_name(self.network_name.as_deref(), ip).ok()
+                            hereabouts_core::reservation_name(self.network_name.as_deref(), ip).ok()
                         })
-                        .map(ipam::ReservationName::into_string),
+                        .map(hereabouts_core::ReservationName::into_string),
                 ),
             );
             let fences: Arc<reservations::Fences> = Arc::default();
@@ -1017,7 +1000,7 @@ impl Actor {
                     let Some(ip) = ip else {
                         return Reserved::Skipped;
                     };
-                    let ours = |spec: &crate::crd::OverlappingRangeIPReservationSpec| {
+                    let ours = |spec: &hereabouts_api::OverlappingRangeIPReservationSpec| {
                         ours.contains(&(spec.podref.clone(), spec.ifname.clone()))
                     };
                     match reservations::reserve(
@@ -1141,7 +1124,7 @@ impl Actor {
         let shard = self.shards.get(&index).cloned().unwrap_or_default();
         let lo = index.saturating_mul(SHARD_SPAN);
         let hi = lo.saturating_add(SHARD_SPAN);
-        let mut allocations: BTreeMap<String, crate::crd::IPAllocation> = self
+        let mut allocations: BTreeMap<String, hereabouts_api::IPAllocation> = self
             .allocations
             .range(lo..hi)
             .filter(|(o, _)| self.shard_of(**o) == index)
@@ -1402,8 +1385,8 @@ impl Drop for Actor {
     }
 }
 
-fn to_crd(a: &Allocation) -> crate::crd::IPAllocation {
-    crate::crd::IPAllocation {
+fn to_crd(a: &Allocation) -> hereabouts_api::IPAllocation {
+    hereabouts_api::IPAllocation {
         id: a.container_id.clone(),
         podref: a.pod_ref.clone(),
         ifname: a.ifname.clone(),

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use hereabouts::ipam::duration::{self, Bounds};
+//! use hereabouts_core::duration::{self, Bounds};
 //!
 //! let bounds = Bounds::new(Duration::from_millis(1), Duration::from_secs(3600));
 //! assert_eq!(duration::parse_text("--gc-grace", "90s", bounds)?, Duration::from_secs(90));

@@ -15,19 +15,20 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{IPPool, IPPoolSpec, MANAGED_BY, NetworkAttachmentDefinition};
-use crate::ipam::{self, ConfigError};
+use hereabouts_api::{
+    IPPool, IPPoolSpec, MANAGED_BY, NetworkAttachmentDefinition, POOL_LABEL, SHARD_LABEL,
+};
+use hereabouts_core::ConfigError;
 
 use super::context::Context;
-use super::pools::{POOL_LABEL, SHARD_LABEL};
 
 /// The pools (name, range) a NAD's hereabouts/whereabouts IPAM sections
 /// need; NADs with other IPAM types need none.
 pub fn wanted_pools(
     nad: &NetworkAttachmentDefinition,
-) -> Result<Vec<(String, ipam::Cidr)>, ConfigError> {
+) -> Result<Vec<(String, hereabouts_core::Cidr)>, ConfigError> {
     let mut out = Vec::new();
-    for section in ipam::find_ipam_sections(&nad.spec.config)? {
+    for section in hereabouts_core::find_ipam_sections(&nad.spec.config)? {
         let config = match section.ipam_config() {
             Ok(config) => config,
             // The range may come from the nodes' flat file, which the
@@ -101,13 +102,17 @@ async fn reconcile(ctx: &Context, nad: &NetworkAttachmentDefinition) {
 }
 
 /// Creates the (empty) pool unless it exists.
-async fn ensure_pool(ctx: &Context, name: &str, cidr: &ipam::Cidr) -> Result<(), kube::Error> {
+async fn ensure_pool(
+    ctx: &Context,
+    name: &str,
+    cidr: &hereabouts_core::Cidr,
+) -> Result<(), kube::Error> {
     let api: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let pool = IPPool {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             labels: Some(BTreeMap::from([
-                (POOL_LABEL.to_owned(), crate::crd::label_value(name)),
+                (POOL_LABEL.to_owned(), hereabouts_api::label_value(name)),
                 (SHARD_LABEL.to_owned(), "0".to_owned()),
                 (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
             ])),

@@ -165,6 +165,84 @@ pub fn reservation_address(network_name: Option<&str>, name: &str) -> Option<IpA
     (reservation_name(network_name, ip).ok()?.as_str() == name).then_some(ip)
 }
 
+/// Offsets per IPPool object. A whereabouts allocation entry is about 150
+/// bytes of JSON, so a full shard stays near 20 KiB. The limit that
+/// matters is not etcd's 1.5 MiB but the API server's cost per write,
+/// which grows faster than the object (decoding, schema validation and
+/// managed-fields bookkeeping of every entry): measured under `make bench`,
+/// replacing a 2,048-entry pool took 0.3-1.5 s; replacing a 256-entry one
+/// took about twice as long as a 128-entry one, 64 entries no less than
+/// 128 (25 ms, 12 ms, 12 ms on an idle API server). Every commit rewrites
+/// its shards whole, so the span bounds the cost of an allocation however
+/// full the range.
+pub const SHARD_SPAN: u128 = 128;
+
+/// The shard that holds `offset` in the standard layout.
+pub fn shard_index(offset: u128) -> u128 {
+    offset / SHARD_SPAN
+}
+
+/// The name of shard `index` of the pool `base`: the base pool itself holds
+/// shard 0 (so a small range is exactly whereabouts' one object), shard
+/// `k > 0` is `<base>-s<k>`.
+pub fn shard_name(base: &str, index: u128) -> String {
+    if index == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}-s{index}")
+    }
+}
+
+/// The base pool of the object `name` whose shard label says `index`: the
+/// reverse of [`shard_name`]. A name that does not end as its index says
+/// is its own base.
+pub fn shard_base<'a>(name: &'a str, index: Option<&str>) -> &'a str {
+    match index.filter(|i| *i != "0") {
+        Some(i) => name
+            .strip_suffix(i)
+            .and_then(|n| n.strip_suffix("-s"))
+            .unwrap_or(name),
+        None => name,
+    }
+}
+
+/// `network_name` from a pool name: whatever precedes the range part (the
+/// reverse of [`pool_name`]).
+pub fn network_name_of(pool: &str, cidr: &Cidr) -> Option<String> {
+    let unnamed = pool_name(None, cidr).ok()?.into_string();
+    pool.strip_suffix(&unnamed)
+        .and_then(|prefix| prefix.strip_suffix('-'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+}
+
+/// The network names a pool named `pool` for `cidr` may belong to. A
+/// hereabouts pool is `<network_name>-<range>`, but whereabouts' node-slice
+/// pools are `<network_name>-<node>-<slice>` (both parts may hold dashes):
+/// so also each shorter `-` prefix that `declared` holds, and none when the
+/// name has no prefix or its prefix is no declared network name (a
+/// node-slice pool of an unnamed network is `<node>-<slice>`).
+pub fn possible_network_names(
+    pool: &str,
+    cidr: &Cidr,
+    declared: &std::collections::HashSet<String>,
+) -> Vec<Option<String>> {
+    let Some(prefix) = network_name_of(pool, cidr) else {
+        return vec![None];
+    };
+    let mut names: Vec<Option<String>> = prefix
+        .match_indices('-')
+        .map(|(i, _)| &prefix[..i])
+        .filter(|n| declared.contains(*n))
+        .map(|n| Some(n.to_owned()))
+        .collect();
+    if !declared.contains(&prefix) {
+        names.push(None);
+    }
+    names.push(Some(prefix));
+    names
+}
+
 /// Checks a DNS-1123 subdomain: at most 253 characters, dot-separated labels
 /// of lower-case letters, digits and '-', each starting and ending with a
 /// letter or digit.
@@ -335,6 +413,50 @@ mod tests {
                 .expect("valid")
                 .as_str(),
             "fd00--1-0-0-2"
+        );
+    }
+
+    #[test]
+    fn shard_names_reverse_to_their_base() {
+        for (base, index) in [
+            ("net-10.0.0.0-8", 0u128),
+            ("net-10.0.0.0-8", 7),
+            ("2001---64", 123_456),
+        ] {
+            let name = shard_name(base, index);
+            let label = index.to_string();
+            assert_eq!(shard_base(&name, Some(&label)), base);
+        }
+        assert_eq!(shard_name("p", 0), "p");
+        assert_eq!(shard_index(SHARD_SPAN * 3 + 5), 3);
+        // A label that does not match the name leaves the name alone.
+        assert_eq!(shard_base("p-s3", Some("4")), "p-s3");
+        assert_eq!(shard_base("p-s3", None), "p-s3");
+    }
+
+    #[test]
+    fn network_names_reverse_from_pool_names() {
+        let c = cidr("10.0.0.0/8");
+        assert_eq!(network_name_of("10.0.0.0-8", &c), None);
+        assert_eq!(
+            network_name_of("blue-10.0.0.0-8", &c).as_deref(),
+            Some("blue")
+        );
+        assert_eq!(network_name_of("other", &c), None);
+        let declared: std::collections::HashSet<String> = ["blue".to_owned()].into();
+        // whereabouts' node-slice pool `blue-node-1-10.0.0.0-8`.
+        let names = possible_network_names("blue-node-1-10.0.0.0-8", &c, &declared);
+        assert!(names.contains(&Some("blue".to_owned())), "{names:?}");
+        // ...or an unnamed network's node-slice pool of node `blue-node-1`.
+        assert!(names.contains(&None), "{names:?}");
+        // A declared prefix is that network, not the unnamed one.
+        assert_eq!(
+            possible_network_names("blue-10.0.0.0-8", &c, &declared),
+            vec![Some("blue".to_owned())]
+        );
+        assert_eq!(
+            possible_network_names("10.0.0.0-8", &c, &declared),
+            vec![None]
         );
     }
 

@@ -15,6 +15,7 @@
 pub mod claims;
 pub mod context;
 pub mod gc;
+mod http;
 pub mod index;
 pub mod leader;
 pub mod metrics;
@@ -33,7 +34,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
+use hereabouts_api::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
 
 use context::Context;
 use leader::{Election, LeaseConfig};

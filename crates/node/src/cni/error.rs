@@ -57,14 +57,14 @@ impl CniError {
     }
 }
 
-impl From<crate::ipam::ConfigError> for CniError {
-    fn from(e: crate::ipam::ConfigError) -> Self {
+impl From<hereabouts_core::ConfigError> for CniError {
+    fn from(e: hereabouts_core::ConfigError) -> Self {
         CniError::invalid_config(e.to_string())
     }
 }
 
-impl From<crate::ipam::RequestError> for CniError {
-    fn from(e: crate::ipam::RequestError) -> Self {
+impl From<hereabouts_core::RequestError> for CniError {
+    fn from(e: hereabouts_core::RequestError) -> Self {
         CniError::invalid_config(e.to_string())
     }
 }

@@ -21,9 +21,9 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use crate::crd::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
-use crate::crd::{label_value, stable_hash};
-use crate::ipam::{self, IpamConfig, RangeRequest};
+use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use hereabouts_api::{label_value, stable_hash};
+use hereabouts_core::{IpamConfig, RangeRequest};
 
 use super::env::{Command, Invocation};
 use super::error::{CniError, code};
@@ -51,7 +51,7 @@ fn plan(inv: &Invocation) -> Result<Plan, CniError> {
     // DEL never waits, so its `request_timeout` is not read: a bad one
     // must not keep a pod's teardown from releasing its addresses.
     let mut conf = std::borrow::Cow::Borrowed(&inv.conf);
-    let mut flat = ipam::read_flat_file(&conf.flat_file_paths())?;
+    let mut flat = hereabouts_core::read_flat_file(&conf.flat_file_paths())?;
     if inv.command == Command::Del {
         conf.to_mut().ipam.remove("request_timeout");
         if let Some((_, Value::Object(values))) = &mut flat {
@@ -61,18 +61,18 @@ fn plan(inv: &Invocation) -> Result<Plan, CniError> {
     let config = conf.ipam_config_merged(flat.as_ref().map(|(p, v)| (p.as_path(), v)))?;
     let raw = match &flat {
         // Validated just above: the merge succeeds.
-        Some((_, values)) => ipam::merge_flat_file(&conf.ipam, values)
+        Some((_, values)) => hereabouts_core::merge_flat_file(&conf.ipam, values)
             .map(|(merged, _)| merged)
             .unwrap_or_else(|_| conf.ipam.clone()),
         None => conf.ipam.clone(),
     };
-    // Bounded where it is parsed (`ipam::duration::REQUEST_TIMEOUT`).
+    // Bounded where it is parsed (`hereabouts_core::duration::REQUEST_TIMEOUT`).
     let timeout = config.request_timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A NAD that still says "whereabouts" names whereabouts' kubeconfig,
     // whose credentials cannot file claims: when hereabouts is installed
     // under that name, its own credentials (written by the installer) win.
     let own = Path::new(DEFAULT_KUBECONFIG);
-    let kubeconfig = if config.kind == ipam::IpamKind::Whereabouts && own.exists() {
+    let kubeconfig = if config.kind == hereabouts_core::IpamKind::Whereabouts && own.exists() {
         Some(own.to_path_buf())
     } else {
         config
@@ -233,7 +233,8 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
     let plan = plan(inv)?;
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
-    let matched = ipam::match_requests(plan.config.ranges.iter().map(|r| &r.range), &requested)?;
+    let matched =
+        hereabouts_core::match_requests(plan.config.ranges.iter().map(|r| &r.range), &requested)?;
     let static_ips: Vec<String> = matched
         .iter()
         .filter_map(|m| match m {
@@ -568,16 +569,14 @@ pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
     let pools: Api<IPPool> = Api::namespaced(client, &pool_namespace);
     let pod_ref = format!("{pod_namespace}/{pod_name}");
     for address in claim.status.unwrap_or_default().ips {
-        let Ok((ip, cidr)) = ipam::Cidr::parse_with_host(&address.address) else {
+        let Ok((ip, cidr)) = hereabouts_core::Cidr::parse_with_host(&address.address) else {
             continue;
         };
         let Some(offset) = cidr.offset_of(ip) else {
             continue;
         };
-        let shard = crate::controller::pools::shard_name(
-            &address.pool,
-            offset / crate::controller::pools::SHARD_SPAN,
-        );
+        let shard =
+            hereabouts_core::shard_name(&address.pool, hereabouts_core::shard_index(offset));
         let candidates = [shard, address.pool.clone()];
         let mut found = false;
         for pool_name in candidates {
@@ -589,7 +588,7 @@ pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
                 found |= pool
                     .spec
                     .allocations
-                    .get(&ipam::allocation_key(offset))
+                    .get(&hereabouts_core::allocation_key(offset))
                     .is_some_and(|a| a.podref == pod_ref && a.ifname == inv.ifname);
             }
         }
@@ -670,7 +669,7 @@ fn controller_lease(plan: &Plan, pool_namespace: &str) -> Result<(String, String
     };
     let text = value.as_str().unwrap_or_default();
     let (namespace, name) = text.split_once('/').unwrap_or((pool_namespace, text));
-    let valid = |s: &str| ipam::naming::check_object_name(s).is_ok();
+    let valid = |s: &str| hereabouts_core::naming::check_object_name(s).is_ok();
     if !valid(namespace) || !valid(name) {
         return Err(CniError::invalid_config(format!(
             "ipam.controller_lease: {value} is not a Lease name or namespace/name"
@@ -780,7 +779,10 @@ mod tests {
         assert!(a.starts_with("web-0-net1-"), "{a}");
         let long = claim_name(&"p".repeat(253), "Net_1", "blue");
         assert!(long.len() <= 253);
-        assert!(ipam::naming::check_object_name(&long).is_ok(), "{long}");
+        assert!(
+            hereabouts_core::naming::check_object_name(&long).is_ok(),
+            "{long}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! panics on input.
 //!
 //! ```
-//! use hereabouts::ipam::{Allocation, NetConf, Pool};
+//! use hereabouts_core::{Allocation, NetConf, Pool};
 //!
 //! let stdin = br#"{"cniVersion": "1.0.0", "name": "blue", "type": "macvlan",
 //!     "ipam": {"type": "whereabouts", "range": "192.168.1.0/24",
@@ -67,8 +67,9 @@ pub use config::{
 };
 pub use duration::{Bounds, DurationError};
 pub use naming::{
-    NamingError, PoolName, ReservationName, node_slice_pool_name, pool_name, reservation_address,
-    reservation_name,
+    NamingError, PoolName, ReservationName, SHARD_SPAN, network_name_of, node_slice_pool_name,
+    pool_name, possible_network_names, reservation_address, reservation_name, shard_base,
+    shard_index, shard_name,
 };
 pub use range::{Exclusion, IpRange, RangeError, RangeFields, Unusable};
 pub use request::{

@@ -1,7 +1,7 @@
 //! What the runtime tells a plugin: the `CNI_*` environment and the network
 //! configuration on stdin, parsed into one typed request.
 
-use crate::ipam::{CniArgs, NetConf};
+use hereabouts_core::{CniArgs, NetConf};
 
 use super::error::{CniError, code};
 
@@ -171,7 +171,7 @@ impl Invocation {
         let (namespace, name) = (get("K8S_POD_NAMESPACE")?, get("K8S_POD_NAME")?);
         // Both end up in API paths and object names: refuse what no pod
         // can be called before anything is sent.
-        let namespace_ok = crate::ipam::naming::check_object_name(&namespace).and(
+        let namespace_ok = hereabouts_core::naming::check_object_name(&namespace).and(
             if namespace.len() <= 63 && !namespace.contains('.') {
                 Ok(())
             } else {
@@ -185,7 +185,7 @@ impl Invocation {
                 reason,
             ));
         }
-        if let Err(reason) = crate::ipam::naming::check_object_name(&name) {
+        if let Err(reason) = hereabouts_core::naming::check_object_name(&name) {
             return Err(invalid_env("CNI_ARGS K8S_POD_NAME", &name, reason));
         }
         Ok((namespace, name))

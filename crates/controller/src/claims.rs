@@ -22,8 +22,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::crd::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
-use crate::ipam::{self, AllocError, Allocation, IpRange, RangeFields};
+use hereabouts_api::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
+use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
 
 use super::context::Context;
 use super::gc::PodEntry;
@@ -389,8 +389,8 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
         .map(|(request, range, grant)| ClaimedAddress {
             address: format!("{}/{}", grant.ip, grant.prefix_len),
             gateway: range.gateway.clone(),
-            pool: ipam::pool_name(request.network_name.as_deref(), request.range.cidr())
-                .map(ipam::PoolName::into_string)
+            pool: hereabouts_core::pool_name(request.network_name.as_deref(), request.range.cidr())
+                .map(hereabouts_core::PoolName::into_string)
                 .unwrap_or_default(),
         })
         .collect();
@@ -399,8 +399,8 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
 
 pub(crate) fn parse_range(
     index: usize,
-    r: &crate::crd::ClaimRange,
-) -> Result<IpRange, ipam::RangeError> {
+    r: &hereabouts_api::ClaimRange,
+) -> Result<IpRange, hereabouts_core::RangeError> {
     let path = format!("spec.ranges[{index}]");
     let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
     IpRange::parse(&RangeFields {
@@ -424,7 +424,7 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     // claim beyond that is no configuration a plugin writes, and each
     // entry costs parsing and matching.
     // As many as a configuration may declare (`ipRanges` plus `range`).
-    let max_ranges = ipam::config::MAX_RANGES + 1;
+    let max_ranges = hereabouts_core::config::MAX_RANGES + 1;
     if spec.ranges.len() > max_ranges {
         return Err((
             "InvalidRange",
@@ -450,8 +450,12 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     );
     let mut statics: Vec<(usize, IpAddr)> = Vec::new();
     for (i, value) in spec.static_ips.iter().enumerate() {
-        let ip = ipam::parse_ip(value)
-            .or_else(|| ipam::Cidr::parse_with_host(value).ok().map(|(ip, _)| ip))
+        let ip = hereabouts_core::parse_ip(value)
+            .or_else(|| {
+                hereabouts_core::Cidr::parse_with_host(value)
+                    .ok()
+                    .map(|(ip, _)| ip)
+            })
             .ok_or_else(|| {
                 (
                     "InvalidStaticAddress",
@@ -466,10 +470,13 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
         // Every shard of the range's pool must be a valid object name.
         let cidr = range.cidr();
-        let pool = ipam::pool_name(network_name, cidr)
+        let pool = hereabouts_core::pool_name(network_name, cidr)
             .map_err(|e| ("InvalidNetworkName", format!("spec.networkName: {e}")))?;
-        let last = pools::shard_name(pool.as_str(), cidr.last_offset() / pools::SHARD_SPAN);
-        if let Err(why) = ipam::naming::check_object_name(&last) {
+        let last = hereabouts_core::shard_name(
+            pool.as_str(),
+            hereabouts_core::shard_index(cidr.last_offset()),
+        );
+        if let Err(why) = hereabouts_core::naming::check_object_name(&last) {
             return Err((
                 "InvalidNetworkName",
                 format!(
@@ -624,7 +631,7 @@ struct Declared {
 }
 
 impl Declared {
-    fn cidrs(&self) -> impl Iterator<Item = &ipam::Cidr> {
+    fn cidrs(&self) -> impl Iterator<Item = &hereabouts_core::Cidr> {
         self.ranges.iter().flatten().map(IpRange::cidr)
     }
 }
@@ -632,7 +639,7 @@ impl Declared {
 fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared> {
     let mut out = Vec::new();
     for nad in nads.state() {
-        let Ok(sections) = ipam::find_ipam_sections(&nad.spec.config) else {
+        let Ok(sections) = hereabouts_core::find_ipam_sections(&nad.spec.config) else {
             continue;
         };
         for section in sections {
@@ -646,7 +653,7 @@ fn declared_networks(nads: &Store<NetworkAttachmentDefinition>) -> Vec<Declared>
                     overlapping: config.enable_overlapping_ranges,
                     ranges: Some(config.ranges.iter().map(|r| r.range.clone()).collect()),
                 }),
-                Err(ipam::ConfigError::NoRange { .. }) => out.push(Declared {
+                Err(hereabouts_core::ConfigError::NoRange { .. }) => out.push(Declared {
                     network,
                     nad: nad_name,
                     network_name: section
@@ -685,7 +692,7 @@ fn check_network(
 ) -> Result<(), (&'static str, String)> {
     let spec = &claim.spec;
     let network_name = spec.network_name.clone().filter(|n| !n.is_empty());
-    let cidrs: Vec<ipam::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
+    let cidrs: Vec<hereabouts_core::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
     let mine: Vec<&Declared> = declared
         .iter()
         .filter(|d| d.network == spec.network.name)

@@ -15,10 +15,10 @@ use kube::core::{DeserializeGuard, NamespaceResourceScope};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::controller::gc::network_name_of;
-use crate::controller::pools::{POOL_LABEL, SHARD_LABEL};
-use crate::crd::{IPAllocation, IPClaim, IPPool, IPPoolStatus, OverlappingRangeIPReservation};
-use crate::ipam::{Cidr, IpRange, parse_allocation_key};
+use hereabouts_api::{
+    IPAllocation, IPClaim, IPPool, IPPoolStatus, OverlappingRangeIPReservation, base_name,
+};
+use hereabouts_core::{Cidr, IpRange, network_name_of, parse_allocation_key};
 
 use super::Error;
 
@@ -86,18 +86,6 @@ impl Pool {
 
     pub fn holding(&self, ip: IpAddr) -> impl Iterator<Item = &Held> + '_ {
         self.allocations.iter().filter(move |h| h.ip == ip)
-    }
-}
-
-/// The range (base pool) an IPPool object belongs to: shard `k > 0` is
-/// named `<base>-s<k>` and labelled with its index.
-pub fn base_name(pool: &IPPool) -> String {
-    let name = pool.name_any();
-    match pool.labels().get(SHARD_LABEL).filter(|s| *s != "0") {
-        Some(index) if pool.labels().contains_key(POOL_LABEL) => name
-            .strip_suffix(&format!("-s{index}"))
-            .map_or_else(|| name.clone(), str::to_owned),
-        _ => name,
     }
 }
 
@@ -291,7 +279,7 @@ pub(crate) mod fixtures {
 
     use kube::core::ObjectMeta;
 
-    use crate::crd::{
+    use hereabouts_api::{
         ClaimRange, ClaimedAddress, IPAllocation, IPClaim, IPClaimSpec, IPClaimStatus, IPPool,
         IPPoolSpec, NetworkRef, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec,
         PodRef,

@@ -12,8 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::controller::Error;
-use crate::controller::metrics::Metrics;
+use crate::Error;
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 struct AppState {

@@ -13,10 +13,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::core::ObjectMeta;
 
-use crate::crd::{
+use hereabouts_api::{
     IPPool, MANAGED_BY, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec,
 };
-use crate::ipam::{self, Allocation};
+use hereabouts_core::Allocation;
 
 use super::context::Context;
 
@@ -91,7 +91,7 @@ pub async fn reserve(
     writer: &Writer,
     ours: impl Fn(&OverlappingRangeIPReservationSpec) -> bool,
 ) -> Result<Reserved, kube::Error> {
-    let Ok(name) = ipam::reservation_name(network_name, ip) else {
+    let Ok(name) = hereabouts_core::reservation_name(network_name, ip) else {
         // A name Kubernetes would refuse cannot be reserved; the pool's
         // own uniqueness still holds.
         return Ok(Reserved::Held(Written::default()));
@@ -187,7 +187,8 @@ impl Writer {
 /// name, the offsets it held when fenced, or `None` when the fence failed
 /// (someone wrote it in between: decide again later). One fence per shard
 /// serves every orphan found in it.
-pub type Fences = tokio::sync::Mutex<HashMap<String, Option<(HashSet<u128>, ipam::Cidr)>>>;
+pub type Fences =
+    tokio::sync::Mutex<HashMap<String, Option<(HashSet<u128>, hereabouts_core::Cidr)>>>;
 
 /// Whether `existing`, found in the way of an allocation, is an orphan
 /// this replica may take over: written by hereabouts (whereabouts' own are
@@ -244,20 +245,20 @@ async fn orphaned(
 async fn fence(
     ctx: &Context,
     name: &str,
-) -> Result<Option<(HashSet<u128>, ipam::Cidr)>, kube::Error> {
+) -> Result<Option<(HashSet<u128>, hereabouts_core::Cidr)>, kube::Error> {
     let pools: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     // A shard not made yet cannot be fenced by a write: leave it.
     let Some(mut shard) = pools.get_opt(name).await? else {
         return Ok(None);
     };
-    let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&shard.spec.range) else {
+    let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&shard.spec.range) else {
         return Ok(None);
     };
     let held = shard
         .spec
         .allocations
         .keys()
-        .filter_map(|k| ipam::parse_allocation_key(k))
+        .filter_map(|k| hereabouts_core::parse_allocation_key(k))
         .collect();
     if !ctx.leadership.is_leader() {
         return Ok(None);
@@ -289,7 +290,7 @@ pub async fn unreserve(
     owner: &Allocation,
     written: Option<&Written>,
 ) -> Result<(), kube::Error> {
-    let Ok(name) = ipam::reservation_name(network_name, ip) else {
+    let Ok(name) = hereabouts_core::reservation_name(network_name, ip) else {
         return Ok(());
     };
     if !ctx.leadership.is_leader() {

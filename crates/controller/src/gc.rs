@@ -38,12 +38,12 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::crd::{IPClaim, IPPool, NetworkAttachmentDefinition};
-use crate::ipam::{self, parse_allocation_key};
+use hereabouts_api::{IPClaim, IPPool, NetworkAttachmentDefinition, POOL_LABEL, base_name};
+use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
 use super::context::Context;
 use super::index::Index;
-use super::pools::{POOL_LABEL, ReleaseBy, ReleaseReason};
+use super::pools::{ReleaseBy, ReleaseReason};
 use super::reservations;
 
 /// Multus' record of a pod's attachments.
@@ -252,7 +252,7 @@ impl Collector {
         let declared = declared_network_names(&self.caches.nads);
         let mut reserved_names: HashSet<String> = HashSet::new();
         for pool in self.caches.pools.state() {
-            let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&pool.spec.range) else {
+            let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) else {
                 continue;
             };
             let base = base_name(&pool);
@@ -268,7 +268,8 @@ impl Collector {
                     continue;
                 };
                 for network_name in &network_names {
-                    if let Ok(name) = ipam::reservation_name(network_name.as_deref(), ip) {
+                    if let Ok(name) = hereabouts_core::reservation_name(network_name.as_deref(), ip)
+                    {
                         reserved_names.insert(name.into_string());
                     }
                 }
@@ -326,7 +327,8 @@ impl Collector {
                 else {
                     return true;
                 };
-                let Ok((_, cidr)) = ipam::Cidr::parse_with_host(&object.spec.range) else {
+                let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&object.spec.range)
+                else {
                     return true;
                 };
                 let network_name = network_name_of(pool, &cidr);
@@ -413,18 +415,6 @@ impl Collector {
     }
 }
 
-/// The base pool an IPPool object (possibly a shard) belongs to.
-fn base_name(pool: &IPPool) -> String {
-    let name = pool.name_any();
-    let shard = pool.labels().get(super::pools::SHARD_LABEL).cloned();
-    match shard.filter(|s| s != "0") {
-        Some(index) if pool.labels().contains_key(POOL_LABEL) => name
-            .strip_suffix(&format!("-s{index}"))
-            .map_or(name.clone(), str::to_owned),
-        _ => name,
-    }
-}
-
 /// The base pool names a claim's ranges live in.
 fn claim_pools(claim: &IPClaim) -> Vec<String> {
     let network_name = claim.spec.network_name.as_deref().filter(|n| !n.is_empty());
@@ -436,7 +426,7 @@ fn claim_pools(claim: &IPClaim) -> Vec<String> {
         .filter_map(|(i, r)| {
             let range = super::claims::parse_range(i, r).ok()?;
             Some(
-                ipam::pool_name(network_name, range.cidr())
+                hereabouts_core::pool_name(network_name, range.cidr())
                     .ok()?
                     .into_string(),
             )
@@ -448,7 +438,7 @@ fn claim_pools(claim: &IPClaim) -> Vec<String> {
 fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<String> {
     nads.state()
         .iter()
-        .filter_map(|nad| ipam::find_ipam_sections(&nad.spec.config).ok())
+        .filter_map(|nad| hereabouts_core::find_ipam_sections(&nad.spec.config).ok())
         .flatten()
         .filter_map(|section| {
             section
@@ -460,42 +450,6 @@ fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<
         .collect()
 }
 
-/// Every `network_name` a pool's reservations may be named with: whatever
-/// precedes the range part of its name; for whereabouts' node-slice pools,
-/// `<network_name>-<node>-<slice>` (both parts may hold dashes), also each
-/// shorter `-` prefix of that which a NAD declares as a network name; and
-/// none, when the name has no prefix or its prefix is no declared network
-/// name (a node-slice pool of an unnamed network is `<node>-<slice>`).
-fn possible_network_names(
-    pool: &str,
-    cidr: &ipam::Cidr,
-    declared: &HashSet<String>,
-) -> Vec<Option<String>> {
-    let Some(prefix) = network_name_of(pool, cidr) else {
-        return vec![None];
-    };
-    let mut names: Vec<Option<String>> = prefix
-        .match_indices('-')
-        .map(|(i, _)| &prefix[..i])
-        .filter(|n| declared.contains(*n))
-        .map(|n| Some(n.to_owned()))
-        .collect();
-    if !declared.contains(&prefix) {
-        names.push(None);
-    }
-    names.push(Some(prefix));
-    names
-}
-
-/// `network_name` from a pool name: whatever precedes the range part.
-pub fn network_name_of(pool: &str, cidr: &ipam::Cidr) -> Option<String> {
-    let unnamed = ipam::pool_name(None, cidr).ok()?.into_string();
-    pool.strip_suffix(&unnamed)
-        .and_then(|prefix| prefix.strip_suffix('-'))
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-}
-
 /// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
 fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
     let raw = pod.annotations().get(NETWORK_STATUS)?;
@@ -504,7 +458,7 @@ fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
         entries
             .iter()
             .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
-            .filter_map(|ip| ipam::parse_ip(ip.as_str()?))
+            .filter_map(|ip| hereabouts_core::parse_ip(ip.as_str()?))
             .collect(),
     )
 }

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::ipam;
+use hereabouts_core;
 
 use super::inventory::Inventory;
 use super::query::address_ip;
@@ -149,7 +149,9 @@ pub fn audit(inv: &Inventory) -> Vec<Finding> {
                     container_id: a.id.clone(),
                 });
             }
-            if let Ok(name) = ipam::reservation_name(pool.network_name.as_deref(), held.ip) {
+            if let Ok(name) =
+                hereabouts_core::reservation_name(pool.network_name.as_deref(), held.ip)
+            {
                 reserved.insert(name.into_string());
             }
             by_address

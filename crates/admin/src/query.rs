@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::ipam::{self, parse_ip};
+use hereabouts_core::parse_ip;
 
 use super::inventory::{Inventory, Pool};
 
@@ -72,7 +72,7 @@ pub struct Holder {
 }
 
 /// The claims answered with `ip`: `(namespace/name, pool, claim)`.
-fn claims_of(inv: &Inventory, ip: IpAddr) -> Vec<(String, String, &crate::crd::IPClaim)> {
+fn claims_of(inv: &Inventory, ip: IpAddr) -> Vec<(String, String, &hereabouts_api::IPClaim)> {
     inv.claims
         .iter()
         .flat_map(|claim| {
@@ -119,7 +119,7 @@ pub fn who(inv: &Inventory, ip: IpAddr) -> Vec<Holder> {
             if let Some(i) = claim {
                 used_claims[i] = true;
             }
-            let reservation = ipam::reservation_name(pool.network_name.as_deref(), ip)
+            let reservation = hereabouts_core::reservation_name(pool.network_name.as_deref(), ip)
                 .ok()
                 .and_then(|name| {
                     inv.reservations.iter().position(|r| {
@@ -166,8 +166,8 @@ pub fn who(inv: &Inventory, ip: IpAddr) -> Vec<Holder> {
     // front when there is one: the names `ip` has in the known networks.
     let names: std::collections::HashSet<String> = std::iter::once(None)
         .chain(inv.pools.iter().map(|p| p.network_name.as_deref()))
-        .filter_map(|network| ipam::reservation_name(network, ip).ok())
-        .map(ipam::ReservationName::into_string)
+        .filter_map(|network| hereabouts_core::reservation_name(network, ip).ok())
+        .map(hereabouts_core::ReservationName::into_string)
         .collect();
     for (i, r) in inv.reservations.iter().enumerate() {
         let name = r.metadata.name.clone().unwrap_or_default();
@@ -198,7 +198,7 @@ mod tests {
     use super::super::inventory::fixtures::*;
     use super::super::inventory::merge;
     use super::*;
-    use crate::crd::IPPoolStatus;
+    use hereabouts_api::IPPoolStatus;
 
     fn inventory() -> Inventory {
         let mut full = pool(
