@@ -7,14 +7,22 @@
 //! - [`IPClaim`] is hereabouts' own: one per (pod, interface, network),
 //!   written by the CNI plugin, answered by the controller in its status.
 //! - [`NetworkAttachmentDefinition`] belongs to Multus; it is only read.
+//! - [`IPAMClaim`] is the k8snetworkplumbingwg ipamclaims API (KubeVirt's
+//!   persistent addresses): read, and answered in its status.
 
 mod claim;
+mod ipamclaim;
 mod ippool;
 mod nad;
 mod reservation;
 
 pub use claim::{
     ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPClaimStatus, NetworkRef, PodRef,
+};
+pub use ipamclaim::{
+    ALLOW_PERSISTENT_IPS, ClaimReference, IP_ALLOCATED, IPAMClaim, IPAMClaimSpec, IPAMClaimStatus,
+    NETWORKS_ANNOTATION, OwnerPod, allows_persistent_ips, claim_of_podref, claim_references,
+    owner_container_id, owner_podref,
 };
 pub use ippool::{IPAllocation, IPPool, IPPoolSpec, IPPoolStatus};
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
@@ -88,6 +96,7 @@ pub fn definitions() -> Vec<(&'static str, CustomResourceDefinition)> {
             OverlappingRangeIPReservation::crd(),
         ),
         ("hereabouts.dev_ipclaims.yaml", IPClaim::crd()),
+        ("k8s.cni.cncf.io_ipamclaims.yaml", IPAMClaim::crd()),
     ]
 }
 

@@ -22,7 +22,9 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use hereabouts_api::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
+use hereabouts_api::{
+    ClaimedAddress, IPAMClaim, IPClaim, IPClaimStatus, NetworkAttachmentDefinition,
+};
 use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
 
 use super::context::Context;
@@ -137,6 +139,7 @@ pub struct Lookups {
     pub pods: Index<PodEntry>,
     pub nads: Store<NetworkAttachmentDefinition>,
     pub claims: Store<IPClaim>,
+    pub ipamclaims: Store<IPAMClaim>,
 }
 
 /// Serves claims until the watch stream ends.
@@ -304,7 +307,7 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
 
 /// Allocates and publishes.
 async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
-    let requests = match requests(claim) {
+    let mut requests = match requests(claim) {
         Ok(r) => r,
         Err((reason, message)) => {
             ctx.metrics.failed("invalid_claim");
@@ -318,19 +321,20 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
             return Outcome::Retry(super::retry_after(&e));
         }
         Err(Authorization::Refused(reason, message)) => {
-            ctx.metrics.failed("unauthorized_claim");
-            tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
-            ctx.event(
-                &claim.object_ref(&()),
-                EventType::Warning,
-                reason,
-                "Allocate",
-                message.clone(),
-            )
-            .await;
-            return publish(ctx, claim, Err((reason, message))).await;
+            return refuse(ctx, claim, "unauthorized_claim", reason, message).await;
         }
     }
+    // An attachment that references an IPAMClaim asks in its name.
+    let persistent = match super::ipamclaims::bind(ctx, lookups, claim, &mut requests).await {
+        Ok(bound) => bound,
+        Err(super::ipamclaims::Error::Unknown(e)) => {
+            tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the IPAMClaim yet");
+            return Outcome::Retry(super::retry_after(&e));
+        }
+        Err(super::ipamclaims::Error::Refused(reason, message)) => {
+            return refuse(ctx, claim, "ipamclaim", reason, message).await;
+        }
+    };
     let results = join_all(
         requests
             .iter()
@@ -355,8 +359,12 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
         let (reason, message) = refusal(e);
+        if let Some(bound) = &persistent {
+            super::ipamclaims::record_refusal(ctx, bound, reason, &message).await;
+        }
         for (request, result) in requests.iter().zip(&results) {
-            if result.is_ok() {
+            // What an IPAMClaim holds stays its own.
+            if result.is_ok() && persistent.is_none() {
                 let by = ReleaseBy::Owner {
                     pod_ref: request.owner.pod_ref.clone(),
                     ifname: request.owner.ifname.clone(),
@@ -393,8 +401,41 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
                 .map(hereabouts_core::PoolName::into_string)
                 .unwrap_or_default(),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    if let Some(bound) = &persistent {
+        match super::ipamclaims::record(ctx, lookups, bound, claim, &granted).await {
+            Ok(()) => {}
+            Err(super::ipamclaims::Error::Unknown(e)) => {
+                tracing::debug!(claim = %claim.name_any(), error = %e, "could not record on the IPAMClaim; will retry");
+                return Outcome::Retry(super::retry_after(&e));
+            }
+            Err(super::ipamclaims::Error::Refused(reason, message)) => {
+                return refuse(ctx, claim, "ipamclaim", reason, message).await;
+            }
+        }
+    }
     publish(ctx, claim, Ok(granted)).await
+}
+
+/// Refuses `claim` for good: a Warning Event and `Ready=False`.
+async fn refuse(
+    ctx: &Context,
+    claim: &IPClaim,
+    metric: &'static str,
+    reason: &'static str,
+    message: String,
+) -> Outcome {
+    ctx.metrics.failed(metric);
+    tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
+    ctx.event(
+        &claim.object_ref(&()),
+        EventType::Warning,
+        reason,
+        "Allocate",
+        message.clone(),
+    )
+    .await;
+    publish(ctx, claim, Err((reason, message))).await
 }
 
 pub(crate) fn parse_range(

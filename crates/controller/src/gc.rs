@@ -11,7 +11,9 @@
 //!   for its pool; or, with no claim for it (an allocation adopted from
 //!   whereabouts), when its pod (by name) is gone or no longer lists the
 //!   address in its network-status;
-//! - a reservation, when no allocation holds its address.
+//! - a reservation, when no allocation holds its address;
+//! - an IPAMClaim's allocation, when the IPAMClaim is gone (checked against
+//!   the API server before the release: never while it exists).
 //!
 //! A pod object that still exists keeps its addresses, Terminating
 //! included: a pod deleted with a long grace period, held by a finalizer
@@ -38,7 +40,9 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use hereabouts_api::{IPClaim, IPPool, NetworkAttachmentDefinition, POOL_LABEL, base_name};
+use hereabouts_api::{
+    ClaimReference, IPAMClaim, IPClaim, IPPool, NetworkAttachmentDefinition, POOL_LABEL, base_name,
+};
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
 use super::context::Context;
@@ -65,6 +69,7 @@ pub struct Caches {
     /// Pods by `namespace/name`.
     pub pods: Index<PodEntry>,
     pub nads: Store<NetworkAttachmentDefinition>,
+    pub ipamclaims: Store<IPAMClaim>,
 }
 
 /// What the reconcilers read of a pod.
@@ -75,6 +80,9 @@ pub struct PodEntry {
     node: Option<Box<str>>,
     /// Addresses Multus recorded; `None` when the pod has no record (yet).
     recorded: Option<Box<[IpAddr]>>,
+    /// The network-selection elements that name an IPAMClaim (rare: empty
+    /// for all but KubeVirt's pods).
+    claim_references: Box<[ClaimReference]>,
 }
 
 impl PodEntry {
@@ -90,6 +98,12 @@ impl PodEntry {
                 .filter(|n| !n.is_empty())
                 .map(Into::into),
             recorded: recorded_addresses(pod),
+            claim_references: pod
+                .annotations()
+                .get(hereabouts_api::NETWORKS_ANNOTATION)
+                .map(|a| hereabouts_api::claim_references(a, &pod.namespace().unwrap_or_default()))
+                .unwrap_or_default()
+                .into(),
         };
         (key, entry)
     }
@@ -101,6 +115,10 @@ impl PodEntry {
     pub fn node(&self) -> Option<&str> {
         self.node.as_deref()
     }
+
+    pub fn claim_references(&self) -> &[ClaimReference] {
+        &self.claim_references
+    }
 }
 
 /// Something found orphaned, identified precisely enough that a release
@@ -111,6 +129,8 @@ enum Suspect {
         pool: String,
         ip: IpAddr,
         container_id: String,
+        /// The IPAMClaim (namespace, name) that holds it, if one does.
+        ipamclaim: Option<(String, String)>,
     },
     Claim {
         namespace: String,
@@ -276,21 +296,32 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
-                let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
-                    // Claims are the record of hereabouts' attachments:
-                    // the address lives while one of them asks for its pool.
-                    Some(pools) => pools.contains(&base),
-                    // No claim (an adopted whereabouts allocation): the pod
-                    // object, Terminating or not, and what Multus recorded.
-                    None => pods.get(a.podref.as_str()).is_some_and(|pod| {
-                        pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
-                    }),
+                let ipamclaim = super::ipamclaims::claim_owner(&a.podref);
+                let live = if let Some((ns, name)) = &ipamclaim {
+                    // An IPAMClaim's address lives while the claim does,
+                    // whichever pods come and go.
+                    self.caches
+                        .ipamclaims
+                        .get(&ObjectRef::new(name).within(ns))
+                        .is_some()
+                } else {
+                    match asked.get(&(a.podref.clone(), a.ifname.clone())) {
+                        // Claims are the record of hereabouts' attachments:
+                        // the address lives while one of them asks for its pool.
+                        Some(pools) => pools.contains(&base),
+                        // No claim (an adopted whereabouts allocation): the pod
+                        // object, Terminating or not, and what Multus recorded.
+                        None => pods.get(a.podref.as_str()).is_some_and(|pod| {
+                            pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
+                        }),
+                    }
                 };
                 if !live {
                     suspects.insert(Suspect::Allocation {
                         pool: base.clone(),
                         ip,
                         container_id: a.id.clone(),
+                        ipamclaim,
                     });
                 }
             }
@@ -319,7 +350,21 @@ impl Collector {
                 pool,
                 ip,
                 container_id,
+                ipamclaim,
             } => {
+                // The cache may lag (or its watch fail): an IPAMClaim's
+                // address goes only when the API server says it is gone.
+                if let Some((ns, name)) = ipamclaim {
+                    let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), ns);
+                    match api.get_opt(name).await {
+                        Ok(None) => {}
+                        Ok(Some(_)) => return true,
+                        Err(e) => {
+                            tracing::warn!(pool, %ip, error = %e, "cannot check the IPAMClaim; next pass retries");
+                            return false;
+                        }
+                    }
+                }
                 let Some(object) = self
                     .caches
                     .pools

@@ -1,8 +1,8 @@
 //! `hereabouts-controller`: the leader-elected operator.
 //!
-//! Every replica watches IPPools, reservations, IPClaims, NADs and pods into
-//! caches (reflector stores, and for the kinds with one object per
-//! allocation, trimmed objects or compact [`index`]es); only the Lease
+//! Every replica watches IPPools, reservations, IPClaims, NADs, IPAMClaims
+//! and pods into caches (reflector stores, and for the kinds with one
+//! object per allocation, trimmed objects or compact [`index`]es); only the Lease
 //! holder acts on them. The reconcilers:
 //! - [`claims`]: answers IPClaims through the [`pools`] book, which batches
 //!   requests per pool and commits them with compare-and-swap writes;
@@ -10,13 +10,16 @@
 //! - [`gc`]: returns what force-deleted pods, crashed nodes and lost DELs
 //!   leave behind, and removes unused empty pools;
 //! - [`reservations`]: OverlappingRangeIPReservations, written by the pool
-//!   actors, cleaned by the collector.
+//!   actors, cleaned by the collector;
+//! - [`ipamclaims`]: addresses owned by KubeVirt's IPAMClaims rather than
+//!   pods; deleting an IPAMClaim releases them.
 
 pub mod claims;
 pub mod context;
 pub mod gc;
 mod http;
 pub mod index;
+pub mod ipamclaims;
 pub mod leader;
 pub mod metrics;
 pub mod nad;
@@ -34,7 +37,9 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
 
-use hereabouts_api::{IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation};
+use hereabouts_api::{
+    IPAMClaim, IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation,
+};
 
 use context::Context;
 use leader::{Election, LeaseConfig};
@@ -182,6 +187,16 @@ pub async fn run(
     )
     .default_backoff();
 
+    // Not part of readiness: a cluster without the IPAMClaim CRD still
+    // serves every other network (the collector asks the API server before
+    // it frees an IPAMClaim's address).
+    let (ipamclaims, ipamclaims_writer) = reflector::store();
+    let ipamclaim_events = reflector(
+        ipamclaims_writer,
+        watcher(scoped::<IPAMClaim>(&client, watched), config()).modify(strip),
+    )
+    .default_backoff();
+
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let http = crate::http::serve(settings.http_addr, metrics.clone(), ready.clone());
     let http = tokio::spawn(http);
@@ -230,10 +245,18 @@ pub async fn run(
             pods: pods.clone(),
             nads: nads.clone(),
             claims: claims_store.clone(),
+            ipamclaims: ipamclaims.clone(),
         };
         background.spawn(async move {
             claims::run(ctx, claim_events, claims_store, lookups).await;
             "claim reconciler"
+        });
+    }
+    {
+        let (ctx, pools) = (ctx.clone(), pools.clone());
+        background.spawn(async move {
+            ipamclaims::run(ctx, ipamclaim_events, pools).await;
+            "IPAMClaim reconciler"
         });
     }
     {
@@ -251,6 +274,7 @@ pub async fn run(
             reservations,
             pods,
             nads,
+            ipamclaims,
         };
         let gc_config = settings.gc.clone();
         let scope = settings.watch_namespace.clone();
