@@ -1,0 +1,378 @@
+//! IPAMClaims (KubeVirt's persistent addresses) end to end: pods made by
+//! the kit through real Multus and the reference macvlan plugin on
+//! simulated nodes, the controller running, the pod annotation written the
+//! way KubeVirt's ipam-extensions webhook writes it (JSON network-selection
+//! elements with the NAD, KubeVirt's interface name and
+//! `ipam-claim-reference`), the IPAMClaim the way its VM controller makes
+//! it (`spec.network` the NAD's network name, `spec.interface` empty).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hereabouts_api::{
+    IPAMClaim, IPAMClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec,
+};
+use hereabouts_kit::{Controller, TestNamespace, eventually, install_plugin, unique};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+/// KubeVirt names a VM's pod interfaces `pod<hash of the network name>`.
+const VM_IFACE: &str = "pod16367aacb67";
+
+struct Setup {
+    client: Client,
+    ns: TestNamespace,
+    _controller: Controller,
+    kubeconfig: String,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let (kit, ns) = common::setup(prefix).await;
+    install_plugin(Path::new(env!("CARGO_BIN_EXE_hereabouts")), "hereabouts")
+        .expect("plugin in the CNI bin dir");
+    // A collector that runs every second with a short grace: it must
+    // still never take an address whose IPAMClaim exists.
+    let controller = common::replica(
+        &ns,
+        "a",
+        &[
+            "--gc-schedule",
+            "* * * * * *",
+            "--gc-grace",
+            "2s",
+            "--hold-released",
+            "0s",
+        ],
+    );
+    controller.wait_ready().await.expect("controller ready");
+    let kubeconfig = ns.kubeconfig().expect("kubeconfig").display().to_string();
+    Setup {
+        client: kit.client.clone(),
+        ns,
+        _controller: controller,
+        kubeconfig,
+    }
+}
+
+impl Setup {
+    /// A macvlan NAD with hereabouts IPAM on `range`; `extra` goes to the
+    /// top level of the configuration (e.g. `allowPersistentIPs`).
+    async fn nad(&self, name: &str, range: &str, extra: Value) {
+        let mut config = json!({
+            "cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
+            "mode": "bridge", "capabilities": {"ips": true},
+            "ipam": {"type": "hereabouts", "range": range,
+                     "kubernetes": {"kubeconfig": self.kubeconfig}},
+        });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
+        }
+        let api: Api<NetworkAttachmentDefinition> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        let nad = NetworkAttachmentDefinition::new(
+            name,
+            NetworkAttachmentDefinitionSpec {
+                config: config.to_string(),
+            },
+        );
+        api.create(&PostParams::default(), &nad)
+            .await
+            .expect("create NAD");
+    }
+
+    /// An IPAMClaim as KubeVirt's VM controller makes it.
+    async fn ipamclaim(&self, name: &str, network: &str) {
+        let claim = IPAMClaim::new(
+            name,
+            IPAMClaimSpec {
+                network: network.into(),
+                interface: String::new(),
+            },
+        );
+        self.ipamclaims()
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("create IPAMClaim");
+    }
+
+    fn ipamclaims(&self) -> Api<IPAMClaim> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// The network-selection annotation as ipam-extensions writes it.
+    fn selection(&self, nad: &str, claim: &str, ips: &[&str]) -> String {
+        let mut element = json!({
+            "name": nad, "namespace": self.ns.name, "interface": VM_IFACE,
+            "ipam-claim-reference": claim,
+        });
+        if !ips.is_empty() {
+            element["ips"] = json!(ips);
+        }
+        json!([element]).to_string()
+    }
+
+    /// The addresses on `ifname` in the pod, without prefix length.
+    async fn ips(&self, pod: &str, ifname: &str) -> Vec<String> {
+        self.ns
+            .addresses(pod, ifname)
+            .await
+            .expect("ip addr in the pod")
+            .into_iter()
+            .map(|a| a.split('/').next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// IP -> podref of every allocation in the test's pools.
+    async fn allocations(&self) -> BTreeMap<String, String> {
+        let api: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let mut out = BTreeMap::new();
+        for pool in api.list(&ListParams::default()).await.expect("pools").items {
+            let (_, cidr) =
+                hereabouts_core::Cidr::parse_with_host(&pool.spec.range).expect("range");
+            for (key, a) in pool.spec.allocations {
+                let ip = cidr.ip_at(key.parse().expect("offset")).expect("ip");
+                assert!(
+                    out.insert(ip.to_string(), a.podref).is_none(),
+                    "{ip} allocated twice"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_vm_keeps_its_address_across_pods_and_live_migration_until_its_claim_goes() {
+    let s = setup("ipamclaim-vm").await;
+    s.nad(
+        "tenant",
+        "198.51.100.0/28",
+        json!({"allowPersistentIPs": true}),
+    )
+    .await;
+    s.ipamclaim("vm1.tenant", "tenant").await;
+    let node_a = s.ns.node(&unique("ica")).await.expect("node");
+    let node_b = s.ns.node(&unique("icb")).await.expect("node");
+    let owner = format!("{}/ipamclaim:vm1.tenant", s.ns.name);
+
+    // The VM starts: its pod gets the lowest address, which now belongs
+    // to the IPAMClaim.
+    let selection = s.selection("tenant", "vm1.tenant", &[]);
+    s.ns.pod("virt-launcher-vm1-aaaaa", &node_a, &selection)
+        .await
+        .expect("ADD of the VM's first pod");
+    assert_eq!(
+        s.ips("virt-launcher-vm1-aaaaa", VM_IFACE).await,
+        vec!["198.51.100.1"]
+    );
+    let claim = s.ipamclaims().get("vm1.tenant").await.expect("IPAMClaim");
+    let status = claim.status.expect("the IPAMClaim's status is written");
+    assert_eq!(status.ips, vec!["198.51.100.1/28"]);
+    assert_eq!(
+        status.owner_pod.map(|o| o.name).as_deref(),
+        Some("virt-launcher-vm1-aaaaa")
+    );
+    let allocated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "IPAllocated")
+        .expect("IPAllocated condition");
+    assert_eq!(
+        (allocated.status.as_str(), allocated.reason.as_str()),
+        ("True", "SuccessfulAllocation")
+    );
+    assert_eq!(
+        s.allocations().await.get("198.51.100.1"),
+        Some(&owner),
+        "the pool holds the address in the IPAMClaim's name"
+    );
+
+    // The VM stops: DEL through Multus, the pod goes. The address stays
+    // the claim's, through several collector passes.
+    s.ns.delete_pod("virt-launcher-vm1-aaaaa")
+        .await
+        .expect("DEL through Multus");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        s.allocations().await.get("198.51.100.1"),
+        Some(&owner),
+        "neither the DEL nor the collector released the IPAMClaim's address"
+    );
+    // Meanwhile an ordinary pod of the network gets another address.
+    s.ns.pod("web", &node_a, &format!("{}/tenant", s.ns.name))
+        .await
+        .expect("ADD of an ordinary pod");
+    assert_eq!(s.ips("web", "net1").await, vec!["198.51.100.2"]);
+
+    // The VM starts again: a new pod, another name, the same address.
+    s.ns.pod("virt-launcher-vm1-bbbbb", &node_a, &selection)
+        .await
+        .expect("ADD of the VM's second pod");
+    assert_eq!(
+        s.ips("virt-launcher-vm1-bbbbb", VM_IFACE).await,
+        vec!["198.51.100.1"]
+    );
+    let status = s
+        .ipamclaims()
+        .get("vm1.tenant")
+        .await
+        .expect("IPAMClaim")
+        .status
+        .expect("status");
+    assert_eq!(status.ips, vec!["198.51.100.1/28"]);
+    assert_eq!(
+        status.owner_pod.map(|o| o.name).as_deref(),
+        Some("virt-launcher-vm1-bbbbb"),
+        "the former owner is gone: the new pod owns the claim"
+    );
+
+    // Live migration: the target pod runs beside the source, on another
+    // node, and gets the same address; the source stays the owner.
+    s.ns.pod("virt-launcher-vm1-ccccc", &node_b, &selection)
+        .await
+        .expect("ADD of the migration target");
+    assert_eq!(
+        s.ips("virt-launcher-vm1-ccccc", VM_IFACE).await,
+        vec!["198.51.100.1"]
+    );
+    assert_eq!(
+        s.ips("virt-launcher-vm1-bbbbb", VM_IFACE).await,
+        vec!["198.51.100.1"],
+        "the source keeps it"
+    );
+    let status = s
+        .ipamclaims()
+        .get("vm1.tenant")
+        .await
+        .expect("IPAMClaim")
+        .status
+        .expect("status");
+    assert_eq!(
+        status.owner_pod.map(|o| o.name).as_deref(),
+        Some("virt-launcher-vm1-bbbbb")
+    );
+    let held = s.allocations().await;
+    assert_eq!(
+        held.len(),
+        2,
+        "one entry for the claim, one for web: {held:?}"
+    );
+
+    // A static request for another address conflicts with the claim.
+    let refused =
+        s.ns.pod(
+            "virt-launcher-vm1-ddddd",
+            &node_b,
+            &s.selection("tenant", "vm1.tenant", &["198.51.100.9/28"]),
+        )
+        .await
+        .expect_err("a static address other than the claim's is refused");
+    let message = format!("{refused:?}");
+    assert!(
+        message.contains("198.51.100.9") && message.contains("vm1.tenant"),
+        "the error names the address and the claim: {message}"
+    );
+    // The claim's own address, asked for statically, is granted.
+    s.ns.pod(
+        "virt-launcher-vm1-eeeee",
+        &node_b,
+        &s.selection("tenant", "vm1.tenant", &["198.51.100.1/28"]),
+    )
+    .await
+    .expect("the claim's own address as a static request");
+    assert_eq!(
+        s.ips("virt-launcher-vm1-eeeee", VM_IFACE).await,
+        vec!["198.51.100.1"]
+    );
+
+    // A reference to an IPAMClaim that does not exist fails clearly.
+    let missing =
+        s.ns.pod(
+            "virt-launcher-vm9-aaaaa",
+            &node_b,
+            &s.selection("tenant", "vm9.tenant", &[]),
+        )
+        .await
+        .expect_err("no such IPAMClaim");
+    let message = format!("{missing:?}");
+    assert!(
+        message.contains("vm9.tenant") && message.contains("IPAMClaim"),
+        "the error names the missing claim: {message}"
+    );
+
+    // The VM is deleted: its pods go, then KubeVirt deletes the claim,
+    // which frees the address for anyone.
+    for pod in [
+        "virt-launcher-vm1-bbbbb",
+        "virt-launcher-vm1-ccccc",
+        "virt-launcher-vm1-eeeee",
+    ] {
+        s.ns.delete_pod(pod).await.expect("DEL");
+    }
+    assert_eq!(s.allocations().await.get("198.51.100.1"), Some(&owner));
+    s.ipamclaims()
+        .delete("vm1.tenant", &DeleteParams::default())
+        .await
+        .expect("delete IPAMClaim");
+    eventually("the IPAMClaim's address released", 10, || async {
+        (!s.allocations().await.contains_key("198.51.100.1")).then_some(())
+    })
+    .await
+    .expect("deleting the IPAMClaim releases its address");
+    s.ns.pod("next", &node_a, &format!("{}/tenant", s.ns.name))
+        .await
+        .expect("ADD");
+    assert_eq!(
+        s.ips("next", "net1").await,
+        vec!["198.51.100.1"],
+        "the released address is handed out again"
+    );
+}
+
+#[tokio::test]
+async fn a_network_without_allow_persistent_ips_ignores_the_reference() {
+    let s = setup("ipamclaim-off").await;
+    s.nad("plain", "203.0.113.0/28", json!({})).await;
+    s.ipamclaim("vm2.plain", "plain").await;
+    let node = s.ns.node(&unique("ico")).await.expect("node");
+    let selection = s.selection("plain", "vm2.plain", &[]);
+    s.ns.pod("virt-launcher-vm2-aaaaa", &node, &selection)
+        .await
+        .expect("ADD");
+    s.ns.pod("virt-launcher-vm2-bbbbb", &node, &selection)
+        .await
+        .expect("ADD");
+    assert_eq!(
+        s.ips("virt-launcher-vm2-aaaaa", VM_IFACE).await,
+        vec!["203.0.113.1"]
+    );
+    assert_eq!(
+        s.ips("virt-launcher-vm2-bbbbb", VM_IFACE).await,
+        vec!["203.0.113.2"],
+        "not shared: each pod has its own address"
+    );
+    let held = s.allocations().await;
+    assert_eq!(
+        held.get("203.0.113.1"),
+        Some(&format!("{}/virt-launcher-vm2-aaaaa", s.ns.name)),
+        "the address is the pod's"
+    );
+    let claim = s.ipamclaims().get("vm2.plain").await.expect("IPAMClaim");
+    assert!(
+        claim.status.is_none_or(|st| st.ips.is_empty()),
+        "the IPAMClaim is left alone"
+    );
+    // The pod's DEL releases its address as for any pod.
+    s.ns.delete_pod("virt-launcher-vm2-aaaaa")
+        .await
+        .expect("DEL");
+    eventually("the pod's address released", 10, || async {
+        (!s.allocations().await.contains_key("203.0.113.1")).then_some(())
+    })
+    .await
+    .expect("DEL releases");
+}
