@@ -126,6 +126,18 @@ impl Setup {
             .collect()
     }
 
+    /// Runs `kubectl hereabouts` on the test's pools and claims.
+    async fn plugin(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-hereabouts"))
+            .env("KUBECONFIG", hereabouts_kit::kubeconfig_path())
+            .args(["--namespace", &self.ns.name])
+            .args(args)
+            .args(["--claim-namespace", &self.ns.name])
+            .output()
+            .await
+            .expect("run kubectl-hereabouts")
+    }
+
     /// IP -> podref of every allocation in the test's pools.
     async fn allocations(&self) -> BTreeMap<String, String> {
         let api: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
@@ -260,6 +272,24 @@ async fn a_vm_keeps_its_address_across_pods_and_live_migration_until_its_claim_g
         held.len(),
         2,
         "one entry for the claim, one for web: {held:?}"
+    );
+    // What an admin sees: the address is the IPAMClaim's, and the audit
+    // finds nothing wrong with two pods answered with it.
+    let who = s.plugin(&["who", "198.51.100.1", "-o", "json"]).await;
+    assert!(
+        who.status.success(),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    let who: Value = serde_json::from_slice(&who.stdout).expect("who JSON");
+    assert_eq!(who["holders"][0]["pod"], json!(owner), "{who}");
+    assert_eq!(who["holders"][0]["podExists"], json!(true), "{who}");
+    let check = s.plugin(&["check"]).await;
+    assert!(
+        check.status.success(),
+        "check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
     );
 
     // A static request for another address conflicts with the claim.

@@ -1,8 +1,8 @@
 //! `check`: the consistency audit. It reports, without changing anything:
 //!
-//! - allocations whose pod does not exist (what the garbage collector
-//!   returns after its grace period; a finding that persists means the
-//!   collector is not running);
+//! - allocations whose pod (or IPAMClaim) does not exist (what the garbage
+//!   collector returns after its grace period; a finding that persists
+//!   means the collector is not running);
 //! - reservations that no allocation backs;
 //! - claims answered with an address their pool does not hold for them
 //!   (invariant 2: a claim that got an address always has it in the pool);
@@ -200,8 +200,13 @@ pub fn audit(inv: &Inventory) -> Vec<Finding> {
                 )),
                 (Some(ip), Some(pool)) => {
                     let holders: Vec<_> = pool.holding(ip).collect();
+                    // An address may be held for an IPAMClaim of the
+                    // claim's namespace that its pod references.
+                    let claim_namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
                     if holders.iter().any(|h| {
-                        h.allocation.podref == pod && h.allocation.ifname == claim.spec.interface
+                        (h.allocation.podref == pod && h.allocation.ifname == claim.spec.interface)
+                            || hereabouts_api::claim_of_podref(&h.allocation.podref)
+                                .is_some_and(|(ns, _)| ns == claim_namespace)
                     }) {
                         None
                     } else if let Some(other) = holders.first() {
@@ -268,6 +273,44 @@ mod tests {
     #[test]
     fn a_consistent_inventory_has_no_findings() {
         assert_eq!(audit(&consistent()), []);
+    }
+
+    #[test]
+    fn an_ipamclaims_address_is_held_while_the_claim_exists() {
+        let mut inv = consistent();
+        let owner = hereabouts_api::owner_podref("ns", "vm1.tenant");
+        inv.pools = merge(vec![pool(
+            "blue-10.0.0.0-24",
+            "10.0.0.0/24",
+            None,
+            &[
+                ("5", allocation("c5", "ns/web", "net1")),
+                ("7", allocation("ipamclaim-u", &owner, "")),
+            ],
+        )]);
+        inv.reservations
+            .push(reservation("blue-10.0.0.7", &owner, ""));
+        // Two pods of a live migration, both answered with the claim's.
+        for pod in ["ns/virt-launcher-a", "ns/virt-launcher-b"] {
+            inv.pods.insert(pod.to_owned());
+            inv.claims.push(claim(
+                &format!("{pod}-if"),
+                pod,
+                "pod16367aacb67",
+                "10.0.0.7/24",
+                "blue-10.0.0.0-24",
+            ));
+        }
+        let without_claim = audit(&inv);
+        assert!(
+            matches!(
+                without_claim.as_slice(),
+                [Finding::AllocationWithoutPod { pod, .. }] if *pod == owner
+            ),
+            "{without_claim:?}"
+        );
+        inv.pods.insert(owner.clone());
+        assert_eq!(audit(&inv), []);
     }
 
     #[test]

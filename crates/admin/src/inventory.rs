@@ -152,7 +152,9 @@ pub struct Inventory {
     pub reservations: Vec<OverlappingRangeIPReservation>,
     pub claims: Vec<IPClaim>,
     /// `namespace/name` of every pod that exists; terminating pods count,
-    /// they hold their addresses until their DEL.
+    /// they hold their addresses until their DEL. And the podref
+    /// (`namespace/ipamclaim:name`) of every IPAMClaim that exists: those
+    /// hold their addresses until they are deleted.
     pub pods: HashSet<String>,
     pub malformed: Vec<Malformed>,
 }
@@ -179,7 +181,8 @@ impl Inventory {
         };
         let (claims, bad) = list_lenient::<IPClaim>(claims_api, "IPClaim").await?;
         malformed.extend(bad);
-        let pods = pod_names(client).await?;
+        let mut pods = pod_names(client).await?;
+        pods.extend(ipamclaim_owners(client).await?);
         Ok(Inventory {
             namespace: namespace.to_owned(),
             pools,
@@ -227,6 +230,27 @@ async fn pod_names(client: &kube::Client) -> Result<HashSet<String>, Error> {
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(names),
+        }
+    }
+}
+
+/// The podref of every IPAMClaim (none when the CRD is not installed).
+async fn ipamclaim_owners(client: &kube::Client) -> Result<Vec<String>, Error> {
+    let api: Api<hereabouts_api::IPAMClaim> = Api::all(client.clone());
+    let mut owners = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match api.list_metadata(&params).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(owners),
+            Err(e) => return Err(Error::api("listing IPAMClaims")(e)),
+        };
+        owners.extend(page.items.iter().map(|c| {
+            hereabouts_api::owner_podref(&c.namespace().unwrap_or_default(), &c.name_any())
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(owners),
         }
     }
 }
