@@ -26,7 +26,7 @@ const VM_IFACE: &str = "pod16367aacb67";
 struct Setup {
     client: Client,
     ns: TestNamespace,
-    _controller: Controller,
+    controller: Option<Controller>,
     kubeconfig: String,
 }
 
@@ -34,11 +34,22 @@ async fn setup(prefix: &str) -> Setup {
     let (kit, ns) = common::setup(prefix).await;
     install_plugin(Path::new(env!("CARGO_BIN_EXE_hereabouts")), "hereabouts")
         .expect("plugin in the CNI bin dir");
-    // A collector that runs every second with a short grace: it must
-    // still never take an address whose IPAMClaim exists.
+    let controller = controller(&ns, "a").await;
+    let kubeconfig = ns.kubeconfig().expect("kubeconfig").display().to_string();
+    Setup {
+        client: kit.client.clone(),
+        ns,
+        controller: Some(controller),
+        kubeconfig,
+    }
+}
+
+/// A controller whose collector runs every second with a short grace: it
+/// must still never take an address whose IPAMClaim exists.
+async fn controller(ns: &TestNamespace, name: &str) -> Controller {
     let controller = common::replica(
-        &ns,
-        "a",
+        ns,
+        name,
         &[
             "--gc-schedule",
             "* * * * * *",
@@ -49,13 +60,7 @@ async fn setup(prefix: &str) -> Setup {
         ],
     );
     controller.wait_ready().await.expect("controller ready");
-    let kubeconfig = ns.kubeconfig().expect("kubeconfig").display().to_string();
-    Setup {
-        client: kit.client.clone(),
-        ns,
-        _controller: controller,
-        kubeconfig,
-    }
+    controller
 }
 
 impl Setup {
@@ -405,4 +410,43 @@ async fn a_network_without_allow_persistent_ips_ignores_the_reference() {
     })
     .await
     .expect("DEL releases");
+}
+
+#[tokio::test]
+async fn an_ipamclaim_deleted_while_no_controller_ran_is_collected() {
+    let mut s = setup("ipamclaim-gc").await;
+    s.nad(
+        "tenant",
+        "100.64.3.0/28",
+        json!({"allowPersistentIPs": true}),
+    )
+    .await;
+    s.ipamclaim("vm3.tenant", "tenant").await;
+    let node = s.ns.node(&unique("icg")).await.expect("node");
+    let selection = s.selection("tenant", "vm3.tenant", &[]);
+    s.ns.pod("virt-launcher-vm3-aaaaa", &node, &selection)
+        .await
+        .expect("ADD");
+    assert_eq!(
+        s.ips("virt-launcher-vm3-aaaaa", VM_IFACE).await,
+        vec!["100.64.3.1"]
+    );
+    s.ns.delete_pod("virt-launcher-vm3-aaaaa")
+        .await
+        .expect("DEL");
+    // The controller is down when the VM's claim goes: no one sees the
+    // deletion.
+    drop(s.controller.take());
+    s.ipamclaims()
+        .delete("vm3.tenant", &DeleteParams::default())
+        .await
+        .expect("delete IPAMClaim");
+    let owner = format!("{}/ipamclaim:vm3.tenant", s.ns.name);
+    assert_eq!(s.allocations().await.get("100.64.3.1"), Some(&owner));
+    s.controller = Some(controller(&s.ns, "b").await);
+    eventually("the collector frees the address", 20, || async {
+        (!s.allocations().await.contains_key("100.64.3.1")).then_some(())
+    })
+    .await
+    .expect("an IPAMClaim's address whose claim is gone is collected");
 }
