@@ -983,6 +983,19 @@ async fn the_installed_controller_may_make_every_write_it_makes() {
             ][..],
         ),
         (
+            "IPAMClaim answers (PUT .../ipamclaims/NAME/status)",
+            &[
+                "update",
+                "ipamclaims.k8s.cni.cncf.io",
+                "--subresource=status",
+                "-A",
+            ][..],
+        ),
+        (
+            "the IPAMClaim watch (LIST/WATCH ipamclaims)",
+            &["watch", "ipamclaims.k8s.cni.cncf.io", "-A"][..],
+        ),
+        (
             "reservation take-overs (PUT .../overlappingrangeipreservations/NAME)",
             &[
                 "update",
