@@ -16,8 +16,9 @@ use hereabouts_api::{
     IPAMClaim, IPAMClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec,
 };
 use hereabouts_kit::{Controller, TestNamespace, eventually, install_plugin, unique};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 /// KubeVirt names a VM's pod interfaces `pod<hash of the network name>`.
@@ -339,11 +340,13 @@ async fn a_vm_keeps_its_address_across_pods_and_live_migration_until_its_claim_g
         "the error names the missing claim: {message}"
     );
 
-    // The VM is deleted: its pods go, then KubeVirt deletes the claim,
-    // which frees the address for anyone.
+    // The VM is deleted: its pods go (the refused one too: a pod that
+    // references the claim keeps its address), then KubeVirt deletes the
+    // claim, which frees the address for anyone.
     for pod in [
         "virt-launcher-vm1-bbbbb",
         "virt-launcher-vm1-ccccc",
+        "virt-launcher-vm1-ddddd",
         "virt-launcher-vm1-eeeee",
     ] {
         s.ns.delete_pod(pod).await.expect("DEL");
@@ -449,4 +452,53 @@ async fn an_ipamclaim_deleted_while_no_controller_ran_is_collected() {
     })
     .await
     .expect("an IPAMClaim's address whose claim is gone is collected");
+}
+
+#[tokio::test]
+async fn an_ipamclaim_deleted_while_its_pod_terminates_keeps_the_address_until_the_pod_goes() {
+    let s = setup("ipamclaim-term").await;
+    s.nad(
+        "tenant",
+        "100.64.4.0/28",
+        json!({"allowPersistentIPs": true}),
+    )
+    .await;
+    s.ipamclaim("vm4.tenant", "tenant").await;
+    let node = s.ns.node(&unique("ict")).await.expect("node");
+    let pod = "virt-launcher-vm4-aaaaa";
+    s.ns.pod(pod, &node, &s.selection("tenant", "vm4.tenant", &[]))
+        .await
+        .expect("ADD");
+    assert_eq!(s.ips(pod, VM_IFACE).await, vec!["100.64.4.1"]);
+    // A finalizer keeps the pod Terminating (a VM still shutting down, a
+    // partitioned node) after the VM and its claim are deleted.
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let hold = json!({"metadata": {"finalizers": ["hereabouts.dev/test-hold"]}});
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("finalizer");
+    pods.delete(pod, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    s.ipamclaims()
+        .delete("vm4.tenant", &DeleteParams::default())
+        .await
+        .expect("delete IPAMClaim");
+    // Several collector passes (grace 2 s): the Terminating pod keeps it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let owner = format!("{}/ipamclaim:vm4.tenant", s.ns.name);
+    assert_eq!(
+        s.allocations().await.get("100.64.4.1"),
+        Some(&owner),
+        "a pod that references the claim still exists: the address stays"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("finalizer removed");
+    eventually("the address freed once the pod is gone", 20, || async {
+        (!s.allocations().await.contains_key("100.64.4.1")).then_some(())
+    })
+    .await
+    .expect("the collector frees it after the pod goes");
 }

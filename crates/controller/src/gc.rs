@@ -270,6 +270,7 @@ impl Collector {
             })
         };
         let declared = declared_network_names(&self.caches.nads);
+        let ipamclaims_referenced = super::ipamclaims::referenced(&pods);
         let mut reserved_names: HashSet<String> = HashSet::new();
         for pool in self.caches.pools.state() {
             let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) else {
@@ -299,11 +300,13 @@ impl Collector {
                 let ipamclaim = super::ipamclaims::claim_owner(&a.podref);
                 let live = if let Some((ns, name)) = &ipamclaim {
                     // An IPAMClaim's address lives while the claim does,
-                    // whichever pods come and go.
+                    // whichever pods come and go, and while a pod that
+                    // references it exists (Terminating included).
                     self.caches
                         .ipamclaims
                         .get(&ObjectRef::new(name).within(ns))
                         .is_some()
+                        || ipamclaims_referenced.contains(&(ns.clone(), name.clone()))
                 } else {
                     match asked.get(&(a.podref.clone(), a.ifname.clone())) {
                         // Claims are the record of hereabouts' attachments:

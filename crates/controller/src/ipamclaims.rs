@@ -15,11 +15,13 @@
 //!   addresses, for exactly those (a static request for others is refused);
 //! - [`record`]: after the pool write, `status.ips`, `status.ownerPod` and
 //!   the `IPAllocated` condition;
-//! - [`run`]: deleting an IPAMClaim releases its addresses. A pod's DEL
+//! - [`run`]: deleting an IPAMClaim releases its addresses, once no pod
+//!   that references it exists (a Terminating virt-launcher pod still runs
+//!   with them; the collector frees them after it goes). A pod's DEL
 //!   deletes only its IPClaim, whose release finds nothing under the pod's
 //!   name: the address stays.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ use hereabouts_core::{Allocation, network_name_of};
 
 use super::claims::Lookups;
 use super::context::Context;
+use super::gc::PodEntry;
+use super::index::Index;
 use super::pools::{AllocRequest, ReleaseBy, ReleaseReason};
 
 /// Why an IPClaim that references an IPAMClaim is not served (now).
@@ -95,6 +99,9 @@ pub async fn bind(
         .filter(|p| p.uid() == spec.pod.uid)
     {
         Some(entry) => entry.claim_references().to_vec(),
+        // No NAD of this network opts in: nothing to read (a pod storm
+        // that outruns the pod cache costs no extra GET).
+        None if !opted_in(&lookups.nads, &spec.network.name) => return Ok(None),
         None => {
             // The cache lags a pod that just started: read it.
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -168,6 +175,13 @@ pub async fn bind(
         ipamclaim,
         reference,
     }))
+}
+
+/// Whether some cached NAD of `network` says `allowPersistentIPs`.
+fn opted_in(nads: &Store<NetworkAttachmentDefinition>, network: &str) -> bool {
+    nads.state()
+        .iter()
+        .any(|nad| allows_persistent_ips(&nad.spec.config) && nad_network(nad) == network)
 }
 
 /// The CNI network a NAD declares: its configuration's `name`, else its
@@ -508,6 +522,7 @@ pub async fn run(
     ctx: Arc<Context>,
     events: impl Stream<Item = Result<watcher::Event<IPAMClaim>, watcher::Error>>,
     pools: Store<IPPool>,
+    pods: Index<PodEntry>,
 ) {
     let mut events = std::pin::pin!(events);
     let mut failing = false;
@@ -515,6 +530,14 @@ pub async fn run(
         match event {
             Ok(watcher::Event::Delete(ipamclaim)) => {
                 failing = false;
+                let (namespace, name) = (
+                    ipamclaim.namespace().unwrap_or_default(),
+                    ipamclaim.name_any(),
+                );
+                if referenced(&pods.read()).contains(&(namespace, name)) {
+                    tracing::info!(ipamclaim = %ipamclaim.name_any(), "IPAMClaim deleted while pods reference it: its address goes after they do");
+                    continue;
+                }
                 let (ctx, pools) = (ctx.clone(), pools.clone());
                 tokio::spawn(async move { release(&ctx, &pools, &ipamclaim).await });
             }
@@ -581,6 +604,20 @@ async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClai
             }
         }
     }
+}
+
+/// The IPAMClaims (namespace, name) that existing pods (the pod index's
+/// entries, by `namespace/name`) reference.
+pub fn referenced(pods: &HashMap<Box<str>, PodEntry>) -> HashSet<(String, String)> {
+    pods.iter()
+        .filter(|(_, p)| !p.claim_references().is_empty())
+        .flat_map(|(key, p)| {
+            let namespace = key.split_once('/').map_or("", |(ns, _)| ns).to_owned();
+            p.claim_references()
+                .iter()
+                .map(move |r| (namespace.clone(), r.claim.clone()))
+        })
+        .collect()
 }
 
 /// Whether an allocation's podref names an IPAMClaim, and which.
@@ -780,6 +817,38 @@ mod tests {
             allocated_status(Some(&first), &ips, "target", |_| false, now()).expect("written");
         assert_eq!(moved.owner_pod.map(|o| o.name).as_deref(), Some("target"));
         assert_eq!(moved.conditions.len(), 1);
+    }
+
+    #[test]
+    fn references_are_read_from_the_pods_annotation() {
+        let pod = |name: &str, annotation: Option<&str>| {
+            let mut pod = Pod::default();
+            pod.metadata.name = Some(name.into());
+            pod.metadata.namespace = Some("vms".into());
+            pod.metadata.annotations = annotation.map(|a| {
+                std::iter::once((hereabouts_api::NETWORKS_ANNOTATION.to_owned(), a.to_owned()))
+                    .collect()
+            });
+            let (key, entry) = PodEntry::of(&pod);
+            (key.into_boxed_str(), entry)
+        };
+        let pods: HashMap<Box<str>, PodEntry> = [
+            pod(
+                "virt-launcher-vm1-a",
+                Some(r#"[{"name":"tenant","ipam-claim-reference":"vm1.tenant"}]"#),
+            ),
+            pod("web", Some("vms/tenant")),
+            pod("bare", None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            referenced(&pods),
+            HashSet::from([("vms".to_owned(), "vm1.tenant".to_owned())])
+        );
+        let entry = &pods["vms/virt-launcher-vm1-a"];
+        assert_eq!(entry.claim_references()[0].interface, "net1");
+        assert!(pods["vms/web"].claim_references().is_empty());
     }
 
     #[test]

@@ -253,9 +253,9 @@ pub async fn run(
         });
     }
     {
-        let (ctx, pools) = (ctx.clone(), pools.clone());
+        let (ctx, pools, pods) = (ctx.clone(), pools.clone(), pods.clone());
         background.spawn(async move {
-            ipamclaims::run(ctx, ipamclaim_events, pools).await;
+            ipamclaims::run(ctx, ipamclaim_events, pools, pods).await;
             "IPAMClaim reconciler"
         });
     }
