@@ -340,6 +340,21 @@ async fn a_vm_keeps_its_address_across_pods_and_live_migration_until_its_claim_g
         "the error names the missing claim: {message}"
     );
 
+    // A reference that is no object name is refused naming the field.
+    let invalid =
+        s.ns.pod(
+            "virt-launcher-vm8-aaaaa",
+            &node_b,
+            &s.selection("tenant", "VM8/Tenant", &[]),
+        )
+        .await
+        .expect_err("not an object name");
+    let message = format!("{invalid:?}");
+    assert!(
+        message.contains("ipam-claim-reference") && message.contains("VM8/Tenant"),
+        "the error names the field and the value: {message}"
+    );
+
     // The VM is deleted: its pods go (the refused one too: a pod that
     // references the claim keeps its address), then KubeVirt deletes the
     // claim, which frees the address for anyone.
