@@ -297,27 +297,29 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
+                let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
+                    // Claims are the record of hereabouts' attachments:
+                    // the address lives while one of them asks for its pool.
+                    Some(pools) => pools.contains(&base),
+                    // No claim (an adopted whereabouts allocation): the pod
+                    // object, Terminating or not, and what Multus recorded.
+                    None => pods.get(a.podref.as_str()).is_some_and(|pod| {
+                        pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
+                    }),
+                };
+                // An IPAMClaim's address lives while the claim does,
+                // whichever pods come and go, and while a pod that
+                // references it exists (Terminating included).
                 let ipamclaim = super::ipamclaims::claim_owner(&a.podref);
-                let live = if let Some((ns, name)) = &ipamclaim {
-                    // An IPAMClaim's address lives while the claim does,
-                    // whichever pods come and go, and while a pod that
-                    // references it exists (Terminating included).
-                    self.caches
-                        .ipamclaims
-                        .get(&ObjectRef::new(name).within(ns))
-                        .is_some()
-                        || ipamclaims_referenced.contains(&(ns.clone(), name.clone()))
-                } else {
-                    match asked.get(&(a.podref.clone(), a.ifname.clone())) {
-                        // Claims are the record of hereabouts' attachments:
-                        // the address lives while one of them asks for its pool.
-                        Some(pools) => pools.contains(&base),
-                        // No claim (an adopted whereabouts allocation): the pod
-                        // object, Terminating or not, and what Multus recorded.
-                        None => pods.get(a.podref.as_str()).is_some_and(|pod| {
-                            pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
-                        }),
+                let live = match &ipamclaim {
+                    Some((ns, name)) => {
+                        self.caches
+                            .ipamclaims
+                            .get(&ObjectRef::new(name).within(ns))
+                            .is_some()
+                            || ipamclaims_referenced.contains(&(ns.clone(), name.clone()))
                     }
+                    None => live,
                 };
                 if !live {
                     suspects.insert(Suspect::Allocation {
