@@ -257,6 +257,17 @@ impl Ledger {
         self.foreign.contains_key(&offset)
     }
 
+    /// Whether a dynamic request passes `offset` over at `now`: held for a
+    /// pod, or marked as an overlapping range's (confirmed or suspected).
+    pub fn is_blocked(&self, offset: u128, now: Instant) -> bool {
+        self.held
+            .values()
+            .any(|(o, until)| *o == offset && *until > now)
+            || [&self.foreign, &self.suspected]
+                .iter()
+                .any(|marks| marks.get(&offset).is_some_and(|until| *until > now))
+    }
+
     /// Marks addresses whose reservation an overlapping range holds
     /// (confirmed by a failed reservation): passed over until `until`.
     pub fn mark_foreign(&mut self, offsets: impl IntoIterator<Item = u128>, until: Instant) {
