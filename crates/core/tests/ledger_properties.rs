@@ -169,10 +169,10 @@ proptest! {
                         if let Some(f) = fixed {
                             prop_assert_eq!(offset, f);
                         }
-                        if let Some(before) = held_before.filter(|b| ranges[range].is_usable(*b)) {
-                            if fixed.is_none_or(|f| f == before) {
-                                prop_assert_eq!(offset, before, "a repeat gets the same address");
-                            }
+                        if let Some(before) = held_before.filter(|b| ranges[range].is_usable(*b))
+                            && fixed.is_none_or(|f| f == before)
+                        {
+                            prop_assert_eq!(offset, before, "a repeat gets the same address");
                         }
                         if held_before != Some(offset) {
                             prop_assert!(!l.is_foreign(offset), "{offset} is an overlapping range's");
