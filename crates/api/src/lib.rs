@@ -14,7 +14,8 @@ mod nad;
 mod reservation;
 
 pub use claim::{
-    ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPClaimStatus, NetworkRef, PodRef,
+    ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPClaimStatus, NetworkRef, PodRef, Refusal,
+    Refused,
 };
 pub use ippool::{IPAllocation, IPPool, IPPoolSpec, IPPoolStatus};
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};

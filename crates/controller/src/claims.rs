@@ -22,7 +22,9 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use hereabouts_api::{ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition};
+use hereabouts_api::{
+    ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal, Refused,
+};
 use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
 
 use super::context::Context;
@@ -306,9 +308,9 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
 async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
     let requests = match requests(claim) {
         Ok(r) => r,
-        Err((reason, message)) => {
+        Err(refused) => {
             ctx.metrics.failed("invalid_claim");
-            return publish(ctx, claim, Err((reason, message))).await;
+            return publish(ctx, claim, Err(refused)).await;
         }
     };
     match authorize(ctx, lookups, claim, &requests).await {
@@ -319,16 +321,16 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
         }
         Err(Authorization::Refused(reason, message)) => {
             ctx.metrics.failed("unauthorized_claim");
-            tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
+            tracing::warn!(claim = %claim.name_any(), %reason, %message, "claim refused");
             ctx.event(
                 &claim.object_ref(&()),
                 EventType::Warning,
-                reason,
+                reason.as_str(),
                 "Allocate",
                 message.clone(),
             )
             .await;
-            return publish(ctx, claim, Err((reason, message))).await;
+            return publish(ctx, claim, Err(Refused::new(reason, message))).await;
         }
     }
     let results = join_all(
@@ -354,7 +356,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
-        let (reason, message) = refusal(e);
+        let refused = refusal(e);
         for (request, result) in requests.iter().zip(&results) {
             if result.is_ok() {
                 let by = ReleaseBy::Owner {
@@ -378,7 +380,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
                 }
             }
         }
-        return publish(ctx, claim, Err((reason, message))).await;
+        return publish(ctx, claim, Err(refused)).await;
     }
     // `requests` follows `spec.ranges` one to one.
     let granted = requests
@@ -415,10 +417,13 @@ pub(crate) fn parse_range(
 
 /// One request per range of the claim, with static addresses matched to
 /// the range that contains them.
-fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)> {
+fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
     let spec = &claim.spec;
     if spec.ranges.is_empty() {
-        return Err(("InvalidRange", "spec.ranges is empty".to_owned()));
+        return Err(Refused::new(
+            Refusal::InvalidRange,
+            "spec.ranges is empty".to_owned(),
+        ));
     }
     // One address per range, at most one static address per range: a
     // claim beyond that is no configuration a plugin writes, and each
@@ -426,8 +431,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     // As many as a configuration may declare (`ipRanges` plus `range`).
     let max_ranges = hereabouts_core::config::MAX_RANGES + 1;
     if spec.ranges.len() > max_ranges {
-        return Err((
-            "InvalidRange",
+        return Err(Refused::new(
+            Refusal::InvalidRange,
             format!(
                 "spec.ranges: {} ranges, at most {max_ranges} are accepted",
                 spec.ranges.len()
@@ -435,8 +440,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         ));
     }
     if spec.static_ips.len() > max_ranges {
-        return Err((
-            "InvalidStaticAddress",
+        return Err(Refused::new(
+            Refusal::InvalidStaticAddress,
             format!(
                 "spec.staticIPs: {} addresses, at most {max_ranges} (one per range) are accepted",
                 spec.static_ips.len()
@@ -457,8 +462,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
                     .map(|(ip, _)| ip)
             })
             .ok_or_else(|| {
-                (
-                    "InvalidStaticAddress",
+                Refused::new(
+                    Refusal::InvalidStaticAddress,
                     format!("spec.staticIPs[{i}]: {value:?} is not an IP address"),
                 )
             })?;
@@ -467,18 +472,23 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     let mut out = Vec::with_capacity(spec.ranges.len());
     let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
     for (i, r) in spec.ranges.iter().enumerate() {
-        let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
+        let range =
+            parse_range(i, r).map_err(|e| Refused::new(Refusal::InvalidRange, e.to_string()))?;
         // Every shard of the range's pool must be a valid object name.
         let cidr = range.cidr();
-        let pool = hereabouts_core::pool_name(network_name, cidr)
-            .map_err(|e| ("InvalidNetworkName", format!("spec.networkName: {e}")))?;
+        let pool = hereabouts_core::pool_name(network_name, cidr).map_err(|e| {
+            Refused::new(
+                Refusal::InvalidNetworkName,
+                format!("spec.networkName: {e}"),
+            )
+        })?;
         let last = hereabouts_core::shard_name(
             pool.as_str(),
             hereabouts_core::shard_index(cidr.last_offset()),
         );
         if let Err(why) = hereabouts_core::naming::check_object_name(&last) {
-            return Err((
-                "InvalidNetworkName",
+            return Err(Refused::new(
+                Refusal::InvalidNetworkName,
                 format!(
                     "spec.networkName: {:?} with spec.ranges[{i}] {cidr} makes IPPool names like {last:?}, and {why}",
                     network_name.unwrap_or_default()
@@ -488,8 +498,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         let mut in_range = statics.iter().filter(|(_, ip)| range.cidr().contains(*ip));
         let static_ip = in_range.next().map(|(_, ip)| *ip);
         if let Some((j, ip)) = in_range.next() {
-            return Err((
-                "InvalidStaticAddress",
+            return Err(Refused::new(
+                Refusal::InvalidStaticAddress,
                 format!(
                     "spec.staticIPs[{j}]: {ip} is a second address in spec.ranges[{i}] ({}): one address per range",
                     r.range
@@ -508,8 +518,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         .iter()
         .find(|(_, ip)| !out.iter().any(|r| r.range.cidr().contains(*ip)))
     {
-        return Err((
-            "StaticAddressOutsideRanges",
+        return Err(Refused::new(
+            Refusal::StaticAddressOutsideRanges,
             format!("spec.staticIPs[{i}]: {ip} is in none of the network's ranges"),
         ));
     }
@@ -519,7 +529,7 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
 /// Why a claim is not served.
 enum Authorization {
     /// For good: the condition reason and message.
-    Refused(&'static str, String),
+    Refused(Refusal, String),
     /// Not known yet (the pod could not be read): try again.
     Unknown(kube::Error),
 }
@@ -544,7 +554,7 @@ async fn authorize(
     let namespace = claim.namespace().unwrap_or_default();
     if spec.pod.namespace != namespace {
         return Err(Authorization::Refused(
-            "PodNotInNamespace",
+            Refusal::PodNotInNamespace,
             format!(
                 "spec.pod.namespace: {:?} is not the claim's namespace {namespace:?}",
                 spec.pod.namespace
@@ -565,14 +575,14 @@ async fn authorize(
             .map_err(Authorization::Unknown)?;
         let Some(pod) = pod else {
             return Err(Authorization::Refused(
-                "PodNotFound",
+                Refusal::PodNotFound,
                 format!("spec.pod.name: no pod {key} exists"),
             ));
         };
         let uid = pod.uid().unwrap_or_default();
         if uid != spec.pod.uid {
             return Err(Authorization::Refused(
-                "PodMismatch",
+                Refusal::PodMismatch,
                 format!(
                     "spec.pod.uid: {:?} is not the UID of pod {key} ({uid:?})",
                     spec.pod.uid
@@ -582,7 +592,7 @@ async fn authorize(
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         if node.as_deref() != Some(spec.node.as_str()) {
             return Err(Authorization::Refused(
-                "PodMismatch",
+                Refusal::PodMismatch,
                 format!(
                     "spec.node: {:?} is not the node pod {key} is bound to ({})",
                     spec.node,
@@ -606,7 +616,7 @@ async fn authorize(
             && !refused(c)
     }) {
         return Err(Authorization::Refused(
-            "InterfaceClaimed",
+            Refusal::InterfaceClaimed,
             format!(
                 "spec.interface: {:?} of pod {key} is claimed by IPClaim {} already",
                 spec.interface,
@@ -615,7 +625,7 @@ async fn authorize(
         ));
     }
     check_network(claim, requests, &declared_networks(&lookups.nads))
-        .map_err(|(reason, message)| Authorization::Refused(reason, message))
+        .map_err(|r| Authorization::Refused(r.reason, r.message))
 }
 
 /// The ranges one IPAM section of a NAD declares.
@@ -689,7 +699,7 @@ fn check_network(
     claim: &IPClaim,
     requests: &[AllocRequest],
     declared: &[Declared],
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Refused> {
     let spec = &claim.spec;
     let network_name = spec.network_name.clone().filter(|n| !n.is_empty());
     let cidrs: Vec<hereabouts_core::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
@@ -728,8 +738,8 @@ fn check_network(
             })
             .collect();
         let asked: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
-        return Err((
-            "UndeclaredRange",
+        return Err(Refused::new(
+            Refusal::UndeclaredRange,
             format!(
                 "spec.ranges: {} with network_name {network_name:?} and enableOverlappingRanges {} are not what network {:?} declares ({})",
                 asked.join(", "),
@@ -742,8 +752,8 @@ fn check_network(
     for (i, cidr) in cidrs.iter().enumerate() {
         for d in declared.iter().filter(|d| d.network_name == network_name) {
             if let Some(taken) = d.cidrs().find(|c| c.overlaps(cidr)) {
-                return Err((
-                    "UndeclaredNetwork",
+                return Err(Refused::new(
+                    Refusal::UndeclaredNetwork,
                     format!(
                         "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {:?}",
                         d.nad, d.network, spec.network.name
@@ -756,32 +766,32 @@ fn check_network(
 }
 
 /// The condition reason and message for a refusal.
-fn refusal(e: &pools::Error) -> (&'static str, String) {
+fn refusal(e: &pools::Error) -> Refused {
     let reason = match e {
         pools::Error::Alloc(AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }) => {
-            "Exhausted"
+            Refusal::Exhausted
         }
         pools::Error::Alloc(
             AllocError::Taken { .. }
             | AllocError::ReservedElsewhere { .. }
             | AllocError::OwnerHoldsOther { .. },
-        ) => "StaticAddressTaken",
+        ) => Refusal::StaticAddressTaken,
         pools::Error::Alloc(
             AllocError::OutsideRange { .. } | AllocError::NotAllocatable { .. },
-        ) => "StaticAddressNotAllocatable",
-        pools::Error::Naming(_) => "InvalidNetworkName",
+        ) => Refusal::StaticAddressNotAllocatable,
+        pools::Error::Naming(_) => Refusal::InvalidNetworkName,
         pools::Error::Api { .. } | pools::Error::NotLeader | pools::Error::Stopped { .. } => {
-            "Retrying"
+            Refusal::Retrying
         }
     };
-    (reason, e.to_string())
+    Refused::new(reason, e.to_string())
 }
 
 /// Writes the answer to the claim's status.
 async fn publish(
     ctx: &Context,
     claim: &IPClaim,
-    answer: Result<Vec<ClaimedAddress>, (&'static str, String)>,
+    answer: Result<Vec<ClaimedAddress>, Refused>,
 ) -> Outcome {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
@@ -802,12 +812,12 @@ async fn publish(
             },
             true,
         ),
-        Err((reason, message)) => (
+        Err(Refused { reason, message }) => (
             IPClaimStatus {
                 conditions: vec![Condition {
                     type_: "Ready".into(),
                     status: "False".into(),
-                    reason: reason.into(),
+                    reason: reason.as_str().into(),
                     message,
                     last_transition_time: now,
                     observed_generation: generation,

@@ -21,7 +21,7 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal};
 use hereabouts_api::{label_value, stable_hash};
 use hereabouts_core::{IpamConfig, RangeRequest};
 
@@ -362,19 +362,34 @@ fn answer_of(claim: &IPClaim) -> Option<Result<(), CniError>> {
     if ready.status == "True" {
         return Some(Ok(()));
     }
-    let code = match ready.reason.as_str() {
-        "Exhausted" => code::EXHAUSTED,
-        "StaticAddressTaken" => code::STATIC_ADDRESS_TAKEN,
-        "StaticAddressNotAllocatable" | "StaticAddressOutsideRanges" => {
-            code::STATIC_ADDRESS_NOT_ALLOCATABLE
-        }
-        "InvalidRange" | "InvalidStaticAddress" | "InvalidNetworkName" => code::INVALID_CONFIG,
-        _ => code::TRY_AGAIN_LATER,
-    };
+    let code = Refusal::from_reason(&ready.reason).map_or(code::TRY_AGAIN_LATER, cni_code);
     Some(Err(CniError::new(
         code,
         format!("{}: {}", ready.reason, ready.message),
     )))
+}
+
+/// The CNI error code of a refusal.
+fn cni_code(refusal: Refusal) -> u32 {
+    match refusal {
+        Refusal::Exhausted => code::EXHAUSTED,
+        Refusal::StaticAddressTaken => code::STATIC_ADDRESS_TAKEN,
+        Refusal::StaticAddressNotAllocatable | Refusal::StaticAddressOutsideRanges => {
+            code::STATIC_ADDRESS_NOT_ALLOCATABLE
+        }
+        Refusal::InvalidRange | Refusal::InvalidStaticAddress | Refusal::InvalidNetworkName => {
+            code::INVALID_CONFIG
+        }
+        // Who may claim what is the cluster's policy, not a fault of the
+        // configuration: a pod not yet seen may be seen on a retry.
+        Refusal::PodNotInNamespace
+        | Refusal::PodNotFound
+        | Refusal::PodMismatch
+        | Refusal::InterfaceClaimed
+        | Refusal::UndeclaredRange
+        | Refusal::UndeclaredNetwork
+        | Refusal::Retrying => code::TRY_AGAIN_LATER,
+    }
 }
 
 /// Watches the one claim until the allocator answers or `timeout` passes.
