@@ -134,7 +134,6 @@ async fn outcome(
 // readiness, never runs (no leak ever comes back).
 // ===========================================================================
 
-#[ignore = "review 2 finding 1: not fixed yet"]
 #[tokio::test]
 async fn a_nad_without_spec_does_not_blind_the_controller() {
     let (kit, ns) = setup("rv2-nospec").await;
@@ -291,7 +290,6 @@ async fn a_megabyte_interface_name_is_refused_not_written_into_the_shared_pool()
 // it is deleted under that live pod, and its address released.
 // ===========================================================================
 
-#[ignore = "review 2 finding 4: not fixed yet"]
 #[tokio::test]
 async fn the_collector_never_deletes_a_claim_re_pointed_at_a_live_pod_during_its_pass() {
     let (kit, ns) = setup("rv2-gcclaim").await;
@@ -441,7 +439,6 @@ async fn the_collector_never_deletes_a_claim_re_pointed_at_a_live_pod_during_its
 // pool of the same network_name then hands a live pod's address out again.
 // ===========================================================================
 
-#[ignore = "review 2 finding 5: not fixed yet"]
 #[tokio::test]
 async fn collecting_one_leak_of_a_node_slice_pool_keeps_its_live_reservations() {
     let (kit, ns) = setup("rv2-slice").await;
@@ -900,7 +897,6 @@ async fn holding_proxy(
     port
 }
 
-#[ignore = "review 2 finding 7: not fixed yet"]
 #[tokio::test]
 async fn a_late_del_of_the_old_sandbox_never_deletes_the_new_sandboxs_claim() {
     let (kit, ns) = setup("rv2-delrace").await;
@@ -1199,7 +1195,6 @@ async fn the_collector_never_releases_an_allocation_re_adopted_during_its_pass()
 // reservation that protects it from overlapping ranges.
 // ===========================================================================
 
-#[ignore = "review 2 finding 9: not fixed yet"]
 #[tokio::test]
 async fn a_zero_gc_grace_still_needs_two_observations() {
     storm_keeps_every_reservation("rv2-grace0", "0s").await;
@@ -1381,7 +1376,6 @@ fn plain_kubeconfig(name: &str, port: u16, ns: &str) -> std::path::PathBuf {
     path
 }
 
-#[ignore = "review 2 finding 10: not fixed yet"]
 #[tokio::test]
 async fn the_collector_never_deletes_a_reservation_its_leaders_commit_relies_on() {
     let (kit, ns) = setup("rv2-slowpool").await;
@@ -1598,7 +1592,6 @@ async fn stalling_pod_watch(
     port
 }
 
-#[ignore = "review 2 finding 11: not fixed yet"]
 #[tokio::test]
 async fn a_stalled_pod_watch_never_gets_a_live_pods_claim_collected() {
     let (kit, ns) = setup("rv2-podstall").await;
@@ -1660,7 +1653,6 @@ async fn a_stalled_pod_watch_never_gets_a_live_pods_claim_collected() {
 // address against overlapping ranges is gone.
 // ===========================================================================
 
-#[ignore = "review 2 finding 12: not fixed yet"]
 #[tokio::test]
 async fn a_scoped_collector_keeps_reservations_of_networks_it_cannot_see() {
     let (kit, ns) = setup("rv2-scopeslice").await;

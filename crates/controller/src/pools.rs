@@ -229,6 +229,15 @@ impl PoolBook {
         }
     }
 
+    /// Whether an actor of this replica is writing the reservation `name`
+    /// now (its pool write has not yet landed).
+    pub fn reserving_now(&self, name: &str) -> bool {
+        self.reserving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(name)
+    }
+
     /// Whether an actor of this replica other than `pool`'s is writing the
     /// reservation `name` now.
     pub fn reserved_in_flight(&self, name: &str, pool: &str) -> bool {
