@@ -18,9 +18,10 @@
 //! or stuck on a partitioned node still runs with them.
 //!
 //! A controller scoped to some namespaces (`--watch-namespace`) sees only
-//! their pods and claims, so it collects only allocations whose pod lives
-//! in them; everything else in the shared pools is left alone, and pools
-//! are not pruned (NADs elsewhere may want them).
+//! their pods, claims and NADs, so it collects only allocations and
+//! reservations whose pod lives in them; everything else in the shared
+//! pools is left alone, and pools are not pruned (NADs elsewhere may want
+//! them).
 //!
 //! Releases go through the pool actors with the exact container ID seen,
 //! so an address that changed hands in between is left alone.
@@ -303,9 +304,15 @@ impl Collector {
             }
         }
         // A scoped controller cannot know every network's pools (their NADs
-        // may live where it does not look): it deletes no reservation.
+        // may live where it does not look): it deletes only reservations of
+        // pods in its namespace.
         let reservations = self.caches.reservations.read();
-        for (name, reservation) in reservations.iter().filter(|_| self.scope.is_none()) {
+        let in_scope = |w: &reservations::Written| {
+            self.scope
+                .as_deref()
+                .is_none_or(|ns| w.pod_namespace() == Some(ns))
+        };
+        for (name, reservation) in reservations.iter().filter(|(_, w)| in_scope(w)) {
             if !reserved_names.contains(&**name) {
                 suspects.insert(Suspect::Reservation {
                     name: name.to_string(),
