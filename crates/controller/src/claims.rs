@@ -152,7 +152,7 @@ pub async fn run(
     // them alone), and how often each has been tried.
     let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
     let attempts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ObjectRef<IPClaim>>();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(ObjectRef<IPClaim>, String)>();
     let mut leadership = ctx.leadership.clone();
     let mut rescan = tokio::time::interval(RESCAN);
     let mut events = std::pin::pin!(events);
@@ -196,7 +196,7 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&key);
-                let _ = retry_tx.send(ObjectRef::from_obj(&*claim));
+                let _ = retry_tx.send((ObjectRef::from_obj(&*claim), uid.clone()));
             } else {
                 attempts
                     .lock()
@@ -280,10 +280,14 @@ pub async fn run(
                 }
             }
             _ = release_retry.tick() => release_all(&mut unreleased),
-            Some(claim) = retry_rx.recv() => {
-                // Only that claim, as it is now.
-                if let Some(claim) = store.get(&claim) {
-                    serve(claim);
+            Some((claim, uid)) = retry_rx.recv() => {
+                // Only that claim, as it is now; gone (or made again), its
+                // count of attempts goes too.
+                match store.get(&claim).filter(|c| c.uid().as_deref() == Some(uid.as_str())) {
+                    Some(claim) => serve(claim),
+                    None => {
+                        attempts.lock().unwrap_or_else(PoisonError::into_inner).remove(&uid);
+                    }
                 }
             }
             _ = rescan.tick() => rescan_all(&store),
@@ -890,8 +894,25 @@ pub async fn write_status(
     }
     let current = api.get_opt(&name).await?;
     match current {
-        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+        // The same claim (UID) asking the same thing (generation): only its
+        // status changed meanwhile. A newer generation gets its own answer;
+        // this one must not overwrite it.
+        Some(current)
+            if current.uid().is_some()
+                && current.uid() == claim.uid()
+                && current.metadata.generation == claim.metadata.generation =>
+        {
             put(current).await
+        }
+        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+            Err(kube::Error::Api(
+                kube::core::Status::failure(
+                    &format!("IPClaim {name} asks for something else since it was answered"),
+                    "Conflict",
+                )
+                .with_code(409)
+                .boxed(),
+            ))
         }
         _ => Err(kube::Error::Api(
             kube::core::Status::failure(
