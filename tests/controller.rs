@@ -892,7 +892,7 @@ async fn a_namespace_scoped_controller_collects_only_its_own_namespace() {
     }
     let vanished = format!("{}/vanished", watched.name);
     adopt(&kit.client, &pools_ns.name, "203.0.113.0-28", 12, &vanished).await;
-    let left = eventually("the watched namespace's leak collected", 30, || async {
+    let left = eventually("the watched namespace's leak collected", 60, || async {
         let held = pool_allocations(&kit.client, &pools_ns.name, "203.0.113.0-28").await;
         (!held.values().any(|p| *p == vanished)).then_some(held)
     })

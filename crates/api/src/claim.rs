@@ -108,3 +108,144 @@ pub struct ClaimedAddress {
     /// The IPPool (primary object) the address is committed in.
     pub pool: String,
 }
+
+/// Why the controller did not (yet) serve a claim: the `reason` of its
+/// `Ready=False` condition, the one contract between the controller that
+/// writes it and the plugin that maps it to a CNI error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The range has no free address.
+    Exhausted,
+    /// The static address asked for is someone else's.
+    StaticAddressTaken,
+    /// The static address asked for is not one the range hands out.
+    StaticAddressNotAllocatable,
+    /// The static address asked for is in none of the claim's ranges.
+    StaticAddressOutsideRanges,
+    /// `spec.ranges` is empty or one of them does not parse.
+    InvalidRange,
+    /// A static address does not parse.
+    InvalidStaticAddress,
+    /// `spec.networkName` cannot name pools.
+    InvalidNetworkName,
+    /// The claim is not in its pod's namespace.
+    PodNotInNamespace,
+    /// No pod of that name (and UID) exists.
+    PodNotFound,
+    /// The pod's UID or node differ from the claim's.
+    PodMismatch,
+    /// Another claim holds the same pod interface.
+    InterfaceClaimed,
+    /// A range the claim asks for is not within one its network declares.
+    UndeclaredRange,
+    /// The claim's network overlaps a declared network's range.
+    UndeclaredNetwork,
+    /// A transient failure (API server, leadership): it is being retried.
+    Retrying,
+    /// The IPAMClaim the attachment references does not exist (or is
+    /// being deleted).
+    IPAMClaimNotFound,
+    /// The IPAMClaim is for another network or interface, or holds
+    /// addresses outside the network's ranges.
+    IPAMClaimMismatch,
+    /// The `ipam-claim-reference` is no object name.
+    InvalidIPAMClaimReference,
+    /// The IPAMClaim's `status.ips` do not parse.
+    InvalidIPAMClaimStatus,
+    /// A static address asked for is not the one the IPAMClaim holds.
+    StaticAddressConflict,
+    /// The NAD a network-selection element names does not exist.
+    NetworkNotFound,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 20] = [
+        Refusal::Exhausted,
+        Refusal::StaticAddressTaken,
+        Refusal::StaticAddressNotAllocatable,
+        Refusal::StaticAddressOutsideRanges,
+        Refusal::InvalidRange,
+        Refusal::InvalidStaticAddress,
+        Refusal::InvalidNetworkName,
+        Refusal::PodNotInNamespace,
+        Refusal::PodNotFound,
+        Refusal::PodMismatch,
+        Refusal::InterfaceClaimed,
+        Refusal::UndeclaredRange,
+        Refusal::UndeclaredNetwork,
+        Refusal::Retrying,
+        Refusal::IPAMClaimNotFound,
+        Refusal::IPAMClaimMismatch,
+        Refusal::InvalidIPAMClaimReference,
+        Refusal::InvalidIPAMClaimStatus,
+        Refusal::StaticAddressConflict,
+        Refusal::NetworkNotFound,
+    ];
+
+    /// The condition reason (also usable as a bounded metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Exhausted => "Exhausted",
+            Refusal::StaticAddressTaken => "StaticAddressTaken",
+            Refusal::StaticAddressNotAllocatable => "StaticAddressNotAllocatable",
+            Refusal::StaticAddressOutsideRanges => "StaticAddressOutsideRanges",
+            Refusal::InvalidRange => "InvalidRange",
+            Refusal::InvalidStaticAddress => "InvalidStaticAddress",
+            Refusal::InvalidNetworkName => "InvalidNetworkName",
+            Refusal::PodNotInNamespace => "PodNotInNamespace",
+            Refusal::PodNotFound => "PodNotFound",
+            Refusal::PodMismatch => "PodMismatch",
+            Refusal::InterfaceClaimed => "InterfaceClaimed",
+            Refusal::UndeclaredRange => "UndeclaredRange",
+            Refusal::UndeclaredNetwork => "UndeclaredNetwork",
+            Refusal::Retrying => "Retrying",
+            Refusal::IPAMClaimNotFound => "IPAMClaimNotFound",
+            Refusal::IPAMClaimMismatch => "IPAMClaimMismatch",
+            Refusal::InvalidIPAMClaimReference => "InvalidIPAMClaimReference",
+            Refusal::InvalidIPAMClaimStatus => "InvalidIPAMClaimStatus",
+            Refusal::StaticAddressConflict => "StaticAddressConflict",
+            Refusal::NetworkNotFound => "NetworkNotFound",
+        }
+    }
+
+    /// The refusal a condition reason names; `None` for a reason this
+    /// version does not know (a newer controller's).
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == reason)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal and its message (naming the field and value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Refusal,
+    pub message: String,
+}
+
+impl Refused {
+    pub fn new(reason: Refusal, message: impl Into<String>) -> Self {
+        Refused {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refusal;
+
+    #[test]
+    fn every_refusal_reads_back_from_its_reason() {
+        for r in Refusal::ALL {
+            assert_eq!(Refusal::from_reason(r.as_str()), Some(r));
+        }
+        assert_eq!(Refusal::from_reason("SomethingNewer"), None);
+    }
+}

@@ -17,7 +17,8 @@ mod nad;
 mod reservation;
 
 pub use claim::{
-    ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPClaimStatus, NetworkRef, PodRef,
+    ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPClaimStatus, NetworkRef, PodRef, Refusal,
+    Refused,
 };
 pub use ipamclaim::{
     ALLOW_PERSISTENT_IPS, ClaimReference, IP_ALLOCATED, IPAMClaim, IPAMClaimSpec, IPAMClaimStatus,

@@ -23,7 +23,8 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use hereabouts_api::{
-    ClaimedAddress, IPAMClaim, IPClaim, IPClaimStatus, NetworkAttachmentDefinition,
+    ClaimedAddress, IPAMClaim, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal,
+    Refused,
 };
 use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
 
@@ -153,7 +154,7 @@ pub async fn run(
     // them alone), and how often each has been tried.
     let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
     let attempts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<ObjectRef<IPClaim>>();
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(ObjectRef<IPClaim>, String)>();
     let mut leadership = ctx.leadership.clone();
     let mut rescan = tokio::time::interval(RESCAN);
     let mut events = std::pin::pin!(events);
@@ -197,7 +198,7 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&key);
-                let _ = retry_tx.send(ObjectRef::from_obj(&*claim));
+                let _ = retry_tx.send((ObjectRef::from_obj(&*claim), uid.clone()));
             } else {
                 attempts
                     .lock()
@@ -281,10 +282,14 @@ pub async fn run(
                 }
             }
             _ = release_retry.tick() => release_all(&mut unreleased),
-            Some(claim) = retry_rx.recv() => {
-                // Only that claim, as it is now.
-                if let Some(claim) = store.get(&claim) {
-                    serve(claim);
+            Some((claim, uid)) = retry_rx.recv() => {
+                // Only that claim, as it is now; gone (or made again), its
+                // count of attempts goes too.
+                match store.get(&claim).filter(|c| c.uid().as_deref() == Some(uid.as_str())) {
+                    Some(claim) => serve(claim),
+                    None => {
+                        attempts.lock().unwrap_or_else(PoisonError::into_inner).remove(&uid);
+                    }
                 }
             }
             _ = rescan.tick() => rescan_all(&store),
@@ -309,9 +314,9 @@ fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
 async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
     let mut requests = match requests(claim) {
         Ok(r) => r,
-        Err((reason, message)) => {
+        Err(refused) => {
             ctx.metrics.failed("invalid_claim");
-            return publish(ctx, claim, Err((reason, message))).await;
+            return publish(ctx, claim, Err(refused)).await;
         }
     };
     match authorize(ctx, lookups, claim, &requests).await {
@@ -321,7 +326,13 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
             return Outcome::Retry(super::retry_after(&e));
         }
         Err(Authorization::Refused(reason, message)) => {
-            return refuse(ctx, claim, "unauthorized_claim", reason, message).await;
+            return refuse(
+                ctx,
+                claim,
+                "unauthorized_claim",
+                Refused::new(reason, message),
+            )
+            .await;
         }
     }
     // An attachment that references an IPAMClaim asks in its name.
@@ -331,8 +342,8 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
             tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the IPAMClaim yet");
             return Outcome::Retry(super::retry_after(&e));
         }
-        Err(super::ipamclaims::Error::Refused(reason, message)) => {
-            return refuse(ctx, claim, "ipamclaim", reason, message).await;
+        Err(super::ipamclaims::Error::Refused(refused)) => {
+            return refuse(ctx, claim, "ipamclaim", refused).await;
         }
     };
     let results = join_all(
@@ -358,9 +369,9 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
-        let (reason, message) = refusal(e);
+        let refused = refusal(e);
         if let Some(bound) = &persistent {
-            super::ipamclaims::record_refusal(ctx, bound, reason, &message).await;
+            super::ipamclaims::record_refusal(ctx, bound, &refused).await;
         }
         for (request, result) in requests.iter().zip(&results) {
             // What an IPAMClaim holds stays its own.
@@ -386,7 +397,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
                 }
             }
         }
-        return publish(ctx, claim, Err((reason, message))).await;
+        return publish(ctx, claim, Err(refused)).await;
     }
     // `requests` follows `spec.ranges` one to one.
     let granted = requests
@@ -409,8 +420,8 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
                 tracing::debug!(claim = %claim.name_any(), error = %e, "could not record on the IPAMClaim; will retry");
                 return Outcome::Retry(super::retry_after(&e));
             }
-            Err(super::ipamclaims::Error::Refused(reason, message)) => {
-                return refuse(ctx, claim, "ipamclaim", reason, message).await;
+            Err(super::ipamclaims::Error::Refused(refused)) => {
+                return refuse(ctx, claim, "ipamclaim", refused).await;
             }
         }
     }
@@ -418,24 +429,18 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
 }
 
 /// Refuses `claim` for good: a Warning Event and `Ready=False`.
-async fn refuse(
-    ctx: &Context,
-    claim: &IPClaim,
-    metric: &'static str,
-    reason: &'static str,
-    message: String,
-) -> Outcome {
+async fn refuse(ctx: &Context, claim: &IPClaim, metric: &'static str, refused: Refused) -> Outcome {
     ctx.metrics.failed(metric);
-    tracing::warn!(claim = %claim.name_any(), reason, %message, "claim refused");
+    tracing::warn!(claim = %claim.name_any(), reason = %refused.reason, message = %refused.message, "claim refused");
     ctx.event(
         &claim.object_ref(&()),
         EventType::Warning,
-        reason,
+        refused.reason.as_str(),
         "Allocate",
-        message.clone(),
+        refused.message.clone(),
     )
     .await;
-    publish(ctx, claim, Err((reason, message))).await
+    publish(ctx, claim, Err(refused)).await
 }
 
 pub(crate) fn parse_range(
@@ -456,10 +461,13 @@ pub(crate) fn parse_range(
 
 /// One request per range of the claim, with static addresses matched to
 /// the range that contains them.
-fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)> {
+fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
     let spec = &claim.spec;
     if spec.ranges.is_empty() {
-        return Err(("InvalidRange", "spec.ranges is empty".to_owned()));
+        return Err(Refused::new(
+            Refusal::InvalidRange,
+            "spec.ranges is empty".to_owned(),
+        ));
     }
     // One address per range, at most one static address per range: a
     // claim beyond that is no configuration a plugin writes, and each
@@ -467,8 +475,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     // As many as a configuration may declare (`ipRanges` plus `range`).
     let max_ranges = hereabouts_core::config::MAX_RANGES + 1;
     if spec.ranges.len() > max_ranges {
-        return Err((
-            "InvalidRange",
+        return Err(Refused::new(
+            Refusal::InvalidRange,
             format!(
                 "spec.ranges: {} ranges, at most {max_ranges} are accepted",
                 spec.ranges.len()
@@ -476,8 +484,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         ));
     }
     if spec.static_ips.len() > max_ranges {
-        return Err((
-            "InvalidStaticAddress",
+        return Err(Refused::new(
+            Refusal::InvalidStaticAddress,
             format!(
                 "spec.staticIPs: {} addresses, at most {max_ranges} (one per range) are accepted",
                 spec.static_ips.len()
@@ -498,8 +506,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
                     .map(|(ip, _)| ip)
             })
             .ok_or_else(|| {
-                (
-                    "InvalidStaticAddress",
+                Refused::new(
+                    Refusal::InvalidStaticAddress,
                     format!("spec.staticIPs[{i}]: {value:?} is not an IP address"),
                 )
             })?;
@@ -508,18 +516,23 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
     let mut out = Vec::with_capacity(spec.ranges.len());
     let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
     for (i, r) in spec.ranges.iter().enumerate() {
-        let range = parse_range(i, r).map_err(|e| ("InvalidRange", e.to_string()))?;
+        let range =
+            parse_range(i, r).map_err(|e| Refused::new(Refusal::InvalidRange, e.to_string()))?;
         // Every shard of the range's pool must be a valid object name.
         let cidr = range.cidr();
-        let pool = hereabouts_core::pool_name(network_name, cidr)
-            .map_err(|e| ("InvalidNetworkName", format!("spec.networkName: {e}")))?;
+        let pool = hereabouts_core::pool_name(network_name, cidr).map_err(|e| {
+            Refused::new(
+                Refusal::InvalidNetworkName,
+                format!("spec.networkName: {e}"),
+            )
+        })?;
         let last = hereabouts_core::shard_name(
             pool.as_str(),
             hereabouts_core::shard_index(cidr.last_offset()),
         );
         if let Err(why) = hereabouts_core::naming::check_object_name(&last) {
-            return Err((
-                "InvalidNetworkName",
+            return Err(Refused::new(
+                Refusal::InvalidNetworkName,
                 format!(
                     "spec.networkName: {:?} with spec.ranges[{i}] {cidr} makes IPPool names like {last:?}, and {why}",
                     network_name.unwrap_or_default()
@@ -529,8 +542,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         let mut in_range = statics.iter().filter(|(_, ip)| range.cidr().contains(*ip));
         let static_ip = in_range.next().map(|(_, ip)| *ip);
         if let Some((j, ip)) = in_range.next() {
-            return Err((
-                "InvalidStaticAddress",
+            return Err(Refused::new(
+                Refusal::InvalidStaticAddress,
                 format!(
                     "spec.staticIPs[{j}]: {ip} is a second address in spec.ranges[{i}] ({}): one address per range",
                     r.range
@@ -549,8 +562,8 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
         .iter()
         .find(|(_, ip)| !out.iter().any(|r| r.range.cidr().contains(*ip)))
     {
-        return Err((
-            "StaticAddressOutsideRanges",
+        return Err(Refused::new(
+            Refusal::StaticAddressOutsideRanges,
             format!("spec.staticIPs[{i}]: {ip} is in none of the network's ranges"),
         ));
     }
@@ -560,7 +573,7 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, (&'static str, String)
 /// Why a claim is not served.
 enum Authorization {
     /// For good: the condition reason and message.
-    Refused(&'static str, String),
+    Refused(Refusal, String),
     /// Not known yet (the pod could not be read): try again.
     Unknown(kube::Error),
 }
@@ -585,7 +598,7 @@ async fn authorize(
     let namespace = claim.namespace().unwrap_or_default();
     if spec.pod.namespace != namespace {
         return Err(Authorization::Refused(
-            "PodNotInNamespace",
+            Refusal::PodNotInNamespace,
             format!(
                 "spec.pod.namespace: {:?} is not the claim's namespace {namespace:?}",
                 spec.pod.namespace
@@ -606,14 +619,14 @@ async fn authorize(
             .map_err(Authorization::Unknown)?;
         let Some(pod) = pod else {
             return Err(Authorization::Refused(
-                "PodNotFound",
+                Refusal::PodNotFound,
                 format!("spec.pod.name: no pod {key} exists"),
             ));
         };
         let uid = pod.uid().unwrap_or_default();
         if uid != spec.pod.uid {
             return Err(Authorization::Refused(
-                "PodMismatch",
+                Refusal::PodMismatch,
                 format!(
                     "spec.pod.uid: {:?} is not the UID of pod {key} ({uid:?})",
                     spec.pod.uid
@@ -623,7 +636,7 @@ async fn authorize(
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         if node.as_deref() != Some(spec.node.as_str()) {
             return Err(Authorization::Refused(
-                "PodMismatch",
+                Refusal::PodMismatch,
                 format!(
                     "spec.node: {:?} is not the node pod {key} is bound to ({})",
                     spec.node,
@@ -647,7 +660,7 @@ async fn authorize(
             && !refused(c)
     }) {
         return Err(Authorization::Refused(
-            "InterfaceClaimed",
+            Refusal::InterfaceClaimed,
             format!(
                 "spec.interface: {:?} of pod {key} is claimed by IPClaim {} already",
                 spec.interface,
@@ -656,7 +669,7 @@ async fn authorize(
         ));
     }
     check_network(claim, requests, &declared_networks(&lookups.nads))
-        .map_err(|(reason, message)| Authorization::Refused(reason, message))
+        .map_err(|r| Authorization::Refused(r.reason, r.message))
 }
 
 /// The ranges one IPAM section of a NAD declares.
@@ -730,7 +743,7 @@ fn check_network(
     claim: &IPClaim,
     requests: &[AllocRequest],
     declared: &[Declared],
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Refused> {
     let spec = &claim.spec;
     let network_name = spec.network_name.clone().filter(|n| !n.is_empty());
     let cidrs: Vec<hereabouts_core::Cidr> = requests.iter().map(|r| *r.range.cidr()).collect();
@@ -769,8 +782,8 @@ fn check_network(
             })
             .collect();
         let asked: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
-        return Err((
-            "UndeclaredRange",
+        return Err(Refused::new(
+            Refusal::UndeclaredRange,
             format!(
                 "spec.ranges: {} with network_name {network_name:?} and enableOverlappingRanges {} are not what network {:?} declares ({})",
                 asked.join(", "),
@@ -783,8 +796,8 @@ fn check_network(
     for (i, cidr) in cidrs.iter().enumerate() {
         for d in declared.iter().filter(|d| d.network_name == network_name) {
             if let Some(taken) = d.cidrs().find(|c| c.overlaps(cidr)) {
-                return Err((
-                    "UndeclaredNetwork",
+                return Err(Refused::new(
+                    Refusal::UndeclaredNetwork,
                     format!(
                         "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {:?}",
                         d.nad, d.network, spec.network.name
@@ -797,32 +810,32 @@ fn check_network(
 }
 
 /// The condition reason and message for a refusal.
-fn refusal(e: &pools::Error) -> (&'static str, String) {
+fn refusal(e: &pools::Error) -> Refused {
     let reason = match e {
         pools::Error::Alloc(AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }) => {
-            "Exhausted"
+            Refusal::Exhausted
         }
         pools::Error::Alloc(
             AllocError::Taken { .. }
             | AllocError::ReservedElsewhere { .. }
             | AllocError::OwnerHoldsOther { .. },
-        ) => "StaticAddressTaken",
+        ) => Refusal::StaticAddressTaken,
         pools::Error::Alloc(
             AllocError::OutsideRange { .. } | AllocError::NotAllocatable { .. },
-        ) => "StaticAddressNotAllocatable",
-        pools::Error::Naming(_) => "InvalidNetworkName",
+        ) => Refusal::StaticAddressNotAllocatable,
+        pools::Error::Naming(_) => Refusal::InvalidNetworkName,
         pools::Error::Api { .. } | pools::Error::NotLeader | pools::Error::Stopped { .. } => {
-            "Retrying"
+            Refusal::Retrying
         }
     };
-    (reason, e.to_string())
+    Refused::new(reason, e.to_string())
 }
 
 /// Writes the answer to the claim's status.
 async fn publish(
     ctx: &Context,
     claim: &IPClaim,
-    answer: Result<Vec<ClaimedAddress>, (&'static str, String)>,
+    answer: Result<Vec<ClaimedAddress>, Refused>,
 ) -> Outcome {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
@@ -843,12 +856,12 @@ async fn publish(
             },
             true,
         ),
-        Err((reason, message)) => (
+        Err(Refused { reason, message }) => (
             IPClaimStatus {
                 conditions: vec![Condition {
                     type_: "Ready".into(),
                     status: "False".into(),
-                    reason: reason.into(),
+                    reason: reason.as_str().into(),
                     message,
                     last_transition_time: now,
                     observed_generation: generation,
@@ -921,8 +934,25 @@ pub async fn write_status(
     }
     let current = api.get_opt(&name).await?;
     match current {
-        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+        // The same claim (UID) asking the same thing (generation): only its
+        // status changed meanwhile. A newer generation gets its own answer;
+        // this one must not overwrite it.
+        Some(current)
+            if current.uid().is_some()
+                && current.uid() == claim.uid()
+                && current.metadata.generation == claim.metadata.generation =>
+        {
             put(current).await
+        }
+        Some(current) if current.uid().is_some() && current.uid() == claim.uid() => {
+            Err(kube::Error::Api(
+                kube::core::Status::failure(
+                    &format!("IPClaim {name} asks for something else since it was answered"),
+                    "Conflict",
+                )
+                .with_code(409)
+                .boxed(),
+            ))
         }
         _ => Err(kube::Error::Api(
             kube::core::Status::failure(

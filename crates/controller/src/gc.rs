@@ -20,9 +20,10 @@
 //! or stuck on a partitioned node still runs with them.
 //!
 //! A controller scoped to some namespaces (`--watch-namespace`) sees only
-//! their pods and claims, so it collects only allocations whose pod lives
-//! in them; everything else in the shared pools is left alone, and pools
-//! are not pruned (NADs elsewhere may want them).
+//! their pods, claims and NADs, so it collects only allocations and
+//! reservations whose pod lives in them; everything else in the shared
+//! pools is left alone, and pools are not pruned (NADs elsewhere may want
+//! them).
 //!
 //! Releases go through the pool actors with the exact container ID seen,
 //! so an address that changed hands in between is left alone.
@@ -41,7 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use hereabouts_api::{
-    ClaimReference, IPAMClaim, IPClaim, IPPool, NetworkAttachmentDefinition, POOL_LABEL, base_name,
+    ClaimReference, IPAMClaim, IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name,
 };
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
@@ -129,13 +130,19 @@ enum Suspect {
         pool: String,
         ip: IpAddr,
         container_id: String,
-        /// The IPAMClaim (namespace, name) that holds it, if one does.
-        ipamclaim: Option<(String, String)>,
+        podref: String,
+        ifname: String,
     },
+    /// The claim exactly as seen (uid and version): one re-pointed at a
+    /// new pod since (an ADD of a pod re-created under the same name) has
+    /// another version, and a deletion of what was seen fails.
     Claim {
         namespace: String,
         name: String,
         uid: String,
+        resource_version: String,
+        pod: String,
+        pod_uid: String,
     },
     /// The reservation exactly as seen (uid and version): changed since,
     /// it is another suspect, and a deletion of what was seen fails.
@@ -211,16 +218,22 @@ impl Collector {
         // Forget what is no longer suspect; act on what stayed suspect for
         // the whole grace period.
         self.first_seen.retain(|s, _| suspects.contains(s));
+        // Due: seen in an earlier pass too (twice, whatever the grace,
+        // even zero), the grace period apart.
         let now = Instant::now();
         let mut due = Vec::new();
         for suspect in suspects {
-            let seen = *self.first_seen.entry(suspect.clone()).or_insert(now);
-            if now.duration_since(seen) >= self.config.grace {
-                due.push(suspect);
+            match self.first_seen.get(&suspect) {
+                Some(seen) if now.duration_since(*seen) >= self.config.grace => due.push(suspect),
+                Some(_) => {}
+                None => {
+                    self.first_seen.insert(suspect, now);
+                }
             }
         }
+        let mut fresh = Fresh::default();
         for suspect in due {
-            if self.reclaim(&suspect).await {
+            if self.reclaim(&suspect, &mut fresh).await {
                 self.first_seen.remove(&suspect);
             }
         }
@@ -259,6 +272,9 @@ impl Collector {
                     namespace: claim.namespace().unwrap_or_default(),
                     name: claim.name_any(),
                     uid: claim.uid().unwrap_or_default(),
+                    resource_version: claim.resource_version().unwrap_or_default(),
+                    pod: format!("{}/{}", spec.pod.namespace, spec.pod.name),
+                    pod_uid: spec.pod.uid.clone(),
                 });
             }
         }
@@ -277,23 +293,11 @@ impl Collector {
                 continue;
             };
             let base = base_name(&pool);
-            // hereabouts' own pools are named exactly; whereabouts' may
-            // be node-slice pools.
-            let network_names = if pool.labels().contains_key(POOL_LABEL) {
-                vec![network_name_of(&base, &cidr)]
-            } else {
-                possible_network_names(&base, &cidr, &declared)
-            };
+            reserved_names.extend(reservation_names(&pool, &declared));
             for (key, a) in &pool.spec.allocations {
                 let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
                     continue;
                 };
-                for network_name in &network_names {
-                    if let Ok(name) = hereabouts_core::reservation_name(network_name.as_deref(), ip)
-                    {
-                        reserved_names.insert(name.into_string());
-                    }
-                }
                 if !in_scope(&a.podref) {
                     continue;
                 }
@@ -310,14 +314,13 @@ impl Collector {
                 // An IPAMClaim's address lives while the claim does,
                 // whichever pods come and go, and while a pod that
                 // references it exists (Terminating included).
-                let ipamclaim = super::ipamclaims::claim_owner(&a.podref);
-                let live = match &ipamclaim {
+                let live = match hereabouts_api::claim_of_podref(&a.podref) {
                     Some((ns, name)) => {
                         self.caches
                             .ipamclaims
                             .get(&ObjectRef::new(name).within(ns))
                             .is_some()
-                            || ipamclaims_referenced.contains(&(ns.clone(), name.clone()))
+                            || ipamclaims_referenced.contains(&(ns.to_owned(), name.to_owned()))
                     }
                     None => live,
                 };
@@ -326,12 +329,22 @@ impl Collector {
                         pool: base.clone(),
                         ip,
                         container_id: a.id.clone(),
-                        ipamclaim,
+                        podref: a.podref.clone(),
+                        ifname: a.ifname.clone(),
                     });
                 }
             }
         }
-        for (name, reservation) in self.caches.reservations.read().iter() {
+        // A scoped controller cannot know every network's pools (their NADs
+        // may live where it does not look): it deletes only reservations of
+        // pods in its namespace.
+        let reservations = self.caches.reservations.read();
+        let in_scope = |w: &reservations::Written| {
+            self.scope
+                .as_deref()
+                .is_none_or(|ns| w.pod_namespace() == Some(ns))
+        };
+        for (name, reservation) in reservations.iter().filter(|(_, w)| in_scope(w)) {
             if !reserved_names.contains(&**name) {
                 suspects.insert(Suspect::Reservation {
                     name: name.to_string(),
@@ -342,11 +355,76 @@ impl Collector {
         suspects
     }
 
+    /// Whether the API server itself (not the caches) says the suspect is
+    /// still orphaned; `Err` when it could not be asked.
+    async fn confirmed(&self, suspect: &Suspect, fresh: &mut Fresh) -> Result<bool, kube::Error> {
+        let ctx = &self.ctx;
+        match suspect {
+            Suspect::Allocation {
+                pool,
+                ip,
+                podref,
+                ifname,
+                ..
+            } => {
+                let Some(pod) = fresh.pod(ctx, podref).await?.cloned() else {
+                    return Ok(true);
+                };
+                let namespace = pod.namespace().unwrap_or_default();
+                let uid = pod.uid().unwrap_or_default();
+                let claims = fresh.claims(ctx, &namespace).await?;
+                let mine: Vec<&IPClaim> = claims
+                    .iter()
+                    .filter(|c| {
+                        format!("{}/{}", c.spec.pod.namespace, c.spec.pod.name) == *podref
+                            && c.spec.pod.uid == uid
+                            && c.spec.interface == *ifname
+                            && !super::claims::refused(c)
+                    })
+                    .collect();
+                if mine.is_empty() {
+                    // Adopted: the pod, Terminating or not, and what
+                    // Multus recorded.
+                    let (_, entry) = PodEntry::of(&pod);
+                    Ok(entry.recorded.is_some_and(|ips| !ips.contains(ip)))
+                } else {
+                    Ok(!mine.iter().any(|c| claim_pools(c).contains(pool)))
+                }
+            }
+            Suspect::Claim { pod, pod_uid, .. } => Ok(fresh
+                .pod(ctx, pod)
+                .await?
+                .is_none_or(|p| p.uid().as_deref() != Some(pod_uid.as_str()))),
+            Suspect::Reservation { name, .. } => {
+                // A reservation a commit of this replica is writing now is
+                // backed by the pool write that follows.
+                if ctx.pools.reserving_now(name) {
+                    return Ok(false);
+                }
+                let declared = declared_network_names(&self.caches.nads);
+                Ok(!fresh.reserved(ctx, &declared).await?.contains(name))
+            }
+        }
+    }
+
     /// Releases one orphan; true when done (or nothing left to do).
-    async fn reclaim(&self, suspect: &Suspect) -> bool {
+    async fn reclaim(&self, suspect: &Suspect, fresh: &mut Fresh) -> bool {
         let ctx = &self.ctx;
         // Every deletion below is fenced on the lease, one by one: a pass
         // can outlast leadership.
+        if !ctx.leadership.is_leader() {
+            return false;
+        }
+        match self.confirmed(suspect, fresh).await {
+            Ok(true) => {}
+            // Not orphaned after all: forget it (the caches will say so
+            // too, or it is found again and confirmed again).
+            Ok(false) => return true,
+            Err(e) => {
+                tracing::debug!(?suspect, error = %e, "cannot confirm an orphan; next pass retries");
+                return false;
+            }
+        }
         if !ctx.leadership.is_leader() {
             return false;
         }
@@ -355,11 +433,12 @@ impl Collector {
                 pool,
                 ip,
                 container_id,
-                ipamclaim,
+                podref,
+                ..
             } => {
                 // The cache may lag (or its watch fail): an IPAMClaim's
                 // address goes only when the API server says it is gone.
-                if let Some((ns, name)) = ipamclaim {
+                if let Some((ns, name)) = hereabouts_api::claim_of_podref(podref) {
                     let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), ns);
                     match api.get_opt(name).await {
                         Ok(None) => {}
@@ -422,12 +501,14 @@ impl Collector {
                 namespace,
                 name,
                 uid,
+                resource_version,
+                ..
             } => {
                 let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
                 let params = DeleteParams {
                     preconditions: Some(Preconditions {
                         uid: Some(uid.clone()),
-                        resource_version: None,
+                        resource_version: Some(resource_version.clone()),
                     }),
                     ..Default::default()
                 };
@@ -462,6 +543,88 @@ impl Collector {
                 }
             }
         }
+    }
+}
+
+/// The names of the reservations that back `pool`'s allocations. Pools
+/// hereabouts created are named exactly; whereabouts' (an adopted pool may
+/// carry our shard labels since) may be node-slice pools, whose names
+/// leave the network name ambiguous: every reading counts.
+fn reservation_names(pool: &IPPool, declared: &HashSet<String>) -> Vec<String> {
+    let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) else {
+        return Vec::new();
+    };
+    let base = base_name(pool);
+    let ours = pool.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+    let network_names = if ours {
+        vec![network_name_of(&base, &cidr)]
+    } else {
+        possible_network_names(&base, &cidr, declared)
+    };
+    let mut names = Vec::new();
+    for key in pool.spec.allocations.keys() {
+        let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
+            continue;
+        };
+        for network_name in &network_names {
+            if let Ok(name) = hereabouts_core::reservation_name(network_name.as_deref(), ip) {
+                names.push(name.into_string());
+            }
+        }
+    }
+    names
+}
+
+/// What a pass read from the API server itself before acting: the caches
+/// decide who is suspect, but a cache can lag (a stalled watch, a commit
+/// not yet seen), so nothing is released on their word alone.
+#[derive(Default)]
+struct Fresh {
+    /// Pods by `namespace/name` (`None`: gone).
+    pods: HashMap<String, Option<Pod>>,
+    /// Claims by namespace.
+    claims: HashMap<String, Vec<IPClaim>>,
+    /// The reservation names today's pools back.
+    reserved: Option<HashSet<String>>,
+}
+
+impl Fresh {
+    async fn pod(&mut self, ctx: &Context, podref: &str) -> Result<Option<&Pod>, kube::Error> {
+        if !self.pods.contains_key(podref) {
+            let (namespace, name) = podref.split_once('/').unwrap_or(("", podref));
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            let pod = api.get_opt(name).await?;
+            self.pods.insert(podref.to_owned(), pod);
+        }
+        Ok(self.pods.get(podref).and_then(Option::as_ref))
+    }
+
+    async fn claims(&mut self, ctx: &Context, namespace: &str) -> Result<&[IPClaim], kube::Error> {
+        if !self.claims.contains_key(namespace) {
+            let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
+            let list = api.list(&kube::api::ListParams::default()).await?;
+            self.claims.insert(namespace.to_owned(), list.items);
+        }
+        Ok(self.claims.get(namespace).map_or(&[][..], Vec::as_slice))
+    }
+
+    async fn reserved(
+        &mut self,
+        ctx: &Context,
+        declared: &HashSet<String>,
+    ) -> Result<&HashSet<String>, kube::Error> {
+        if self.reserved.is_none() {
+            let api: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+            let pools = api.list(&kube::api::ListParams::default()).await?;
+            self.reserved = Some(
+                pools
+                    .items
+                    .iter()
+                    .flat_map(|p| reservation_names(p, declared))
+                    .collect(),
+            );
+        }
+        Ok(self.reserved.get_or_insert_default())
     }
 }
 

@@ -36,7 +36,7 @@ use kube::{Resource, ResourceExt};
 
 use hereabouts_api::{
     ClaimReference, ClaimedAddress, IP_ALLOCATED, IPAMClaim, IPAMClaimStatus, IPClaim, IPPool,
-    NetworkAttachmentDefinition, OwnerPod, allows_persistent_ips, base_name, claim_of_podref,
+    NetworkAttachmentDefinition, OwnerPod, Refusal, Refused, allows_persistent_ips, base_name,
     claim_references, owner_container_id, owner_podref,
 };
 use hereabouts_core::{Allocation, network_name_of};
@@ -51,15 +51,19 @@ use super::pools::{AllocRequest, ReleaseBy, ReleaseReason};
 #[derive(Debug)]
 pub enum Error {
     /// For good: the condition reason and a message naming the field.
-    Refused(&'static str, String),
+    Refused(Refused),
     /// The API server could not be asked: try again.
     Unknown(kube::Error),
 }
 
-impl From<(&'static str, String)> for Error {
-    fn from((reason, message): (&'static str, String)) -> Self {
-        Error::Refused(reason, message)
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Self {
+        Error::Refused(refused)
     }
+}
+
+fn refused(reason: Refusal, message: String) -> Error {
+    Error::Refused(Refused::new(reason, message))
 }
 
 /// An IPClaim served in an IPAMClaim's name.
@@ -126,8 +130,8 @@ pub async fn bind(
     );
     let nad_network = nad_network(&nad);
     if nad_network != spec.network.name {
-        return Err(Error::Refused(
-            "IPAMClaimMismatch",
+        return Err(refused(
+            Refusal::IPAMClaimMismatch,
             format!(
                 "{field}: interface {:?} selects NetworkAttachmentDefinition {}/{}, whose network is {nad_network:?}, not {:?}",
                 spec.interface, reference.nad_namespace, reference.nad_name, spec.network.name
@@ -151,8 +155,8 @@ pub async fn bind(
         return Ok(None);
     }
     if let Err(why) = hereabouts_core::naming::check_object_name(&reference.claim) {
-        return Err(Error::Refused(
-            "InvalidIPAMClaimReference",
+        return Err(refused(
+            Refusal::InvalidIPAMClaimReference,
             format!(
                 "{field}.ipam-claim-reference: {:?} is not an object name: {why}",
                 reference.claim
@@ -162,8 +166,8 @@ pub async fn bind(
     let ipamclaim = ipamclaim(ctx, lookups, &namespace, &reference.claim)
         .await?
         .ok_or_else(|| {
-            Error::Refused(
-                "IPAMClaimNotFound",
+            refused(
+                Refusal::IPAMClaimNotFound,
                 format!(
                     "{field}.ipam-claim-reference: no IPAMClaim {namespace}/{} exists",
                     reference.claim
@@ -209,8 +213,8 @@ async fn nad(
         .await
         .map_err(Error::Unknown)?
         .ok_or_else(|| {
-            Error::Refused(
-                "NetworkNotFound",
+            refused(
+                Refusal::NetworkNotFound,
                 format!(
                     "{}[{}].name: no NetworkAttachmentDefinition {}/{} exists",
                     hereabouts_api::NETWORKS_ANNOTATION,
@@ -247,7 +251,7 @@ pub fn decide(
     claim: &IPClaim,
     ipamclaim: &IPAMClaim,
     requests: &mut [AllocRequest],
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Refused> {
     let spec = &claim.spec;
     let key = format!(
         "{}/{}",
@@ -255,14 +259,14 @@ pub fn decide(
         ipamclaim.name_any()
     );
     if ipamclaim.metadata.deletion_timestamp.is_some() {
-        return Err((
-            "IPAMClaimNotFound",
+        return Err(Refused::new(
+            Refusal::IPAMClaimNotFound,
             format!("IPAMClaim {key} is being deleted"),
         ));
     }
     if ipamclaim.spec.network != spec.network.name {
-        return Err((
-            "IPAMClaimMismatch",
+        return Err(Refused::new(
+            Refusal::IPAMClaimMismatch,
             format!(
                 "IPAMClaim {key} spec.network: {:?} is not the attachment's network {:?}",
                 ipamclaim.spec.network, spec.network.name
@@ -270,8 +274,8 @@ pub fn decide(
         ));
     }
     if !ipamclaim.spec.interface.is_empty() && ipamclaim.spec.interface != spec.interface {
-        return Err((
-            "IPAMClaimMismatch",
+        return Err(Refused::new(
+            Refusal::IPAMClaimMismatch,
             format!(
                 "IPAMClaim {key} spec.interface: {:?} is not the attachment's interface {:?}",
                 ipamclaim.spec.interface, spec.interface
@@ -290,8 +294,8 @@ pub fn decide(
             .ok()
             .or_else(|| hereabouts_core::parse_ip(value))
             .ok_or_else(|| {
-                (
-                    "InvalidIPAMClaimStatus",
+                Refused::new(
+                    Refusal::InvalidIPAMClaimStatus,
                     format!("IPAMClaim {key} status.ips[{i}]: {value:?} is not an address"),
                 )
             })?;
@@ -301,8 +305,8 @@ pub fn decide(
         .iter()
         .find(|(_, ip)| !requests.iter().any(|r| r.range.cidr().contains(*ip)))
     {
-        return Err((
-            "IPAMClaimMismatch",
+        return Err(Refused::new(
+            Refusal::IPAMClaimMismatch,
             format!(
                 "IPAMClaim {key} status.ips[{i}]: {ip} is in none of network {:?}'s ranges",
                 spec.network.name
@@ -317,8 +321,8 @@ pub fn decide(
             .map(|(_, ip)| *ip);
         match (mine, request.static_ip) {
             (Some(held), Some(asked)) if held != asked => {
-                return Err((
-                    "StaticAddressConflict",
+                return Err(Refused::new(
+                    Refusal::StaticAddressConflict,
                     format!(
                         "spec.staticIPs: {asked} (range {r}) conflicts with IPAMClaim {key}, which holds {held}"
                     ),
@@ -372,15 +376,15 @@ pub fn allocated_status(
 /// The IPAMClaim's status after its addresses could not be granted (pure).
 pub fn refused_status(
     current: Option<&IPAMClaimStatus>,
-    reason: &str,
-    message: &str,
+    refused: &Refused,
     now: Time,
 ) -> Option<IPAMClaimStatus> {
     let mut status = current.cloned().unwrap_or_default();
-    let reason = match reason {
-        "StaticAddressTaken" => "IPAlreadyExists",
-        other => other,
+    let reason = match refused.reason {
+        Refusal::StaticAddressTaken => "IPAlreadyExists",
+        other => other.as_str(),
     };
+    let message = refused.message.as_str();
     if status
         .conditions
         .iter()
@@ -443,14 +447,9 @@ pub async fn record(
 }
 
 /// Records on the IPAMClaim why its addresses could not be granted.
-pub async fn record_refusal(ctx: &Context, bound: &Bound, reason: &str, message: &str) {
+pub async fn record_refusal(ctx: &Context, bound: &Bound, refused: &Refused) {
     let result = write(ctx, &bound.ipamclaim, |status| {
-        refused_status(
-            status,
-            reason,
-            message,
-            Time(k8s_openapi::jiff::Timestamp::now()),
-        )
+        refused_status(status, refused, Time(k8s_openapi::jiff::Timestamp::now()))
     })
     .await;
     if let Err(e) = result {
@@ -470,8 +469,8 @@ async fn write(
     let name = ipamclaim.name_any();
     let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     let gone = || {
-        Error::Refused(
-            "IPAMClaimNotFound",
+        refused(
+            Refusal::IPAMClaimNotFound,
             format!("IPAMClaim {namespace}/{name} was deleted while its addresses were granted"),
         )
     };
@@ -620,11 +619,6 @@ pub fn referenced(pods: &HashMap<Box<str>, PodEntry>) -> HashSet<(String, String
         .collect()
 }
 
-/// Whether an allocation's podref names an IPAMClaim, and which.
-pub fn claim_owner(podref: &str) -> Option<(String, String)> {
-    claim_of_podref(podref).map(|(ns, name)| (ns.to_owned(), name.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,8 +737,9 @@ mod tests {
         let held = ipamclaim("tenant", "", &["198.51.100.9/24"]);
         decide(&same, &held, &mut requests(&same)).expect("the same address is fine");
         let other = ipclaim("tenant", "net1", &["198.51.100.10"]);
-        let (reason, message) = decide(&other, &held, &mut requests(&other)).expect_err("conflict");
-        assert_eq!(reason, "StaticAddressConflict");
+        let Refused { reason, message } =
+            decide(&other, &held, &mut requests(&other)).expect_err("conflict");
+        assert_eq!(reason, Refusal::StaticAddressConflict);
         assert!(
             message.contains("198.51.100.10")
                 && message.contains("198.51.100.9")
@@ -775,7 +770,7 @@ mod tests {
         ];
         for (held, field) in cases {
             let mut reqs = requests(&claim);
-            let (_, message) = decide(&claim, &held, &mut reqs).expect_err(field);
+            let Refused { message, .. } = decide(&claim, &held, &mut reqs).expect_err(field);
             assert!(message.contains(field), "{field}: {message}");
             assert!(
                 reqs.iter()
@@ -785,8 +780,9 @@ mod tests {
         }
         let mut deleting = ipamclaim("tenant", "", &[]);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-        let (reason, _) = decide(&claim, &deleting, &mut requests(&claim)).expect_err("deleting");
-        assert_eq!(reason, "IPAMClaimNotFound");
+        let Refused { reason, .. } =
+            decide(&claim, &deleting, &mut requests(&claim)).expect_err("deleting");
+        assert_eq!(reason, Refusal::IPAMClaimNotFound);
     }
 
     fn now() -> Time {
@@ -853,12 +849,10 @@ mod tests {
 
     #[test]
     fn a_refusal_is_recorded_once_with_upstreams_reason() {
-        let status = refused_status(None, "StaticAddressTaken", "taken", now()).expect("written");
+        let taken = Refused::new(Refusal::StaticAddressTaken, "taken");
+        let status = refused_status(None, &taken, now()).expect("written");
         assert_eq!(status.conditions[0].reason, "IPAlreadyExists");
         assert_eq!(status.conditions[0].status, "False");
-        assert_eq!(
-            refused_status(Some(&status), "StaticAddressTaken", "taken", now()),
-            None
-        );
+        assert_eq!(refused_status(Some(&status), &taken, now()), None);
     }
 }

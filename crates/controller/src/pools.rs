@@ -1,9 +1,10 @@
 //! The pool book: one actor task per IPPool, the only code that writes
 //! pools.
 //!
-//! An actor owns the in-memory [`hereabouts_core::Pool`] of its range and serves
-//! allocate and release commands in batches: everything queued while the
-//! previous write was in flight is decided in memory, then committed with
+//! An actor owns the [`Ledger`] of its range (where every allocation
+//! decision is made, in `hereabouts-core`) and serves allocate and release
+//! commands in batches: everything queued while the previous write was in
+//! flight is decided by the ledger, then committed with
 //! one compare-and-swap write per touched shard (the write carries the
 //! resourceVersion the decision was computed from). Only after the write
 //! succeeds are the waiting callers answered. A conflict means someone else
@@ -32,9 +33,9 @@ use tokio::time::Instant;
 use hereabouts_api::{
     IPPool, IPPoolSpec, IPPoolStatus, MANAGED_BY, POOL_LABEL, SHARD_LABEL, label_value,
 };
-use hereabouts_core::{
-    AllocError, Allocation, IpRange, SHARD_SPAN, allocation_key, parse_allocation_key, shard_name,
-};
+use hereabouts_core::ledger::{self, FOREIGN_RECHECK, Ledger};
+pub use hereabouts_core::ledger::{ReleaseBy, ReleaseReason};
+use hereabouts_core::{AllocError, Allocation, IpRange, shard_name};
 
 use super::context::Context;
 use super::reservations;
@@ -46,26 +47,6 @@ const MAX_ATTEMPTS: u32 = 20;
 /// Reservation removals in flight at once, over all of a pool's release
 /// batches.
 const UNRESERVE_CONCURRENCY: usize = 64;
-
-/// How long an address found reserved by an overlapping range is passed
-/// over before its reservation is tried again.
-const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
-
-/// One change to the truth, replayed on every allocator variant.
-enum Change {
-    Insert(u128, Allocation),
-    Remove(u128),
-    Block(u128),
-    Unblock(u128),
-}
-
-impl Change {
-    fn offset(&self) -> u128 {
-        match self {
-            Change::Insert(o, _) | Change::Remove(o) | Change::Block(o) | Change::Unblock(o) => *o,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -124,35 +105,22 @@ pub struct AllocRequest {
     pub static_ip: Option<IpAddr>,
 }
 
+impl AllocRequest {
+    fn to_ledger(&self) -> ledger::Request {
+        ledger::Request {
+            range: self.range.clone(),
+            owner: self.owner.clone(),
+            static_ip: self.static_ip,
+            reserve: self.overlapping,
+        }
+    }
+}
+
 /// An address committed to a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
     pub ip: IpAddr,
     pub prefix_len: u8,
-}
-
-/// Which allocation to release.
-#[derive(Clone, Debug)]
-pub enum ReleaseBy {
-    /// What (pod, interface) holds, if its container ID matches (when
-    /// given): a claim was deleted.
-    Owner {
-        pod_ref: String,
-        ifname: String,
-        container_id: Option<String>,
-    },
-    /// This exact allocation, if it is still held by the same container:
-    /// the garbage collector decided it is leaked.
-    Exact { ip: IpAddr, container_id: String },
-}
-
-/// Why the release happens; a claim deletion holds the address for the
-/// same pod name a while (StatefulSet pods come back under the same name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReleaseReason {
-    ClaimDeleted,
-    Collected,
-    Manual,
 }
 
 enum Command {
@@ -261,6 +229,15 @@ impl PoolBook {
         }
     }
 
+    /// Whether an actor of this replica is writing the reservation `name`
+    /// now (its pool write has not yet landed).
+    pub fn reserving_now(&self, name: &str) -> bool {
+        self.reserving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(name)
+    }
+
     /// Whether an actor of this replica other than `pool`'s is writing the
     /// reservation `name` now.
     pub fn reserved_in_flight(&self, name: &str, pool: &str) -> bool {
@@ -341,9 +318,6 @@ struct Shard {
     /// Its labels, annotations, owner references and finalizers as read:
     /// kept on every write (an adopted pool's belong to whoever set them).
     kept: ObjectMeta,
-    /// Offsets this shard holds that belong to another shard's block
-    /// (adopted from whereabouts); normally empty.
-    strays: HashSet<u128>,
 }
 
 struct Actor {
@@ -354,31 +328,8 @@ struct Actor {
     network_name: Option<String>,
     loaded: bool,
     shards: BTreeMap<u128, Shard>,
-    /// The truth: every committed allocation, by offset...
-    allocations: BTreeMap<u128, Allocation>,
-    /// ...and by (pod reference, interface).
-    owners: HashMap<(String, String), u128>,
-    /// Allocators per distinct range configuration (NADs sharing a pool may
-    /// differ in range_start, range_end and exclude). Each is kept current
-    /// with `allocations` by applying every change to it; one that cannot
-    /// apply a change falls behind `generation` and is rebuilt when next
-    /// used.
-    variants: HashMap<IpRange, (hereabouts_core::Pool, u64)>,
-    generation: u64,
-    /// Addresses held for a (pod, interface) whose claim was deleted, until
-    /// the instant: a StatefulSet pod recreated under the same name gets
-    /// its address back, and nobody else does meanwhile (unless the range
-    /// has nothing else left).
-    held: HashMap<(String, String), (u128, Instant)>,
-    /// Addresses reserved by overlapping ranges (found when a reservation
-    /// could not be created), passed over until the instant: the collector
-    /// may meanwhile find the reservation orphaned and remove it.
-    foreign: HashMap<u128, Instant>,
-    /// Addresses the reservation cache says overlapping ranges hold,
-    /// passed over until the instant, but only while the range has other
-    /// free addresses: unlike `foreign`, never confirmed by a failed
-    /// reservation of ours.
-    suspected: HashMap<u128, Instant>,
+    /// Every allocation decision: the truth, holds, foreign marks, shards.
+    ledger: Ledger,
     /// The reservations of this pool's allocations as they were written,
     /// so a release deletes its reservation without reading it first.
     reservations: HashMap<u128, reservations::Written>,
@@ -411,6 +362,7 @@ impl Actor {
         network_name: Option<String>,
     ) -> Self {
         let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let ledger = Ledger::new(cidr, ctx.hold_released);
         Actor {
             ctx,
             api,
@@ -419,13 +371,7 @@ impl Actor {
             network_name,
             loaded: false,
             shards: BTreeMap::new(),
-            allocations: BTreeMap::new(),
-            owners: HashMap::new(),
-            variants: HashMap::new(),
-            generation: 0,
-            held: HashMap::new(),
-            foreign: HashMap::new(),
-            suspected: HashMap::new(),
+            ledger,
             reservations: HashMap::new(),
             unreserving: HashMap::new(),
             unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
@@ -456,11 +402,8 @@ impl Actor {
                 match cmd {
                     Command::Allocate(request, reply) => allocs.push(Pending { request, reply }),
                     Command::Freed(ip) => {
-                        if let Some(offset) = self.cidr.offset_of(ip)
-                            && (self.foreign.remove(&offset).is_some()
-                                | self.suspected.remove(&offset).is_some())
-                        {
-                            self.apply(Change::Unblock(offset), None);
+                        if let Some(offset) = self.cidr.offset_of(ip) {
+                            self.ledger.freed(offset);
                         }
                     }
                     Command::Release(by, reason, reply) => {
@@ -498,7 +441,16 @@ impl Actor {
                 fail_all(allocs, releases, || self.kube_error(&e));
                 return;
             }
-            let decided = self.decide(&allocs, &releases);
+            let requests: Vec<ledger::Request> =
+                allocs.iter().map(|p| p.request.to_ledger()).collect();
+            let decided = self.ledger.decide(
+                &requests.iter().collect::<Vec<_>>(),
+                &releases
+                    .iter()
+                    .map(|r| (&r.by, r.reason))
+                    .collect::<Vec<_>>(),
+                Instant::now().into_std(),
+            );
             self.await_unreserved(decided.reserve.iter().map(|(o, _)| *o))
                 .await;
             match self.commit(&decided).await {
@@ -517,11 +469,9 @@ impl Actor {
                     learning += 1;
                     let learnt = self.learn_foreign(&ips);
                     tracing::debug!(pool = %self.base, found = ips.len(), learnt, "addresses reserved by an overlapping range");
-                    for ip in ips {
-                        if let Some(o) = self.cidr.offset_of(ip) {
-                            self.foreign.insert(o, Instant::now() + FOREIGN_RECHECK);
-                        }
-                    }
+                    let until = Instant::now().into_std() + FOREIGN_RECHECK;
+                    let offsets = ips.iter().filter_map(|ip| self.cidr.offset_of(*ip));
+                    self.ledger.mark_foreign(offsets.collect::<Vec<_>>(), until);
                 }
                 Err(CommitError::NotLeader) => {
                     self.loaded = false;
@@ -554,7 +504,7 @@ impl Actor {
         if found.is_empty() {
             return 0;
         }
-        let until = Instant::now() + FOREIGN_RECHECK;
+        let until = Instant::now().into_std() + FOREIGN_RECHECK;
         let network_name = self.network_name.as_deref();
         let offsets: Vec<u128> = self
             .ctx
@@ -563,16 +513,10 @@ impl Actor {
             .keys()
             .filter_map(|name| hereabouts_core::reservation_address(network_name, name))
             .filter_map(|ip| self.cidr.offset_of(ip))
-            .filter(|o| {
-                !self.allocations.contains_key(o)
-                    && !self.unreserving.contains_key(o)
-                    && !self.foreign.contains_key(o)
-            })
             .collect();
-        for &offset in &offsets {
-            self.suspected.insert(offset, until);
-        }
-        offsets.len()
+        let unreserving = &self.unreserving;
+        self.ledger
+            .suspect(offsets, until, |o| unreserving.contains_key(&o))
     }
 
     fn api_error(&self, message: &str) -> Error {
@@ -609,31 +553,13 @@ impl Actor {
             }
         }
         self.shards.clear();
-        self.allocations.clear();
-        self.owners.clear();
-        self.variants.clear();
-        self.generation += 1;
-        let stray_prefix = format!("{}-s", self.base);
+        let last_offset = self.cidr.last_offset();
         let mut odd = 0u128;
+        let mut entries = Vec::new();
         for pool in objects {
             let name = pool.metadata.name.clone().unwrap_or_default();
-            let last_shard = self.cidr.last_offset() / SHARD_SPAN;
-            let index = if name == self.base {
-                0
-            } else if let Some(i) = name
-                .strip_prefix(&stray_prefix)
-                .and_then(|i| i.parse::<u128>().ok())
-                .filter(|i| (1..=last_shard).contains(i) && shard_name(&self.base, *i) == name)
-            {
-                i
-            } else if name.starts_with(&stray_prefix) {
-                // Not a name this actor writes (`-s0`, `-s01`, an index
-                // past the range): made by hand. Its entries are held like
-                // any (as strays: nothing new goes there) until released,
-                // under an index no real shard has.
-                odd += 1;
-                u128::MAX - odd
-            } else {
+            let Some(index) = ledger::shard_of_name(&self.base, last_offset, &name, &mut odd)
+            else {
                 continue;
             };
             if hereabouts_core::Cidr::parse_with_host(&pool.spec.range).map(|(_, c)| c)
@@ -642,307 +568,45 @@ impl Actor {
                 tracing::warn!(pool = %name, found = %pool.spec.range, expected = %self.cidr,
                     "IPPool range differs from what its name says; offsets are read against the name's");
             }
-            let mut shard = Shard {
-                name: Some(name.clone()),
-                resource_version: pool.metadata.resource_version.clone(),
-                kept: ObjectMeta {
-                    labels: pool.metadata.labels.clone(),
-                    annotations: pool.metadata.annotations.clone(),
-                    owner_references: pool.metadata.owner_references.clone(),
-                    finalizers: pool.metadata.finalizers.clone(),
-                    ..Default::default()
+            self.shards.insert(
+                index,
+                Shard {
+                    name: Some(name),
+                    resource_version: pool.metadata.resource_version.clone(),
+                    kept: ObjectMeta {
+                        labels: pool.metadata.labels.clone(),
+                        annotations: pool.metadata.annotations.clone(),
+                        owner_references: pool.metadata.owner_references.clone(),
+                        finalizers: pool.metadata.finalizers.clone(),
+                        ..Default::default()
+                    },
                 },
-                strays: HashSet::new(),
+            );
+            let allocations = pool
+                .spec
+                .allocations
+                .into_iter()
+                .map(|(key, a)| (key, Allocation::new(a.id, a.podref, a.ifname)));
+            entries.push((index, allocations));
+        }
+        for warning in self.ledger.load(entries) {
+            let (index, key, what) = match warning {
+                ledger::LoadWarning::BadKey { shard, key } => (
+                    shard,
+                    key,
+                    "allocation key is not an offset in the range; ignored",
+                ),
+                ledger::LoadWarning::Duplicate { shard, key } => (
+                    shard,
+                    key,
+                    "offset allocated in two shards; the first read wins",
+                ),
             };
-            for (key, a) in pool.spec.allocations {
-                let Some(offset) =
-                    parse_allocation_key(&key).filter(|&o| o <= self.cidr.last_offset())
-                else {
-                    tracing::warn!(pool = %name, key, "allocation key is not an offset in the range; ignored");
-                    continue;
-                };
-                if self.allocations.contains_key(&offset) {
-                    tracing::warn!(pool = %name, key, "offset allocated in two shards; the first read wins");
-                    continue;
-                }
-                if offset / SHARD_SPAN != index {
-                    shard.strays.insert(offset);
-                }
-                self.owners
-                    .insert((a.podref.clone(), a.ifname.clone()), offset);
-                self.allocations
-                    .insert(offset, Allocation::new(a.id, a.podref, a.ifname));
-            }
-            self.shards.insert(index, shard);
+            tracing::warn!(pool = %self.object_name(index), key, "{what}");
         }
         self.loaded = true;
         self.status_dirty = true;
         Ok(())
-    }
-
-    /// The allocator for `range`, current with `allocations`.
-    fn variant(&mut self, range: &IpRange) -> &mut hereabouts_core::Pool {
-        let generation = self.generation;
-        let current = self
-            .variants
-            .get(range)
-            .is_some_and(|(_, g)| *g == generation);
-        if !current {
-            let (mut pool, issues) = hereabouts_core::Pool::from_allocations(
-                range.clone(),
-                self.allocations.iter().map(|(&o, a)| (o, a.clone())),
-            );
-            for issue in issues {
-                tracing::debug!(pool = %self.base, %issue, "rebuilding allocator");
-            }
-            let now = Instant::now();
-            let blocked = self
-                .held
-                .values()
-                .filter(|(_, until)| *until > now)
-                .map(|(o, _)| *o)
-                .chain(
-                    self.foreign
-                        .iter()
-                        .chain(&self.suspected)
-                        .filter(|(_, until)| **until > now)
-                        .map(|(o, _)| *o),
-                );
-            for offset in blocked {
-                if let Some(ip) = self.cidr.ip_at(offset) {
-                    pool.mark_foreign(ip);
-                }
-            }
-            self.variants.insert(range.clone(), (pool, generation));
-        }
-        match self.variants.get_mut(range) {
-            Some((pool, _)) => pool,
-            None => unreachable!("variant inserted above"),
-        }
-    }
-
-    /// Applies `change` to the truth and to every current variant but
-    /// `skip` (which applied it already); variants that cannot follow fall
-    /// behind and are rebuilt on next use.
-    fn apply(&mut self, change: Change, skip: Option<&IpRange>) {
-        let previous = self.generation;
-        self.generation += 1;
-        let ip = self.cidr.ip_at(change.offset());
-        match &change {
-            Change::Insert(offset, owner) => {
-                if let Some(old) = self.allocations.insert(*offset, owner.clone()) {
-                    self.owners.remove(&(old.pod_ref, old.ifname));
-                }
-                self.owners
-                    .insert((owner.pod_ref.clone(), owner.ifname.clone()), *offset);
-            }
-            Change::Remove(offset) => {
-                if let Some(old) = self.allocations.remove(offset) {
-                    self.owners.remove(&(old.pod_ref, old.ifname));
-                }
-            }
-            Change::Block(_) | Change::Unblock(_) => {}
-        }
-        for (range, (pool, g)) in &mut self.variants {
-            if *g != previous {
-                continue;
-            }
-            let followed = skip == Some(range)
-                || ip.is_some_and(|ip| match &change {
-                    Change::Insert(_, owner) => pool
-                        .allocate_static(ip, owner.clone())
-                        .is_ok_and(|a| a.changed()),
-                    Change::Remove(offset) => pool.release_offset(*offset).is_some(),
-                    Change::Block(_) => pool.mark_foreign(ip),
-                    Change::Unblock(_) => pool.unmark_foreign(ip),
-                });
-            if followed {
-                *g = self.generation;
-            }
-        }
-    }
-
-    /// Applies a batch to memory and says what must be written.
-    fn decide(&mut self, allocs: &[Pending], releases: &[PendingRelease]) -> Decided {
-        let mut decided = Decided::default();
-        let now = Instant::now();
-        let expired: Vec<_> = self
-            .held
-            .iter()
-            .filter(|(_, (_, until))| *until <= now)
-            .map(|(k, (o, _))| (k.clone(), *o))
-            .collect();
-        for (key, offset) in expired {
-            self.held.remove(&key);
-            self.apply(Change::Unblock(offset), None);
-        }
-        let rechecks: Vec<u128> = self
-            .foreign
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(o, _)| *o)
-            .collect();
-        for offset in rechecks {
-            self.foreign.remove(&offset);
-            self.apply(Change::Unblock(offset), None);
-        }
-        self.suspected.retain(|_, until| *until > now);
-        for (i, release) in releases.iter().enumerate() {
-            let found = match &release.by {
-                ReleaseBy::Owner {
-                    pod_ref,
-                    ifname,
-                    container_id,
-                } => self
-                    .owners
-                    .get(&(pod_ref.clone(), ifname.clone()))
-                    .copied()
-                    .filter(|o| {
-                        container_id.as_ref().is_none_or(|c| {
-                            self.allocations
-                                .get(o)
-                                .is_some_and(|a| &a.container_id == c)
-                        })
-                    }),
-                ReleaseBy::Exact { ip, container_id } => self.cidr.offset_of(*ip).filter(|o| {
-                    self.allocations
-                        .get(o)
-                        .is_some_and(|a| &a.container_id == container_id)
-                }),
-            };
-            let Some((offset, allocation)) =
-                found.and_then(|o| Some((o, self.allocations.get(&o)?.clone())))
-            else {
-                decided.releases.push((i, false));
-                continue;
-            };
-            self.apply(Change::Remove(offset), None);
-            if release.reason == ReleaseReason::ClaimDeleted && !self.ctx.hold_released.is_zero() {
-                self.held.insert(
-                    (allocation.pod_ref.clone(), allocation.ifname.clone()),
-                    (offset, now + self.ctx.hold_released),
-                );
-                self.apply(Change::Block(offset), None);
-            }
-            decided.touched.insert(self.shard_of(offset));
-            decided.released.push((offset, allocation));
-            decided.releases.push((i, true));
-        }
-        for (i, pending) in allocs.iter().enumerate() {
-            let result = self.decide_one(&pending.request);
-            if let Ok((offset, true)) = &result {
-                decided.touched.insert(self.shard_of(*offset));
-                if pending.request.overlapping {
-                    decided
-                        .reserve
-                        .push((*offset, pending.request.owner.clone()));
-                }
-            }
-            decided.allocs.push((i, result.map(|(o, _)| o)));
-        }
-        decided
-    }
-
-    /// One allocation: `(offset, whether the pool changed)`.
-    fn decide_one(&mut self, request: &AllocRequest) -> Result<(u128, bool), AllocError> {
-        let key = (request.owner.pod_ref.clone(), request.owner.ifname.clone());
-        // A (pod, interface) coming back within the hold gets its address.
-        if let Some((offset, _)) = self.held.remove(&key) {
-            self.apply(Change::Unblock(offset), None);
-            let wanted = request.static_ip.and_then(|ip| self.cidr.offset_of(ip));
-            if wanted.is_none_or(|w| w == offset)
-                && !self.allocations.contains_key(&offset)
-                && request.range.is_usable(offset)
-            {
-                self.apply(Change::Insert(offset, request.owner.clone()), None);
-                return Ok((offset, true));
-            }
-        }
-        // A static request for an address held for another pod name takes
-        // it: the hold keeps a StatefulSet pod's address from strangers'
-        // dynamic requests, but an address asked for by name belongs to
-        // whoever carries it now (a Deployment's fixed IP moving to its
-        // next pod), as whereabouts hands it over at once.
-        if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
-            // Suspected only from the cache: its reservation decides.
-            if self.suspected.remove(&wanted).is_some() && !self.foreign.contains_key(&wanted) {
-                self.apply(Change::Unblock(wanted), None);
-            }
-            let holders: Vec<_> = self
-                .held
-                .iter()
-                .filter(|(_, (o, _))| *o == wanted)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for holder in holders {
-                self.held.remove(&holder);
-                self.apply(Change::Unblock(wanted), None);
-            }
-        }
-        let assigned = match request.static_ip {
-            Some(ip) => self
-                .variant(&request.range)
-                .allocate_static(ip, request.owner.clone()),
-            None => match self.allocate_dynamic(request) {
-                Err(AllocError::Exhausted { .. }) => match self.oldest_hold(&request.range) {
-                    // Out of free addresses: the oldest hold gives way.
-                    Some((holder, offset)) => {
-                        self.held.remove(&holder);
-                        self.apply(Change::Unblock(offset), None);
-                        self.apply(Change::Insert(offset, request.owner.clone()), None);
-                        return Ok((offset, true));
-                    }
-                    None => Err(AllocError::Exhausted {
-                        range: request.range.to_string(),
-                        allocated: self.allocations.len(),
-                    }),
-                },
-                other => other,
-            },
-        }?;
-        if assigned.changed() {
-            self.apply(
-                Change::Insert(assigned.offset, request.owner.clone()),
-                Some(&request.range),
-            );
-        }
-        Ok((assigned.offset, assigned.changed()))
-    }
-
-    /// The lowest free address of the range; when only suspected
-    /// addresses are left, those are tried after all (their reservation
-    /// decides): a range is exhausted only when it really is.
-    fn allocate_dynamic(
-        &mut self,
-        request: &AllocRequest,
-    ) -> Result<hereabouts_core::Assigned, AllocError> {
-        match self.variant(&request.range).allocate(request.owner.clone()) {
-            Err(AllocError::Exhausted { .. }) if !self.suspected.is_empty() => {
-                let suspected: Vec<u128> = self.suspected.drain().map(|(o, _)| o).collect();
-                for offset in suspected {
-                    if !self.foreign.contains_key(&offset) {
-                        self.apply(Change::Unblock(offset), None);
-                    }
-                }
-                self.variant(&request.range).allocate(request.owner.clone())
-            }
-            other => other,
-        }
-    }
-
-    fn oldest_hold(&self, range: &IpRange) -> Option<((String, String), u128)> {
-        self.held
-            .iter()
-            .filter(|(_, (o, _))| range.is_usable(*o) && !self.allocations.contains_key(o))
-            .min_by_key(|(_, (_, until))| *until)
-            .map(|(k, (o, _))| (k.clone(), *o))
-    }
-
-    fn shard_of(&self, offset: u128) -> u128 {
-        self.shards
-            .iter()
-            .find(|(_, s)| s.strays.contains(&offset))
-            .map_or(offset / SHARD_SPAN, |(&i, _)| i)
     }
 
     /// Writes reservations, then every touched shard with its
@@ -951,7 +615,7 @@ impl Actor {
     /// this actor wrote them.
     async fn commit(
         &mut self,
-        decided: &Decided,
+        decided: &ledger::Decision,
     ) -> Result<HashMap<u128, reservations::Written>, CommitError> {
         if !self.ctx.leadership.is_leader() {
             return Err(CommitError::NotLeader);
@@ -993,7 +657,7 @@ impl Actor {
                 let ours = ours.clone();
                 let writer = reservations::Writer {
                     base: self.base.clone(),
-                    shard: self.object_name(self.shard_of(*offset)),
+                    shard: self.object_name(self.ledger.shard_of(*offset)),
                     fences: fences.clone(),
                 };
                 async move {
@@ -1122,19 +786,12 @@ impl Actor {
 
     fn shard_object(&self, index: u128) -> IPPool {
         let shard = self.shards.get(&index).cloned().unwrap_or_default();
-        let lo = index.saturating_mul(SHARD_SPAN);
-        let hi = lo.saturating_add(SHARD_SPAN);
-        let mut allocations: BTreeMap<String, hereabouts_api::IPAllocation> = self
-            .allocations
-            .range(lo..hi)
-            .filter(|(o, _)| self.shard_of(**o) == index)
-            .map(|(&o, a)| (allocation_key(o), to_crd(a)))
+        let allocations = self
+            .ledger
+            .shard_entries(index)
+            .into_iter()
+            .map(|(key, a)| (key, to_crd(a)))
             .collect();
-        for &o in &shard.strays {
-            if let Some(a) = self.allocations.get(&o) {
-                allocations.insert(allocation_key(o), to_crd(a));
-            }
-        }
         let name = self.object_name(index);
         let mut labels = shard.kept.labels.clone().unwrap_or_default();
         labels.insert(POOL_LABEL.to_owned(), label_value(&self.base));
@@ -1173,13 +830,13 @@ impl Actor {
         &mut self,
         allocs: Vec<Pending>,
         releases: Vec<PendingRelease>,
-        decided: Decided,
+        decided: ledger::Decision,
         mut written: HashMap<u128, reservations::Written>,
     ) -> Vec<(IpAddr, Allocation, Option<reservations::Written>)> {
         let prefix_len = self.cidr.prefix_len();
         let mut allocs: Vec<Option<Pending>> = allocs.into_iter().map(Some).collect();
         let mut exhausted = false;
-        for (i, result) in decided.allocs {
+        for (i, result) in decided.allocs.into_iter().enumerate() {
             let Some(pending) = allocs.get_mut(i).and_then(Option::take) else {
                 continue;
             };
@@ -1206,16 +863,12 @@ impl Actor {
             self.status_dirty = true;
         }
         let mut releases: Vec<Option<PendingRelease>> = releases.into_iter().map(Some).collect();
-        for (i, released) in decided.releases {
+        for (i, released) in decided.releases.into_iter().enumerate() {
             let Some(pending) = releases.get_mut(i).and_then(Option::take) else {
                 continue;
             };
             if released {
-                self.ctx.metrics.released(match pending.reason {
-                    ReleaseReason::ClaimDeleted => "claim_deleted",
-                    ReleaseReason::Collected => "garbage_collected",
-                    ReleaseReason::Manual => "manual",
-                });
+                self.ctx.metrics.released(pending.reason.metric_label());
                 if self.exhausted {
                     self.exhausted = false;
                     self.status_dirty = true;
@@ -1315,8 +968,8 @@ impl Actor {
         // What the configured ranges hand out (the widest, should NADs
         // sharing the pool differ), else the whole CIDR.
         let size = self
-            .variants
-            .keys()
+            .ledger
+            .ranges()
             .map(IpRange::usable_count)
             .max()
             .or_else(|| {
@@ -1326,7 +979,7 @@ impl Actor {
                     .map(IpRange::usable_count)
             })
             .unwrap_or(0);
-        let allocated = self.allocations.len() as u128;
+        let allocated = self.ledger.allocations().len() as u128;
         let condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: "Exhausted".to_owned(),
             status: if self.exhausted { "True" } else { "False" }.to_owned(),
@@ -1391,19 +1044,6 @@ fn to_crd(a: &Allocation) -> hereabouts_api::IPAllocation {
         podref: a.pod_ref.clone(),
         ifname: a.ifname.clone(),
     }
-}
-
-/// What a batch decided: answers per caller (by index) and the writes.
-#[derive(Default)]
-struct Decided {
-    allocs: Vec<(usize, Result<u128, AllocError>)>,
-    releases: Vec<(usize, bool)>,
-    /// Shards to write.
-    touched: std::collections::BTreeSet<u128>,
-    /// New allocations that need a reservation first.
-    reserve: Vec<(u128, Allocation)>,
-    /// Allocations released, whose reservations go after the write.
-    released: Vec<(u128, Allocation)>,
 }
 
 enum CommitError {

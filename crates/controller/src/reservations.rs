@@ -26,6 +26,8 @@ use super::context::Context;
 pub struct Written {
     uid: Option<String>,
     resource_version: Option<String>,
+    /// The namespace of the pod it names (its `podref`).
+    pod_namespace: Option<String>,
 }
 
 impl Written {
@@ -33,7 +35,16 @@ impl Written {
         Written {
             uid: object.metadata.uid.clone(),
             resource_version: object.metadata.resource_version.clone(),
+            pod_namespace: object
+                .spec
+                .podref
+                .split_once('/')
+                .map(|(ns, _)| ns.to_owned()),
         }
+    }
+
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.pod_namespace.as_deref()
     }
 }
 

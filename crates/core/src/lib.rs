@@ -51,6 +51,7 @@ pub mod cidr;
 pub mod config;
 pub mod duration;
 mod json;
+pub mod ledger;
 pub mod naming;
 pub mod range;
 pub mod request;

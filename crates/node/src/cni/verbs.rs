@@ -21,7 +21,7 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal};
 use hereabouts_api::{label_value, stable_hash};
 use hereabouts_core::{IpamConfig, RangeRequest};
 
@@ -311,7 +311,8 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
             if existing.spec == spec && answer_of(&existing).is_some_and(|a| a.is_err()) {
                 // Refused before (the range was full, the static address
                 // taken): a repeated ADD asks again, with a claim of its own.
-                delete_claim(&api, &existing).await.map_err(|e| {
+                // Changed since read: the create below meets the change.
+                delete_exact(&api, &existing).await.map_err(|e| {
                     api_error(
                         &format!("deleting refused IPClaim {pod_namespace}/{name}"),
                         &e,
@@ -362,19 +363,42 @@ fn answer_of(claim: &IPClaim) -> Option<Result<(), CniError>> {
     if ready.status == "True" {
         return Some(Ok(()));
     }
-    let code = match ready.reason.as_str() {
-        "Exhausted" => code::EXHAUSTED,
-        "StaticAddressTaken" => code::STATIC_ADDRESS_TAKEN,
-        "StaticAddressNotAllocatable" | "StaticAddressOutsideRanges" => {
-            code::STATIC_ADDRESS_NOT_ALLOCATABLE
-        }
-        "InvalidRange" | "InvalidStaticAddress" | "InvalidNetworkName" => code::INVALID_CONFIG,
-        _ => code::TRY_AGAIN_LATER,
-    };
+    let code = Refusal::from_reason(&ready.reason).map_or(code::TRY_AGAIN_LATER, cni_code);
     Some(Err(CniError::new(
         code,
         format!("{}: {}", ready.reason, ready.message),
     )))
+}
+
+/// The CNI error code of a refusal.
+fn cni_code(refusal: Refusal) -> u32 {
+    match refusal {
+        Refusal::Exhausted => code::EXHAUSTED,
+        Refusal::StaticAddressTaken | Refusal::StaticAddressConflict => {
+            code::STATIC_ADDRESS_TAKEN
+        }
+        Refusal::StaticAddressNotAllocatable | Refusal::StaticAddressOutsideRanges => {
+            code::STATIC_ADDRESS_NOT_ALLOCATABLE
+        }
+        Refusal::InvalidRange
+        | Refusal::InvalidStaticAddress
+        | Refusal::InvalidNetworkName
+        | Refusal::InvalidIPAMClaimReference => code::INVALID_CONFIG,
+        // Who may claim what is the cluster's policy, not a fault of the
+        // configuration: a pod not yet seen may be seen on a retry.
+        Refusal::PodNotInNamespace
+        | Refusal::PodNotFound
+        | Refusal::PodMismatch
+        | Refusal::InterfaceClaimed
+        | Refusal::UndeclaredRange
+        | Refusal::UndeclaredNetwork
+        | Refusal::Retrying
+        // An IPAMClaim (or NAD) KubeVirt has yet to make or fix.
+        | Refusal::IPAMClaimNotFound
+        | Refusal::IPAMClaimMismatch
+        | Refusal::InvalidIPAMClaimStatus
+        | Refusal::NetworkNotFound => code::TRY_AGAIN_LATER,
+    }
 }
 
 /// Watches the one claim until the allocator answers or `timeout` passes.
@@ -481,39 +505,64 @@ pub async fn del(inv: &Invocation) -> Result<Value, CniError> {
     let (client, _) = connect(&plan).await?;
     let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
     let api: Api<IPClaim> = Api::namespaced(client, &pod_namespace);
-    let existing = match api.get_opt(&name).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Ok(Value::Null),
-        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Value::Null),
-        Err(e) => {
-            return Err(api_error(
-                &format!("reading IPClaim {pod_namespace}/{name}"),
-                &e,
-            ));
+    // Read, compare the sandbox, delete exactly what was read (UID and
+    // version): an ADD of a new sandbox that re-pointed the claim in
+    // between changed its version, so this DEL cannot take it; it reads
+    // again and finds the claim no longer its own.
+    for _ in 0..DEL_ATTEMPTS {
+        let existing = match api.get_opt(&name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Value::Null),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Value::Null),
+            Err(e) => {
+                return Err(api_error(
+                    &format!("reading IPClaim {pod_namespace}/{name}"),
+                    &e,
+                ));
+            }
+        };
+        if existing.spec.container_id != inv.container_id {
+            return Ok(Value::Null);
         }
-    };
-    if existing.spec.container_id != inv.container_id {
-        return Ok(Value::Null);
+        match delete_exact(&api, &existing).await {
+            Ok(Deleted::Done) => return Ok(Value::Null),
+            Ok(Deleted::Changed) => continue,
+            Err(e) => {
+                return Err(api_error(
+                    &format!("deleting IPClaim {pod_namespace}/{name}"),
+                    &e,
+                ));
+            }
+        }
     }
-    delete_claim(&api, &existing)
-        .await
-        .map(|()| Value::Null)
-        .map_err(|e| api_error(&format!("deleting IPClaim {pod_namespace}/{name}"), &e))
+    Err(CniError::try_again(format!(
+        "IPClaim {pod_namespace}/{name} kept changing while DEL tried to delete it"
+    )))
 }
 
-/// Deletes exactly `claim` (its UID as precondition); gone already, or
-/// replaced by a claim of another UID, counts as done.
-async fn delete_claim(api: &Api<IPClaim>, claim: &IPClaim) -> Result<(), kube::Error> {
+/// Reads before a DEL gives up on a claim that keeps changing.
+const DEL_ATTEMPTS: usize = 5;
+
+enum Deleted {
+    /// Deleted, or gone already.
+    Done,
+    /// Not what was read any more (another version or UID).
+    Changed,
+}
+
+/// Deletes exactly `claim` as read (UID and version as preconditions).
+async fn delete_exact(api: &Api<IPClaim>, claim: &IPClaim) -> Result<Deleted, kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: claim.uid(),
-            resource_version: None,
+            resource_version: claim.resource_version(),
         }),
         ..Default::default()
     };
     match api.delete(&claim.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Ok(_) => Ok(Deleted::Done),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Deleted::Done),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Deleted::Changed),
         Err(e) => Err(e),
     }
 }
