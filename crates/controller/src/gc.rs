@@ -11,7 +11,9 @@
 //!   for its pool; or, with no claim for it (an allocation adopted from
 //!   whereabouts), when its pod (by name) is gone or no longer lists the
 //!   address in its network-status;
-//! - a reservation, when no allocation holds its address.
+//! - a reservation, when no allocation holds its address;
+//! - a hold (a pool entry keeping an address for a pod name whose claim
+//!   went, see `hereabouts_core::ledger`), when its time is up.
 //!
 //! A pod object that still exists keeps its addresses, Terminating
 //! included: a pod deleted with a long grace period, held by a finalizer
@@ -40,6 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use hereabouts_api::{IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name};
+use hereabouts_core::ledger::held_until;
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
 use super::context::Context;
@@ -282,6 +285,20 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
+                // A hold (an address kept for a pod name whose claim went)
+                // is no leak while it lasts; once ended it goes.
+                if let Some(until) = held_until(&a.id) {
+                    if until <= std::time::SystemTime::now() {
+                        suspects.insert(Suspect::Allocation {
+                            pool: base.clone(),
+                            ip,
+                            container_id: a.id.clone(),
+                            podref: a.podref.clone(),
+                            ifname: a.ifname.clone(),
+                        });
+                    }
+                    continue;
+                }
                 let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
                     // Claims are the record of hereabouts' attachments:
                     // the address lives while one of them asks for its pool.
@@ -328,6 +345,9 @@ impl Collector {
     async fn confirmed(&self, suspect: &Suspect, fresh: &mut Fresh) -> Result<bool, kube::Error> {
         let ctx = &self.ctx;
         match suspect {
+            Suspect::Allocation { container_id, .. } if held_until(container_id).is_some() => {
+                Ok(true)
+            }
             Suspect::Allocation {
                 pool,
                 ip,
