@@ -1026,7 +1026,6 @@ async fn a_late_del_of_the_old_sandbox_never_deletes_the_new_sandboxs_claim() {
 // reservation removals).
 // ===========================================================================
 
-#[ignore = "review 2 finding 8: not fixed yet"]
 #[tokio::test]
 async fn the_lease_record_never_expires_before_the_holders_renew_deadline() {
     let (kit, ns) = setup("rv2-lease").await;
