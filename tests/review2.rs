@@ -601,7 +601,6 @@ impl Drop for ClusterObjects {
     }
 }
 
-#[ignore = "review 2 finding 6: not fixed yet"]
 #[tokio::test]
 async fn a_node_cannot_take_another_nodes_claim_by_renaming_its_node() {
     let (kit, ns) = setup("rv2-nodeup").await;
