@@ -234,7 +234,6 @@ async fn a_nad_without_spec_does_not_blind_the_controller() {
 // 15 bytes; the refusal must name the field and change nothing.
 // ===========================================================================
 
-#[ignore = "review 2 finding 2: not fixed yet"]
 #[tokio::test]
 async fn a_megabyte_interface_name_is_refused_not_written_into_the_shared_pool() {
     let (kit, ns) = setup("rv2-ifname").await;

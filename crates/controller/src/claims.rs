@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use hereabouts_api::{
     ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal, Refused,
 };
-use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
+use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields, attachment, excerpt};
 
 use super::context::Context;
 use super::gc::PodEntry;
@@ -419,6 +419,28 @@ pub(crate) fn parse_range(
 /// the range that contains them.
 fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
     let spec = &claim.spec;
+    // Both are copied into the allocation entry in the range's IPPool,
+    // which every pod of the range shares: a node credential must not grow
+    // it with an interface name no runtime gives. The plugin checks the
+    // same rules in its environment (CNI_IFNAME, CNI_CONTAINERID).
+    if let Err(why) = attachment::check_ifname(&spec.interface) {
+        return Err(Refused::new(
+            Refusal::InvalidClaim,
+            format!(
+                "spec.interface: {} is not valid: {why}",
+                excerpt(&spec.interface)
+            ),
+        ));
+    }
+    if let Err(why) = attachment::check_container_id(&spec.container_id) {
+        return Err(Refused::new(
+            Refusal::InvalidClaim,
+            format!(
+                "spec.containerID: {} is not valid: {why}",
+                excerpt(&spec.container_id)
+            ),
+        ));
+    }
     if spec.ranges.is_empty() {
         return Err(Refused::new(
             Refusal::InvalidRange,
