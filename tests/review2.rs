@@ -1481,7 +1481,6 @@ async fn the_collector_never_deletes_a_reservation_its_leaders_commit_relies_on(
 // out (code 11) instead of failing with code 7 naming the field.
 // ===========================================================================
 
-#[ignore = "review 2 finding 3: not fixed yet"]
 #[tokio::test]
 async fn a_huge_malformed_range_is_refused_naming_the_field() {
     let (kit, ns) = setup("rv2-hugerange").await;
