@@ -378,9 +378,10 @@ fn cni_code(refusal: Refusal) -> u32 {
         Refusal::StaticAddressNotAllocatable | Refusal::StaticAddressOutsideRanges => {
             code::STATIC_ADDRESS_NOT_ALLOCATABLE
         }
-        Refusal::InvalidRange | Refusal::InvalidStaticAddress | Refusal::InvalidNetworkName => {
-            code::INVALID_CONFIG
-        }
+        Refusal::InvalidRange
+        | Refusal::InvalidClaim
+        | Refusal::InvalidStaticAddress
+        | Refusal::InvalidNetworkName => code::INVALID_CONFIG,
         // Who may claim what is the cluster's policy, not a fault of the
         // configuration: a pod not yet seen may be seen on a retry.
         Refusal::PodNotInNamespace
