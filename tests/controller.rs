@@ -1517,3 +1517,128 @@ async fn pool_writes_keep_annotations_owners_and_finalizers() {
         )
         .await;
 }
+
+/// Issue 15: the StatefulSet hold lives in the pool, not in the leader's
+/// memory. web-0's claim goes (DEL), the leader that held the address for
+/// it is killed, a stranger asks on the new leader and gets another
+/// address, and web-0, recreated under its name, gets its own back.
+#[tokio::test]
+async fn a_hold_survives_the_death_of_the_leader_that_made_it() {
+    let (kit, ns) = setup("ctl-hold-failover").await;
+    let mut a = replica(&ns, "a", &["--hold-released", "120s"]);
+    let mut b = replica(&ns, "b", &["--hold-released", "120s"]);
+    a.wait_ready().await.expect("controller ready");
+    b.wait_ready().await.expect("controller ready");
+    let ranges = vec![range("203.0.113.0/29")];
+    let first = pods(&kit.client, &ns.name, "web", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &first, "net1", ranges.clone())],
+    )
+    .await;
+    let before = all_ready(&kit.client, &ns.name, 1, 30).await;
+    let address = before.values().next().expect("address").clone();
+    let ip: IpAddr = address[0]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+
+    // DEL deletes the claim; the pod object goes.
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    hereabouts_kit::delete_and_wait(&claims, &format!("{}-net1", first.0), 20)
+        .await
+        .expect("DEL");
+    let api: Api<Pod> = Api::namespaced(kit.client.clone(), &ns.name);
+    api.delete(
+        &first.0,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete pod");
+    // The hold is in the pool (what any replica reads), not allocated.
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    eventually("the hold written into the pool", 20, || async {
+        let pool = pools.get("203.0.113.0-29").await.ok()?;
+        pool.spec
+            .allocations
+            .values()
+            .any(|e| {
+                e.podref == format!("{}/{}", ns.name, first.0)
+                    && hereabouts_core::ledger::held_until(&e.id).is_some()
+            })
+            .then_some(())
+    })
+    .await
+    .expect("a hold entry for web-0");
+    assert!(
+        !pool_allocations(&kit.client, &ns.name, "203.0.113.0-29")
+            .await
+            .contains_key(&ip),
+        "held, not allocated"
+    );
+
+    // The leader that made the hold dies; the other replica leads.
+    let leader = eventually("a leader", 20, || leader_identity(&kit.client, &ns.name))
+        .await
+        .expect("leader elected");
+    let (victim, survivor) = if leader.ends_with(&format!("_{}", a.process.id())) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    victim.process.kill();
+    let survivor_id = format!("_{}", survivor.process.id());
+    eventually("the other replica leads", 30, || async {
+        leader_identity(&kit.client, &ns.name)
+            .await
+            .filter(|l| l.ends_with(&survivor_id))
+    })
+    .await
+    .expect("failover");
+
+    // A stranger asks on the new leader: not the held address.
+    let other = pods(&kit.client, &ns.name, "other", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &other, "net1", ranges.clone())],
+    )
+    .await;
+    let during = all_ready(&kit.client, &ns.name, 1, 30).await;
+    assert_ne!(
+        during.values().next(),
+        Some(&address),
+        "the new leader gave the held address to another pod"
+    );
+
+    // web-0 comes back under its name: its address.
+    let again = eventually("pod recreated", 20, || async {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": first.0},
+            "spec": {"nodeName": "simulated", "automountServiceAccountToken": false,
+                     "containers": [{"name": "app", "image": "pause"}]}
+        }))
+        .ok()?;
+        let pod = api.create(&PostParams::default(), &pod).await.ok()?;
+        Some((first.0.clone(), pod.uid()?))
+    })
+    .await
+    .expect("recreated");
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &again, "net1", ranges)],
+    )
+    .await;
+    let after = all_ready(&kit.client, &ns.name, 2, 30).await;
+    assert_eq!(
+        after[&format!("{}-net1", first.0)],
+        address,
+        "the recreated pod got its address back from the new leader"
+    );
+}

@@ -233,7 +233,6 @@ async fn a_nad_without_spec_does_not_blind_the_controller() {
 // 15 bytes; the refusal must name the field and change nothing.
 // ===========================================================================
 
-#[ignore = "review 2 finding 2: not fixed yet"]
 #[tokio::test]
 async fn a_megabyte_interface_name_is_refused_not_written_into_the_shared_pool() {
     let (kit, ns) = setup("rv2-ifname").await;
@@ -598,7 +597,6 @@ impl Drop for ClusterObjects {
     }
 }
 
-#[ignore = "review 2 finding 6: not fixed yet"]
 #[tokio::test]
 async fn a_node_cannot_take_another_nodes_claim_by_renaming_its_node() {
     let (kit, ns) = setup("rv2-nodeup").await;
@@ -1022,7 +1020,6 @@ async fn a_late_del_of_the_old_sandbox_never_deletes_the_new_sandboxs_claim() {
 // reservation removals).
 // ===========================================================================
 
-#[ignore = "review 2 finding 8: not fixed yet"]
 #[tokio::test]
 async fn the_lease_record_never_expires_before_the_holders_renew_deadline() {
     let (kit, ns) = setup("rv2-lease").await;
@@ -1478,7 +1475,6 @@ async fn the_collector_never_deletes_a_reservation_its_leaders_commit_relies_on(
 // out (code 11) instead of failing with code 7 naming the field.
 // ===========================================================================
 
-#[ignore = "review 2 finding 3: not fixed yet"]
 #[tokio::test]
 async fn a_huge_malformed_range_is_refused_naming_the_field() {
     let (kit, ns) = setup("rv2-hugerange").await;

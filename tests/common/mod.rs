@@ -80,6 +80,8 @@ pub fn ready_addresses(claim: &IPClaim) -> Option<Vec<String>> {
 }
 
 /// All allocations of the pool `name` (all shards), as IP -> podref.
+/// The allocations (address -> podref) of the pool `name`, all shards;
+/// holds left out.
 pub async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap<IpAddr, String> {
     let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
@@ -98,6 +100,11 @@ pub async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap
         for (key, a) in pool.spec.allocations {
             let offset: u128 = key.parse().expect("offset key");
             let ip = cidr.ip_at(offset).expect("offset in range");
+            // A hold keeps an address for a pod name whose claim went: it
+            // is not allocated to anyone (see `pool_holds`).
+            if hereabouts_core::ledger::held_until(&a.id).is_some() {
+                continue;
+            }
             assert!(
                 out.insert(ip, a.podref.clone()).is_none(),
                 "{ip} allocated twice"

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hereabouts_api::{IPClaim, IPPool, OverlappingRangeIPReservation};
 use hereabouts_core::Cidr;
+use hereabouts_core::ledger::held_until;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
@@ -25,6 +26,9 @@ pub struct Held {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub allocations: Vec<Held>,
+    /// Addresses held for a pod name whose claim went (pool entries marked
+    /// with the hold's end): no attachment's, no leak until they end.
+    pub holds: Vec<(Held, SystemTime)>,
     /// (address, podref, object name)
     pub reservations: Vec<(IpAddr, String, String)>,
     pub claims: usize,
@@ -37,6 +41,7 @@ pub async fn snapshot(
 ) -> anyhow::Result<Snapshot> {
     let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
     let mut allocations = Vec::new();
+    let mut holds = Vec::new();
     for pool in pools.list(&ListParams::default()).await? {
         let cidr: Cidr = pool.spec.range.parse()?;
         for (offset, a) in &pool.spec.allocations {
@@ -51,12 +56,16 @@ pub async fn snapshot(
                         pool.spec.range
                     )
                 })?;
-            allocations.push(Held {
+            let held = Held {
                 ip,
                 podref: a.podref.clone(),
                 ifname: a.ifname.clone(),
                 pool: pool.name_any(),
-            });
+            };
+            match held_until(&a.id) {
+                Some(until) => holds.push((held, until)),
+                None => allocations.push(held),
+            }
         }
     }
     let api: Api<OverlappingRangeIPReservation> = Api::namespaced(client.clone(), ns);
@@ -76,6 +85,7 @@ pub async fn snapshot(
     let claims = claims.list(&ListParams::default()).await?.items.len();
     Ok(Snapshot {
         allocations,
+        holds,
         reservations,
         claims,
     })
@@ -92,8 +102,9 @@ impl Snapshot {
             .map(|(ip, podref, _)| format!("{ip} for {podref}"))
             .collect();
         format!(
-            "the API server holds {} allocations, {} reservations ({} with no allocation{}{}), {} IPClaims",
+            "the API server holds {} allocations, {} holds, {} reservations ({} with no allocation{}{}), {} IPClaims",
             self.allocations.len(),
+            self.holds.len(),
             self.reservations.len(),
             unbacked.len(),
             if unbacked.is_empty() { "" } else { ": " },
@@ -203,19 +214,34 @@ pub async fn drain(
     quiet: Duration,
 ) -> anyhow::Result<(usize, usize, usize, Duration, Vec<String>)> {
     let started = Instant::now();
-    let mut last = (usize::MAX, usize::MAX, usize::MAX);
+    let mut last = ((usize::MAX, usize::MAX, usize::MAX), usize::MAX);
     let mut progressed = Instant::now();
     loop {
         let snap = snapshot(client, ns, network_name).await?;
-        let left = (snap.allocations.len(), snap.reservations.len(), snap.claims);
-        if left != last {
-            last = left;
+        // A hold that ended and is still there is a leak; one that lasts
+        // is not (yet), but the drain waits for it to end and go.
+        let now = SystemTime::now();
+        let ended: Vec<&Held> = snap
+            .holds
+            .iter()
+            .filter(|(_, until)| *until <= now)
+            .map(|(h, _)| h)
+            .collect();
+        let left = (
+            snap.allocations.len() + ended.len(),
+            snap.reservations.len(),
+            snap.claims,
+        );
+        let progress = (left, snap.holds.len());
+        if progress != last {
+            last = progress;
             progressed = Instant::now();
         }
-        if left == (0, 0, 0) || progressed.elapsed() > quiet {
+        if progress == ((0, 0, 0), 0) || progressed.elapsed() > quiet {
             let mut details: Vec<String> = snap
                 .allocations
                 .iter()
+                .chain(ended.iter().copied())
                 .take(5)
                 .map(|a| format!("leak: {} still held for {} in {}", a.ip, a.podref, a.pool))
                 .collect();

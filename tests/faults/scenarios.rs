@@ -721,9 +721,17 @@ async fn released(ctx: &mut Ctx<'_>, podrefs: &[String], since: Instant) -> anyh
     let deadline = Instant::now() + Duration::from_secs(ctx.bed.settings.recover_s);
     loop {
         let snap = check::snapshot(&ctx.bed.client, &ctx.bed.ns.name, ctx.network_name()).await?;
+        // Allocations, and holds that ended but are still there.
+        let now = std::time::SystemTime::now();
         let held = snap
             .allocations
             .iter()
+            .chain(
+                snap.holds
+                    .iter()
+                    .filter(|(_, until)| *until <= now)
+                    .map(|(h, _)| h),
+            )
             .filter(|a| podrefs.contains(&a.podref))
             .count();
         let reserved = snap

@@ -124,6 +124,9 @@ pub enum Refusal {
     StaticAddressOutsideRanges,
     /// `spec.ranges` is empty or one of them does not parse.
     InvalidRange,
+    /// A field naming the attachment (`spec.interface`, `spec.containerID`)
+    /// is not one a runtime gives (e.g. an interface name over 15 bytes).
+    InvalidClaim,
     /// A static address does not parse.
     InvalidStaticAddress,
     /// `spec.networkName` cannot name pools.
@@ -159,12 +162,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 20] = [
+    pub const ALL: [Refusal; 21] = [
         Refusal::Exhausted,
         Refusal::StaticAddressTaken,
         Refusal::StaticAddressNotAllocatable,
         Refusal::StaticAddressOutsideRanges,
         Refusal::InvalidRange,
+        Refusal::InvalidClaim,
         Refusal::InvalidStaticAddress,
         Refusal::InvalidNetworkName,
         Refusal::PodNotInNamespace,
@@ -190,6 +194,7 @@ impl Refusal {
             Refusal::StaticAddressNotAllocatable => "StaticAddressNotAllocatable",
             Refusal::StaticAddressOutsideRanges => "StaticAddressOutsideRanges",
             Refusal::InvalidRange => "InvalidRange",
+            Refusal::InvalidClaim => "InvalidClaim",
             Refusal::InvalidStaticAddress => "InvalidStaticAddress",
             Refusal::InvalidNetworkName => "InvalidNetworkName",
             Refusal::PodNotInNamespace => "PodNotInNamespace",

@@ -26,7 +26,7 @@ use hereabouts_api::{
     ClaimedAddress, IPAMClaim, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal,
     Refused,
 };
-use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields};
+use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields, attachment, excerpt};
 
 use super::context::Context;
 use super::gc::PodEntry;
@@ -463,6 +463,28 @@ pub(crate) fn parse_range(
 /// the range that contains them.
 fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
     let spec = &claim.spec;
+    // Both are copied into the allocation entry in the range's IPPool,
+    // which every pod of the range shares: a node credential must not grow
+    // it with an interface name no runtime gives. The plugin checks the
+    // same rules in its environment (CNI_IFNAME, CNI_CONTAINERID).
+    if let Err(why) = attachment::check_ifname(&spec.interface) {
+        return Err(Refused::new(
+            Refusal::InvalidClaim,
+            format!(
+                "spec.interface: {} is not valid: {why}",
+                excerpt(&spec.interface)
+            ),
+        ));
+    }
+    if let Err(why) = attachment::check_container_id(&spec.container_id) {
+        return Err(Refused::new(
+            Refusal::InvalidClaim,
+            format!(
+                "spec.containerID: {} is not valid: {why}",
+                excerpt(&spec.container_id)
+            ),
+        ));
+    }
     if spec.ranges.is_empty() {
         return Err(Refused::new(
             Refusal::InvalidRange,
@@ -508,7 +530,10 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
             .ok_or_else(|| {
                 Refused::new(
                     Refusal::InvalidStaticAddress,
-                    format!("spec.staticIPs[{i}]: {value:?} is not an IP address"),
+                    format!(
+                        "spec.staticIPs[{i}]: {} is not an IP address",
+                        excerpt(value)
+                    ),
                 )
             })?;
         statics.push((i, ip));
@@ -534,8 +559,9 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
             return Err(Refused::new(
                 Refusal::InvalidNetworkName,
                 format!(
-                    "spec.networkName: {:?} with spec.ranges[{i}] {cidr} makes IPPool names like {last:?}, and {why}",
-                    network_name.unwrap_or_default()
+                    "spec.networkName: {} with spec.ranges[{i}] {cidr} makes IPPool names like {}, and {why}",
+                    excerpt(network_name.unwrap_or_default()),
+                    excerpt(&last)
                 ),
             ));
         }
@@ -600,8 +626,19 @@ async fn authorize(
         return Err(Authorization::Refused(
             Refusal::PodNotInNamespace,
             format!(
-                "spec.pod.namespace: {:?} is not the claim's namespace {namespace:?}",
-                spec.pod.namespace
+                "spec.pod.namespace: {} is not the claim's namespace {namespace:?}",
+                excerpt(&spec.pod.namespace)
+            ),
+        ));
+    }
+    // Asked of the API server by name below: a name no pod can have is
+    // answered here, not sent (a huge one fails the request, for ever).
+    if let Err(why) = hereabouts_core::naming::check_object_name(&spec.pod.name) {
+        return Err(Authorization::Refused(
+            Refusal::PodNotFound,
+            format!(
+                "spec.pod.name: {} is no pod's name: {why}",
+                excerpt(&spec.pod.name)
             ),
         ));
     }
@@ -628,8 +665,8 @@ async fn authorize(
             return Err(Authorization::Refused(
                 Refusal::PodMismatch,
                 format!(
-                    "spec.pod.uid: {:?} is not the UID of pod {key} ({uid:?})",
-                    spec.pod.uid
+                    "spec.pod.uid: {} is not the UID of pod {key} ({uid:?})",
+                    excerpt(&spec.pod.uid)
                 ),
             ));
         }
@@ -638,8 +675,8 @@ async fn authorize(
             return Err(Authorization::Refused(
                 Refusal::PodMismatch,
                 format!(
-                    "spec.node: {:?} is not the node pod {key} is bound to ({})",
-                    spec.node,
+                    "spec.node: {} is not the node pod {key} is bound to ({})",
+                    excerpt(&spec.node),
                     node.map_or_else(|| "none".to_owned(), |n| format!("{n:?}"))
                 ),
             ));
@@ -785,10 +822,10 @@ fn check_network(
         return Err(Refused::new(
             Refusal::UndeclaredRange,
             format!(
-                "spec.ranges: {} with network_name {network_name:?} and enableOverlappingRanges {} are not what network {:?} declares ({})",
+                "spec.ranges: {} with network_name {network_name:?} and enableOverlappingRanges {} are not what network {} declares ({})",
                 asked.join(", "),
                 spec.enable_overlapping_ranges,
-                spec.network.name,
+                excerpt(&spec.network.name),
                 list.join("; ")
             ),
         ));
@@ -799,8 +836,10 @@ fn check_network(
                 return Err(Refused::new(
                     Refusal::UndeclaredNetwork,
                     format!(
-                        "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {:?}",
-                        d.nad, d.network, spec.network.name
+                        "spec.ranges[{i}]: {cidr} overlaps {taken}, which {} declares for network {:?}; no NetworkAttachmentDefinition declares network {}",
+                        d.nad,
+                        d.network,
+                        excerpt(&spec.network.name)
                     ),
                 ));
             }
@@ -829,6 +868,27 @@ fn refusal(e: &pools::Error) -> Refused {
         }
     };
     Refused::new(reason, e.to_string())
+}
+
+/// The most bytes of a condition message: what the Kubernetes API allows
+/// a `metav1.Condition` message.
+const MAX_MESSAGE: usize = 32768;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes on a character boundary: the
+/// last line of defence against a refusal that quotes a huge value (every
+/// value a refusal quotes is bounded already), which could never be
+/// written, so the claim would be retried for ever and never refused.
+fn bounded(mut message: String) -> String {
+    const MARK: &str = "... (message cut)";
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE - MARK.len();
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(MARK);
+    }
+    message
 }
 
 /// Writes the answer to the claim's status.
@@ -862,7 +922,7 @@ async fn publish(
                     type_: "Ready".into(),
                     status: "False".into(),
                     reason: reason.as_str().into(),
-                    message,
+                    message: bounded(message),
                     last_transition_time: now,
                     observed_generation: generation,
                 }],
@@ -1059,6 +1119,20 @@ mod tests {
         let asked = Duration::from_secs(7);
         assert_eq!(backoff(1, 0.0, Some(asked)), asked);
         assert_eq!(backoff(30, 0.999, Some(asked)), BACKOFF_MAX.mul_f64(0.9995));
+    }
+
+    #[test]
+    fn condition_messages_are_bounded() {
+        assert_eq!(bounded("short".to_owned()), "short");
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(bounded(exact.clone()), exact);
+        for filler in ["x", "é", "\u{1F600}"] {
+            let huge = filler.repeat(600_000);
+            let cut = bounded(huge.clone());
+            assert!(cut.len() <= MAX_MESSAGE, "{}", cut.len());
+            assert!(cut.ends_with("... (message cut)"));
+            assert!(huge.starts_with(cut.trim_end_matches("... (message cut)")));
+        }
     }
 
     #[test]

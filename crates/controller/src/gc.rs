@@ -12,6 +12,8 @@
 //!   whereabouts), when its pod (by name) is gone or no longer lists the
 //!   address in its network-status;
 //! - a reservation, when no allocation holds its address;
+//! - a hold (a pool entry keeping an address for a pod name whose claim
+//!   went, see `hereabouts_core::ledger`), when its time is up;
 //! - an IPAMClaim's allocation, when the IPAMClaim is gone (checked against
 //!   the API server before the release: never while it exists).
 //!
@@ -44,6 +46,7 @@ use tokio::time::Instant;
 use hereabouts_api::{
     ClaimReference, IPAMClaim, IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name,
 };
+use hereabouts_core::ledger::held_until;
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
 use super::context::Context;
@@ -301,6 +304,20 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
+                // A hold (an address kept for a pod name whose claim went)
+                // is no leak while it lasts; once ended it goes.
+                if let Some(until) = held_until(&a.id) {
+                    if until <= std::time::SystemTime::now() {
+                        suspects.insert(Suspect::Allocation {
+                            pool: base.clone(),
+                            ip,
+                            container_id: a.id.clone(),
+                            podref: a.podref.clone(),
+                            ifname: a.ifname.clone(),
+                        });
+                    }
+                    continue;
+                }
                 let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
                     // Claims are the record of hereabouts' attachments:
                     // the address lives while one of them asks for its pool.
@@ -360,6 +377,19 @@ impl Collector {
     async fn confirmed(&self, suspect: &Suspect, fresh: &mut Fresh) -> Result<bool, kube::Error> {
         let ctx = &self.ctx;
         match suspect {
+            Suspect::Allocation { container_id, .. } if held_until(container_id).is_some() => {
+                Ok(true)
+            }
+            Suspect::Allocation { podref, .. }
+                if hereabouts_api::claim_of_podref(podref).is_some() =>
+            {
+                // An IPAMClaim's address goes only when the API server, not
+                // just the cache (which may lag, or lack the CRD's watch),
+                // says the claim is gone.
+                let (ns, name) = hereabouts_api::claim_of_podref(podref).unwrap_or_default();
+                let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), ns);
+                Ok(api.get_opt(name).await?.is_none())
+            }
             Suspect::Allocation {
                 pool,
                 ip,
@@ -433,22 +463,8 @@ impl Collector {
                 pool,
                 ip,
                 container_id,
-                podref,
                 ..
             } => {
-                // The cache may lag (or its watch fail): an IPAMClaim's
-                // address goes only when the API server says it is gone.
-                if let Some((ns, name)) = hereabouts_api::claim_of_podref(podref) {
-                    let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), ns);
-                    match api.get_opt(name).await {
-                        Ok(None) => {}
-                        Ok(Some(_)) => return true,
-                        Err(e) => {
-                            tracing::warn!(pool, %ip, error = %e, "cannot check the IPAMClaim; next pass retries");
-                            return false;
-                        }
-                    }
-                }
                 let Some(object) = self
                     .caches
                     .pools

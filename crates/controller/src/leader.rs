@@ -250,9 +250,7 @@ impl Election {
     fn spec(&self, acquired: MicroTime, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
-            lease_duration_seconds: Some(
-                i32::try_from(self.config.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
-            ),
+            lease_duration_seconds: Some(lease_seconds(self.config.lease_duration)),
             acquire_time: Some(acquired),
             renew_time: Some(now()),
             lease_transitions: Some(transitions),
@@ -261,6 +259,46 @@ impl Election {
     }
 }
 
+/// The Lease's `leaseDurationSeconds` for `duration`, rounded up: standbys
+/// take over that long after the last renewal they saw, and the holder
+/// acts as leader for its renew deadline (shorter than `duration`) after
+/// its last renewal, so the record must never say less than `duration`
+/// (1.9 s truncated to 1 s would let a standby take over while the holder
+/// still acts). At least 1 s.
+fn lease_seconds(duration: Duration) -> i32 {
+    let whole = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+        .max(1);
+    i32::try_from(whole).unwrap_or(i32::MAX)
+}
+
 fn now() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_record_is_never_shorter_than_the_lease_duration() {
+        for (duration, seconds) in [
+            (Duration::from_millis(1900), 2),
+            (Duration::from_millis(1001), 2),
+            (Duration::from_secs(15), 15),
+            (Duration::from_millis(1), 1),
+            (Duration::ZERO, 1),
+            (Duration::from_secs(3600), 3600),
+        ] {
+            let written = lease_seconds(duration);
+            assert_eq!(written, seconds, "{duration:?}");
+            assert!(
+                duration <= Duration::from_secs(u64::try_from(written).unwrap_or(0)),
+                "{duration:?}"
+            );
+        }
+        // Beyond what the field holds (the flag allows at most 1h): capped.
+        assert_eq!(lease_seconds(Duration::MAX), i32::MAX);
+    }
 }

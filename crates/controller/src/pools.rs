@@ -449,7 +449,7 @@ impl Actor {
                     .iter()
                     .map(|r| (&r.by, r.reason))
                     .collect::<Vec<_>>(),
-                Instant::now().into_std(),
+                std::time::SystemTime::now(),
             );
             self.await_unreserved(decided.reserve.iter().map(|(o, _)| *o))
                 .await;
@@ -469,7 +469,7 @@ impl Actor {
                     learning += 1;
                     let learnt = self.learn_foreign(&ips);
                     tracing::debug!(pool = %self.base, found = ips.len(), learnt, "addresses reserved by an overlapping range");
-                    let until = Instant::now().into_std() + FOREIGN_RECHECK;
+                    let until = std::time::SystemTime::now() + FOREIGN_RECHECK;
                     let offsets = ips.iter().filter_map(|ip| self.cidr.offset_of(*ip));
                     self.ledger.mark_foreign(offsets.collect::<Vec<_>>(), until);
                 }
@@ -504,7 +504,7 @@ impl Actor {
         if found.is_empty() {
             return 0;
         }
-        let until = Instant::now().into_std() + FOREIGN_RECHECK;
+        let until = std::time::SystemTime::now() + FOREIGN_RECHECK;
         let network_name = self.network_name.as_deref();
         let offsets: Vec<u128> = self
             .ctx
@@ -790,7 +790,7 @@ impl Actor {
             .ledger
             .shard_entries(index)
             .into_iter()
-            .map(|(key, a)| (key, to_crd(a)))
+            .map(|(key, a)| (key, to_crd(&a)))
             .collect();
         let name = self.object_name(index);
         let mut labels = shard.kept.labels.clone().unwrap_or_default();

@@ -143,10 +143,18 @@ pub async fn reserve(
                 .is_none_or(|shard| writer.owns(shard));
             let same_owner =
                 existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname;
-            if !(this_pool && (same_owner || ours(&existing.spec)))
-                && !orphaned(ctx, &existing, name.as_str(), ip, writer).await?
-            {
-                return Ok(Reserved::Elsewhere);
+            // Whether it is held elsewhere is only known under leadership
+            // (an orphan check that found the Lease stale must not mark the
+            // address foreign for a minute): unsure means decide again.
+            if !ctx.leadership.is_leader() {
+                return Ok(Reserved::Changed);
+            }
+            if !(this_pool && (same_owner || ours(&existing.spec))) {
+                match orphaned(ctx, &existing, name.as_str(), ip, writer).await? {
+                    Orphan::Yes => {}
+                    Orphan::No => return Ok(Reserved::Elsewhere),
+                    Orphan::Unsure => return Ok(Reserved::Changed),
+                }
             }
             if !ctx.leadership.is_leader() {
                 return Ok(Reserved::Changed);
@@ -221,33 +229,47 @@ async fn orphaned(
     name: &str,
     ip: IpAddr,
     writer: &Writer,
-) -> Result<bool, kube::Error> {
+) -> Result<Orphan, kube::Error> {
     if existing.labels().get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
-        return Ok(false);
+        return Ok(Orphan::No);
     }
     let Some(shard_name) = existing.annotations().get(WRITTEN_FOR) else {
-        return Ok(false);
+        return Ok(Orphan::No);
     };
-    if ctx.pools.reserved_in_flight(name, &writer.base) || !ctx.leadership.is_leader() {
-        return Ok(false);
+    if ctx.pools.reserved_in_flight(name, &writer.base) {
+        return Ok(Orphan::No);
+    }
+    if !ctx.leadership.is_leader() {
+        return Ok(Orphan::Unsure);
     }
     if writer.owns(shard_name) {
         tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation our pool does not back");
-        return Ok(true);
+        return Ok(Orphan::Yes);
     }
     let mut fences = writer.fences.lock().await;
     if !fences.contains_key(shard_name) {
         let fenced = fence(ctx, shard_name).await?;
         fences.insert(shard_name.clone(), fenced);
     }
-    let free = fences
-        .get(shard_name)
-        .and_then(Option::as_ref)
-        .is_some_and(|(held, cidr)| cidr.offset_of(ip).is_some_and(|o| !held.contains(&o)));
-    if free {
+    // A fence that failed (the shard written in between, its writer
+    // alive): passed over like any held elsewhere, and tried again later.
+    let Some((held, cidr)) = fences.get(shard_name).and_then(Option::as_ref) else {
+        return Ok(Orphan::No);
+    };
+    if cidr.offset_of(ip).is_some_and(|o| !held.contains(&o)) {
         tracing::info!(reservation = name, pool = %shard_name, "taking over a reservation no allocation backs");
+        return Ok(Orphan::Yes);
     }
-    Ok(free)
+    Ok(Orphan::No)
+}
+
+/// Whether a reservation in the way is an orphan this replica may take over.
+enum Orphan {
+    Yes,
+    /// Held elsewhere: the address is passed over.
+    No,
+    /// Not known now (leadership unsure): decide again.
+    Unsure,
 }
 
 /// Reads the pool shard `name` and writes it back with a new annotation

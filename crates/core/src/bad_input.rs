@@ -684,3 +684,48 @@ fn claim_ranges_are_refused_naming_the_claim_field() {
         );
     }
 }
+
+#[test]
+fn huge_values_are_quoted_bounded_naming_the_field() {
+    let huge = "x".repeat(600_000);
+    let range_value = format!("{huge}/24");
+    let address_value = format!("{huge}-100.64.0.9/24");
+    let prefix_value = format!("100.64.0.0/{huge}");
+    // (range, start, exclude, field)
+    let cases: Vec<(&str, Option<&str>, Vec<&str>, &str)> = vec![
+        (&range_value, None, vec![], "spec.ranges[0].range"),
+        (&prefix_value, None, vec![], "spec.ranges[0].range"),
+        (&address_value, None, vec![], "spec.ranges[0].range"),
+        (
+            "100.64.0.0/24",
+            Some(&huge),
+            vec![],
+            "spec.ranges[0].range_start",
+        ),
+        ("100.64.0.0/24", None, vec![&huge], "spec.ranges[0].exclude"),
+    ];
+    for (range, start, exclude, field) in cases {
+        let err = IpRange::parse(&RangeFields {
+            path: "spec.ranges[0]",
+            range,
+            range_start: start,
+            range_end: None,
+            exclude: &exclude,
+        })
+        .expect_err("refused");
+        let message = err.to_string();
+        assert!(message.starts_with(field), "{message:.300}");
+        assert!(
+            message.len() < 1000,
+            "{field}: a {} byte message",
+            message.len()
+        );
+        assert!(message.contains("bytes in all)"), "{message}");
+    }
+    let ipam = netconf(json!({"type": huge, "range": "198.51.100.0/24"}));
+    let message = refusal(&ipam).to_string();
+    assert!(
+        message.starts_with("ipam.type") && message.len() < 1000,
+        "{message:.300}"
+    );
+}

@@ -116,17 +116,24 @@ fn parse_small_decimal(s: &str, max: u16) -> Option<u16> {
 /// Why a string is not a CIDR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
-    #[error("{value:?} is not a CIDR: it has no \"/<prefix length>\"")]
+    #[error("{} is not a CIDR: it has no \"/<prefix length>\"", crate::excerpt(.value))]
     MissingPrefix { value: String },
-    #[error("{value:?} is not a CIDR: {address:?} is not an IP address")]
+    #[error("{} is not a CIDR: {} is not an IP address", crate::excerpt(.value), crate::excerpt(.address))]
     InvalidAddress { value: String, address: String },
-    #[error("{value:?} is not a CIDR: prefix length {prefix:?} is not a number from 0 to {max}")]
+    #[error(
+        "{} is not a CIDR: prefix length {} is not a number from 0 to {max}",
+        crate::excerpt(.value),
+        crate::excerpt(.prefix)
+    )]
     InvalidPrefix {
         value: String,
         prefix: String,
         max: u8,
     },
-    #[error("{value:?} is an IPv4-mapped IPv6 range; write it as the IPv4 range it stands for")]
+    #[error(
+        "{} is an IPv4-mapped IPv6 range; write it as the IPv4 range it stands for",
+        crate::excerpt(.value)
+    )]
     Ipv4Mapped { value: String },
 }
 

@@ -59,9 +59,12 @@ pub enum ConfigError {
         expected: &'static str,
         found: String,
     },
-    #[error("{field}: unknown IPAM type {value:?}; expected \"hereabouts\" or \"whereabouts\"")]
+    #[error(
+        "{field}: unknown IPAM type {}; expected \"hereabouts\" or \"whereabouts\"",
+        crate::excerpt(.value)
+    )]
     UnknownType { field: String, value: String },
-    #[error("{field}: {value:?} is not an IP address")]
+    #[error("{field}: {} is not an IP address", crate::excerpt(.value))]
     InvalidIp { field: String, value: String },
     #[error("{field}: {source}")]
     InvalidCidr { field: String, source: CidrError },

@@ -14,7 +14,11 @@
 //! - holds: an address released because its claim was deleted stays with
 //!   that (pod, interface) for the hold period (a StatefulSet pod comes back
 //!   under the same name); a dynamic request of a stranger never gets it
-//!   unless nothing else is left, a static request for it does;
+//!   unless nothing else is left, a static request for it does. A hold is
+//!   written into the pool like an allocation of its (pod, interface), its
+//!   container ID replaced by [`hold_marker`] with the expiry: it survives
+//!   leader changes and restarts, and whereabouts reads the address as
+//!   taken;
 //! - foreign marks: addresses whose reservation an overlapping range holds,
 //!   passed over until a recheck or until their release is heard; and
 //!   suspected ones (the reservation cache says so, never confirmed), passed
@@ -23,9 +27,10 @@
 //!   shard `k`, except strays (an adopted whereabouts pool holding offsets
 //!   beyond its block), which stay where they were found until reloaded.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::allocator::{AllocError, Allocation, Assigned, Pool, allocation_key};
 use crate::cidr::Cidr;
@@ -35,6 +40,26 @@ use crate::range::IpRange;
 /// How long an address found reserved by an overlapping range is passed
 /// over before its reservation is tried again.
 pub const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
+
+/// The container ID a pool entry carries while its address is held: the
+/// marker and the expiry in seconds since the Unix epoch. Container IDs are
+/// hex; this cannot be one.
+const HOLD_MARKER: &str = "hereabouts.dev/held-until=";
+
+/// The container ID of a hold that ends at `until`.
+pub fn hold_marker(until: SystemTime) -> String {
+    let secs = until
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    format!("{HOLD_MARKER}{secs}")
+}
+
+/// When the hold a pool entry's container ID marks ends; `None` when the
+/// entry is an allocation.
+pub fn held_until(container_id: &str) -> Option<SystemTime> {
+    let secs: u64 = container_id.strip_prefix(HOLD_MARKER)?.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
 
 /// What a claim asks of one range.
 #[derive(Clone, Debug)]
@@ -136,9 +161,9 @@ pub struct Ledger {
     strays: HashMap<u128, u128>,
     variants: HashMap<IpRange, (Pool, u64)>,
     generation: u64,
-    held: HashMap<Owner, (u128, Instant)>,
-    foreign: HashMap<u128, Instant>,
-    suspected: HashMap<u128, Instant>,
+    held: HashMap<Owner, (u128, SystemTime)>,
+    foreign: HashMap<u128, SystemTime>,
+    suspected: HashMap<u128, SystemTime>,
 }
 
 impl Ledger {
@@ -175,6 +200,7 @@ impl Ledger {
         self.allocations.clear();
         self.owners.clear();
         self.strays.clear();
+        self.held.clear();
         self.variants.clear();
         self.generation += 1;
         let mut warnings = Vec::new();
@@ -186,12 +212,17 @@ impl Ledger {
                     warnings.push(LoadWarning::BadKey { shard, key });
                     continue;
                 };
-                if self.allocations.contains_key(&offset) {
+                let held = self.held.values().any(|(o, _)| *o == offset);
+                if self.allocations.contains_key(&offset) || held {
                     warnings.push(LoadWarning::Duplicate { shard, key });
                     continue;
                 }
                 if shard_index(offset) != shard {
                     self.strays.insert(offset, shard);
+                }
+                if let Some(until) = held_until(&a.container_id) {
+                    self.held.insert((a.pod_ref, a.ifname), (offset, until));
+                    continue;
                 }
                 self.owners
                     .insert((a.pod_ref.clone(), a.ifname.clone()), offset);
@@ -227,11 +258,13 @@ impl Ledger {
             .unwrap_or_else(|| shard_index(offset))
     }
 
-    /// The allocations shard `index` holds, keyed as whereabouts keys them.
-    pub fn shard_entries(&self, index: u128) -> BTreeMap<String, &Allocation> {
+    /// The entries shard `index` holds, keyed as whereabouts keys them:
+    /// its allocations, and its holds as [`hold_marker`] entries.
+    pub fn shard_entries(&self, index: u128) -> BTreeMap<String, Cow<'_, Allocation>> {
         let lo = index.saturating_mul(SHARD_SPAN);
         let hi = lo.saturating_add(SHARD_SPAN);
-        self.allocations
+        let mut entries: BTreeMap<String, Cow<'_, Allocation>> = self
+            .allocations
             .range(lo..hi)
             .filter(|(o, _)| self.shard_of(**o) == index)
             .chain(
@@ -240,13 +273,20 @@ impl Ledger {
                     .filter(|(_, s)| **s == index)
                     .filter_map(|(o, _)| self.allocations.get_key_value(o)),
             )
-            .map(|(&o, a)| (allocation_key(o), a))
-            .collect()
+            .map(|(&o, a)| (allocation_key(o), Cow::Borrowed(a)))
+            .collect();
+        for ((pod_ref, ifname), (offset, until)) in &self.held {
+            if self.shard_of(*offset) == index {
+                let marked = Allocation::new(hold_marker(*until), pod_ref.clone(), ifname.clone());
+                entries.insert(allocation_key(*offset), Cow::Owned(marked));
+            }
+        }
+        entries
     }
 
     /// Addresses held for a (pod, interface) whose claim went, with their
     /// expiry.
-    pub fn holds(&self) -> impl Iterator<Item = (&str, &str, u128, Instant)> + '_ {
+    pub fn holds(&self) -> impl Iterator<Item = (&str, &str, u128, SystemTime)> + '_ {
         self.held
             .iter()
             .map(|((p, i), (o, until))| (p.as_str(), i.as_str(), *o, *until))
@@ -259,7 +299,7 @@ impl Ledger {
 
     /// Whether a dynamic request passes `offset` over at `now`: held for a
     /// pod, or marked as an overlapping range's (confirmed or suspected).
-    pub fn is_blocked(&self, offset: u128, now: Instant) -> bool {
+    pub fn is_blocked(&self, offset: u128, now: SystemTime) -> bool {
         self.held
             .values()
             .any(|(o, until)| *o == offset && *until > now)
@@ -270,7 +310,7 @@ impl Ledger {
 
     /// Marks addresses whose reservation an overlapping range holds
     /// (confirmed by a failed reservation): passed over until `until`.
-    pub fn mark_foreign(&mut self, offsets: impl IntoIterator<Item = u128>, until: Instant) {
+    pub fn mark_foreign(&mut self, offsets: impl IntoIterator<Item = u128>, until: SystemTime) {
         for offset in offsets {
             if offset <= self.cidr.last_offset() {
                 self.foreign.insert(offset, until);
@@ -286,7 +326,7 @@ impl Ledger {
     pub fn suspect(
         &mut self,
         offsets: impl IntoIterator<Item = u128>,
-        until: Instant,
+        until: SystemTime,
         skip: impl Fn(u128) -> bool,
     ) -> usize {
         let mut marked = 0;
@@ -318,11 +358,22 @@ impl Ledger {
         &mut self,
         requests: &[&Request],
         releases: &[(&ReleaseBy, ReleaseReason)],
-        now: Instant,
+        now: SystemTime,
     ) -> Decision {
         let mut decision = Decision::default();
+        // Holds are written into the pool: every hold made, taken, given
+        // way or ended touches its shard.
+        let holds_before: HashMap<u128, SystemTime> = self.held.values().copied().collect();
         self.expire(now);
         for (by, reason) in releases {
+            if let Some(offset) = self.find_hold(by) {
+                // A hold the collector found expired (or a manual release
+                // of it): the entry goes, nothing was allocated.
+                self.held.retain(|_, (o, _)| *o != offset);
+                self.apply(Change::Unblock(offset), None);
+                decision.releases.push(true);
+                continue;
+            }
             let found = self.find(by);
             let Some((offset, allocation)) =
                 found.and_then(|o| Some((o, self.allocations.get(&o)?.clone())))
@@ -332,10 +383,13 @@ impl Ledger {
             };
             self.apply(Change::Remove(offset), None);
             if *reason == ReleaseReason::ClaimDeleted && !self.hold.is_zero() {
-                self.held.insert(
+                let earlier = self.held.insert(
                     (allocation.pod_ref.clone(), allocation.ifname.clone()),
                     (offset, now + self.hold),
                 );
+                if let Some((earlier, _)) = earlier.filter(|(o, _)| *o != offset) {
+                    self.apply(Change::Unblock(earlier), None);
+                }
                 self.apply(Change::Block(offset), None);
             }
             decision.touched.insert(self.shard_of(offset));
@@ -352,11 +406,17 @@ impl Ledger {
             }
             decision.allocs.push(result.map(|(o, _)| o));
         }
+        let holds_after: HashMap<u128, SystemTime> = self.held.values().copied().collect();
+        for offset in holds_before.keys().chain(holds_after.keys()) {
+            if holds_before.get(offset) != holds_after.get(offset) {
+                decision.touched.insert(self.shard_of(*offset));
+            }
+        }
         decision
     }
 
     /// Ends holds and foreign marks whose time is up.
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: SystemTime) {
         let expired: Vec<_> = self
             .held
             .iter()
@@ -378,6 +438,19 @@ impl Ledger {
             self.apply(Change::Unblock(offset), None);
         }
         self.suspected.retain(|_, until| *until > now);
+    }
+
+    /// The held offset an exact release names by its hold marker.
+    fn find_hold(&self, by: &ReleaseBy) -> Option<u128> {
+        let ReleaseBy::Exact { ip, container_id } = by else {
+            return None;
+        };
+        let until = held_until(container_id)?;
+        let offset = self.cidr.offset_of(*ip)?;
+        self.held
+            .values()
+            .any(|(o, u)| *o == offset && hold_marker(*u) == hold_marker(until))
+            .then_some(offset)
     }
 
     fn find(&self, by: &ReleaseBy) -> Option<u128> {
@@ -406,7 +479,11 @@ impl Ledger {
     }
 
     /// One allocation: `(offset, whether the pool changed)`.
-    fn decide_one(&mut self, request: &Request, now: Instant) -> Result<(u128, bool), AllocError> {
+    fn decide_one(
+        &mut self,
+        request: &Request,
+        now: SystemTime,
+    ) -> Result<(u128, bool), AllocError> {
         let key = (request.owner.pod_ref.clone(), request.owner.ifname.clone());
         // A (pod, interface) coming back within the hold gets its address.
         if let Some((offset, _)) = self.held.remove(&key) {
@@ -477,7 +554,7 @@ impl Ledger {
     fn allocate_dynamic(
         &mut self,
         request: &Request,
-        now: Instant,
+        now: SystemTime,
     ) -> Result<Assigned, AllocError> {
         match self
             .variant(&request.range, now)
@@ -506,7 +583,7 @@ impl Ledger {
     }
 
     /// The allocator for `range`, current with `allocations`.
-    fn variant(&mut self, range: &IpRange, now: Instant) -> &mut Pool {
+    fn variant(&mut self, range: &IpRange, now: SystemTime) -> &mut Pool {
         let generation = self.generation;
         let current = self
             .variants
@@ -646,12 +723,17 @@ mod tests {
         }
     }
 
-    fn one(ledger: &mut Ledger, request: &Request, now: Instant) -> Result<u128, AllocError> {
+    fn one(ledger: &mut Ledger, request: &Request, now: SystemTime) -> Result<u128, AllocError> {
         let d = ledger.decide(&[request], &[], now);
         d.allocs.into_iter().next().expect("one answer")
     }
 
-    fn release(ledger: &mut Ledger, by: &ReleaseBy, reason: ReleaseReason, now: Instant) -> bool {
+    fn release(
+        ledger: &mut Ledger,
+        by: &ReleaseBy,
+        reason: ReleaseReason,
+        now: SystemTime,
+    ) -> bool {
         ledger.decide(&[], &[(by, reason)], now).releases[0]
     }
 
@@ -659,7 +741,7 @@ mod tests {
     fn hands_out_the_lowest_free_address_and_repeats_answers() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let now = Instant::now();
+        let now = SystemTime::now();
         let d = l.decide(&[&dynamic(&r, "a"), &dynamic(&r, "b")], &[], now);
         assert_eq!(d.allocs, vec![Ok(1), Ok(2)]);
         assert_eq!(d.touched, BTreeSet::from([0]));
@@ -675,7 +757,7 @@ mod tests {
         let r = range("198.51.100.0/29"); // 6 usable
         let hold = Duration::from_secs(300);
         let mut l = Ledger::new(*r.cidr(), hold);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
         assert!(release(
             &mut l,
@@ -695,7 +777,7 @@ mod tests {
     fn a_collected_address_is_not_held() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&r, "a"), t0), Ok(1));
         let by = ReleaseBy::Exact {
             ip: ip("198.51.100.1"),
@@ -711,7 +793,7 @@ mod tests {
         let r = range("198.51.100.0/29");
         let hold = Duration::from_secs(300);
         let mut l = Ledger::new(*r.cidr(), hold);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
         release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
         let later = t0 + hold + Duration::from_secs(1);
@@ -723,7 +805,7 @@ mod tests {
     fn the_oldest_hold_gives_way_when_nothing_else_is_free() {
         let r = range("198.51.100.0/30"); // .1 and .2 usable
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "old"), t0).expect("allocates");
         one(&mut l, &dynamic(&r, "young"), t0).expect("allocates");
         release(&mut l, &deleted("old"), ReleaseReason::ClaimDeleted, t0);
@@ -741,7 +823,7 @@ mod tests {
     fn a_static_request_takes_an_address_held_for_another_name() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
         release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
         let fixed = Request {
@@ -758,7 +840,7 @@ mod tests {
     fn a_static_request_for_a_taken_address_fails() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
         let fixed = Request {
             static_ip: Some(ip("198.51.100.1")),
@@ -772,7 +854,7 @@ mod tests {
     fn a_release_with_another_container_id_releases_nothing() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
         let stale = ReleaseBy::Owner {
             pod_ref: "ns/a".to_owned(),
@@ -792,7 +874,7 @@ mod tests {
     fn foreign_addresses_are_passed_over_until_freed_or_rechecked() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         l.mark_foreign([1, 2], t0 + FOREIGN_RECHECK);
         let reserving = Request {
             reserve: true,
@@ -812,7 +894,7 @@ mod tests {
     fn suspected_addresses_are_tried_when_nothing_else_is_free() {
         let r = range("198.51.100.0/30"); // .1 and .2
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         let until = t0 + FOREIGN_RECHECK;
         assert_eq!(
             l.suspect([1, 2], until, |o| o == 2),
@@ -835,7 +917,7 @@ mod tests {
     fn a_static_request_unblocks_a_suspected_address() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         l.suspect([3], t0 + FOREIGN_RECHECK, |_| false);
         let fixed = Request {
             static_ip: Some(ip("198.51.100.3")),
@@ -860,7 +942,7 @@ mod tests {
         })
         .expect("range with a start");
         let mut l = Ledger::new(*whole.cidr(), Duration::ZERO);
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&late, "a"), t0), Ok(10));
         assert_eq!(one(&mut l, &dynamic(&whole, "b"), t0), Ok(1));
         let fixed = Request {
@@ -905,14 +987,14 @@ mod tests {
             static_ip: Some(ip("100.64.1.45")), // offset 301
             ..dynamic(&r, "e")
         };
-        let d = l.decide(&[&fixed], &[], Instant::now());
+        let d = l.decide(&[&fixed], &[], SystemTime::now());
         assert_eq!(d.allocs, vec![Ok(301)]);
         assert_eq!(d.touched, BTreeSet::from([2]));
         // Releasing the stray touches the shard that holds it.
         let d = l.decide(
             &[],
             &[(&deleted("b"), ReleaseReason::Manual)],
-            Instant::now(),
+            SystemTime::now(),
         );
         assert_eq!(d.touched, BTreeSet::from([0]));
     }
@@ -933,15 +1015,100 @@ mod tests {
     }
 
     #[test]
-    fn holds_and_marks_survive_a_reload() {
+    fn marks_survive_a_reload_and_holds_come_from_the_pool() {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        let t0 = Instant::now();
+        let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
         release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
         l.mark_foreign([2], t0 + FOREIGN_RECHECK);
-        l.load([(0u128, Vec::<(String, Allocation)>::new())]);
+        l.load([(0u128, written(&l, 0))]);
         assert_eq!(one(&mut l, &dynamic(&r, "x"), t0), Ok(3));
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
+        // A pool without the hold entry has no hold.
+        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        l.load([(0u128, Vec::<(String, Allocation)>::new())]);
+        assert_eq!(l.holds().count(), 0);
+    }
+
+    /// What shard `index` of `l` is written as.
+    fn written(l: &Ledger, index: u128) -> Vec<(String, Allocation)> {
+        l.shard_entries(index)
+            .into_iter()
+            .map(|(k, a)| (k, a.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_is_written_into_the_pool_and_a_new_leader_keeps_it() {
+        let r = range("198.51.100.0/29");
+        let hold = Duration::from_secs(300);
+        let mut l = Ledger::new(*r.cidr(), hold);
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        let d = l.decide(&[], &[(&deleted("web-0"), ReleaseReason::ClaimDeleted)], t0);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        let entries = written(&l, 0);
+        assert_eq!(entries.len(), 1, "the held address stays in the pool");
+        let (key, entry) = &entries[0];
+        assert_eq!(key, "1");
+        assert_eq!(entry.pod_ref, "ns/web-0");
+        assert!(held_until(&entry.container_id).is_some_and(|u| u >= t0 + hold));
+        assert!(!entry.container_id.starts_with("c-"), "not a container ID");
+        // Another replica loads the pool after a leader change.
+        let mut next = Ledger::new(*r.cidr(), hold);
+        assert!(next.load([(0u128, entries)]).is_empty());
+        assert_eq!(
+            next.owned_by("ns/web-0", "net1"),
+            None,
+            "held, not allocated"
+        );
+        assert_eq!(one(&mut next, &dynamic(&r, "stranger"), t0), Ok(2));
+        let d = next.decide(&[&dynamic(&r, "web-0")], &[], t0);
+        assert_eq!(d.allocs, vec![Ok(1)]);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert_eq!(written(&next, 0)[0].1.container_id, "c-web-0");
+    }
+
+    #[test]
+    fn an_ended_hold_leaves_the_pool_with_the_next_write_or_the_collector() {
+        let r = range("198.51.100.0/29");
+        let hold = Duration::from_secs(300);
+        let mut l = Ledger::new(*r.cidr(), hold);
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        let marker = written(&l, 0)[0].1.container_id.clone();
+        // The next batch after the hold ends rewrites the shard without it.
+        let later = t0 + hold + Duration::from_secs(1);
+        let d = l.decide(&[], &[], later);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert!(written(&l, 0).is_empty());
+        // Or the collector releases it by its marker.
+        let mut l = Ledger::new(*r.cidr(), hold);
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        let by = ReleaseBy::Exact {
+            ip: ip("198.51.100.1"),
+            container_id: marker,
+        };
+        let d = l.decide(&[], &[(&by, ReleaseReason::Collected)], t0);
+        assert_eq!(d.releases, vec![true]);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert!(written(&l, 0).is_empty());
+    }
+
+    #[test]
+    fn hold_markers_read_back_and_are_never_container_ids() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(held_until(&hold_marker(t)), Some(t));
+        assert_eq!(held_until("0123456789abcdef"), None);
+        assert_eq!(held_until("hereabouts.dev/held-until=soon"), None);
+        assert_eq!(
+            held_until("hereabouts.dev/held-until=99999999999999999999999"),
+            None
+        );
     }
 }

@@ -45,11 +45,13 @@
 //! ```
 
 pub mod allocator;
+pub mod attachment;
 #[cfg(test)]
 mod bad_input;
 pub mod cidr;
 pub mod config;
 pub mod duration;
+mod excerpt;
 mod json;
 pub mod ledger;
 pub mod naming;
@@ -67,6 +69,7 @@ pub use config::{
     StaticAddress, find_ipam_sections, merge_flat_file, read_flat_file,
 };
 pub use duration::{Bounds, DurationError};
+pub use excerpt::{EXCERPT_CHARS, Excerpt, excerpt};
 pub use naming::{
     NamingError, PoolName, ReservationName, SHARD_SPAN, network_name_of, node_slice_pool_name,
     pool_name, possible_network_names, reservation_address, reservation_name, shard_base,

@@ -25,7 +25,8 @@ use super::cidr::Cidr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NamingError {
     #[error(
-        "{kind} name {name:?} (from {source_value}) is not a valid Kubernetes object name: {reason}"
+        "{kind} name {} (from {source_value}) is not a valid Kubernetes object name: {reason}",
+        crate::excerpt(.name)
     )]
     InvalidName {
         kind: &'static str,

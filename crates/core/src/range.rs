@@ -24,9 +24,9 @@ pub enum RangeError {
         value: String,
         source: CidrError,
     },
-    #[error("{field}: range start {value:?} is not an IP address")]
+    #[error("{field}: range start {} is not an IP address", crate::excerpt(.value))]
     InvalidStart { field: String, value: String },
-    #[error("{field}: range end {value:?} is not an IP address")]
+    #[error("{field}: range end {} is not an IP address", crate::excerpt(.value))]
     InvalidEnd { field: String, value: String },
     #[error("{field}: range start {value} is outside {cidr}")]
     StartOutsideCidr {
@@ -62,7 +62,7 @@ pub enum RangeError {
         cidr: Cidr,
         prefix: u8,
     },
-    #[error("{field}: {value:?} is neither a CIDR nor an IP address")]
+    #[error("{field}: {} is neither a CIDR nor an IP address", crate::excerpt(.value))]
     InvalidExclusion { field: String, value: String },
     #[error("{field}: {count} entries; at most {max} are accepted")]
     TooManyExclusions {

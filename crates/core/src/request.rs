@@ -57,13 +57,13 @@ impl fmt::Display for RequestedIp {
 /// Why requested addresses are refused; every variant names the source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("{origin}[{index}]: {value:?} is neither an IP address nor a CIDR")]
+    #[error("{origin}[{index}]: {} is neither an IP address nor a CIDR", crate::excerpt(.value))]
     InvalidIp {
         origin: IpSource,
         index: usize,
         value: String,
     },
-    #[error("CNI_ARGS: {item:?} is not KEY=VALUE")]
+    #[error("CNI_ARGS: {} is not KEY=VALUE", crate::excerpt(.item))]
     MalformedCniArgs { item: String },
     #[error("{origin}[{index}]: {ip} is in none of the configured ranges ({ranges})")]
     OutsideRanges {

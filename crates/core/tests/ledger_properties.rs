@@ -10,16 +10,19 @@
 //! - a repeated request of an owner gets the address it holds;
 //! - no new allocation lands on an address an overlapping range holds, nor
 //!   (dynamically) on one held for another pod while anything else is free;
-//! - the shards written hold exactly the truth, and reloading them gives it
-//!   back.
+//! - the shards written hold exactly the truth and the holds (as hold
+//!   markers), and reloading them gives both back (a new leader keeps the
+//!   holds).
 //!
 //! 256 cases of up to 60 steps each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
-use hereabouts_core::ledger::{FOREIGN_RECHECK, Ledger, ReleaseBy, ReleaseReason, Request};
+use hereabouts_core::ledger::{
+    FOREIGN_RECHECK, Ledger, ReleaseBy, ReleaseReason, Request, held_until,
+};
 use hereabouts_core::{Allocation, Cidr, IpRange, RangeFields, SHARD_SPAN};
 use proptest::prelude::*;
 
@@ -115,15 +118,35 @@ fn check_truth(l: &Ledger) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(l.owned_by(&a.pod_ref, &a.ifname), Some(offset));
     }
-    // The shards hold exactly the truth, each entry once.
+    // The shards hold exactly the truth and the holds, each entry once.
     let mut written = BTreeMap::new();
+    let mut holds = BTreeMap::new();
     for index in 0..=(cidr().last_offset() / SHARD_SPAN) {
         for (key, a) in l.shard_entries(index) {
             let offset: u128 = key.parse().expect("offset key");
-            prop_assert!(written.insert(offset, a.clone()).is_none(), "{key} twice");
+            prop_assert!(
+                !written.contains_key(&offset) && !holds.contains_key(&offset),
+                "{key} twice"
+            );
+            match held_until(&a.container_id) {
+                Some(until) => {
+                    holds.insert(offset, (a.pod_ref.clone(), until));
+                }
+                None => {
+                    written.insert(offset, a.into_owned());
+                }
+            }
         }
     }
     prop_assert_eq!(&written, l.allocations());
+    let expected: BTreeMap<u128, (String, SystemTime)> = l
+        .holds()
+        .map(|(pod, _, offset, until)| (offset, (pod.to_owned(), until)))
+        .collect();
+    prop_assert_eq!(
+        holds.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -134,7 +157,7 @@ proptest! {
     fn the_ledger_keeps_its_invariants(steps in proptest::collection::vec(step(), 1..60)) {
         let ranges = ranges();
         let mut l = Ledger::new(cidr(), HOLD);
-        let mut now = Instant::now();
+        let mut now = SystemTime::now();
         for step in steps {
             match step {
                 Step::Alloc { range, pod, fixed } => {
@@ -255,12 +278,20 @@ proptest! {
                 Step::Freed(offset) => l.freed(offset),
                 Step::Reload => {
                     let before = l.allocations().clone();
+                    let holds_before: Vec<(String, u128)> = {
+                        let mut h: Vec<_> = l.holds().map(|(p, _, o, _)| (p.to_owned(), o)).collect();
+                        h.sort();
+                        h
+                    };
                     let shards: Vec<(u128, Vec<(String, Allocation)>)> = (0..=(cidr().last_offset() / SHARD_SPAN))
-                        .map(|i| (i, l.shard_entries(i).into_iter().map(|(k, a)| (k, a.clone())).collect()))
+                        .map(|i| (i, l.shard_entries(i).into_iter().map(|(k, a)| (k, a.into_owned())).collect()))
                         .collect();
                     let warnings = l.load(shards);
                     prop_assert!(warnings.is_empty(), "{warnings:?}");
                     prop_assert_eq!(l.allocations(), &before);
+                    let mut holds_after: Vec<(String, u128)> = l.holds().map(|(p, _, o, _)| (p.to_owned(), o)).collect();
+                    holds_after.sort();
+                    prop_assert_eq!(holds_after, holds_before, "holds come back from the pool");
                 }
                 Step::Wait(secs) => now += Duration::from_secs(secs),
             }

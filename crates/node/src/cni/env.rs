@@ -1,7 +1,7 @@
 //! What the runtime tells a plugin: the `CNI_*` environment and the network
 //! configuration on stdin, parsed into one typed request.
 
-use hereabouts_core::{CniArgs, NetConf};
+use hereabouts_core::{CniArgs, NetConf, attachment};
 
 use super::error::{CniError, code};
 
@@ -192,10 +192,6 @@ impl Invocation {
     }
 }
 
-/// The most bytes of a container ID hereabouts accepts: runtimes use 64
-/// hex digits; the ID is stored in every allocation entry.
-pub const MAX_CONTAINER_ID: usize = 512;
-
 fn invalid_env(field: &str, value: &str, reason: &str) -> CniError {
     const SHOWN: usize = 80;
     let shown: String = value.chars().take(SHOWN).collect();
@@ -213,43 +209,13 @@ fn invalid_env(field: &str, value: &str, reason: &str) -> CniError {
 /// The spec's rule for `CNI_CONTAINERID` (libcni's `ValidateContainerID`),
 /// with a length bound.
 fn check_container_id(id: &str) -> Result<(), CniError> {
-    let first_ok = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-    let rest_ok = id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !first_ok || !rest_ok {
-        return Err(invalid_env(
-            "CNI_CONTAINERID",
-            id,
-            "it must start with a letter or digit and hold only letters, digits, '_', '.' and '-'",
-        ));
-    }
-    if id.len() > MAX_CONTAINER_ID {
-        let reason = format!("it is longer than {MAX_CONTAINER_ID} bytes");
-        return Err(invalid_env("CNI_CONTAINERID", id, &reason));
-    }
-    Ok(())
+    attachment::check_container_id(id).map_err(|reason| invalid_env("CNI_CONTAINERID", id, reason))
 }
 
 /// The spec's rule for `CNI_IFNAME` (libcni's `ValidateInterfaceName`): a
-/// Linux interface name.
+/// Linux interface name, at most 15 bytes.
 fn check_ifname(name: &str) -> Result<(), CniError> {
-    let reason = if name.len() > 15 {
-        Some("it is longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("it cannot be \".\" or \"..\"")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Some("it cannot hold '/', ':', white space or control characters")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(invalid_env("CNI_IFNAME", name, reason)),
-        None => Ok(()),
-    }
+    attachment::check_ifname(name).map_err(|reason| invalid_env("CNI_IFNAME", name, reason))
 }
 
 /// Whether spec version `a` is older than `b` (both of the supported set).

@@ -381,6 +381,7 @@ fn cni_code(refusal: Refusal) -> u32 {
             code::STATIC_ADDRESS_NOT_ALLOCATABLE
         }
         Refusal::InvalidRange
+        | Refusal::InvalidClaim
         | Refusal::InvalidStaticAddress
         | Refusal::InvalidNetworkName
         | Refusal::InvalidIPAMClaimReference => code::INVALID_CONFIG,
