@@ -62,8 +62,20 @@ install() {
   done
 }
 
+# What a system's DaemonSet leaves on a node when it goes (neither
+# removes its files): removed, so the next system starts on a clean node.
+# It matters: hereabouts reads whereabouts' flat file as a drop-in, and
+# with a leftover whereabouts.conf a "type": "hereabouts" NAD's ADDs use
+# the kubeconfig named there (a deleted service account's token: 401).
+node_files() {
+  case $1 in
+    hereabouts) echo opt-cni-bin/hereabouts etc-cni-net.d/hereabouts.d ;;
+    whereabouts) echo opt-cni-bin/whereabouts etc-cni-net.d/whereabouts.d ;;
+  esac
+}
+
 uninstall() {
-  local system=$1
+  local system=$1 node f
   case $system in
     hereabouts)
       hereabouts_manifest | k delete --ignore-not-found -f - >/dev/null 2>&1 || true
@@ -72,6 +84,10 @@ uninstall() {
       whereabouts_manifest | k delete --ignore-not-found -f - >/dev/null 2>&1 || true
       k wait --for=delete pod -n "$POOLS_NS" -l app=whereabouts --timeout=120s >/dev/null 2>&1 || true ;;
   esac
+  for node in "${NODES[@]}"; do
+    [[ -d $HB_NODES/$node ]] || continue
+    for f in $(node_files "$system"); do rm -rf "${HB_NODES:?}/$node/$f"; done
+  done
 }
 
 # Allocations in the pools of a range (hereabouts shards a range's pool).
@@ -203,10 +219,13 @@ wa_archive=$("$HB_ROOT/e2e/whereabouts-image.sh" | tail -1)
 whereabouts_image=localhost/hereabouts-kit/whereabouts:$(sed -n 's/^WHEREABOUTS_VERSION=//p' e2e/tools/versions.env)
 whereabouts_src=$(cd e2e/tools/whereabouts && go list -m -f '{{.Dir}}' github.com/k8snetworkplumbingwg/whereabouts)
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 # The CRDs (hereabouts' are whereabouts' IPPool and
 # OverlappingRangeIPReservation, same group, versions and fields, and its
 # own IPClaim): installed once, for both.
-k apply --server-side -f manifests/install.yaml >/dev/null
+awk 'BEGIN{RS="\n---\n"; ORS="\n---\n"} /kind: CustomResourceDefinition\n/' manifests/install.yaml |
+  k apply --server-side -f - >/dev/null
 uninstall hereabouts
 uninstall whereabouts
 for node in "${NODES[@]}"; do "$HB_ROOT/e2e/node.sh" add "$node" --real "$hb_archive" "$wa_archive"; done
