@@ -157,7 +157,7 @@ DEPLOY
   done
   echo "$json" >"$work/$system-$round-pods.json"
   # Each pod's own creation -> container started (the API's whole seconds).
-  local per_pod addresses unique failed
+  local per_pod addresses unique failed reasons
   per_pod=$(jq -c '[.items[] | select(.status.phase == "Running")
       | ((.status.containerStatuses[0].state.running.startedAt | fromdate) - (.metadata.creationTimestamp | fromdate))]
       | sort | if length == 0 then {p50: null, p90: null, max: null}
@@ -165,7 +165,17 @@ DEPLOY
   addresses=$(jq -r --arg net "$ns/lan" '.items[] | .metadata.annotations["k8s.v1.cni.cncf.io/network-status"] // "[]"
       | fromjson | .[] | select(.name == $net) | .ips[0]' <<<"$json")
   unique=$(sort -u <<<"$addresses" | grep -c . || true)
-  failed=$(k get events -n "$ns" --field-selector reason=FailedCreatePodSandBox -o json | jq '[.items[].count // 1] | add // 0')
+  # Why sandboxes failed (the kubelet retries them): each message with its
+  # pod, sandbox, ids and numbers blanked, counted.
+  k get events -n "$ns" --field-selector reason=FailedCreatePodSandBox -o json >"$work/$system-$round-failed.json"
+  failed=$(jq '[.items[].count // 1] | add // 0' "$work/$system-$round-failed.json")
+  reasons=$(jq -c --arg ns "$ns" '[.items[] | {n: (.count // 1), m: (.message
+      | sub("^Failed to create pod sandbox: rpc error: code = Unknown desc = "; "")
+      | gsub("sandbox \"[0-9a-f]+\""; "sandbox")
+      | gsub($ns + "/[a-z0-9-]+"; "NS/POD") | gsub("bench-[a-z0-9]+-[a-z0-9]+"; "POD")
+      | gsub("[0-9a-f]{8}-[0-9a-f-]{27}"; "UID") | gsub("[0-9]+(\\.[0-9]+)*"; "N")
+      | .[0:300])}] | group_by(.m) | map({count: (map(.n) | add), reason: .[0].m}) | sort_by(-.count)' \
+    "$work/$system-$round-failed.json")
   local allocations
   allocations=$(allocated "$range")
   # Teardown: every pod gone and every address back in the pool.
@@ -187,7 +197,7 @@ DEPLOY
   k delete namespace "$ns" --timeout=180s >/dev/null || true
   jq -n --arg system "$system" --argjson round "$round" --argjson pods "$PODS" --argjson running "$running" \
     --arg all "$t_all" --arg half "$t_half" --arg p90 "$t_90" --argjson per_pod "$per_pod" \
-    --argjson unique "$unique" --argjson allocations "$allocations" --argjson failed "${failed:-0}" \
+    --argjson unique "$unique" --argjson allocations "$allocations" --argjson failed "${failed:-0}" --argjson reasons "$reasons" \
     --arg released "$t_released" '{
       system: $system, round: $round, pods: $pods, running: $running,
       all_running_s: ($all | if . == "" then null else tonumber end),
@@ -195,7 +205,7 @@ DEPLOY
       p90_running_s: ($p90 | if . == "" then null else tonumber end),
       per_pod_created_to_started_s: $per_pod,
       unique_addresses: $unique, pool_allocations: $allocations,
-      failed_sandbox_events: $failed,
+      failed_sandbox_events: $failed, failed_sandbox_reasons: $reasons,
       delete_to_released_s: ($released | if . == "" then null else tonumber end)
     }' >>"$work/results.jsonl"
   say "$system, round $round: $running/$PODS Running in ${t_all:-(not all)}s; $unique unique addresses, $allocations allocations, $failed failed sandbox attempts; released in ${t_released:-(not all)}s"
@@ -259,6 +269,13 @@ jq -s --arg machine "$machine" --arg when "$stamp" --arg commit "$(git rev-parse
   echo "| system | round | Running | 50% | 90% | all | per pod p50 / p90 / max | unique addresses | failed sandbox attempts | released |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   jq -r '.runs | sort_by(.system, .round)[] | "| \(.system) | \(.round) | \(.running)/\(.pods) | \(.half_running_s // "-") s | \(.p90_running_s // "-") s | **\(.all_running_s // "not all")** s | \(.per_pod_created_to_started_s.p50) / \(.per_pod_created_to_started_s.p90) / \(.per_pod_created_to_started_s.max) s | \(.unique_addresses) | \(.failed_sandbox_events) | \(.delete_to_released_s // "not all") s |"' \
+    "bench/results/real-nodes-$stamp.json"
+  echo
+  echo "Why sandbox creations failed (the kubelet retried them; messages with names and numbers blanked):"
+  echo
+  jq -r '.runs | sort_by(.system, .round)[] | "- \(.system), round \(.round): " +
+    (if (.failed_sandbox_reasons | length) == 0 then "none" else
+      (.failed_sandbox_reasons | map("\(.count) x `\(.reason | gsub("`"; "'"'"'"))`") | join("; ")) end)' \
     "bench/results/real-nodes-$stamp.json"
   echo
   echo "Side by side (mean over rounds of the time to all $PODS Running):"
