@@ -100,15 +100,55 @@ fn apply(doc: &Value) {
 }
 
 /// Polls `probe` every half second until it yields `Some`.
-fn wait<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+fn wait<T>(what: &str, seconds: u64, probe: impl FnMut() -> Option<T>) -> T {
+    wait_explained(what, seconds, probe, String::new)
+}
+
+/// [`wait`], and when it gives up, what `explain` finds (the cleanup
+/// removes the nodes and their logs right after).
+fn wait_explained<T>(
+    what: &str,
+    seconds: u64,
+    mut probe: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {seconds}s");
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {seconds}s\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The pods of `selector` and the namespace's warnings, newest last.
+fn pods_explained(ns: &str, selector: &str) -> String {
+    let table = run(
+        "kubectl",
+        &["get", "pods", "-n", ns, "-l", selector, "-o", "wide"],
+    );
+    let events = run(
+        "kubectl",
+        &[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "type=Warning",
+            "--sort-by=.lastTimestamp",
+        ],
+    );
+    let events = String::from_utf8_lossy(&events.stdout);
+    let lines: Vec<&str> = events.lines().collect();
+    format!(
+        "{}\nlast warnings in {ns}:\n{}",
+        String::from_utf8_lossy(&table.stdout),
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    )
 }
 
 /// helm, built from its Go module into the kit's tools (e2e/tools/build.sh).
@@ -248,7 +288,7 @@ fn network_ips(pod: &Value, network: &str) -> Option<Vec<String>> {
 /// Waits until exactly `count` pods match and all are Ready with an
 /// address on `network`.
 fn ready_pods(ns: &str, selector: &str, network: &str, count: usize, seconds: u64) -> Vec<PodInfo> {
-    wait(
+    wait_explained(
         &format!("{count} Ready pods {selector} with {network}"),
         seconds,
         || {
@@ -267,6 +307,7 @@ fn ready_pods(ns: &str, selector: &str, network: &str, count: usize, seconds: u6
                 })
                 .collect()
         },
+        || pods_explained(ns, selector),
     )
 }
 
