@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: help test lint unit demo demo-down cluster-up cluster-down cluster-status bench-allocator fuzz manifests faults faults-quick
-.PHONY: image test-real-nodes
+.PHONY: image test-real-nodes bench-real-nodes
 
 help:
 	@echo "make demo            hereabouts end to end on the local control plane (start here)"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench           hereabouts vs whereabouts on the local control plane, results in"
 	@echo "                     bench/results/ (JSON, Markdown, PNG); about 30 minutes"
 	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
+	@echo "make bench-real-nodes pod-to-Running for 100 pods on two real nodes, hereabouts vs"
+	@echo "                     whereabouts installed the same way (bench/results/real-nodes-*); ~15 min"
 	@echo "make bench-allocator the allocator's criterion benchmark"
 	@echo "make faults          the fault suite (issue 12): 10 runs of each scenario, table in"
 	@echo "                     bench/results/faults/faults.md"
@@ -74,6 +76,11 @@ bench-deps:
 
 bench-allocator:
 	$(CARGO) bench --locked --bench allocator
+
+# Pod-to-Running on the kit's real nodes, hereabouts (manifests/install.yaml)
+# vs whereabouts (its own DaemonSet install, image built here): bench/real-nodes.sh.
+bench-real-nodes:
+	bench/real-nodes.sh
 
 # The fault suite (tests/faults): leader kills and pauses, API server and
 # etcd restarts, 429s, plugin kills, pod deletions, whereabouts beside it;

@@ -23,8 +23,9 @@ if [[ ${HB_REAL_NODES:-} == 1 ]]; then
   say "HB_REAL_NODES=1: running the real-nodes tier (kubelet + containerd)"
   cargo test --locked --test real_nodes -- --ignored
 else
-  printf '\n%s\n%s\n%s\n\n' \
+  printf '\n%s\n%s\n%s\n%s\n\n' \
     "######################################################################" \
-    "# real-nodes tier: NOT RUN: opt-in (make test-real-nodes)            #" \
+    "# real-nodes tier: NOT RUN: opt-in (make test-real-nodes): it adds   #" \
+    "# ~10 min plus a static release build of the image (README, Tests)  #" \
     "######################################################################" >&2
 fi

@@ -33,17 +33,20 @@ pin_kube() {
   go mod tidy
 }
 
-pin_simple() {
-  local dir=$here/$1 module=$2 version=$3 tool=$4
+pin_simple() { # dir module version tool-package...
+  local dir=$here/$1 module=$2 version=$3 tool
+  shift 3
   cd "$dir"
   rm -f go.mod go.sum
-  go mod init "hereabouts.dev/e2e/tools/$1" >/dev/null 2>&1
-  go get -tool "$tool@$version"
+  go mod init "hereabouts.dev/e2e/tools/$(basename "$dir")" >/dev/null 2>&1
+  for tool in "$@"; do go get -tool "$tool@$version"; done
   go mod tidy
 }
 
 pin_kube
 pin_simple multus gopkg.in/k8snetworkplumbingwg/multus-cni.v4 "$MULTUS_VERSION" gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/multus
-pin_simple whereabouts github.com/k8snetworkplumbingwg/whereabouts "$WHEREABOUTS_VERSION" github.com/k8snetworkplumbingwg/whereabouts/cmd
+# The CNI plugin and the ip-control-loop its DaemonSet runs (bench/real-nodes.sh).
+pin_simple whereabouts github.com/k8snetworkplumbingwg/whereabouts "$WHEREABOUTS_VERSION" \
+  github.com/k8snetworkplumbingwg/whereabouts/cmd github.com/k8snetworkplumbingwg/whereabouts/cmd/controlloop
 pin_simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 echo "pinned: kubernetes $KUBERNETES_VERSION (staging $staging_version), etcd $ETCD_VERSION, multus $MULTUS_VERSION, whereabouts $WHEREABOUTS_VERSION, helm $HELM_VERSION"

@@ -68,26 +68,44 @@ fn plan(inv: &Invocation) -> Result<Plan, CniError> {
     };
     // Bounded where it is parsed (`hereabouts_core::duration::REQUEST_TIMEOUT`).
     let timeout = config.request_timeout.unwrap_or(DEFAULT_TIMEOUT);
-    // A NAD that still says "whereabouts" names whereabouts' kubeconfig,
-    // whose credentials cannot file claims: when hereabouts is installed
-    // under that name, its own credentials (written by the installer) win.
     let own = Path::new(DEFAULT_KUBECONFIG);
-    let kubeconfig = if config.kind == hereabouts_core::IpamKind::Whereabouts && own.exists() {
-        Some(own.to_path_buf())
-    } else {
-        config
-            .kubernetes
-            .kubeconfig
-            .clone()
-            .map(PathBuf::from)
-            .or_else(|| own.exists().then(|| own.to_path_buf()))
-    };
+    let from_nad = conf
+        .ipam
+        .get("kubernetes")
+        .and_then(|k| k.get("kubeconfig"))
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty());
+    let kubeconfig = choose_kubeconfig(
+        config.kind,
+        from_nad,
+        config.kubernetes.kubeconfig.as_deref(),
+        own.exists().then_some(own),
+    );
     Ok(Plan {
         config,
         raw,
         timeout,
         kubeconfig,
     })
+}
+
+/// The kubeconfig the plugin uses. hereabouts' own (written by its
+/// installer, `own` when it exists) wins over whereabouts': a NAD that
+/// still says "whereabouts" names whereabouts' kubeconfig, and whereabouts'
+/// flat file (`whereabouts.d/whereabouts.conf`, merged under every NAD)
+/// names it too, and neither's credentials can file claims. Only a
+/// kubeconfig a hereabouts NAD names itself is taken over `own`.
+fn choose_kubeconfig(
+    kind: hereabouts_core::IpamKind,
+    from_nad: Option<&str>,
+    merged: Option<&str>,
+    own: Option<&Path>,
+) -> Option<PathBuf> {
+    match (own, kind) {
+        (Some(own), hereabouts_core::IpamKind::Whereabouts) => Some(own.to_path_buf()),
+        (Some(own), _) => Some(from_nad.map_or_else(|| own.to_path_buf(), PathBuf::from)),
+        (None, _) => merged.map(PathBuf::from),
+    }
 }
 
 /// A client and the namespace pools live in (the kubeconfig context's,
@@ -814,6 +832,43 @@ pub async fn status(inv: &Invocation) -> Result<Value, CniError> {
         }
     }
     Ok(Value::Null)
+}
+
+#[cfg(test)]
+mod kubeconfig_tests {
+    use super::*;
+    use hereabouts_core::IpamKind;
+
+    #[test]
+    fn hereabouts_own_kubeconfig_wins_over_whereabouts_files() {
+        let own = Path::new("/etc/cni/net.d/hereabouts.d/hereabouts.kubeconfig");
+        let theirs = "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig";
+        // A NAD switched to "hereabouts" on a node that still has
+        // whereabouts' flat file (which names whereabouts' kubeconfig).
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Hereabouts, None, Some(theirs), Some(own)),
+            Some(own.to_path_buf())
+        );
+        // A NAD still saying "whereabouts", naming its kubeconfig.
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Whereabouts, Some(theirs), Some(theirs), Some(own)),
+            Some(own.to_path_buf())
+        );
+        // A hereabouts NAD that names a kubeconfig of its own gets it.
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Hereabouts, Some("/k"), Some("/k"), Some(own)),
+            Some(PathBuf::from("/k"))
+        );
+        // Not installed by the DaemonSet: whatever the configuration says.
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Hereabouts, None, Some(theirs), None),
+            Some(PathBuf::from(theirs))
+        );
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Hereabouts, None, None, None),
+            None
+        );
+    }
 }
 
 #[cfg(test)]
