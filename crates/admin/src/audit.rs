@@ -139,7 +139,12 @@ pub fn audit(inv: &Inventory) -> Vec<Finding> {
         }
         for held in &pool.allocations {
             let a = &held.allocation;
-            if !inv.pod_exists(&a.podref) {
+            // A hold keeps an address for a pod name whose claim went: its
+            // pod is gone by design until the hold ends; an ended hold the
+            // collector has not removed yet is reported like any leak.
+            let holding = hereabouts_core::ledger::held_until(&a.id)
+                .is_some_and(|until| until > std::time::SystemTime::now());
+            if !holding && !inv.pod_exists(&a.podref) {
                 findings.push(Finding::AllocationWithoutPod {
                     pool: pool.name.clone(),
                     object: held.object.clone(),
@@ -273,6 +278,27 @@ mod tests {
     #[test]
     fn a_consistent_inventory_has_no_findings() {
         assert_eq!(audit(&consistent()), []);
+    }
+
+    #[test]
+    fn a_hold_that_lasts_is_no_finding_and_one_that_ended_is() {
+        let now = std::time::SystemTime::now();
+        let ten_minutes = std::time::Duration::from_secs(600);
+        for (until, expected) in [(now + ten_minutes, 0), (now - ten_minutes, 1)] {
+            let mut inv = consistent();
+            let marker = hereabouts_core::ledger::hold_marker(until);
+            inv.pools = merge(vec![pool(
+                "blue-10.0.0.0-24",
+                "10.0.0.0/24",
+                None,
+                &[
+                    ("5", allocation("c5", "ns/web", "net1")),
+                    ("7", allocation(&marker, "ns/web-0", "net1")),
+                ],
+            )]);
+            let findings = audit(&inv);
+            assert_eq!(findings.len(), expected, "{marker}: {findings:?}");
+        }
     }
 
     #[test]
