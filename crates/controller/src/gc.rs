@@ -388,7 +388,8 @@ impl Collector {
                 // says the claim is gone.
                 let (ns, name) = hereabouts_api::claim_of_podref(podref).unwrap_or_default();
                 let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), ns);
-                Ok(api.get_opt(name).await?.is_none())
+                Ok(api.get_opt(name).await?.is_none()
+                    && !super::ipamclaims::referenced_now(ctx, ns, name).await?)
             }
             Suspect::Allocation {
                 pool,

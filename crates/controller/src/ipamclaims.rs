@@ -533,12 +533,23 @@ pub async fn run(
                     ipamclaim.namespace().unwrap_or_default(),
                     ipamclaim.name_any(),
                 );
-                if referenced(&pods.read()).contains(&(namespace, name)) {
+                if referenced(&pods.read()).contains(&(namespace.clone(), name.clone())) {
                     tracing::info!(ipamclaim = %ipamclaim.name_any(), "IPAMClaim deleted while pods reference it: its address goes after they do");
                     continue;
                 }
                 let (ctx, pools) = (ctx.clone(), pools.clone());
-                tokio::spawn(async move { release(&ctx, &pools, &ipamclaim).await });
+                tokio::spawn(async move {
+                    // The cache may lag: ask the API server before acting.
+                    match referenced_now(&ctx, &namespace, &name).await {
+                        Ok(false) => release(&ctx, &pools, &ipamclaim).await,
+                        Ok(true) => {
+                            tracing::info!(ipamclaim = %name, "IPAMClaim deleted while pods reference it: its address goes after they do");
+                        }
+                        Err(e) => {
+                            tracing::warn!(ipamclaim = %name, error = %e, "cannot check the pods of a deleted IPAMClaim; the collector will");
+                        }
+                    }
+                });
             }
             Ok(_) => failing = false,
             Err(e) => {
@@ -603,6 +614,22 @@ async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClai
             }
         }
     }
+}
+
+/// Whether a pod of `namespace` references the IPAMClaim `name`, as the
+/// API server says now (not the pod cache, which may lag: a pod just
+/// created with the reference must keep the address it was answered).
+pub async fn referenced_now(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = api.list(&kube::api::ListParams::default()).await?;
+    Ok(pods.items.iter().any(|pod| {
+        let (_, entry) = PodEntry::of(pod);
+        entry.claim_references().iter().any(|r| r.claim == name)
+    }))
 }
 
 /// The IPAMClaims (namespace, name) that existing pods (the pod index's

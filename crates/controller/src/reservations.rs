@@ -249,6 +249,11 @@ async fn orphaned(
     let mut fences = writer.fences.lock().await;
     if !fences.contains_key(shard_name) {
         let fenced = fence(ctx, shard_name).await?;
+        // Not fenced because the Lease looked stale: nothing learnt, and
+        // nothing kept for the batch's other reservations either.
+        if fenced.is_none() && !ctx.leadership.is_leader() {
+            return Ok(Orphan::Unsure);
+        }
         fences.insert(shard_name.clone(), fenced);
     }
     // A fence that failed (the shard written in between, its writer
@@ -268,7 +273,8 @@ enum Orphan {
     Yes,
     /// Held elsewhere: the address is passed over.
     No,
-    /// Not known now (leadership unsure): decide again.
+    /// Not known now (leadership unsure, also when a fence found it so):
+    /// decide again.
     Unsure,
 }
 

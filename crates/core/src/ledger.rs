@@ -348,7 +348,7 @@ impl Ledger {
     /// it may be handed out again.
     pub fn freed(&mut self, offset: u128) {
         if self.foreign.remove(&offset).is_some() | self.suspected.remove(&offset).is_some() {
-            self.apply(Change::Unblock(offset), None);
+            self.unblock(offset);
         }
     }
 
@@ -370,7 +370,7 @@ impl Ledger {
                 // A hold the collector found expired (or a manual release
                 // of it): the entry goes, nothing was allocated.
                 self.held.retain(|_, (o, _)| *o != offset);
-                self.apply(Change::Unblock(offset), None);
+                self.unblock(offset);
                 decision.releases.push(true);
                 continue;
             }
@@ -388,7 +388,7 @@ impl Ledger {
                     (offset, now + self.hold),
                 );
                 if let Some((earlier, _)) = earlier.filter(|(o, _)| *o != offset) {
-                    self.apply(Change::Unblock(earlier), None);
+                    self.unblock(earlier);
                 }
                 self.apply(Change::Block(offset), None);
             }
@@ -425,7 +425,7 @@ impl Ledger {
             .collect();
         for (key, offset) in expired {
             self.held.remove(&key);
-            self.apply(Change::Unblock(offset), None);
+            self.unblock(offset);
         }
         let rechecks: Vec<u128> = self
             .foreign
@@ -435,7 +435,7 @@ impl Ledger {
             .collect();
         for offset in rechecks {
             self.foreign.remove(&offset);
-            self.apply(Change::Unblock(offset), None);
+            self.unblock(offset);
         }
         self.suspected.retain(|_, until| *until > now);
     }
@@ -485,11 +485,14 @@ impl Ledger {
         now: SystemTime,
     ) -> Result<(u128, bool), AllocError> {
         let key = (request.owner.pod_ref.clone(), request.owner.ifname.clone());
-        // A (pod, interface) coming back within the hold gets its address.
+        // A (pod, interface) coming back within the hold gets its address,
+        // unless an overlapping range took it meanwhile (its reservation is
+        // another's: the hold only binds this pool).
         if let Some((offset, _)) = self.held.remove(&key) {
-            self.apply(Change::Unblock(offset), None);
+            self.unblock(offset);
             let wanted = request.static_ip.and_then(|ip| self.cidr.offset_of(ip));
             if wanted.is_none_or(|w| w == offset)
+                && !self.foreign.contains_key(&offset)
                 && !self.allocations.contains_key(&offset)
                 && request.range.is_usable(offset)
             {
@@ -505,7 +508,7 @@ impl Ledger {
         if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
             // Suspected only from the cache: its reservation decides.
             if self.suspected.remove(&wanted).is_some() && !self.foreign.contains_key(&wanted) {
-                self.apply(Change::Unblock(wanted), None);
+                self.unblock(wanted);
             }
             let holders: Vec<_> = self
                 .held
@@ -515,7 +518,7 @@ impl Ledger {
                 .collect();
             for holder in holders {
                 self.held.remove(&holder);
-                self.apply(Change::Unblock(wanted), None);
+                self.unblock(wanted);
             }
         }
         let assigned = match request.static_ip {
@@ -527,7 +530,7 @@ impl Ledger {
                     // Out of free addresses: the oldest hold gives way.
                     Some((holder, offset)) => {
                         self.held.remove(&holder);
-                        self.apply(Change::Unblock(offset), None);
+                        self.unblock(offset);
                         self.apply(Change::Insert(offset, request.owner.clone()), None);
                         return Ok((offset, true));
                     }
@@ -564,7 +567,7 @@ impl Ledger {
                 let suspected: Vec<u128> = self.suspected.drain().map(|(o, _)| o).collect();
                 for offset in suspected {
                     if !self.foreign.contains_key(&offset) {
-                        self.apply(Change::Unblock(offset), None);
+                        self.unblock(offset);
                     }
                 }
                 self.variant(&request.range, now)
@@ -577,7 +580,11 @@ impl Ledger {
     fn oldest_hold(&self, range: &IpRange) -> Option<(Owner, u128)> {
         self.held
             .iter()
-            .filter(|(_, (o, _))| range.is_usable(*o) && !self.allocations.contains_key(o))
+            .filter(|(_, (o, _))| {
+                range.is_usable(*o)
+                    && !self.allocations.contains_key(o)
+                    && !self.foreign.contains_key(o)
+            })
             .min_by_key(|(_, (_, until))| *until)
             .map(|(k, (o, _))| (k.clone(), *o))
     }
@@ -618,6 +625,18 @@ impl Ledger {
         match self.variants.get_mut(range) {
             Some((pool, _)) => pool,
             None => unreachable!("variant inserted above"),
+        }
+    }
+
+    /// Lifts the block on `offset` once nothing blocks it any more: a hold,
+    /// a foreign mark and a suspicion share one block in the allocators, so
+    /// ending one must not hand out an address another still keeps.
+    fn unblock(&mut self, offset: u128) {
+        let kept = self.held.values().any(|(o, _)| *o == offset)
+            || self.foreign.contains_key(&offset)
+            || self.suspected.contains_key(&offset);
+        if !kept {
+            self.apply(Change::Unblock(offset), None);
         }
     }
 
@@ -771,6 +790,49 @@ mod tests {
         // The same pod name gets its address back.
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
         assert_eq!(l.holds().count(), 0);
+    }
+
+    #[test]
+    fn a_held_address_an_overlapping_range_took_is_not_handed_back() {
+        let r = range("198.51.100.0/29");
+        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        // Its reservation went with the release; an overlapping range took
+        // .1, and a reservation attempt found it so.
+        l.mark_foreign([1], t0 + FOREIGN_RECHECK);
+        let back = Request {
+            reserve: true,
+            ..dynamic(&r, "web-0")
+        };
+        assert_eq!(one(&mut l, &back, t0), Ok(2), "another address, at once");
+        // Nor does a full range hand it out as the oldest hold.
+        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        l.mark_foreign([1], t0 + FOREIGN_RECHECK);
+        for pod in ["a", "b", "c", "d", "e"] {
+            one(&mut l, &dynamic(&r, pod), t0).expect("allocates");
+        }
+        assert!(matches!(
+            one(&mut l, &dynamic(&r, "f"), t0),
+            Err(AllocError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn ending_one_mark_keeps_the_others_block() {
+        let r = range("198.51.100.0/30"); // .1 and .2
+        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        // .1 is held for web-0 and suspected; the suspicion is lifted.
+        l.suspect([1], t0 + FOREIGN_RECHECK, |_| false);
+        l.freed(1);
+        // A stranger still does not get the held .1 while .2 is free.
+        assert_eq!(one(&mut l, &dynamic(&r, "x"), t0), Ok(2));
     }
 
     #[test]

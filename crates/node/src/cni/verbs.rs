@@ -101,9 +101,16 @@ fn choose_kubeconfig(
     merged: Option<&str>,
     own: Option<&Path>,
 ) -> Option<PathBuf> {
+    // whereabouts' installer writes its kubeconfig under `whereabouts.d/`;
+    // a NAD switched to "hereabouts" may still name it.
+    let theirs = |k: &&str| k.contains("/whereabouts.d/");
     match (own, kind) {
         (Some(own), hereabouts_core::IpamKind::Whereabouts) => Some(own.to_path_buf()),
-        (Some(own), _) => Some(from_nad.map_or_else(|| own.to_path_buf(), PathBuf::from)),
+        (Some(own), _) => Some(
+            from_nad
+                .filter(|k| !theirs(k))
+                .map_or_else(|| own.to_path_buf(), PathBuf::from),
+        ),
         (None, _) => merged.map(PathBuf::from),
     }
 }
@@ -653,11 +660,19 @@ pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
                 .await
                 .map_err(|e| api_error(&format!("reading IPPool {pool_name}"), &e))?
             {
+                // The pod's own entry, or one of an IPAMClaim of its
+                // namespace (a VM's address belongs to the claim; the
+                // controller answered this pod with it after checking the
+                // pod's reference).
                 found |= pool
                     .spec
                     .allocations
                     .get(&hereabouts_core::allocation_key(offset))
-                    .is_some_and(|a| a.podref == pod_ref && a.ifname == inv.ifname);
+                    .is_some_and(|a| {
+                        (a.podref == pod_ref && a.ifname == inv.ifname)
+                            || hereabouts_api::claim_of_podref(&a.podref)
+                                .is_some_and(|(ns, _)| ns == pod_namespace)
+                    });
             }
         }
         if !found {
@@ -852,6 +867,11 @@ mod kubeconfig_tests {
         // A NAD still saying "whereabouts", naming its kubeconfig.
         assert_eq!(
             choose_kubeconfig(IpamKind::Whereabouts, Some(theirs), Some(theirs), Some(own)),
+            Some(own.to_path_buf())
+        );
+        // A NAD switched to "hereabouts" that still names whereabouts'.
+        assert_eq!(
+            choose_kubeconfig(IpamKind::Hereabouts, Some(theirs), Some(theirs), Some(own)),
             Some(own.to_path_buf())
         );
         // A hereabouts NAD that names a kubeconfig of its own gets it.
