@@ -22,6 +22,7 @@ use hereabouts_api::{
 use hereabouts_kit::eventually;
 
 mod common;
+use common::shaping::{cni_env, kubectl_proxy, plain_kubeconfig, plugin, stalling_pod_watch};
 use common::{pods, pool_allocations, range, ready_addresses, replica, setup};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
@@ -791,62 +792,6 @@ async fn a_node_cannot_take_another_nodes_claim_by_renaming_its_node() {
 // the plugin and the API server (kubectl proxy).
 // ===========================================================================
 
-/// Output of one plugin run.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-}
-
-fn plugin(env: &[(String, String)], stdin: &Value) -> Run {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin output");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    }
-}
-
-/// The CNI environment of (pod, net1) in sandbox `container`.
-fn cni_env(
-    command: &str,
-    ns: &str,
-    pod: &(String, String),
-    container: &str,
-) -> Vec<(String, String)> {
-    [
-        ("CNI_COMMAND", command.to_owned()),
-        ("CNI_CONTAINERID", container.to_owned()),
-        ("CNI_NETNS", "/var/run/netns/unused".to_owned()),
-        ("CNI_IFNAME", "net1".to_owned()),
-        ("CNI_PATH", "/usr/lib/cni".to_owned()),
-        (
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={};K8S_POD_UID={};K8S_POD_INFRA_CONTAINER_ID={container}",
-                pod.0, pod.1
-            ),
-        ),
-        ("NODENAME", "simulated".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 /// A plain-HTTP proxy in front of `upstream` that holds the first DELETE
 /// request until `release` is notified, and tells `seen` when it has it.
 async fn holding_proxy(
@@ -1333,46 +1278,6 @@ async fn slow_pool_writes(upstream: u16, delay: Duration) -> u16 {
     port
 }
 
-/// `kubectl proxy` on the kit's API server as its admin: (process, port).
-async fn kubectl_proxy() -> (tokio::process::Child, u16) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(hereabouts_kit::kubeconfig_path())
-        .args(["proxy", "--port=0"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kubectl proxy");
-    let mut line = String::new();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
-    out.read_line(&mut line).await.expect("kubectl proxy port");
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("kubectl proxy said {line:?}"));
-    (child, port)
-}
-
-/// A kubeconfig for a plain-HTTP API server on loopback `port`, whose
-/// context namespace is `ns`.
-fn plain_kubeconfig(name: &str, port: u16, ns: &str) -> std::path::PathBuf {
-    let path = hereabouts_kit::local_dir().join("kubeconfigs").join(name);
-    std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: p, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
-             users: [{{name: p, user: {{}}}}]\ncontexts: [{{name: p, context: {{cluster: p, user: p, namespace: {ns}}}}}]\n\
-             current-context: p\n"
-        ),
-    )
-    .expect("kubeconfig");
-    path
-}
-
 #[tokio::test]
 async fn the_collector_never_deletes_a_reservation_its_leaders_commit_relies_on() {
     let (kit, ns) = setup("rv2-slowpool").await;
@@ -1520,73 +1425,6 @@ async fn a_huge_malformed_range_is_refused_naming_the_field() {
 // released while the pod runs. Here the pod watch's events are held by a
 // proxy between the controller and the API server (kubectl proxy).
 // ===========================================================================
-
-/// A plain-HTTP proxy in front of `upstream` that, once `stall` is set,
-/// forwards nothing more to the client on connections whose last request
-/// was a pod watch.
-async fn stalling_pod_watch(
-    upstream: u16,
-    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> u16 {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let stall = stall.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let pod_watch = std::sync::Arc::new(AtomicBool::new(false));
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let watching = pod_watch.clone();
-                let up = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
-                        if line.starts_with(b"GET ") {
-                            let text = String::from_utf8_lossy(line);
-                            watching.store(
-                                text.contains("/pods?") && text.contains("watch=true"),
-                                Ordering::SeqCst,
-                            );
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match server_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if pod_watch.load(Ordering::SeqCst) && stall.load(Ordering::SeqCst) {
-                            continue; // the watch goes quiet
-                        }
-                        if client_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    port
-}
 
 #[tokio::test]
 async fn a_stalled_pod_watch_never_gets_a_live_pods_claim_collected() {

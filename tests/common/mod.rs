@@ -4,6 +4,8 @@
 //! reading what pools and claims hold.
 #![allow(dead_code)]
 
+pub mod shaping;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
