@@ -116,6 +116,12 @@ impl PodEntry {
         &self.uid
     }
 
+    /// Whether the pod keeps `ip` as far as Multus recorded: yes when it
+    /// recorded nothing (yet) or lists it.
+    fn lists(&self, ip: IpAddr) -> bool {
+        self.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
+    }
+
     pub fn node(&self) -> Option<&str> {
         self.node.as_deref()
     }
@@ -256,10 +262,8 @@ impl Collector {
             let spec = &claim.spec;
             // Its own pod: that name, in the claim's namespace, with that
             // UID (a claim naming another pod's name or UID backs nothing).
-            let own_pod_lives = claim.namespace().as_deref() == Some(spec.pod.namespace.as_str())
-                && pods
-                    .get(format!("{}/{}", spec.pod.namespace, spec.pod.name).as_str())
-                    .is_some_and(|p| *p.uid == spec.pod.uid);
+            let pod = pods.get(format!("{}/{}", spec.pod.namespace, spec.pod.name).as_str());
+            let own_pod_lives = pod.is_some_and(|p| of_own_pod(claim, &p.uid));
             if own_pod_lives && super::claims::refused(claim) {
                 // Refused: asks for nothing, and stays while its pod does.
             } else if own_pod_lives {
@@ -304,42 +308,30 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
-                // A hold (an address kept for a pod name whose claim went)
-                // is no leak while it lasts; once ended it goes.
-                if let Some(until) = held_until(&a.id) {
-                    if until <= std::time::SystemTime::now() {
-                        suspects.insert(Suspect::Allocation {
-                            pool: base.clone(),
-                            ip,
-                            container_id: a.id.clone(),
-                            podref: a.podref.clone(),
-                            ifname: a.ifname.clone(),
-                        });
+                let live = if let Some(until) = held_until(&a.id) {
+                    // A hold (an address kept for a pod name whose claim
+                    // went) is no leak while it lasts; once ended it goes.
+                    until > std::time::SystemTime::now()
+                } else if let Some((ns, name)) = hereabouts_api::claim_of_podref(&a.podref) {
+                    // An IPAMClaim's address lives while the claim does,
+                    // whichever pods come and go, and while a pod that
+                    // references it exists (Terminating included).
+                    self.caches
+                        .ipamclaims
+                        .get(&ObjectRef::new(name).within(ns))
+                        .is_some()
+                        || ipamclaims_referenced.contains(&(ns.to_owned(), name.to_owned()))
+                } else {
+                    match asked.get(&(a.podref.clone(), a.ifname.clone())) {
+                        // Claims are the record of hereabouts' attachments:
+                        // the address lives while one of them asks for its
+                        // pool.
+                        Some(pools) => pools.contains(&base),
+                        // No claim (an adopted whereabouts allocation): the
+                        // pod object, Terminating or not, and what Multus
+                        // recorded.
+                        None => pods.get(a.podref.as_str()).is_some_and(|p| p.lists(ip)),
                     }
-                    continue;
-                }
-                let live = match asked.get(&(a.podref.clone(), a.ifname.clone())) {
-                    // Claims are the record of hereabouts' attachments:
-                    // the address lives while one of them asks for its pool.
-                    Some(pools) => pools.contains(&base),
-                    // No claim (an adopted whereabouts allocation): the pod
-                    // object, Terminating or not, and what Multus recorded.
-                    None => pods.get(a.podref.as_str()).is_some_and(|pod| {
-                        pod.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
-                    }),
-                };
-                // An IPAMClaim's address lives while the claim does,
-                // whichever pods come and go, and while a pod that
-                // references it exists (Terminating included).
-                let live = match hereabouts_api::claim_of_podref(&a.podref) {
-                    Some((ns, name)) => {
-                        self.caches
-                            .ipamclaims
-                            .get(&ObjectRef::new(name).within(ns))
-                            .is_some()
-                            || ipamclaims_referenced.contains(&(ns.to_owned(), name.to_owned()))
-                    }
-                    None => live,
                 };
                 if !live {
                     suspects.insert(Suspect::Allocation {
@@ -404,20 +396,19 @@ impl Collector {
                 let namespace = pod.namespace().unwrap_or_default();
                 let uid = pod.uid().unwrap_or_default();
                 let claims = fresh.claims(ctx, &namespace).await?;
+                // The same rule as `suspects`, on what the API server says.
                 let mine: Vec<&IPClaim> = claims
                     .iter()
                     .filter(|c| {
                         format!("{}/{}", c.spec.pod.namespace, c.spec.pod.name) == *podref
-                            && c.spec.pod.uid == uid
                             && c.spec.interface == *ifname
+                            && of_own_pod(c, &uid)
                             && !super::claims::refused(c)
                     })
                     .collect();
                 if mine.is_empty() {
-                    // Adopted: the pod, Terminating or not, and what
-                    // Multus recorded.
                     let (_, entry) = PodEntry::of(&pod);
-                    Ok(entry.recorded.is_some_and(|ips| !ips.contains(ip)))
+                    Ok(!entry.lists(*ip))
                 } else {
                     Ok(!mine.iter().any(|c| claim_pools(c).contains(pool)))
                 }
@@ -643,6 +634,14 @@ impl Fresh {
         }
         Ok(self.reserved.get_or_insert_default())
     }
+}
+
+/// Whether `claim` acts for the pod of UID `pod_uid` it names: filed in
+/// that pod's namespace (a claim naming another namespace's pod, or
+/// another pod's UID, backs nothing).
+fn of_own_pod(claim: &IPClaim, pod_uid: &str) -> bool {
+    claim.namespace().as_deref() == Some(claim.spec.pod.namespace.as_str())
+        && claim.spec.pod.uid == pod_uid
 }
 
 /// The base pool names a claim's ranges live in.
