@@ -429,6 +429,13 @@ impl Actor {
         // many) and do not use up the budget meant for write conflicts.
         let mut attempt = 0;
         let mut learning = 0u128;
+        // What the ledger is asked, once for every attempt.
+        let asked: Vec<ledger::Request> = allocs.iter().map(|p| p.request.to_ledger()).collect();
+        let requests: Vec<&ledger::Request> = asked.iter().collect();
+        let releasing: Vec<(ReleaseBy, ReleaseReason)> =
+            releases.iter().map(|r| (r.by.clone(), r.reason)).collect();
+        let to_release: Vec<(&ReleaseBy, ReleaseReason)> =
+            releasing.iter().map(|(by, reason)| (by, *reason)).collect();
         while attempt < MAX_ATTEMPTS && learning <= self.cidr.last_offset() {
             if !self.ctx.leadership.is_leader() {
                 fail_all(allocs, releases, || Error::NotLeader);
@@ -441,16 +448,9 @@ impl Actor {
                 fail_all(allocs, releases, || self.kube_error(&e));
                 return;
             }
-            let requests: Vec<ledger::Request> =
-                allocs.iter().map(|p| p.request.to_ledger()).collect();
-            let decided = self.ledger.decide(
-                &requests.iter().collect::<Vec<_>>(),
-                &releases
-                    .iter()
-                    .map(|r| (&r.by, r.reason))
-                    .collect::<Vec<_>>(),
-                std::time::SystemTime::now(),
-            );
+            let decided = self
+                .ledger
+                .decide(&requests, &to_release, std::time::SystemTime::now());
             self.await_unreserved(decided.reserve.iter().map(|(o, _)| *o))
                 .await;
             match self.commit(&decided).await {
