@@ -41,6 +41,9 @@ use crate::range::IpRange;
 /// over before its reservation is tried again.
 pub const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
 
+/// The longest hold the ledger keeps.
+const MAX_HOLD: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The container ID a pool entry carries while its address is held: the
 /// marker and the expiry in seconds since the Unix epoch. Container IDs are
 /// hex; this cannot be one.
@@ -172,7 +175,9 @@ impl Ledger {
     pub fn new(cidr: Cidr, hold: Duration) -> Self {
         Ledger {
             cidr,
-            hold,
+            // Bounded so that `now + hold` cannot overflow whatever the
+            // caller passes (the controller's flag allows a day).
+            hold: hold.min(MAX_HOLD),
             allocations: BTreeMap::new(),
             owners: HashMap::new(),
             strays: HashMap::new(),
@@ -747,6 +752,17 @@ mod tests {
         d.allocs.into_iter().next().expect("one answer")
     }
 
+    /// web-0 allocates, then its claim goes: its address is held.
+    fn hold_web0(ledger: &mut Ledger, r: &IpRange, now: SystemTime) {
+        one(ledger, &dynamic(r, "web-0"), now).expect("allocates");
+        assert!(release(
+            ledger,
+            &deleted("web-0"),
+            ReleaseReason::ClaimDeleted,
+            now
+        ));
+    }
+
     fn release(
         ledger: &mut Ledger,
         by: &ReleaseBy,
@@ -797,8 +813,7 @@ mod tests {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         // Its reservation went with the release; an overlapping range took
         // .1, and a reservation attempt found it so.
         l.mark_foreign([1], t0 + FOREIGN_RECHECK);
@@ -809,8 +824,7 @@ mod tests {
         assert_eq!(one(&mut l, &back, t0), Ok(2), "another address, at once");
         // Nor does a full range hand it out as the oldest hold.
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         l.mark_foreign([1], t0 + FOREIGN_RECHECK);
         for pod in ["a", "b", "c", "d", "e"] {
             one(&mut l, &dynamic(&r, pod), t0).expect("allocates");
@@ -826,8 +840,7 @@ mod tests {
         let r = range("198.51.100.0/30"); // .1 and .2
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         // .1 is held for web-0 and suspected; the suspicion is lifted.
         l.suspect([1], t0 + FOREIGN_RECHECK, |_| false);
         l.freed(1);
@@ -856,8 +869,7 @@ mod tests {
         let hold = Duration::from_secs(300);
         let mut l = Ledger::new(*r.cidr(), hold);
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         let later = t0 + hold + Duration::from_secs(1);
         assert_eq!(one(&mut l, &dynamic(&r, "other"), later), Ok(1));
         assert_eq!(l.holds().count(), 0);
@@ -886,8 +898,7 @@ mod tests {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         let fixed = Request {
             static_ip: Some(ip("198.51.100.1")),
             ..dynamic(&r, "next")
@@ -1081,16 +1092,14 @@ mod tests {
         let r = range("198.51.100.0/29");
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         l.mark_foreign([2], t0 + FOREIGN_RECHECK);
         l.load([(0u128, written(&l, 0))]);
         assert_eq!(one(&mut l, &dynamic(&r, "x"), t0), Ok(3));
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
         // A pool without the hold entry has no hold.
         let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         l.load([(0u128, Vec::<(String, Allocation)>::new())]);
         assert_eq!(l.holds().count(), 0);
     }
@@ -1140,8 +1149,7 @@ mod tests {
         let hold = Duration::from_secs(300);
         let mut l = Ledger::new(*r.cidr(), hold);
         let t0 = SystemTime::now();
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         let marker = written(&l, 0)[0].1.container_id.clone();
         // The next batch after the hold ends rewrites the shard without it.
         let later = t0 + hold + Duration::from_secs(1);
@@ -1150,8 +1158,7 @@ mod tests {
         assert!(written(&l, 0).is_empty());
         // Or the collector releases it by its marker.
         let mut l = Ledger::new(*r.cidr(), hold);
-        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        release(&mut l, &deleted("web-0"), ReleaseReason::ClaimDeleted, t0);
+        hold_web0(&mut l, &r, t0);
         let by = ReleaseBy::Exact {
             ip: ip("198.51.100.1"),
             container_id: marker,
