@@ -4,7 +4,10 @@
 # loader, no libc at run time), on distroless/static:
 #   /usr/local/bin/hereabouts-controller   the Deployment's container
 #   /usr/local/bin/hereabouts-install      the node DaemonSet's container
-#   /usr/local/bin/hereabouts              the CNI plugin it installs
+#   /usr/local/bin/hereabouts              the CNI plugin it installs (thin: it
+#                                          asks the node agent)
+#   /usr/local/bin/hereabouts-direct       installed beside it: the plugin's
+#                                          work when no agent answers
 #   /usr/local/bin/kubectl-hereabouts      the kubectl plugin (copy it out:
 #       docker create --name hb IMAGE && docker cp hb:/usr/local/bin/kubectl-hereabouts . && docker rm hb)
 #
@@ -24,11 +27,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
         --bin hereabouts \
+        --bin hereabouts-direct \
         --bin hereabouts-controller \
         --bin hereabouts-install \
         --bin kubectl-hereabouts \
     && mkdir -p /out \
     && cp target/release/hereabouts \
+          target/release/hereabouts-direct \
           target/release/hereabouts-controller \
           target/release/hereabouts-install \
           target/release/kubectl-hereabouts \

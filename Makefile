@@ -8,14 +8,16 @@ export CARGO_TERM_COLOR ?= never
 help:
 	@echo "make demo            hereabouts end to end on the local control plane (start here)"
 	@echo "make demo-down       stop the demo (the control plane keeps running)"
-	@echo "make test            everything CI runs: fmt, clippy, unit, integration and e2e tests"
-	@echo "                     (brings the local control plane up and down by itself)"
-	@echo "make test-real-nodes the same plus the real-nodes tier (kubelet + containerd)"
+	@echo "make test            everything CI runs: fmt, clippy, unit, integration and e2e tests,"
+	@echo "                     and the real-nodes tier (kubelet + containerd) beside them"
+	@echo "                     (brings the local control planes up and down by itself)"
+	@echo "make test-real-nodes only the real-nodes tier, on the main kit (about ten minutes)"
 	@echo "make lint            rustfmt check and clippy -D warnings"
 	@echo "make unit            the tests that need no API server"
 	@echo "make cluster-up      start the local control plane (kubeconfig: .local/kubeconfig)"
 	@echo "make cluster-down    stop it and remove its state"
-	@echo "make bench           hereabouts vs whereabouts on the local control plane, results in"
+	@echo "make bench           hereabouts vs whereabouts (v0.9.3; v0.9.4 default and node-slice"
+	@echo "                     mode) on the local control plane, results in"
 	@echo "                     bench/results/ (JSON, Markdown, PNG); about 30 minutes"
 	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
 	@echo "make bench-real-nodes pod-to-Running for 100 pods on two real nodes, hereabouts vs"
@@ -32,10 +34,12 @@ help:
 test: lint
 	e2e/test.sh
 
-# The real-nodes tier too (kubelet + containerd, the install manifest as an
-# admin applies it; about ten more minutes).
-test-real-nodes: lint
-	HB_REAL_NODES=1 e2e/test.sh
+# Only the real-nodes tier (kubelet + containerd, the install manifest as an
+# admin applies it; about ten minutes). `make test` runs it too, beside the
+# other tiers on a kit of its own.
+test-real-nodes:
+	e2e/cluster.sh up
+	$(CARGO) test --locked --test real_nodes -- --ignored
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -72,6 +76,7 @@ bench-deps:
 	@[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
 	e2e/cluster.sh up
+	e2e/tools/peers/build.sh >/dev/null
 	$(CARGO) build --release --locked --bins
 
 bench-allocator:

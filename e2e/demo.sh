@@ -105,6 +105,10 @@ spec:
     spec:
       terminationGracePeriodSeconds: 1
       containers: [{name: app, image: localhost/hereabouts-kit/pause:3.10, imagePullPolicy: Never}]
+      # The kit's real nodes (simulated ones, where nothing starts, would
+      # count for the spread below).
+      affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms:
+        [{matchExpressions: [{key: hereabouts.dev/kubelet, operator: Exists}]}]}}}
       topologySpreadConstraints:
       - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule,
          labelSelector: {matchLabels: {app: web}}}
@@ -125,12 +129,12 @@ done
 unique=$(printf '%s\n' "${addr[@]}" | sort -u | wc -l)
 ((unique == ${#addr[@]})) || die "addresses are not unique"
 
-step "kubectl get ippools -n $POOLS_NS"
+step "kubectl get ippools -n $POOLS_NS -o wide (one row per shard; the range's totals on its own object)"
 for _ in $(seq 50); do
-  [[ $(k get ippool -n "$POOLS_NS" 100.64.100.0-24 -o jsonpath='{.status.allocated}' 2>/dev/null) == "${#addr[@]}" ]] && break
+  [[ $(k get ippool -n "$POOLS_NS" 100.64.100.0-24 -o jsonpath='{.status.rangeAllocated}' 2>/dev/null) == "${#addr[@]}" ]] && break
   sleep 0.2
 done
-k get ippools -n "$POOLS_NS"
+k get ippools -n "$POOLS_NS" -o wide
 step "kubectl hereabouts pools"
 "$HB_ROOT/target/x86_64-unknown-linux-gnu/release/kubectl-hereabouts" --kubeconfig "$HB_KUBECONFIG" -n "$POOLS_NS" pools
 step "kubectl get ipclaims -n $NS"
@@ -147,21 +151,22 @@ pid=$("$HB_ROOT/e2e/real-node.sh" pod-pid "${NODES[0]}" "$NS" "$from")
 echo "$from (${NODES[0]}) -> $to (${NODES[1]}, ${addr[$to]%/*})"
 nsenter -t "$pid" -n ping -c 3 -W 2 "${addr[$to]%/*}" | tail -2 || die "$from cannot reach $to"
 
+look() { printf '  %-62s # %s\n' "$1" "$2"; }
 cat <<DONE
 
 Demo done: the manifest installed on two real nodes, 6 pods with unique
 addresses, reachable across nodes.
-Look around:
-  export KUBECONFIG=$HB_KUBECONFIG
-  kubectl get pods -A -o wide
-  kubectl get ippools -n $POOLS_NS -o yaml            # the whereabouts-format allocations
-  kubectl get ipclaims -n $NS                         # one claim per pod interface
-  kubectl get lease -n $POOLS_NS hereabouts-controller
-  kubectl scale deployment/web -n $NS --replicas=10   # more pods: more addresses
-  kubectl scale deployment/web -n $NS --replicas=2    # fewer: addresses come back
-  e2e/real-node.sh pod-pid ${NODES[0]} $NS POD       # a pod's pid: nsenter -t PID -n ip addr
-  ls $HB_NODES/${NODES[0]}                           # the node: kubelet.log, containerd.log, its /etc/cni/net.d
-Tear down:
-  make demo-down      # the demo's namespace, the install and the nodes
-  make cluster-down   # the local control plane too
+Look around (export KUBECONFIG=$HB_KUBECONFIG):
 DONE
+look "kubectl get pods -A -o wide" "everything, on which node"
+look "kubectl get ippools -n $POOLS_NS -o wide" "each shard's addresses, allocated, held, free"
+look "kubectl get ippools -n $POOLS_NS -o yaml" "the whereabouts-format allocations"
+look "kubectl get ipclaims -n $NS" "one claim per pod interface"
+look "kubectl get lease -n $POOLS_NS hereabouts-controller" "the leading controller replica"
+look "kubectl scale deployment/web -n $NS --replicas=10" "more pods: more addresses"
+look "kubectl scale deployment/web -n $NS --replicas=2" "fewer: addresses held 60 s, then free"
+look "e2e/real-node.sh pod-pid ${NODES[0]} $NS POD" "a pod's pid: nsenter -t PID -n ip addr"
+look "ls ${HB_NODES#"$HB_ROOT"/}/${NODES[0]}" "kubelet.log, containerd.log, its /etc/cni/net.d"
+echo "Tear down:"
+look "make demo-down" "the demo's namespace, the install and the nodes"
+look "make cluster-down" "the local control plane too"

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # `make image`: the hereabouts image without a container engine. Builds the
-# four binaries fully static (glibc, `-C target-feature=+crt-static`: the
+# five binaries fully static (glibc, `-C target-feature=+crt-static`: the
 # musl target is not installable here), refuses any binary that asks for a
 # program interpreter, and packs them as an OCI image archive named as
 # manifests/install.yaml names it, in the Dockerfile's layout:
-#   /usr/local/bin/{hereabouts,hereabouts-controller,hereabouts-install,kubectl-hereabouts}
+#   /usr/local/bin/{hereabouts,hereabouts-direct,hereabouts-controller,hereabouts-install,kubectl-hereabouts}
 #   image.sh            build; prints the archive's path
 #   HB_IMAGE=REG/NAME:TAG image.sh   another name (default: install.yaml's)
+#   HB_IMAGE_PROFILE=image-test image.sh   the test tiers' cheaper build
+#                       (Cargo.toml's [profile.image-test]; default release)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HB_ROOT"
-bins=(hereabouts hereabouts-controller hereabouts-install kubectl-hereabouts)
+bins=(hereabouts hereabouts-direct hereabouts-controller hereabouts-install kubectl-hereabouts)
 image=${HB_IMAGE:-$(awk '$1 == "image:" {print $2; exit}' manifests/install.yaml)}
 [[ -n $image ]] || die "no image: line in manifests/install.yaml"
 target=x86_64-unknown-linux-gnu
+profile=${HB_IMAGE_PROFILE:-release}
+[[ $profile =~ ^[a-z][a-z0-9-]*$ ]] || die "HB_IMAGE_PROFILE: $profile is no cargo profile name"
 out=$HB_ROOT/target/image
 archive=$out/hereabouts.oci.tar
 
@@ -27,22 +31,22 @@ while read -r v; do
     CARGO | CARGO_* | LD_LIBRARY_PATH | RUST_RECURSION_COUNT) unset "$v" ;;
   esac
 done < <(compgen -e)
-say "building ${bins[*]} (release, static, $target)"
+say "building ${bins[*]} ($profile, static, $target)"
 # --target keeps these apart from the host build in target/release (build
 # scripts and proc macros stay dynamic: RUSTFLAGS with --target only
 # reaches the target's crates).
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$target" "${bins[@]/#/--bin=}"
+  cargo build --profile "$profile" --locked --target "$target" "${bins[@]/#/--bin=}"
 command -v readelf >/dev/null || die "readelf (binutils) is needed to check the binaries"
 rootfs=$out/rootfs
 rm -rf "$rootfs"
 mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc" "$rootfs/tmp"
 chmod 1777 "$rootfs/tmp"
 for b in "${bins[@]}"; do
-  if readelf -l "target/$target/release/$b" | grep -q 'program interpreter'; then
-    die "target/$target/release/$b asks for a program interpreter (dynamically linked): refusing to pack it"
+  if readelf -l "target/$target/$profile/$b" | grep -q 'program interpreter'; then
+    die "target/$target/$profile/$b asks for a program interpreter (dynamically linked): refusing to pack it"
   fi
-  install -m 0755 "target/$target/release/$b" "$rootfs/usr/local/bin/$b"
+  install -m 0755 "target/$target/$profile/$b" "$rootfs/usr/local/bin/$b"
 done
 # What distroless/static gives the Dockerfile's image: users and a /tmp.
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$rootfs/etc/passwd"

@@ -42,7 +42,7 @@ HB_PAUSE_IMAGE=localhost/hereabouts-kit/pause:3.10
 HB_SERVICE_IP=10.96.0.1
 # kubelet, containerd and pods see these host paths as the node's own.
 NODE_PATHS=(/opt/cni/bin /etc/cni/net.d /var/lib/kubelet /var/lib/containerd /var/lib/cni
-  /run/containerd /var/log/pods /var/log/containers)
+  /run/containerd /run/hereabouts /var/log/pods /var/log/containers)
 CGROUP_SUBSYSTEMS=(cpu cpuacct cpuset memory devices freezer blkio pids systemd)
 
 k() { kubectl --kubeconfig "$HB_KUBECONFIG" "$@"; }
@@ -249,7 +249,10 @@ nodeStatusReportFrequency: 10s
 # Images are imported, never pulled: do not collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+# No eviction for disk: the node's disk is the machine's, shared with
+# everything else on it (builds, other kits); a full disk there must not
+# evict the tier's pods ("0%" turns a signal off).
+evictionHard: {memory.available: 50Mi, nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%"}
 maxPods: 250
 serializeImagePulls: false
 YAML

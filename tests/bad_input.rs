@@ -666,6 +666,11 @@ async fn plugin_stdin_is_refused_naming_the_field() {
         ("request_timeout over an hour", ipam(json!({"request_timeout": "61m"})), 7, "ipam.request_timeout", "61m".into()),
         ("request_timeout negative", ipam(json!({"request_timeout": -1})), 7, "ipam.request_timeout", "-1".into()),
         ("request_timeout null object", ipam(json!({"request_timeout": {}})), 7, "ipam.request_timeout", "object".into()),
+        ("hold_released sometimes", ipam(json!({"hold_released": "sometimes"})), 7, "ipam.hold_released", "sometimes".into()),
+        ("hold_released over a day", ipam(json!({"hold_released": "2days"})), 7, "ipam.hold_released", "2days".into()),
+        ("release_cooldown negative", ipam(json!({"release_cooldown": -5})), 7, "ipam.release_cooldown", "-5".into()),
+        ("release_cooldown on", ipam(json!({"release_cooldown": "on"})), 7, "ipam.release_cooldown", "on".into()),
+        ("release_cooldown 1e300", ipam(json!({"release_cooldown": 1e300})), 7, "ipam.release_cooldown", "1e+300".into()),
     ];
     assert!(cases.len() >= 38);
     for (name, stdin, code, field, value) in &cases {
@@ -816,6 +821,9 @@ fn controller_refuses_absurd_duration_flags_naming_the_flag() {
             "--hold-released",
         ),
         (&["--hold-released", "2days"], "--hold-released"),
+        (&["--release-cooldown", "2days"], "--release-cooldown"),
+        (&["--release-cooldown", "soon"], "--release-cooldown"),
+        (&["--release-cooldown", "1000000000y"], "--release-cooldown"),
         (&["--gc-grace", "1000000000y"], "--gc-grace"),
         (&["--gc-grace", "600000000000000000000s"], "--gc-grace"),
         (&["--gc-grace", "8days"], "--gc-grace"),
@@ -952,6 +960,18 @@ async fn nads_with_bad_ipam_get_a_warning_naming_the_field_and_nothing_else() {
             ipam(json!({"exclude": ["100.64.10.0/24"]})),
             "ipam.exclude",
             "100.64.10.0/24".into(),
+        ),
+        (
+            "hold-sometimes",
+            ipam(json!({"hold_released": "sometimes"})),
+            "ipam.hold_released",
+            "sometimes".into(),
+        ),
+        (
+            "cooldown-forever",
+            ipam(json!({"release_cooldown": "1000000000y"})),
+            "ipam.release_cooldown",
+            "1000000000y".into(),
         ),
         (
             "exclude-2000",

@@ -461,10 +461,14 @@ async fn static_addresses_are_granted_exactly_or_refused() {
 #[tokio::test]
 async fn gc_releases_this_nodes_attachments_the_runtime_no_longer_has() {
     let (client, ns, _controller, kubeconfig) = cluster_with_controller("cni-gc").await;
-    let stdin = conf(
+    let mut stdin = conf(
         "1.1.0",
         json!({"type": "hereabouts", "range": "198.51.100.0/28", "kubernetes": {"kubeconfig": kubeconfig}}),
     );
+    // A network of its own: a node's GC covers every attachment of the
+    // network on that node, and the other tests here run on node-a at the
+    // same time (one of them lost its claim to this GC).
+    stdin["name"] = json!("gc-testnet");
     let mut kept = None;
     for name in ["keep", "drop"] {
         let a = Attachment {

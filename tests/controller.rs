@@ -249,7 +249,10 @@ async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
     })
     .await
     .expect("pool status");
-    assert_eq!(exhausted.allocated, 200);
+    // The range's totals on its object; shard 0 (offsets 0-127) holds 127.
+    assert_eq!(exhausted.range_allocated, Some(200));
+    assert_eq!(exhausted.range_free, "0");
+    assert_eq!(exhausted.allocated, 127);
     assert_eq!(exhausted.free, "0");
 }
 
@@ -1641,4 +1644,59 @@ async fn a_hold_survives_the_death_of_the_leader_that_made_it() {
         address,
         "the recreated pod got its address back from the new leader"
     );
+}
+
+/// The claim contract (issue 13): a static address travels with the range
+/// the plugin matched it to, so a claim whose two ranges both hold it asks
+/// it of that range alone; a claim whose flat list (which plugins also
+/// write, for controllers and schemas that predate the per-range field)
+/// disagrees is refused, naming both fields, and allocates nothing.
+#[tokio::test]
+async fn a_static_address_is_asked_of_the_range_the_plugin_matched_it_to() {
+    let (kit, ns) = setup("ctl-per-range").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let mut pair = pods(&kit.client, &ns.name, "per-range", 2).await;
+    let (both, matched) = (pair.remove(1), pair.remove(0));
+    let mut wide = range("100.64.40.0/23");
+    wide.static_ip = Some("100.64.41.7".into());
+    let ranges = vec![range("100.64.41.0/24"), wide];
+    let mut twice = claim(&ns.name, &both, "net1", ranges.clone());
+    twice.spec.static_ips = vec!["100.64.41.9".into()];
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(&ns.name, &matched, "net1", ranges), twice],
+    )
+    .await;
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let refused = eventually("the two-contract claim refused", 30, || async {
+        let c = claims.get(&format!("{}-net1", both.0)).await.ok()?;
+        c.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False")
+    })
+    .await
+    .expect("a refusal");
+    assert_eq!(
+        refused.reason, "InvalidStaticAddress",
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("spec.ranges[0].staticIP")
+            && refused.message.contains("spec.staticIPs"),
+        "{}",
+        refused.message
+    );
+    let ready = all_ready(&kit.client, &ns.name, 1, 30).await;
+    assert_eq!(
+        ready[&format!("{}-net1", matched.0)],
+        vec!["100.64.41.1/24".to_owned(), "100.64.41.7/23".to_owned()],
+        "the static address went to the range it was matched to, once"
+    );
+    let narrow = pool_allocations(&kit.client, &ns.name, "100.64.41.0-24").await;
+    let wide = pool_allocations(&kit.client, &ns.name, "100.64.40.0-23").await;
+    assert_eq!((narrow.len(), wide.len()), (1, 1), "{narrow:?} {wide:?}");
 }

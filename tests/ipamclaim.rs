@@ -46,7 +46,8 @@ async fn setup(prefix: &str) -> Setup {
 }
 
 /// A controller whose collector runs every second with a short grace: it
-/// must still never take an address whose IPAMClaim exists.
+/// must still never take an address whose IPAMClaim exists. Released
+/// addresses cool down for 3 s.
 async fn controller(ns: &TestNamespace, name: &str) -> Controller {
     let controller = common::replica(
         ns,
@@ -58,6 +59,8 @@ async fn controller(ns: &TestNamespace, name: &str) -> Controller {
             "2s",
             "--hold-released",
             "0s",
+            "--release-cooldown",
+            "3s",
         ],
     );
     controller.wait_ready().await.expect("controller ready");
@@ -144,8 +147,18 @@ impl Setup {
             .expect("run kubectl-hereabouts")
     }
 
-    /// IP -> podref of every allocation in the test's pools.
+    /// IP -> podref of every allocation in the test's pools (holds and
+    /// cooldowns left out: see [`Setup::cooling`]).
     async fn allocations(&self) -> BTreeMap<String, String> {
+        self.entries(false).await
+    }
+
+    /// IP -> former podref of every address cooling down after a release.
+    async fn cooling(&self) -> BTreeMap<String, String> {
+        self.entries(true).await
+    }
+
+    async fn entries(&self, cooling: bool) -> BTreeMap<String, String> {
         let api: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
         let mut out = BTreeMap::new();
         for pool in api.list(&ListParams::default()).await.expect("pools").items {
@@ -153,6 +166,11 @@ impl Setup {
                 hereabouts_core::Cidr::parse_with_host(&pool.spec.range).expect("range");
             for (key, a) in pool.spec.allocations {
                 let ip = cidr.ip_at(key.parse().expect("offset")).expect("ip");
+                let resting = hereabouts_core::ledger::resting_until(&a.id).is_some();
+                let cools = hereabouts_core::ledger::cooling_until(&a.id).is_some();
+                if (cooling && !cools) || (!cooling && resting) {
+                    continue;
+                }
                 assert!(
                     out.insert(ip.to_string(), a.podref).is_none(),
                     "{ip} allocated twice"
@@ -376,13 +394,37 @@ async fn a_vm_keeps_its_address_across_pods_and_live_migration_until_its_claim_g
     })
     .await
     .expect("deleting the IPAMClaim releases its address");
+    // Released, it cools down (under the claim's name) before anyone
+    // else gets it: the VM's stale ARP entries age meanwhile.
+    assert_eq!(s.cooling().await.get("198.51.100.1"), Some(&owner));
+    let who = s.plugin(&["who", "198.51.100.1", "-o", "json"]).await;
+    let who: Value = serde_json::from_slice(&who.stdout).expect("who JSON");
+    assert_eq!(who["holders"][0]["state"], json!("cooling"), "{who}");
+    assert_eq!(
+        who["holders"][0]["ipamclaim"],
+        json!(format!("{}/vm1.tenant", s.ns.name)),
+        "{who}"
+    );
     s.ns.pod("next", &node_a, &format!("{}/tenant", s.ns.name))
         .await
         .expect("ADD");
     assert_eq!(
         s.ips("next", "net1").await,
+        vec!["198.51.100.3"],
+        "not the cooling address while others are free"
+    );
+    eventually("the cooldown over and its entry collected", 20, || async {
+        (!s.cooling().await.contains_key("198.51.100.1")).then_some(())
+    })
+    .await
+    .expect("the 3 s cooldown ends");
+    s.ns.pod("after", &node_a, &format!("{}/tenant", s.ns.name))
+        .await
+        .expect("ADD");
+    assert_eq!(
+        s.ips("after", "net1").await,
         vec!["198.51.100.1"],
-        "the released address is handed out again"
+        "the released address is handed out again after its cooldown"
     );
 }
 

@@ -149,7 +149,30 @@ fn node_daemonset_is_as_designed() {
         .collect();
     assert_eq!(
         host_paths,
-        BTreeSet::from(["/etc/cni/net.d", "/opt/cni/bin"])
+        BTreeSet::from(["/etc/cni/net.d", "/opt/cni/bin", "/run/hereabouts"])
+    );
+    // The node agent listens in the host's run directory, where the
+    // plugin looks by default.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"--agent-socket=/run/hereabouts/agent.sock"),
+        "{args:?}"
+    );
+    assert_eq!(
+        hereabouts_node::agent::protocol::DEFAULT_SOCKET,
+        "/run/hereabouts/agent.sock"
+    );
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "agent-run" && m["mountPath"] == "/run/hereabouts"),
+        "{mounts:?}"
     );
     let projected = spec["volumes"]
         .as_array()
@@ -646,6 +669,7 @@ async fn node_plugin_credentials_are_limited() {
 
     // Another node's claims: RBAC cannot tell them apart, the admission
     // policy does (it may take a moment to load).
+    let admin_claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), n);
     let r = eventually("the policy refuses another node's claim", 30, || async {
         let r = claims
             .create(
@@ -653,11 +677,16 @@ async fn node_plugin_credentials_are_limited() {
                 &claim(n, "theirs", "some-other-node"),
             )
             .await;
-        if r.is_ok() {
-            let _ = claims.delete("theirs", &DeleteParams::default()).await;
-            return None;
+        if status(&r) == 403 {
+            return Some(r);
         }
-        Some(r)
+        // Created before the policy loaded (or still there from such a
+        // try): removed with the admin's credentials (the node's may be
+        // refused by now), and tried again.
+        let _ = admin_claims
+            .delete("theirs", &DeleteParams::default())
+            .await;
+        None
     })
     .await
     .expect("refused");
@@ -669,7 +698,16 @@ async fn node_plugin_credentials_are_limited() {
         "{}",
         message(&r)
     );
-    let admin_claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), n);
+    eventually("the tries' claim is gone", 30, || async {
+        admin_claims
+            .get_opt("theirs")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .expect("gone");
     admin_claims
         .create(
             &PostParams::default(),
@@ -821,6 +859,7 @@ async fn node_plugin_works_with_what_the_installer_writes() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts-install"))
         .env_clear()
         .args(["--once", "--plugin", env!("CARGO_BIN_EXE_hereabouts")])
+        .args(["--direct-plugin", env!("CARGO_BIN_EXE_hereabouts-direct")])
         .arg("--cni-bin-dir")
         .arg(dir.join("opt/cni/bin"))
         .arg("--cni-conf-dir")
@@ -848,6 +887,12 @@ async fn node_plugin_works_with_what_the_installer_writes() {
     assert_eq!(
         std::fs::read(&plugin).expect("installed plugin"),
         std::fs::read(env!("CARGO_BIN_EXE_hereabouts")).expect("built plugin")
+    );
+    // Beside it, what it runs when no node agent answers (none runs here,
+    // so every verb below goes through it).
+    assert_eq!(
+        std::fs::read(dir.join("opt/cni/bin/hereabouts-direct")).expect("installed direct plugin"),
+        std::fs::read(env!("CARGO_BIN_EXE_hereabouts-direct")).expect("built direct plugin")
     );
     let conf_dir = dir.join("etc/cni/net.d/hereabouts.d");
     let kubeconfig = conf_dir.join("hereabouts.kubeconfig");

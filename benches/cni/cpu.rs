@@ -1,5 +1,6 @@
 //! CPU time each part of the system spent during a phase: the API server,
-//! etcd, the controller manager, the hereabouts controller, and the plugin
+//! etcd, the controller manager, the system's controller (hereabouts', or
+//! whereabouts' node-slice controller), and the plugin
 //! processes (this harness's reaped children). Read from /proc, in the
 //! kernel's fixed 100 ticks per second.
 
@@ -14,8 +15,9 @@ pub struct Meter(BTreeMap<&'static str, u64>);
 
 impl Meter {
     /// Reads the control plane's processes (from the kit's pid files), the
-    /// controller `controller` if there is one, and the reaped children.
-    pub fn read(controller: Option<u32>) -> Self {
+    /// controller `controller` (name, pid) if there is one, and the reaped
+    /// children.
+    pub fn read(controller: Option<(&'static str, u32)>) -> Self {
         let mut ticks = BTreeMap::new();
         for name in ["kube-apiserver", "etcd", "kube-controller-manager"] {
             let pid =
@@ -24,8 +26,10 @@ impl Meter {
                 ticks.insert(name, t);
             }
         }
-        if let Some(t) = controller.and_then(|p| own_ticks(&p.to_string())) {
-            ticks.insert("hereabouts-controller", t);
+        if let Some((name, t)) =
+            controller.and_then(|(name, p)| Some((name, own_ticks(&p.to_string())?)))
+        {
+            ticks.insert(name, t);
         }
         if let Some(t) = stat("self").map(|f| field(&f, 16) + field(&f, 17)) {
             ticks.insert("plugins", t);

@@ -1,24 +1,32 @@
-//! `make bench`: hereabouts and the whereabouts CNI side by side on one
-//! local control plane, in one run, through the real CNI path.
+//! `make bench`: hereabouts and its peers side by side on one local
+//! control plane, in one run, through the real CNI path. The peers:
+//! whereabouts v0.9.3 (the kit's), and the newest whereabouts the Go module
+//! proxy serves (v0.9.4, `e2e/tools/peers`) in its default mode and in its
+//! node-slice mode (`node_slice_size`, its node-slice controller running).
 //!
 //! Each system gets a namespace of its own (its pools, reservations and
-//! Lease live there; the kubeconfig's context namespace says so), the same
-//! network ranges, the same simulated nodes (`NODENAME`) and the same
-//! number of plugin processes in flight. Scenarios alternate between the
-//! systems: storm, re-creation, scale, idle; then the API server's own
-//! floor. Results go to `bench/results/` as JSON, Markdown and a PNG
+//! Leases live there; the kubeconfig's context namespace says so), the same
+//! network ranges, the same simulated nodes (`NODENAME`, with Node objects)
+//! and the same number of plugin processes in flight. Scenarios alternate
+//! the order of the systems: storm, re-creation, scale, idle; then the API
+//! server's own floor. Results go to `bench/results/` as JSON, Markdown and a PNG
 //! ([`report`]). `--quick` runs the same scenarios small (about a minute).
 //!
 //! Flags after `--`: `--quick`, `--only=storm,scale,...` (storm and
-//! recreation go together), `--systems=hereabouts` (for profiling one),
+//! recreation go together), `--systems=hereabouts,whereabouts,...` (names:
+//! hereabouts, whereabouts, whereabouts-0.9.4, whereabouts-0.9.4-slices;
+//! all by default),
 //! `--scale-steps=N` (fill the /16 only N steps far), `--drain-s=N` (how
 //! long the pools and reservations may stay unchanged after the last DEL
 //! before what is left counts as leaked; 30 s in the full run, and the
-//! wait ends after 10 minutes whatever happens).
+//! wait ends after 10 minutes whatever happens), `--agent` (hereabouts'
+//! plugin served by a node agent, one per simulated node, on a unix
+//! socket).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.
 
+mod apiserver;
 mod cpu;
 mod plugin;
 mod report;
@@ -37,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let agents = args.iter().any(|a| a == "--agent");
     let only = hereabouts_kit::arg_list(&args, "--only");
     let systems = hereabouts_kit::arg_list(&args, "--systems");
     let mut settings = if quick {
@@ -44,6 +53,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         Settings::full()
     };
+    if agents {
+        settings.mode = if quick {
+            "quick, node agents"
+        } else {
+            "full, node agents"
+        };
+    }
+    settings.agents = agents;
     if let Some(steps) = hereabouts_kit::arg_value(&args, "--scale-steps") {
         settings.scale_steps = steps;
     }
@@ -87,15 +104,51 @@ async fn run(
         bin_dir.display()
     );
 
+    for s in &systems {
+        anyhow::ensure!(
+            Kind::ALL.iter().any(|k| k.name() == s),
+            "--systems: unknown system {s:?} (known: {})",
+            Kind::ALL.map(Kind::name).join(", ")
+        );
+    }
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| systems.is_empty() || systems.iter().any(|s| s == k.name()))
+        .collect();
+    let peers = if kinds.iter().any(|k| k.is_extra_peer()) {
+        Some(build_peers()?)
+    } else {
+        None
+    };
+    plugin::ensure_nodes(&kit.client).await?;
+    if kinds.contains(&Kind::Whereabouts094Slices)
+        && let Some(peers) = &peers
+    {
+        plugin::install_slice_crd(&kit.client, peers).await?;
+    }
     let mut targets = Vec::new();
-    for kind in [Kind::Hereabouts, Kind::Whereabouts] {
-        if !systems.is_empty() && !systems.iter().any(|s| s == kind.name()) {
+    for kind in kinds {
+        let ns = kit.namespace(kind.namespace_prefix()).await?;
+        let target = Target::new(
+            kind,
+            ns,
+            kit.client.clone(),
+            &bin_dir,
+            peers.as_deref(),
+            settings.agents,
+        )
+        .await?;
+        // A peer that cannot be set up is left out, loudly, and the run
+        // goes on with the others.
+        if let Err(e) = target.prepare(&settings.networks()).await {
+            eprintln!("[bench] NOT RUN: {}: {e:#}", kind.name());
+            record.notes.push(format!(
+                "NOT RUN: {} could not be set up: {e:#}",
+                kind.label()
+            ));
             continue;
         }
-        let ns = kit
-            .namespace(&format!("bench-{}", &kind.name()[..5]))
-            .await?;
-        targets.push(Target::new(kind, ns, kit.client.clone(), &bin_dir).await?);
+        targets.push(target);
     }
     // Alternate which system goes first, scenario by scenario.
     let n = targets.len();
@@ -148,6 +201,24 @@ async fn run(
     }
     println!("{}", report::markdown(&record));
     Ok(())
+}
+
+/// Builds (or finds in the cache) the peers of `e2e/tools/peers` and
+/// returns their folder.
+fn build_peers() -> anyhow::Result<PathBuf> {
+    let script = hereabouts_kit::repo_root().join("e2e/tools/peers/build.sh");
+    let output = std::process::Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed ({}): the whereabouts v0.9.4 peers cannot run; leave them out with --systems=hereabouts,whereabouts",
+        script.display(),
+        output.status
+    );
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 /// A pause between runs so one system's tail (watch fan-out, lease

@@ -1,7 +1,8 @@
-//! One system under test (hereabouts or the whereabouts peer) in its own
-//! namespace, and its IPAM plugin spawned the way a runtime spawns it
-//! ([`hereabouts_kit::plugin`]: NETNS is a path that does not exist, which
-//! an IPAM plugin never enters, checked for both plugins).
+//! One system under test (hereabouts or one of its peers: whereabouts
+//! v0.9.3, whereabouts v0.9.4 in its default mode and in its node-slice
+//! mode) in its own namespace, and its IPAM plugin spawned the way a runtime
+//! spawns it ([`hereabouts_kit::plugin`]: NETNS is a path that does not
+//! exist, which an IPAM plugin never enters, checked for every plugin).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,27 +13,83 @@ use hereabouts_api::{IPPool, OverlappingRangeIPReservation};
 pub use hereabouts_kit::plugin::{Call, Outcome, PodRef};
 use hereabouts_kit::plugin::{Plugin, create_pods, flat_file};
 use hereabouts_kit::{Process, TestNamespace, cni_bin_dir, free_port};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 pub const NODES: usize = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// The systems a run can compare, in the order the report shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Kind {
+    #[serde(rename = "hereabouts")]
     Hereabouts,
+    /// whereabouts v0.9.3 (`e2e/tools/versions.env`), the kit's own.
+    #[serde(rename = "whereabouts")]
     Whereabouts,
+    /// The newest whereabouts the Go module proxy serves
+    /// (`e2e/tools/peers/versions.env`), default mode.
+    #[serde(rename = "whereabouts-0.9.4")]
+    Whereabouts094,
+    /// The same release in its fast mode: `node_slice_size`, with its
+    /// node-slice controller handing each node a slice of the range.
+    #[serde(rename = "whereabouts-0.9.4-slices")]
+    Whereabouts094Slices,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Hereabouts,
+        Kind::Whereabouts,
+        Kind::Whereabouts094,
+        Kind::Whereabouts094Slices,
+    ];
+
+    /// The name `--systems=` takes and the JSON records.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Hereabouts => "hereabouts",
             Kind::Whereabouts => "whereabouts",
+            Kind::Whereabouts094 => "whereabouts-0.9.4",
+            Kind::Whereabouts094Slices => "whereabouts-0.9.4-slices",
         }
     }
+
+    /// The name the tables and the plot show.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Hereabouts => "hereabouts",
+            Kind::Whereabouts => "whereabouts 0.9.3",
+            Kind::Whereabouts094 => "whereabouts 0.9.4",
+            Kind::Whereabouts094Slices => "whereabouts 0.9.4 node slices",
+        }
+    }
+
+    /// The prefix of the system's namespace.
+    pub fn namespace_prefix(self) -> &'static str {
+        match self {
+            Kind::Hereabouts => "bench-here",
+            Kind::Whereabouts => "bench-where",
+            Kind::Whereabouts094 => "bench-wa094",
+            Kind::Whereabouts094Slices => "bench-wa094s",
+        }
+    }
+
+    /// A whereabouts release: capped phases, no hereabouts controller.
+    pub fn is_whereabouts(self) -> bool {
+        self != Kind::Hereabouts
+    }
+
+    /// Needs the peers of `e2e/tools/peers` built.
+    pub fn is_extra_peer(self) -> bool {
+        matches!(self, Kind::Whereabouts094 | Kind::Whereabouts094Slices)
+    }
 }
+
+/// The binaries of `e2e/tools/peers/build.sh` (its printed folder).
+pub const PEER_PLUGIN: &str = "whereabouts-v0.9.4";
+pub const PEER_SLICE_CONTROLLER: &str = "whereabouts-v0.9.4-node-slice-controller";
+pub const PEER_SLICE_CRD: &str = "whereabouts-v0.9.4-nodeslicepools-crd.yaml";
 
 /// A system under test: its namespace, configuration and binaries.
 pub struct Target {
@@ -43,6 +100,8 @@ pub struct Target {
     flat_file: PathBuf,
     pub controller: Option<Process>,
     pub controller_port: u16,
+    /// One node agent per simulated node (`--agent`), killed when dropped.
+    pub _agents: Vec<Process>,
     /// The storm's attachments, for the re-creation to delete.
     pub storm_calls: Vec<Call>,
 }
@@ -57,18 +116,44 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// Sets up `kind` in `ns`: the flat configuration file both plugins
-    /// read their kubeconfig from (whereabouts refuses to run without one),
-    /// and for hereabouts a release controller scoped to the namespace.
+    /// Sets up `kind` in `ns`: the flat configuration file every plugin
+    /// reads its kubeconfig from (whereabouts refuses to run without one);
+    /// for hereabouts a release controller scoped to the namespace, for
+    /// whereabouts' node-slice mode its node-slice controller, told to keep
+    /// its NodeSlicePools in the namespace. `peers` is the folder
+    /// `e2e/tools/peers/build.sh` printed (the v0.9.4 binaries).
     pub async fn new(
         kind: Kind,
         ns: TestNamespace,
         client: Client,
         bin_dir: &Path,
+        peers: Option<&Path>,
+        with_agents: bool,
     ) -> anyhow::Result<Self> {
         let flat_file = flat_file("bench", &ns.name, &ns.kubeconfig()?)?;
+        let admin_kubeconfig = hereabouts_kit::kubeconfig_path().display().to_string();
+        let peer = |name: &str| -> anyhow::Result<PathBuf> {
+            let dir = peers.ok_or_else(|| {
+                anyhow::anyhow!("{} needs e2e/tools/peers/build.sh's binaries", kind.name())
+            })?;
+            Ok(dir.join(name))
+        };
         let (plugin, controller, controller_port) = match kind {
             Kind::Whereabouts => (cni_bin_dir().join("whereabouts"), None, 0),
+            Kind::Whereabouts094 => (peer(PEER_PLUGIN)?, None, 0),
+            Kind::Whereabouts094Slices => {
+                // Its manifest (doc/crds/node-slice-controller.yaml) runs it
+                // with WHEREABOUTS_NAMESPACE from the downward API and an
+                // in-cluster account; here the kit's admin kubeconfig, so
+                // no RBAC is in the way.
+                let process = Process::spawn(
+                    &format!("{}-node-slice-controller", ns.name),
+                    &peer(PEER_SLICE_CONTROLLER)?,
+                    &["--kubeconfig".to_owned(), admin_kubeconfig.clone()],
+                    &[("WHEREABOUTS_NAMESPACE", ns.name.clone())],
+                )?;
+                (peer(PEER_PLUGIN)?, Some(process), 0)
+            }
             Kind::Hereabouts => {
                 let port = free_port()?;
                 let args: Vec<String> = [
@@ -87,10 +172,7 @@ impl Target {
                     &bin_dir.join("hereabouts-controller"),
                     &args,
                     &[
-                        (
-                            "KUBECONFIG",
-                            hereabouts_kit::kubeconfig_path().display().to_string(),
-                        ),
+                        ("KUBECONFIG", admin_kubeconfig.clone()),
                         ("RUST_LOG", "info".to_owned()),
                     ],
                 )?;
@@ -102,17 +184,59 @@ impl Target {
             "{} not found (make bench builds it)",
             plugin.display()
         );
+        let mut plugin = Plugin::new(plugin, &ns.name);
+        let mut agents = Vec::new();
+        if with_agents && kind == Kind::Hereabouts {
+            let dir = hereabouts_kit::local_dir()
+                .join("bench")
+                .join("agents")
+                .join(&ns.name);
+            std::fs::create_dir_all(&dir)?;
+            let kubeconfig = ns.kubeconfig()?.display().to_string();
+            for node in 0..NODES {
+                let node = format!("bench-node-{node}");
+                let socket = dir.join(format!("{node}.sock"));
+                let args: Vec<String> = [
+                    "--agent-only",
+                    "--agent-socket",
+                    &socket.display().to_string(),
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--namespace",
+                    &ns.name,
+                    "--node-name",
+                    &node,
+                ]
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+                agents.push(Process::spawn(
+                    &format!("{}-agent-{node}", ns.name),
+                    &bin_dir.join("hereabouts-install"),
+                    &args,
+                    &[],
+                )?);
+                hereabouts_kit::eventually("agent socket", 30, || async {
+                    std::os::unix::net::UnixStream::connect(&socket)
+                        .is_ok()
+                        .then_some(())
+                })
+                .await?;
+            }
+            plugin.agents = Some(dir);
+        }
         let target = Target {
             kind,
-            plugin: Plugin::new(plugin, &ns.name),
+            plugin,
             ns,
             client,
             flat_file,
             controller,
             controller_port,
+            _agents: agents,
             storm_calls: Vec::new(),
         };
-        if target.controller.is_some() {
+        if target.kind == Kind::Hereabouts {
             hereabouts_kit::eventually("controller /readyz", 60, || async {
                 matches!(target.http_get("/readyz").await, Some((200, _))).then_some(())
             })
@@ -166,9 +290,65 @@ impl Target {
             .collect()
     }
 
-    /// The controller's process id, while it runs.
-    pub fn controller_pid(&self) -> Option<u32> {
-        self.controller.as_ref().map(Process::id)
+    /// The controller's name and process id, while it runs.
+    pub fn controller_pid(&self) -> Option<(&'static str, u32)> {
+        let name = match self.kind {
+            Kind::Hereabouts => "hereabouts-controller",
+            _ => "node-slice-controller",
+        };
+        self.controller.as_ref().map(|p| (name, p.id()))
+    }
+
+    /// For the node-slice mode: a NetworkAttachmentDefinition of each
+    /// network in the namespace (what the node-slice controller reads), then
+    /// a wait until its NodeSlicePool gives every simulated node a slice.
+    /// Nothing for the other systems.
+    pub async fn prepare(&self, networks: &[Network]) -> anyhow::Result<()> {
+        if self.kind != Kind::Whereabouts094Slices {
+            return Ok(());
+        }
+        let nads: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns.name, &nad_resource());
+        let pools: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns.name, &slice_pool_resource());
+        for network in networks {
+            let nad: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "k8s.cni.cncf.io/v1",
+                "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": network.name},
+                "spec": {"config": self.config(network)},
+            }))?;
+            nads.create(&PostParams::default(), &nad).await?;
+        }
+        for network in networks {
+            let wanted: Vec<String> = (0..NODES).map(|n| format!("bench-node-{n}")).collect();
+            let assigned = hereabouts_kit::eventually(
+                &format!(
+                    "NodeSlicePool {}/{} with a slice for each bench node",
+                    self.ns.name, network.name
+                ),
+                60,
+                || async {
+                    let pool = pools.get_opt(&network.name).await.ok()??;
+                    let nodes: Vec<String> = pool.data["status"]["allocations"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|a| a["nodeName"].as_str().map(str::to_owned))
+                        .collect();
+                    wanted.iter().all(|w| nodes.contains(w)).then_some(nodes)
+                },
+            )
+            .await;
+            if assigned.is_err() {
+                anyhow::bail!(
+                    "whereabouts' node-slice controller gave not every one of the {NODES} bench nodes a slice of {} (node_slice_size {}) within 60 s: its log is .local/logs/{}-node-slice-controller.log; it hands out one slice per Node object of the cluster, so a cluster with more Nodes than slices leaves some without, and it syncs no NAD while another whereabouts NAD of the cluster has the same network_name and another range",
+                    network.range,
+                    network.slice,
+                    self.ns.name
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The controller's resident set (VmRSS), in KiB.
@@ -181,16 +361,33 @@ impl Target {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// The network configuration (the same for both systems but `type`).
+    /// The `network_name` this system's configuration of `network` has.
+    /// Only the node-slice mode names its networks: its node-slice
+    /// controller compares every pair of whereabouts NADs of the cluster
+    /// with the same `network_name` (unset is one name too) and refuses to
+    /// sync any of them when their ranges differ, so the runs' three
+    /// networks need names.
+    fn network_name<'a>(&self, network: &'a Network) -> Option<&'a str> {
+        (self.kind == Kind::Whereabouts094Slices).then_some(network.name.as_str())
+    }
+
+    /// The network configuration (the same for every system but `type`,
+    /// and `node_slice_size` for the node-slice mode).
     pub fn config(&self, network: &Network) -> String {
         let mut ipam = serde_json::json!({
-            "type": self.kind.name(),
+            "type": if self.kind.is_whereabouts() { "whereabouts" } else { "hereabouts" },
             "range": network.range,
             "configuration_path": self.flat_file,
         });
         if let Some((start, end)) = &network.start_end {
             ipam["range_start"] = start.clone().into();
             ipam["range_end"] = end.clone().into();
+        }
+        if self.kind == Kind::Whereabouts094Slices {
+            ipam["node_slice_size"] = network.slice.into();
+        }
+        if let Some(name) = self.network_name(network) {
+            ipam["network_name"] = name.into();
         }
         serde_json::json!({
             "cniVersion": "1.0.0",
@@ -233,20 +430,26 @@ impl Target {
         self.plugin.version().await
     }
 
-    /// Every allocation of `network`'s pools in this namespace (all shards),
-    /// as (address, podref).
+    /// Every allocation of `network`'s pools in this namespace (all shards,
+    /// and whereabouts' per-node pools of the node-slice mode, whose range
+    /// is the node's slice), as (address, podref). hereabouts' resting
+    /// entries (an address held for a pod that went, or cooling after a
+    /// release) belong to no attachment and are left out:
+    /// [`Target::pool_resting`] counts them.
     pub async fn pool_allocations(
         &self,
         network: &Network,
     ) -> anyhow::Result<Vec<(IpAddr, String)>> {
-        let cidr: hereabouts_core::Cidr = network.range.parse()?;
         let pools: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
         let mut out = Vec::new();
         for pool in pools.list(&ListParams::default()).await? {
-            if pool.spec.range != network.range {
+            let Some(cidr) = within(network, &pool.spec.range) else {
                 continue;
-            }
+            };
             for (key, a) in &pool.spec.allocations {
+                if hereabouts_core::ledger::resting_until(&a.id).is_some() {
+                    continue;
+                }
                 if let Some(ip) = key.parse::<u128>().ok().and_then(|o| cidr.ip_at(o)) {
                     out.push((ip, a.podref.clone()));
                 }
@@ -255,8 +458,25 @@ impl Target {
         Ok(out)
     }
 
-    /// OverlappingRangeIPReservations of `network`'s addresses (reservations
-    /// are named after the address; the scenarios use IPv4 only).
+    /// hereabouts' resting entries in `network`'s pools: addresses held for
+    /// a pod that went or cooling after a release, each until a time it
+    /// names (no leak while it lasts; gone once it ended).
+    pub async fn pool_resting(&self, network: &Network) -> anyhow::Result<usize> {
+        let pools: Api<IPPool> = Api::namespaced(self.client.clone(), &self.ns.name);
+        Ok(pools
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|p| within(network, &p.spec.range).is_some())
+            .flat_map(|p| p.spec.allocations.values())
+            .filter(|a| hereabouts_core::ledger::resting_until(&a.id).is_some())
+            .count())
+    }
+
+    /// OverlappingRangeIPReservations of `network`'s addresses (named after
+    /// the address, after `<network_name>-` for a named network: the same
+    /// rule for every system).
     pub async fn reservations(&self, network: &Network) -> anyhow::Result<usize> {
         let cidr: hereabouts_core::Cidr = network.range.parse()?;
         let api: Api<OverlappingRangeIPReservation> =
@@ -266,7 +486,9 @@ impl Target {
             .await?
             .items
             .iter()
-            .filter_map(|r| r.name_any().parse::<IpAddr>().ok())
+            .filter_map(|r| {
+                hereabouts_core::reservation_address(self.network_name(network), &r.name_any())
+            })
             .filter(|ip| cidr.contains(*ip))
             .count())
     }
@@ -281,11 +503,11 @@ impl Target {
         let list = pools.list(&ListParams::default()).await?;
         let mut largest = 0;
         let mut objects = 0;
-        for pool in list
-            .items
-            .iter()
-            .filter(|p| p.data["spec"]["range"] == network.range.as_str())
-        {
+        for pool in list.items.iter().filter(|p| {
+            p.data["spec"]["range"]
+                .as_str()
+                .is_some_and(|r| within(network, r).is_some())
+        }) {
             largest = largest.max(serde_json::to_vec(pool)?.len());
             objects += 1;
         }
@@ -293,12 +515,93 @@ impl Target {
     }
 }
 
-/// A network (the NAD's `ipam` ranges) both systems are given.
+/// A pool's range as a CIDR, when it is `network`'s range or a part of it
+/// (a node's slice).
+fn within(network: &Network, range: &str) -> Option<hereabouts_core::Cidr> {
+    let outer: hereabouts_core::Cidr = network.range.parse().ok()?;
+    let inner: hereabouts_core::Cidr = range.parse().ok()?;
+    (inner.prefix_len() >= outer.prefix_len() && outer.contains(inner.network())).then_some(inner)
+}
+
+fn nad_resource() -> ApiResource {
+    ApiResource {
+        group: "k8s.cni.cncf.io".to_owned(),
+        version: "v1".to_owned(),
+        api_version: "k8s.cni.cncf.io/v1".to_owned(),
+        kind: "NetworkAttachmentDefinition".to_owned(),
+        plural: "network-attachment-definitions".to_owned(),
+    }
+}
+
+fn slice_pool_resource() -> ApiResource {
+    ApiResource {
+        group: "whereabouts.cni.cncf.io".to_owned(),
+        version: "v1alpha1".to_owned(),
+        api_version: "whereabouts.cni.cncf.io/v1alpha1".to_owned(),
+        kind: "NodeSlicePool".to_owned(),
+        plural: "nodeslicepools".to_owned(),
+    }
+}
+
+/// Node objects for the simulated nodes (`bench-node-N`), created if
+/// missing: whereabouts' node-slice controller gives a slice to each Node
+/// object, and every system gets the same nodes. No kubelet runs them (the
+/// kit's controller manager runs no node lifecycle or pod GC controller,
+/// so nothing evicts the pods bound to them).
+pub async fn ensure_nodes(client: &Client) -> anyhow::Result<()> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for n in 0..NODES {
+        let node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("bench-node-{n}"), "labels": {"hereabouts.dev/bench": "true"}}
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Applies the NodeSlicePool CRD of the whereabouts release the peers were
+/// built from (copied by `e2e/tools/peers/build.sh`) and waits until it is
+/// served.
+pub async fn install_slice_crd(client: &Client, peers: &Path) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let path = peers.join(PEER_SLICE_CRD);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("hereabouts-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let established = kube::runtime::wait::conditions::is_crd_established();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(api, &name, established),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("CRD {name} not established within 30 s"))??;
+    Ok(())
+}
+
+/// A network (the NAD's `ipam` ranges) every system is given.
 #[derive(Clone, Debug, Serialize)]
 pub struct Network {
     pub name: String,
     pub range: String,
     pub start_end: Option<(String, String)>,
+    /// `node_slice_size` for whereabouts' node-slice mode (which then
+    /// ignores `range_start`/`range_end`: each node's pool is its slice's
+    /// usable addresses).
+    pub slice: &'static str,
 }
 
 /// What the pool says against what the plugins said.

@@ -1,7 +1,7 @@
 //! What a run measured, and how it is written: one JSON file per run (raw
-//! latencies included), a Markdown table with hereabouts/whereabouts
-//! ratios and the architecture's targets, and a PNG of the latency
-//! distributions and the scale curve.
+//! latencies included), Markdown tables with every system side by side,
+//! hereabouts' ratio to each peer, and the architecture's targets, and a PNG
+//! of the latency distributions and the scale curves of every system.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,10 @@ pub struct Phase {
     pub pool_allocations: Option<usize>,
     pub leaked_allocations: Option<usize>,
     pub leaked_reservations: Option<usize>,
+    /// hereabouts' resting entries when the leaks were counted (held for a
+    /// pod that went, or cooling after a release; not leaks while they
+    /// last, and not counted in `leaked_allocations`).
+    pub resting_allocations: Option<usize>,
     /// How long the pools took to empty after the last DEL returned.
     pub drain_s: Option<f64>,
     /// Re-creation: DEL of all plus ADD of all, back to back.
@@ -78,6 +82,10 @@ pub struct Phase {
     pub cpu_s: BTreeMap<String, f64>,
     /// hereabouts-controller counters after the phase (cumulative).
     pub controller_metrics: BTreeMap<String, f64>,
+    /// Requests the API server served during the phase, per call, by
+    /// "VERB resource" ([`crate::apiserver`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_per_call: BTreeMap<String, f64>,
     /// Failure messages (first 120 characters) and how often each came.
     pub errors: BTreeMap<String, usize>,
     /// Successful calls' latencies, in call order.
@@ -124,11 +132,13 @@ impl Phase {
             pool_allocations: None,
             leaked_allocations: None,
             leaked_reservations: None,
+            resting_allocations: None,
             drain_s: None,
             total_wall_s: None,
             controller_rss_kib: None,
             cpu_s: BTreeMap::new(),
             controller_metrics: BTreeMap::new(),
+            api_per_call: BTreeMap::new(),
             errors,
             latencies_ms: outcomes
                 .iter()
@@ -165,6 +175,9 @@ impl Phase {
         }
         if let (Some(a), Some(r)) = (self.leaked_allocations, self.leaked_reservations) {
             s += &format!("; leaked {a} allocations, {r} reservations");
+            if let Some(resting) = self.resting_allocations.filter(|n| *n > 0) {
+                s += &format!(" ({resting} resting: held or cooling)");
+            }
             if let Some(waited) = self.drain_s {
                 s += &format!(" (counted {waited:.1} s after the last DEL)");
             }
@@ -283,7 +296,11 @@ pub struct Record {
     pub mode: &'static str,
     pub settings: Settings,
     pub hereabouts_revision: String,
+    /// The kit's whereabouts (`e2e/tools/versions.env`).
     pub whereabouts_version: String,
+    /// The newest whereabouts served, run as two peers
+    /// (`e2e/tools/peers/versions.env`).
+    pub whereabouts_peer_version: String,
     pub binaries: PathBuf,
     pub host: Host,
     pub notes: Vec<String>,
@@ -325,11 +342,16 @@ impl Record {
                 .unwrap_or_default()
         };
         let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
-        let whereabouts_version = read(&root.join("e2e/tools/versions.env").display().to_string())
-            .lines()
-            .find_map(|l| l.strip_prefix("WHEREABOUTS_VERSION="))
-            .unwrap_or("?")
-            .to_owned();
+        let pin = |file: &str, key: &str| {
+            read(&root.join(file).display().to_string())
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let whereabouts_version = pin("e2e/tools/versions.env", "WHEREABOUTS_VERSION=");
+        let whereabouts_peer_version =
+            pin("e2e/tools/peers/versions.env", "WHEREABOUTS_PEER_VERSION=");
         Record {
             started: now(),
             finished: String::new(),
@@ -341,6 +363,7 @@ impl Record {
                 if dirty { " (with uncommitted changes)" } else { "" }
             ),
             whereabouts_version,
+            whereabouts_peer_version,
             binaries: binaries.to_owned(),
             host: Host {
                 cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -355,11 +378,11 @@ impl Record {
             },
             notes: vec![
                 format!(
-                    "Both plugins are spawned as processes with the CNI environment Multus gives an IPAM plugin (CNI_ARGS with K8S_POD_NAMESPACE/NAME/INFRA_CONTAINER_ID/UID, NODENAME over {} simulated nodes) and the network configuration on stdin; CNI_NETNS is a path that does not exist, which IPAM plugins never enter.",
+                    "Every plugin is spawned as a process with the CNI environment Multus gives an IPAM plugin (CNI_ARGS with K8S_POD_NAMESPACE/NAME/INFRA_CONTAINER_ID/UID, NODENAME over {} simulated nodes) and the network configuration on stdin; CNI_NETNS is a path that does not exist, which IPAM plugins never enter.",
                     crate::plugin::NODES
                 ),
                 format!(
-                    "'At once' means every call of a phase is submitted together, with at most {} plugin processes alive at a time (both systems alike); latency is from a process's spawn to its exit.",
+                    "'At once' means every call of a phase is submitted together, with at most {} plugin processes alive at a time (every system alike); latency is from a process's spawn to its exit.",
                     settings.inflight
                 ),
                 format!(
@@ -367,7 +390,9 @@ impl Record {
                     settings.whereabouts_cap_s
                 ),
                 "etcd runs with --unsafe-no-fsync (the local kit's setting): absolute numbers flatter every system alike.".to_owned(),
-                "hereabouts runs one release controller replica, log level info; whereabouts needs none.".to_owned(),
+                "hereabouts runs one release controller replica, log level info; whereabouts' default mode needs none; its node-slice mode runs its node-slice controller (one replica, the kit's admin credentials, NodeSlicePools in the system's namespace, one NetworkAttachmentDefinition per network for it to read).".to_owned(),
+                "whereabouts' node-slice mode (node_slice_size) ignores range_start/range_end: each node allocates from its own slice's usable addresses (storm: a /25 of the /20 per node, 126 addresses for its 100 pods, 1,260 in all instead of exactly 1,000; scale: a /21 of the /16 per node, 20,460 in all; idle: a /29 of the /24 per node; 32 slices each, so up to 22 other Node objects leave every bench node one), under a Lease per node instead of one per network.".to_owned(),
+                "API requests per call: the API server's apiserver_request_total (by verb and resource) read before and after the phase, divided by the phase's calls; it counts every client of the API server during the phase (the plugins, the system's controller, the kit's garbage collector), and a WATCH when it ends.".to_owned(),
             ],
             phases: Vec::new(),
             scale: Vec::new(),
@@ -394,14 +419,31 @@ impl Record {
     fn scale_of(&self, kind: Kind) -> Option<&ScaleRun> {
         self.scale.iter().find(|s| s.system == kind)
     }
+
+    /// The systems this run measured, hereabouts first.
+    fn systems(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| {
+                self.phases.iter().any(|p| p.system == *k)
+                    || self.scale.iter().any(|s| s.system == *k)
+            })
+            .collect()
+    }
 }
 
 /// Writes `<stem>.json`, `<stem>.md` and `<stem>.png` into `dir`.
 pub fn write(record: &Record, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
+    // "full, node agents" names the file full-node-agents-<time>.
+    let mode: String = record
+        .mode
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
     let stem = format!(
-        "{}-{}",
-        record.mode,
+        "{mode}-{}",
         record.started.replace([':', '-'], "").trim_end_matches('Z')
     );
     let json = dir.join(format!("{stem}.json"));
@@ -430,6 +472,7 @@ fn count(v: Option<usize>) -> String {
     v.map_or("–".to_owned(), |v| v.to_string())
 }
 
+/// hereabouts' value divided by a peer's.
 fn ratio(h: Option<f64>, w: Option<f64>) -> String {
     match (h, w) {
         (Some(h), Some(w)) if h.is_finite() && w.is_finite() && w > 0.0 => {
@@ -444,60 +487,79 @@ fn ratio(h: Option<f64>, w: Option<f64>) -> String {
     }
 }
 
-fn row(out: &mut String, label: &str, h: String, w: String, r: String) {
-    out.push_str(&format!("| {label} | {h} | {w} | {r} |\n"));
+/// A table of every system: a header, then rows of one cell per system.
+struct Table<'a> {
+    out: &'a mut String,
+    systems: &'a [Kind],
+}
+
+impl<'a> Table<'a> {
+    fn start(out: &'a mut String, systems: &'a [Kind], title: &str) -> Self {
+        out.push_str(&format!("\n**{title}**\n\n|"));
+        for k in systems {
+            out.push_str(&format!(" | {}", k.label()));
+        }
+        out.push_str(" |\n|---|");
+        for _ in systems {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        Table { out, systems }
+    }
+
+    /// A row of text cells.
+    fn text(&mut self, label: &str, cell: &dyn Fn(Kind) -> String) {
+        self.out.push_str(&format!("| {label} |"));
+        for k in self.systems {
+            self.out.push_str(&format!(" {} |", cell(*k)));
+        }
+        self.out.push('\n');
+    }
+
+    /// A row of numbers; a peer's cell also gives hereabouts' value divided
+    /// by the peer's.
+    fn numbers(&mut self, label: &str, digits: usize, value: &dyn Fn(Kind) -> Option<f64>) {
+        let base = value(Kind::Hereabouts);
+        self.text(label, &|k| {
+            let v = value(k);
+            let shown = num(v, digits);
+            if k == Kind::Hereabouts || base.is_none() || v.is_none() {
+                shown
+            } else {
+                format!("{shown} ({})", ratio(base, v))
+            }
+        });
+    }
 }
 
 fn phase_rows(out: &mut String, record: &Record, scenario: &str, phase: &str, title: &str) {
-    let h = record.phase(Kind::Hereabouts, scenario, phase);
-    let w = record.phase(Kind::Whereabouts, scenario, phase);
-    let f = |p: Option<&Phase>, get: &dyn Fn(&Phase) -> f64| p.map(get);
-    out.push_str(&format!("\n**{title}**\n\n| | hereabouts | whereabouts | hereabouts/whereabouts |\n|---|---:|---:|---:|\n"));
-    let wall = |p: &Phase| p.wall_s;
-    row(
-        out,
-        "calls",
-        count(h.map(|p| p.requested)),
-        count(w.map(|p| p.requested)),
-        String::new(),
-    );
-    let capped = w
-        .and_then(|p| p.cap_s)
-        .map(|c| format!(" (cap {c:.0} s)"))
-        .unwrap_or_default();
-    row(
-        out,
-        "wall time (s)",
-        num(f(h, &wall), 2),
-        format!("{}{capped}", num(f(w, &wall), 2)),
-        ratio(f(h, &wall), f(w, &wall)),
-    );
-    let rate = |p: &Phase| p.per_second;
-    row(
-        out,
-        "successful calls per second",
-        num(f(h, &rate), 1),
-        num(f(w, &rate), 1),
-        ratio(f(h, &rate), f(w, &rate)),
-    );
-    for (name, get) in [
-        (
-            "p50 latency (ms)",
-            &(|p: &Phase| p.stats.p50_ms) as &dyn Fn(&Phase) -> f64,
-        ),
-        ("p95 latency (ms)", &|p: &Phase| p.stats.p95_ms),
-        ("p99 latency (ms)", &|p: &Phase| p.stats.p99_ms),
-    ] {
-        row(
-            out,
-            name,
-            num(f(h, get), 1),
-            num(f(w, get), 1),
-            ratio(f(h, get), f(w, get)),
-        );
+    let systems: Vec<Kind> = record
+        .systems()
+        .into_iter()
+        .filter(|k| record.phase(*k, scenario, phase).is_some())
+        .collect();
+    if systems.is_empty() {
+        return;
     }
-    let fails = |p: Option<&Phase>| {
-        p.map_or("–".to_owned(), |p| {
+    let p = |k: Kind| record.phase(k, scenario, phase);
+    let f = |k: Kind, get: &dyn Fn(&Phase) -> f64| p(k).map(get);
+    let mut t = Table::start(out, &systems, title);
+    t.text("calls", &|k| count(p(k).map(|p| p.requested)));
+    t.numbers("wall time (s)", 2, &|k| f(k, &|p| p.wall_s));
+    if systems
+        .iter()
+        .any(|k| p(*k).and_then(|p| p.cap_s).is_some())
+    {
+        t.text("time cap (s)", &|k| num(p(k).and_then(|p| p.cap_s), 0));
+    }
+    t.numbers("successful calls per second", 1, &|k| {
+        f(k, &|p| p.per_second)
+    });
+    t.numbers("p50 latency (ms)", 1, &|k| f(k, &|p| p.stats.p50_ms));
+    t.numbers("p95 latency (ms)", 1, &|k| f(k, &|p| p.stats.p95_ms));
+    t.numbers("p99 latency (ms)", 1, &|k| f(k, &|p| p.stats.p99_ms));
+    t.text("failures", &|k| {
+        p(k).map_or("–".to_owned(), |p| {
             if p.capped + p.not_started > 0 {
                 format!(
                     "{} (+{} killed at cap, {} not started)",
@@ -507,52 +569,94 @@ fn phase_rows(out: &mut String, record: &Record, scenario: &str, phase: &str, ti
                 p.failed.to_string()
             }
         })
-    };
-    row(out, "failures", fails(h), fails(w), String::new());
-    if h.and_then(|p| p.duplicates).is_some() {
-        row(
-            out,
-            "duplicate addresses",
-            count(h.and_then(|p| p.duplicates)),
-            count(w.and_then(|p| p.duplicates)),
-            String::new(),
-        );
-        row(
-            out,
-            "results not held by the pool",
-            count(h.and_then(|p| p.missing_from_pool)),
-            count(w.and_then(|p| p.missing_from_pool)),
-            String::new(),
-        );
+    });
+    if systems
+        .iter()
+        .any(|k| p(*k).and_then(|p| p.duplicates).is_some())
+    {
+        t.text("duplicate addresses", &|k| {
+            count(p(k).and_then(|p| p.duplicates))
+        });
+        t.text("results not held by the pool", &|k| {
+            count(p(k).and_then(|p| p.missing_from_pool))
+        });
     }
-    if h.and_then(|p| p.leaked_allocations).is_some() {
-        let leak = |p: Option<&Phase>| {
-            p.map_or("–".to_owned(), |p| {
+    if systems
+        .iter()
+        .any(|k| p(*k).and_then(|p| p.leaked_allocations).is_some())
+    {
+        t.text("leaked allocations / reservations", &|k| {
+            p(k).map_or("–".to_owned(), |p| {
                 format!(
                     "{} / {}",
                     count(p.leaked_allocations),
                     count(p.leaked_reservations)
                 )
             })
-        };
-        row(
-            out,
-            "leaked allocations / reservations",
-            leak(h),
-            leak(w),
-            String::new(),
-        );
-        let waited = |p: Option<&Phase>| {
-            p.and_then(|p| p.drain_s)
-                .map_or("–".to_owned(), |s| format!("{s:.1}"))
-        };
-        row(
-            out,
-            "counted after the last DEL (s)",
-            waited(h),
-            waited(w),
-            String::new(),
-        );
+        });
+        t.text("resting (held or cooling, not leaked)", &|k| {
+            count(p(k).and_then(|p| p.resting_allocations))
+        });
+        t.text("counted after the last DEL (s)", &|k| {
+            num(p(k).and_then(|p| p.drain_s), 1)
+        });
+    }
+    if systems
+        .iter()
+        .any(|k| p(*k).and_then(|p| p.total_wall_s).is_some())
+    {
+        t.numbers("DEL all + ADD all, back to back (s)", 2, &|k| {
+            p(k).and_then(|p| p.total_wall_s)
+        });
+    }
+    // CPU per call, by process.
+    let parts: std::collections::BTreeSet<&String> = systems
+        .iter()
+        .filter_map(|k| p(*k))
+        .flat_map(|p| p.cpu_s.keys())
+        .collect();
+    for part in parts {
+        t.numbers(&format!("CPU ms per call: {part}"), 2, &|k| {
+            let p = p(k)?;
+            let secs = p.cpu_s.get(part)?;
+            Some(1000.0 * secs / p.requested.max(1) as f64)
+        });
+    }
+    // API requests per call, by verb.
+    let verbs = |k: Kind| p(k).map(|p| crate::apiserver::by_verb(&p.api_per_call));
+    let all_verbs: std::collections::BTreeSet<String> = systems
+        .iter()
+        .filter_map(|k| verbs(*k))
+        .flat_map(|v| v.into_keys())
+        .collect();
+    if !all_verbs.is_empty() {
+        t.numbers("API requests per call", 2, &|k| {
+            p(k).filter(|p| !p.api_per_call.is_empty())
+                .map(|p| p.api_per_call.values().sum())
+        });
+        for verb in &all_verbs {
+            t.numbers(&format!("API requests per call: {verb}"), 2, &|k| {
+                let v = verbs(k)?;
+                (!v.is_empty()).then(|| v.get(verb).copied().unwrap_or(0.0))
+            });
+        }
+        out.push_str("\nAPI requests per call by resource (those of 0.05 or more):\n\n");
+        for k in &systems {
+            let Some(phase) = p(*k).filter(|p| !p.api_per_call.is_empty()) else {
+                continue;
+            };
+            let mut items: Vec<(&String, &f64)> = phase
+                .api_per_call
+                .iter()
+                .filter(|(_, n)| **n >= 0.05)
+                .collect();
+            items.sort_by(|a, b| b.1.total_cmp(a.1));
+            let items: Vec<String> = items
+                .iter()
+                .map(|(key, n)| format!("{key} {n:.2}"))
+                .collect();
+            out.push_str(&format!("- {}: {}\n", k.label(), items.join(", ")));
+        }
     }
 }
 
@@ -561,15 +665,20 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 pub fn markdown(record: &Record) -> String {
+    let systems = record.systems();
+    let names: Vec<&str> = systems.iter().map(|k| k.label()).collect();
     let mut out = format!(
-        "# hereabouts vs whereabouts: {} run, {}\n\n\
-         hereabouts {} (release build), whereabouts CNI {}; one local control plane \
+        "# {}: {} run, {}\n\n\
+         hereabouts {} (release build), whereabouts CNI {} (the kit's) and {} (the newest the Go module proxy \
+         serves; default mode and node-slice mode); one local control plane \
          (kube-apiserver and etcd on loopback, etcd with --unsafe-no-fsync); {} cores ({}); \
          load average at start {}, at end {}.\n",
+        names.join(" vs "),
         record.mode,
         record.started,
         record.hereabouts_revision,
         record.whereabouts_version,
+        record.whereabouts_peer_version,
         record.host.cores,
         record.host.cpu,
         record.host.loadavg_start,
@@ -577,35 +686,48 @@ pub fn markdown(record: &Record) -> String {
     );
     let s = &record.settings;
     out.push_str(&format!(
-        "\nStorm: {} ADDs over {} nodes on a pool of exactly {} addresses; at most {} plugin processes alive at once (both systems); \
+        "\nStorm: {} ADDs over {} nodes on a pool of exactly {} addresses (the node-slice mode: a /25 per node, see the notes); \
+         at most {} plugin processes alive at once (every system alike); \
          whereabouts phases capped at {} s. Scale: a /16 in {} steps of {}.\n",
         s.storm, crate::plugin::NODES, s.storm, s.inflight, s.whereabouts_cap_s, s.scale_steps, s.scale_step
     ));
 
-    // Targets.
+    // Targets (ARCHITECTURE.md).
     out.push_str("\n## Targets (hereabouts)\n\n| target | measured | |\n|---|---|---|\n");
     let h = |sc: &str, ph: &str| record.phase(Kind::Hereabouts, sc, ph);
-    let w = |sc: &str, ph: &str| record.phase(Kind::Whereabouts, sc, ph);
     if let Some(storm) = h("storm", "add") {
         let clean = storm.ok == storm.requested
             && storm.duplicates == Some(0)
             && storm.missing_from_pool == Some(0);
         out.push_str(&format!(
-            "| storm: {} ADDs in ≤ 5 s, no duplicates, no failures | {:.2} s, {} failures, {} duplicates | {} |\n",
+            "| storm: {} ADDs in ≤ 3 s, no duplicates, no failures | {:.2} s, {} failures, {} duplicates | {} |\n",
             storm.requested,
             storm.wall_s,
             storm.requested - storm.ok,
             count(storm.duplicates),
-            verdict(storm.wall_s <= 5.0 && clean)
+            verdict(storm.wall_s <= 3.0 && clean)
         ));
-        if let Some(ws) = w("storm", "add") {
-            let r = storm.per_second / ws.per_second.max(1e-9);
+        for peer in [Kind::Whereabouts, Kind::Whereabouts094] {
+            if let Some(ws) = record.phase(peer, "storm", "add") {
+                let r = storm.per_second / ws.per_second.max(1e-9);
+                out.push_str(&format!(
+                    "| storm: ≥ 50× the throughput of {} (default mode) | {:.1}/s vs {:.2}/s: {} | {} |\n",
+                    peer.label(),
+                    storm.per_second,
+                    ws.per_second,
+                    ratio(Some(storm.per_second), Some(ws.per_second)),
+                    verdict(r >= 50.0)
+                ));
+            }
+        }
+        if let Some(floor) = &record.floor {
+            let share = storm.per_second / floor.create.per_second.max(1e-9);
             out.push_str(&format!(
-                "| storm: ≥ 50× whereabouts' throughput | {:.1}/s vs {:.2}/s: {} | {} |\n",
+                "| storm: ≥ 80% of the floor's create rate | {:.1}/s vs {:.0} creates/s: {:.0}% | {} |\n",
                 storm.per_second,
-                ws.per_second,
-                ratio(Some(storm.per_second), Some(ws.per_second)),
-                verdict(r >= 50.0)
+                floor.create.per_second,
+                100.0 * share,
+                verdict(share >= 0.8)
             ));
         }
     }
@@ -618,21 +740,21 @@ pub fn markdown(record: &Record) -> String {
         let clean = del.ok == del.requested && add.ok == add.requested && add.duplicates == Some(0);
         let leaks = all.leaked_allocations.unwrap_or(1) + all.leaked_reservations.unwrap_or(1);
         out.push_str(&format!(
-            "| re-creation: DEL all + ADD all in ≤ 10 s, no leaks | {total:.2} s, {} failures, {} leaked | {} |\n",
+            "| re-creation: DEL all + ADD all in ≤ 5 s, no leaks | {total:.2} s, {} failures, {} leaked | {} |\n",
             (del.requested - del.ok) + (add.requested - add.ok),
             leaks,
-            verdict(total <= 10.0 && clean && leaks == 0)
+            verdict(total <= 5.0 && clean && leaks == 0)
         ));
     }
     if let Some(sc) = record.scale_of(Kind::Hereabouts) {
         out.push_str(&format!(
-            "| scale: {} allocations, last ADD within 2× of the first | {} allocations; {:.1} ms → {:.1} ms ({:.2}×) | {} |\n",
+            "| scale: {} allocations, last ADD within 1.5× of the first | {} allocations; {:.1} ms → {:.1} ms ({:.2}×) | {} |\n",
             sc.target_allocations,
             sc.reached,
             sc.first_add_ms,
             sc.last_add_ms,
             sc.last_over_first,
-            verdict(sc.reached >= sc.target_allocations && sc.last_over_first <= 2.0)
+            verdict(sc.reached >= sc.target_allocations && sc.last_over_first <= 1.5)
         ));
         out.push_str(&format!(
             "| scale: no object over 1 MiB | largest IPPool {:.0} KiB | {} |\n",
@@ -641,22 +763,26 @@ pub fn markdown(record: &Record) -> String {
         ));
         let rss = sc.max_controller_rss_kib.unwrap_or(u64::MAX);
         out.push_str(&format!(
-            "| scale: controller RSS < 200 MiB | {:.0} MiB | {} |\n",
+            "| scale: controller RSS ≤ 150 MiB | {:.0} MiB | {} |\n",
             rss as f64 / 1024.0,
-            verdict(rss < 200 * 1024)
+            verdict(rss <= 150 * 1024)
         ));
     }
     if let (Some(add), Some(version)) = (h("idle", "add"), h("idle", "version")) {
         out.push_str(&format!(
-            "| idle ADD p50 < 20 ms | {:.1} ms | {} |\n| VERSION < 5 ms (p50) | {:.2} ms | {} |\n",
+            "| idle ADD p50 ≤ 5 ms, p99 ≤ 20 ms | p50 {:.1} ms, p99 {:.1} ms | {} |\n| VERSION < 2 ms (p50) | {:.2} ms | {} |\n",
             add.stats.p50_ms,
-            verdict(add.stats.p50_ms < 20.0),
+            add.stats.p99_ms,
+            verdict(add.stats.p50_ms <= 5.0 && add.stats.p99_ms <= 20.0),
             version.stats.p50_ms,
-            verdict(version.stats.p50_ms < 5.0)
+            verdict(version.stats.p50_ms < 2.0)
         ));
     }
 
-    out.push_str("\n## Side by side\n\nRatios are hereabouts divided by whereabouts: above 1 is better for rates, below 1 is better for times.\n");
+    out.push_str(
+        "\n## Side by side\n\nIn a peer's column, the figure in brackets is hereabouts' value divided by the peer's: \
+         above 1 is better for hereabouts for rates, below 1 for times, CPU and requests.\n",
+    );
     phase_rows(
         &mut out,
         record,
@@ -678,14 +804,6 @@ pub fn markdown(record: &Record) -> String {
         "add",
         "2b. Re-creation: then ADD all (new pods) at once",
     );
-    if let (Some(a), b) = (h("recreation", "add"), w("recreation", "add")) {
-        out.push_str(&format!(
-            "| DEL all + ADD all, back to back (s) | {} | {} | {} |\n",
-            num(a.total_wall_s, 2),
-            num(b.and_then(|p| p.total_wall_s), 2),
-            ratio(a.total_wall_s, b.and_then(|p| p.total_wall_s))
-        ));
-    }
     phase_rows(
         &mut out,
         record,
@@ -694,76 +812,53 @@ pub fn markdown(record: &Record) -> String {
         "2c. Then DEL of everything; leaks counted after it",
     );
 
-    if !record.scale.is_empty() {
-        out.push_str("\n**3. Scale: a /16 filled in steps**\n\n| | hereabouts | whereabouts | hereabouts/whereabouts |\n|---|---:|---:|---:|\n");
-        let hs = record.scale_of(Kind::Hereabouts);
-        let ws = record.scale_of(Kind::Whereabouts);
-        let g = |s: Option<&ScaleRun>, get: &dyn Fn(&ScaleRun) -> f64| s.map(get);
-        row(
-            &mut out,
-            "allocations reached",
-            count(hs.map(|s| s.reached)),
-            format!(
-                "{}{}",
-                count(ws.map(|s| s.reached)),
-                if ws.is_some_and(|s| s.capped) {
-                    format!(" (cap {} s)", record.settings.whereabouts_cap_s)
+    let scale_systems: Vec<Kind> = systems
+        .iter()
+        .copied()
+        .filter(|k| record.scale_of(*k).is_some())
+        .collect();
+    if !scale_systems.is_empty() {
+        let sc = |k: Kind| record.scale_of(k);
+        let mut t = Table::start(&mut out, &scale_systems, "3. Scale: a /16 filled in steps");
+        t.text("allocations reached", &|k| {
+            sc(k).map_or("–".to_owned(), |s| {
+                if s.capped {
+                    format!(
+                        "{} (cap {} s)",
+                        s.reached, record.settings.whereabouts_cap_s
+                    )
                 } else {
-                    String::new()
+                    s.reached.to_string()
                 }
-            ),
-            String::new(),
-        );
-        let rate = |s: &ScaleRun| s.fill_per_second;
-        row(
-            &mut out,
-            "fill: allocations per second",
-            num(g(hs, &rate), 1),
-            num(g(ws, &rate), 1),
-            ratio(g(hs, &rate), g(ws, &rate)),
-        );
-        let first = |s: &ScaleRun| s.first_add_ms;
-        let last = |s: &ScaleRun| s.last_add_ms;
-        row(
-            &mut out,
-            "single ADD, empty pool (ms)",
-            num(g(hs, &first), 1),
-            num(g(ws, &first), 1),
-            ratio(g(hs, &first), g(ws, &first)),
-        );
-        row(
-            &mut out,
-            "single ADD at the last step reached (ms)",
-            num(g(hs, &last), 1),
-            num(g(ws, &last), 1),
-            ratio(g(hs, &last), g(ws, &last)),
-        );
-        let big = |s: &ScaleRun| s.largest_object_bytes as f64 / 1024.0;
-        row(
-            &mut out,
-            "largest IPPool (KiB)",
-            num(g(hs, &big), 0),
-            num(g(ws, &big), 0),
-            ratio(g(hs, &big), g(ws, &big)),
-        );
-        row(
-            &mut out,
+            })
+        });
+        t.numbers("fill: allocations per second", 1, &|k| {
+            sc(k).map(|s| s.fill_per_second)
+        });
+        t.numbers("single ADD, empty pool (ms)", 1, &|k| {
+            sc(k).map(|s| s.first_add_ms)
+        });
+        t.numbers("single ADD at the last step reached (ms)", 1, &|k| {
+            sc(k).map(|s| s.last_add_ms)
+        });
+        t.numbers("largest IPPool (KiB)", 0, &|k| {
+            sc(k).map(|s| s.largest_object_bytes as f64 / 1024.0)
+        });
+        t.text(
             "controller RSS, max (MiB)",
-            num(
-                hs.and_then(|s| s.max_controller_rss_kib)
-                    .map(|k| k as f64 / 1024.0),
-                0,
-            ),
-            "no controller".to_owned(),
-            String::new(),
+            &|k| match sc(k).and_then(|s| s.max_controller_rss_kib) {
+                Some(kib) => format!("{:.0}", kib as f64 / 1024.0),
+                None => "no controller".to_owned(),
+            },
         );
-        let leak = |s: Option<&ScaleRun>| {
-            s.and_then(|s| s.teardown.as_ref())
+        t.text("leaked allocations / reservations after DEL of all", &|k| {
+            sc(k).and_then(|s| s.teardown.as_ref())
                 .map_or("–".to_owned(), |t| {
                     format!(
-                        "{} / {}, counted {:.0} s after the last DEL (DEL: {} ok, {} failed, {} killed at cap, {} not started)",
+                        "{} / {} (+{} resting), counted {:.0} s after the last DEL (DEL: {} ok, {} failed, {} killed at cap, {} not started)",
                         count(t.leaked_allocations),
                         count(t.leaked_reservations),
+                        count(t.resting_allocations),
                         t.drain_s.unwrap_or(0.0),
                         t.ok,
                         t.failed,
@@ -771,39 +866,43 @@ pub fn markdown(record: &Record) -> String {
                         t.not_started
                     )
                 })
-        };
-        row(
-            &mut out,
-            "leaked allocations / reservations after DEL of all",
-            leak(hs),
-            leak(ws),
-            String::new(),
-        );
-        out.push_str("\n| allocations | hereabouts ADD (ms) | largest IPPool (KiB) | IPPools | RSS (MiB) | whereabouts ADD (ms) | largest IPPool (KiB) |\n|---:|---:|---:|---:|---:|---:|---:|\n");
-        let steps = hs
-            .map_or(0, |s| s.steps.len())
-            .max(ws.map_or(0, |s| s.steps.len()));
-        for i in 0..steps {
-            let a = hs.and_then(|s| s.steps.get(i));
-            let b = ws.and_then(|s| s.steps.get(i));
+        });
+        // Step by step: ADD latency (and where a peer was) per step.
+        out.push_str("\n| step |");
+        for k in &scale_systems {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                a.or(b).map_or(0, |s| s.allocations),
-                num(a.map(|s| s.probe_p50_ms), 1),
-                num(a.map(|s| s.largest_object_bytes as f64 / 1024.0), 0),
-                count(a.map(|s| s.objects)),
-                num(
-                    a.and_then(|s| s.controller_rss_kib)
-                        .map(|k| k as f64 / 1024.0),
-                    0
-                ),
-                b.map_or("–".to_owned(), |s| format!(
-                    "{} (at {})",
-                    num(Some(s.probe_p50_ms), 1),
-                    s.allocations
-                )),
-                num(b.map(|s| s.largest_object_bytes as f64 / 1024.0), 0),
+                " {}: allocations, ADD (ms), largest IPPool (KiB), RSS (MiB) |",
+                k.label()
             ));
+        }
+        out.push_str("\n|---:|");
+        for _ in &scale_systems {
+            out.push_str("---|");
+        }
+        out.push('\n');
+        let steps = scale_systems
+            .iter()
+            .filter_map(|k| sc(*k))
+            .map(|s| s.steps.len())
+            .max()
+            .unwrap_or(0);
+        for i in 0..steps {
+            out.push_str(&format!("| {i} |"));
+            for k in &scale_systems {
+                let cell = sc(*k)
+                    .and_then(|s| s.steps.get(i))
+                    .map_or("–".to_owned(), |s| {
+                        format!(
+                            "{}, {}, {}, {}",
+                            s.allocations,
+                            num(Some(s.probe_p50_ms), 1),
+                            num(Some(s.largest_object_bytes as f64 / 1024.0), 0),
+                            num(s.controller_rss_kib.map(|r| r as f64 / 1024.0), 0)
+                        )
+                    });
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
         }
     }
     phase_rows(
@@ -849,13 +948,22 @@ pub fn markdown(record: &Record) -> String {
             floor.update.requested - floor.update.ok,
             floor.allocations_per_second,
         ));
-        if let Some(storm) = h("storm", "add") {
-            out.push_str(&format!(
-                " The hereabouts storm reached {:.0}% of it.\n",
-                100.0 * storm.per_second / floor.allocations_per_second.max(1e-9)
-            ));
-        } else {
+        let reached: Vec<String> = systems
+            .iter()
+            .filter_map(|k| {
+                let storm = record.phase(*k, "storm", "add")?;
+                Some(format!(
+                    "{} {:.0}% ({:.0}% of the create rate)",
+                    k.label(),
+                    100.0 * storm.per_second / floor.allocations_per_second.max(1e-9),
+                    100.0 * storm.per_second / floor.create.per_second.max(1e-9)
+                ))
+            })
+            .collect();
+        if reached.is_empty() {
             out.push('\n');
+        } else {
+            out.push_str(&format!(" The storms reached: {}.\n", reached.join("; ")));
         }
     }
     out.push_str("\n## Notes\n\n");
@@ -867,7 +975,7 @@ pub fn markdown(record: &Record) -> String {
         for (e, n) in &p.errors {
             errors.push_str(&format!(
                 "- {} {}/{}: {n}× {e}\n",
-                p.system.name(),
+                p.system.label(),
                 p.scenario,
                 p.phase
             ));
@@ -897,10 +1005,13 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (1600, 1100)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(50);
+    let names: Vec<&str> = record.systems().iter().map(|k| k.label()).collect();
     title.draw(&Text::new(
         format!(
-            "hereabouts (blue) vs whereabouts (red): {} run, {}",
-            record.mode, record.started
+            "{}: {} run, {}",
+            names.join(" vs "),
+            record.mode,
+            record.started
         ),
         (20, 15),
         ("sans-serif", 24).into_font(),
@@ -909,6 +1020,8 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
     let color = |k: Kind| match k {
         Kind::Hereabouts => BLUE,
         Kind::Whereabouts => RED,
+        Kind::Whereabouts094 => RGBColor(230, 140, 0),
+        Kind::Whereabouts094Slices => RGBColor(0, 150, 60),
     };
     let cdfs: [(&str, &str, &str); 3] = [
         ("storm", "add", "1. Storm: ADD latency, cumulative"),
@@ -922,7 +1035,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
     for (panel, (scenario, phase, caption)) in
         [&panels[0], &panels[1], &panels[3]].into_iter().zip(cdfs)
     {
-        let series: Vec<(Kind, Vec<f64>)> = [Kind::Hereabouts, Kind::Whereabouts]
+        let series: Vec<(Kind, Vec<f64>)> = Kind::ALL
             .into_iter()
             .filter_map(|k| {
                 let mut v = record.phase(k, scenario, phase)?.latencies_ms.clone();
@@ -954,7 +1067,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
                     v.iter().enumerate().map(|(i, x)| (*x, (i + 1) as f64 / n)),
                     color(*kind).stroke_width(2),
                 ))?
-                .label(format!("{} ({} ok)", kind.name(), v.len()))
+                .label(format!("{} ({} ok)", kind.label(), v.len()))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color(*kind).stroke_width(2))
                 });
@@ -1007,7 +1120,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
         let c = color(run.system);
         chart
             .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-            .label(format!("{} (reached {})", run.system.name(), run.reached))
+            .label(format!("{} (reached {})", run.system.label(), run.reached))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
     }
@@ -1015,7 +1128,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
     Ok(())

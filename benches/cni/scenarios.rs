@@ -10,6 +10,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use serde::Serialize;
 
+use crate::apiserver::Requests;
 use crate::cpu;
 use crate::plugin::{Call, Kind, Network, Outcome, Target, audit};
 use crate::report::{Floor, Phase, ScaleRun, ScaleStep, Stats};
@@ -32,6 +33,8 @@ pub struct Settings {
     pub whereabouts_cap_s: u64,
     /// How long the leak count waits for releases that make no progress.
     pub drain_s: u64,
+    /// hereabouts' plugin served by one node agent per simulated node.
+    pub agents: bool,
 }
 
 impl Settings {
@@ -47,6 +50,7 @@ impl Settings {
             floor: 1000,
             whereabouts_cap_s: 150,
             drain_s: 30,
+            agents: false,
         }
     }
 
@@ -62,14 +66,29 @@ impl Settings {
             floor: 200,
             whereabouts_cap_s: 10,
             drain_s: 10,
+            agents: false,
         }
     }
 
     fn cap(&self, kind: Kind) -> Option<Duration> {
-        (kind == Kind::Whereabouts).then(|| Duration::from_secs(self.whereabouts_cap_s))
+        kind.is_whereabouts()
+            .then(|| Duration::from_secs(self.whereabouts_cap_s))
     }
 
-    /// A pool of exactly `storm` addresses: offsets 1..=storm.
+    /// Every network a run uses (for the node-slice mode's NADs).
+    pub fn networks(&self) -> Vec<Network> {
+        vec![
+            self.storm_network(),
+            Self::scale_network(),
+            Self::idle_network(),
+        ]
+    }
+
+    /// A pool of exactly `storm` addresses: offsets 1..=storm. In
+    /// whereabouts' node-slice mode, which ignores `range_start` and
+    /// `range_end`, each node gets a /25 of the /20 (126 usable addresses for
+    /// its 100 pods; 1,260 over the 10 nodes): the smallest slice that holds
+    /// a node's share (32 slices: room for 22 other Node objects).
     pub fn storm_network(&self) -> Network {
         let last = u32::try_from(self.storm).unwrap_or(1000);
         let base = u32::from(std::net::Ipv4Addr::new(100, 64, 0, 0));
@@ -80,28 +99,37 @@ impl Settings {
                 std::net::Ipv4Addr::from(base + 1).to_string(),
                 std::net::Ipv4Addr::from(base + last).to_string(),
             )),
+            slice: "/25",
         }
     }
 
+    /// A /16. In the node-slice mode a /21 per node (2,046 usable
+    /// addresses, 20,460 over the 10 nodes, far beyond what whereabouts
+    /// reaches within its cap): 32 slices, so that up to 22 other Node
+    /// objects in the cluster still leave one for each bench node.
     pub fn scale_network() -> Network {
         Network {
             name: "scale".to_owned(),
             range: "100.66.0.0/16".to_owned(),
             start_end: None,
+            slice: "/21",
         }
     }
 
+    /// A /24. In the node-slice mode a /29 per node (6 usable addresses for
+    /// its 5 ADDs; 32 slices, as for the other networks).
     pub fn idle_network() -> Network {
         Network {
             name: "idle".to_owned(),
             range: "100.65.0.0/24".to_owned(),
             start_end: None,
+            slice: "/29",
         }
     }
 }
 
 fn say(target: &Target, what: &str) {
-    eprintln!("[bench] {:<11} {what}", target.kind.name());
+    eprintln!("[bench] {:<24} {what}", target.kind.name());
 }
 
 fn live(calls: &[Call], outcomes: &[Outcome]) -> Vec<(String, IpAddr)> {
@@ -121,6 +149,7 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
     let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
     target.storm_calls = calls.clone();
     say(target, &format!("storm: {} ADDs at once", calls.len()));
+    let api_before = Requests::read(&target.client).await;
     let cpu_before = cpu::Meter::read(target.controller_pid());
     let started = Instant::now();
     let outcomes = target
@@ -135,6 +164,9 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
     let wall = started.elapsed();
     let mut phase = Phase::new(target.kind, "storm", "add", &outcomes, wall);
     phase.cpu_s = cpu::Meter::read(target.controller_pid()).since(&cpu_before);
+    phase.api_per_call = Requests::read(&target.client)
+        .await
+        .per_call_since(&api_before, outcomes.len());
     phase.cap_s = settings.cap(target.kind).map(|c| c.as_secs_f64());
     let audit = audit(target, &network, &live(&calls, &outcomes)).await?;
     phase.duplicates = Some(audit.duplicates);
@@ -157,6 +189,7 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     let new: Vec<Call> = new_pods.iter().map(|p| Call::new(p, 0)).collect();
 
     say(target, &format!("re-creation: {} DELs at once", old.len()));
+    let api_before = Requests::read(&target.client).await;
     let cpu_before = cpu::Meter::read(target.controller_pid());
     let started = Instant::now();
     let dels = target
@@ -164,6 +197,7 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
         .await;
     let del_wall = started.elapsed();
     let cpu_between = cpu::Meter::read(target.controller_pid());
+    let api_between = Requests::read(&target.client).await;
     say(target, &format!("re-creation: {} ADDs at once", new.len()));
     let add_started = Instant::now();
     let adds = target
@@ -172,6 +206,7 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     let add_wall = add_started.elapsed();
     let cpu_after = cpu::Meter::read(target.controller_pid());
     let total = started.elapsed();
+    let api_after = Requests::read(&target.client).await;
 
     let mut del = Phase::new(target.kind, "recreation", "del", &dels, del_wall);
     del.cap_s = cap.map(|c| c.as_secs_f64());
@@ -179,6 +214,8 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     add.cap_s = del.cap_s;
     del.cpu_s = cpu_between.since(&cpu_before);
     add.cpu_s = cpu_after.since(&cpu_between);
+    del.api_per_call = api_between.per_call_since(&api_before, dels.len());
+    add.api_per_call = api_after.per_call_since(&api_between, adds.len());
     let audit = audit(target, &network, &live(&new, &adds)).await?;
     add.duplicates = Some(audit.duplicates);
     add.missing_from_pool = Some(audit.missing_from_pool);
@@ -206,6 +243,7 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
     gone.cap_s = del.cap_s;
     let (allocations, reservations, drained) = drain(settings, target, &network).await?;
     gone.leaked_allocations = Some(allocations);
+    gone.resting_allocations = Some(target.pool_resting(&network).await?);
     gone.leaked_reservations = Some(reservations);
     gone.drain_s = Some(drained.as_secs_f64());
     say(target, &gone.summary());
@@ -348,6 +386,7 @@ pub async fn scale(settings: &Settings, target: &mut Target) -> anyhow::Result<S
     teardown.cap_s = cap.map(|c| c.as_secs_f64());
     let (allocations, reservations, drained) = drain(settings, target, &network).await?;
     teardown.leaked_allocations = Some(allocations);
+    teardown.resting_allocations = Some(target.pool_resting(&network).await?);
     teardown.leaked_reservations = Some(reservations);
     teardown.drain_s = Some(drained.as_secs_f64());
     teardown.latencies_ms.clear();
@@ -363,6 +402,7 @@ pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Ve
     let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
     say(target, &format!("idle: {} ADDs one at a time", calls.len()));
     let mut adds = Vec::new();
+    let api_before = Requests::read(&target.client).await;
     let started = Instant::now();
     for call in &calls {
         adds.extend(
@@ -372,6 +412,9 @@ pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Ve
         );
     }
     let mut add = Phase::new(target.kind, "idle", "add", &adds, started.elapsed());
+    add.api_per_call = Requests::read(&target.client)
+        .await
+        .per_call_since(&api_before, adds.len());
     let audit = audit(target, &network, &live(&calls, &adds)).await?;
     add.duplicates = Some(audit.duplicates);
     add.missing_from_pool = Some(audit.missing_from_pool);
@@ -387,6 +430,7 @@ pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Ve
     let mut del = Phase::new(target.kind, "idle", "del", &dels, started.elapsed());
     let (allocations, reservations, drained) = drain(settings, target, &network).await?;
     del.leaked_allocations = Some(allocations);
+    del.resting_allocations = Some(target.pool_resting(&network).await?);
     del.leaked_reservations = Some(reservations);
     del.drain_s = Some(drained.as_secs_f64());
     let mut versions = Vec::new();

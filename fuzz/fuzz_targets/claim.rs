@@ -11,9 +11,7 @@
 #![no_main]
 
 use hereabouts_api::IPClaimSpec;
-use hereabouts_core::{
-    self, Allocation, Cidr, IpRange, Pool, RangeFields, RequestedIp, match_requests, parse_ip,
-};
+use hereabouts_core::{self as ipam, Allocation, IpRange, Pool, RangeRequest, claim_requests};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -59,6 +57,9 @@ fn built(data: &[u8]) -> Value {
             }
             let excludes: Vec<&str> = (0..next() % 4).map(|_| pick(&mut next)).collect();
             r["exclude"] = json!(excludes);
+            if next() & 1 == 1 {
+                r["staticIP"] = json!(pick(&mut next));
+            }
             r
         })
         .collect();
@@ -89,16 +90,9 @@ fuzz_target!(|data: &[u8]| {
     let mut ranges = Vec::new();
     for (i, r) in spec.ranges.iter().enumerate() {
         let path = format!("spec.ranges[{i}]");
-        let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
-        let parsed = IpRange::parse(&RangeFields {
-            path: &path,
-            range: &r.range,
-            range_start: r.range_start.as_deref(),
-            range_end: r.range_end.as_deref(),
-            exclude: &exclude,
-        });
+        let parsed = r.parse(i);
         match parsed {
-            Ok((range, _warnings)) => {
+            Ok(range) => {
                 assert!(range.usable_count() >= 1);
                 let _ = ipam::pool_name(network_name, range.cidr());
                 let mut pool = Pool::new(range.clone());
@@ -114,19 +108,25 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => assert!(e.field().starts_with(&path), "{e} names {path}"),
         }
     }
-    let mut requested = Vec::new();
-    for (index, value) in spec.static_ips.iter().enumerate() {
-        let ip = parse_ip(value).or_else(|| Cidr::parse_with_host(value).ok().map(|(ip, _)| ip));
-        if let Some(ip) = ip {
-            requested.push(RequestedIp {
-                ip,
-                prefix_len: None,
-                source: ipam::IpSource::RuntimeConfig,
-                index,
-            });
+    if ranges.len() == spec.ranges.len() {
+        let per_range: Vec<Option<&str>> =
+            spec.ranges.iter().map(|r| r.static_ip.as_deref()).collect();
+        let refs: Vec<&IpRange> = ranges.iter().collect();
+        match claim_requests(&refs, &per_range, &spec.static_ips) {
+            Ok(plan) => {
+                assert_eq!(plan.len(), ranges.len());
+                for (range, planned) in ranges.iter().zip(plan) {
+                    if let RangeRequest::Static(r) = planned {
+                        assert!(
+                            range.contains(r.ip),
+                            "{} is matched to {}",
+                            r.ip,
+                            range.cidr()
+                        );
+                    }
+                }
+            }
+            Err(e) => assert!(e.to_string().starts_with("spec."), "{e} names a spec field"),
         }
-    }
-    if let Ok(plan) = match_requests(ranges.iter(), &requested) {
-        assert_eq!(plan.len(), ranges.len());
     }
 });

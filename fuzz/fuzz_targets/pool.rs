@@ -92,10 +92,12 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|k| parse_allocation_key(k))
         .filter(|&o| o <= cidr.last_offset())
         .collect();
-    let entries = spec
-        .allocations
-        .iter()
-        .map(|(k, a)| (k.as_str(), Allocation::new(&a.id, &a.podref, &a.ifname)));
+    let entries = spec.allocations.iter().map(|(k, a)| {
+        (
+            k.as_str(),
+            Allocation::new(a.id.as_str(), a.podref.as_str(), a.ifname.as_str()),
+        )
+    });
     let (mut pool, _issues) = Pool::from_keyed(range, entries);
     for (offset, _, _) in pool.iter() {
         assert!(held.contains(&offset));

@@ -53,6 +53,12 @@ struct Args {
     /// pod of the same name (StatefulSets); 0 disables, at most 1 day.
     #[arg(long, env = "HEREABOUTS_HOLD_RELEASED", default_value = "60s", value_parser = hold_released)]
     hold_released: Duration,
+    /// How long an address released (a pod's deletion, a leak collected,
+    /// an IPAMClaim deleted) rests before it goes to another pod, unless
+    /// the range would otherwise be exhausted; 0 disables, at most 1 day.
+    /// A NAD's `release_cooldown` overrides it for its network.
+    #[arg(long, env = "HEREABOUTS_RELEASE_COOLDOWN", default_value = "5s", value_parser = release_cooldown)]
+    release_cooldown: Duration,
     /// Log lines as plain text or JSON.
     #[arg(long, env = "HEREABOUTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -72,6 +78,7 @@ const RENEW_DEADLINE: Bounds = Bounds::new(Duration::from_millis(100), HOUR);
 const RETRY_PERIOD: Bounds = Bounds::new(Duration::from_millis(10), Duration::from_secs(600));
 const GC_GRACE: Bounds = Bounds::new(Duration::ZERO, Duration::from_secs(7 * 24 * 3600));
 const HOLD_RELEASED: Bounds = Bounds::new(Duration::ZERO, DAY);
+const RELEASE_COOLDOWN: Bounds = Bounds::new(Duration::ZERO, DAY);
 
 fn lease_duration(s: &str) -> Result<Duration, DurationError> {
     duration::parse_text(
@@ -102,6 +109,14 @@ fn hold_released(s: &str) -> Result<Duration, DurationError> {
         "--hold-released (HEREABOUTS_HOLD_RELEASED)",
         s,
         HOLD_RELEASED,
+    )
+}
+
+fn release_cooldown(s: &str) -> Result<Duration, DurationError> {
+    duration::parse_text(
+        "--release-cooldown (HEREABOUTS_RELEASE_COOLDOWN)",
+        s,
+        RELEASE_COOLDOWN,
     )
 }
 
@@ -161,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
             grace: args.gc_grace,
         },
         hold_released: args.hold_released,
+        release_cooldown: args.release_cooldown,
     };
     let settings = Settings {
         lease: LeaseConfig {
@@ -213,6 +229,7 @@ mod tests {
             "--retry-period",
             "--gc-grace",
             "--hold-released",
+            "--release-cooldown",
         ];
         for flag in flags {
             for value in ["1000000000y", "18446744073709551615s", "8d", "x", "-1s", ""] {
@@ -233,6 +250,7 @@ mod tests {
             ("--retry-period", "10m"),
             ("--gc-grace", "7days"),
             ("--hold-released", "1day"),
+            ("--release-cooldown", "1day"),
         ] {
             let args = Args::try_parse_from(["hereabouts-controller", flag, at_most]);
             assert!(args.is_ok(), "{flag} {at_most} is allowed");

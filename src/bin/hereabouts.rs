@@ -1,71 +1,99 @@
-//! `hereabouts`: the CNI IPAM plugin. Reads the CNI environment and the
-//! network configuration, asks the controller through an IPClaim, prints
-//! exactly one JSON document on stdout. Logs go to stderr, and to the
-//! configuration's `log_file` when set.
+//! `hereabouts`: the CNI IPAM plugin a runtime executes. Reads the CNI
+//! environment and the network configuration and prints exactly one JSON
+//! document on stdout. Logs go to stderr, and to the configuration's
+//! `log_file` when set.
+//!
+//! This binary is thin: std, serde and `hereabouts-plugin` only, no kube
+//! client, no TLS, no async runtime. VERSION is answered here. Every other
+//! verb goes to the node agent over its unix socket; when no agent answers
+//! (no socket, refused, the agent gone mid-request or not serving this
+//! request), the direct plugin installed beside this one
+//! (`hereabouts-direct`) does the work with a client of its own, given the
+//! same environment and stdin.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use hereabouts_node::cni::{self, env::Environment};
+use hereabouts_plugin::env::{Environment, version_info};
+use hereabouts_plugin::error::{CniError, code};
+use hereabouts_plugin::{DIRECT_PLUGIN, Outcome, client, error_version, protocol};
 
 fn main() {
     let environment = Environment::from_process();
-    // A person at a terminal gets no prompt: only runtimes pipe stdin.
-    let mut stdin = Vec::new();
-    if !std::io::stdin().is_terminal() {
-        let _ = std::io::stdin().read_to_end(&mut stdin);
-    }
-    let log_file = log_file_of(&stdin);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let outcome = match runtime {
-        Ok(rt) => rt.block_on(cni::run(environment.clone(), &stdin)),
-        Err(e) => cni::Outcome {
-            stdout: Some(
-                cni::error::CniError::new(cni::error::code::IO, format!("cannot start: {e}"))
-                    .to_json("1.1.0"),
-            ),
-            success: false,
+    let stdin = hereabouts_plugin::read_stdin();
+    let log_file = hereabouts_plugin::log_file_of(&stdin);
+    let outcome = match environment.command.as_deref() {
+        Some("VERSION") => Outcome {
+            stdout: Some(version_info(&error_version(&stdin))),
+            success: true,
         },
+        Some("ADD" | "DEL" | "CHECK" | "GC" | "STATUS") => {
+            let config: serde_json::Value = serde_json::from_slice(&stdin).unwrap_or_default();
+            let from_env = std::env::var(protocol::SOCKET_ENV).ok();
+            let socket = client::socket_path(from_env.as_deref(), &config);
+            match client::ask(&socket, &environment, &stdin) {
+                client::Asked::Answer { stdout, success } => Outcome { stdout, success },
+                // No agent here: the usual case where none is installed.
+                client::Asked::Direct(_) if !socket.exists() => direct(&stdin),
+                client::Asked::Direct(why) => {
+                    hereabouts_plugin::log(
+                        &format!(
+                            "hereabouts: the node agent did not serve this request ({why}); working directly"
+                        ),
+                        log_file.as_deref(),
+                    );
+                    direct(&stdin)
+                }
+            }
+        }
+        // Unknown or missing: the direct plugin names it.
+        _ => direct(&stdin),
     };
-    if let Some(doc) = &outcome.stdout {
-        let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, doc);
-        let _ = out.write_all(b"\n");
-    }
-    if !outcome.success {
-        let line = format!(
-            "hereabouts {} container={} ifname={}: {}",
-            environment.command.as_deref().unwrap_or("?"),
-            environment.container_id.as_deref().unwrap_or("?"),
-            environment.ifname.as_deref().unwrap_or("?"),
-            outcome
-                .stdout
-                .as_ref()
-                .map(|d| d["msg"].to_string())
-                .unwrap_or_default()
-        );
-        log(&line, log_file.as_deref());
-        std::process::exit(1);
-    }
+    std::process::exit(hereabouts_plugin::finish(
+        &outcome,
+        &environment,
+        log_file.as_deref(),
+    ));
 }
 
-fn log_file_of(stdin: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(stdin).ok()?;
-    value["ipam"]["log_file"]
-        .as_str()
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-}
-
-fn log(line: &str, file: Option<&str>) {
-    eprintln!("{line}");
-    if let Some(path) = file
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{line}");
+/// Runs the direct plugin beside this binary with this process's
+/// environment, stdout and stderr, writes `stdin` to it, and exits with
+/// its exit code: its answer is this plugin's answer. Returns only when it
+/// cannot be run, with the error to print.
+fn direct(stdin: &[u8]) -> Outcome {
+    let path = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(DIRECT_PLUGIN),
+        Err(e) => PathBuf::from(format!("(cannot locate this binary: {e})")),
+    };
+    let failed = |what: String| Outcome {
+        stdout: Some(
+            CniError::new(
+                code::IO,
+                format!(
+                    "no node agent answered and the direct plugin {} {what}",
+                    path.display()
+                ),
+            )
+            .to_json(&error_version(stdin)),
+        ),
+        success: false,
+    };
+    let mut child = match Command::new(&path).stdin(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot run: {e}")),
+    };
+    if let Some(mut pipe) = child.stdin.take() {
+        // A direct plugin that exits before reading all of it (a bad
+        // environment) still answers on stdout.
+        let _ = pipe.write_all(stdin);
+    }
+    match child.wait() {
+        Ok(status) => match status.code() {
+            Some(code) => std::process::exit(code),
+            // Killed before it answered: the runtime still gets an error.
+            None => failed(format!("was killed ({status})")),
+        },
+        Err(e) => failed(format!("was lost: {e}")),
     }
 }

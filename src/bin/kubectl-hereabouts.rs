@@ -170,8 +170,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         vec![
                             h.ip.clone(),
                             dash(h.pool.as_deref()),
+                            dash(h.state),
+                            dash(h.until.as_deref()),
                             h.pod.clone(),
                             h.interface.clone(),
+                            dash(h.ipamclaim.as_deref()),
                             audit::short(&h.container_id).to_owned(),
                             h.pod_exists.to_string(),
                             h.allocated.to_string(),
@@ -187,8 +190,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &[
                             "IP",
                             "POOL",
+                            "STATE",
+                            "UNTIL",
                             "POD",
                             "INTERFACE",
+                            "IPAMCLAIM",
                             "CONTAINER",
                             "POD-EXISTS",
                             "ALLOCATED",

@@ -102,9 +102,9 @@ pub async fn pool_allocations(client: &Client, ns: &str, name: &str) -> BTreeMap
         for (key, a) in pool.spec.allocations {
             let offset: u128 = key.parse().expect("offset key");
             let ip = cidr.ip_at(offset).expect("offset in range");
-            // A hold keeps an address for a pod name whose claim went: it
-            // is not allocated to anyone (see `pool_holds`).
-            if hereabouts_core::ledger::held_until(&a.id).is_some() {
+            // A hold keeps an address for a pod name whose claim went, a
+            // cooldown rests a released one: neither is allocated.
+            if hereabouts_core::ledger::resting_until(&a.id).is_some() {
                 continue;
             }
             assert!(

@@ -26,10 +26,12 @@ pub struct Settings {
     /// How long the pools may stay unchanged after the last DEL before what
     /// is left counts as leaked.
     pub drain_s: u64,
-    /// The controllers' `--gc-grace`, `--gc-schedule`, `--hold-released`.
+    /// The controllers' `--gc-grace`, `--gc-schedule`, `--hold-released`,
+    /// `--release-cooldown`.
     pub gc_grace: &'static str,
     pub gc_schedule: &'static str,
     pub hold_released: Duration,
+    pub release_cooldown: Duration,
     /// The plugin's `request_timeout`.
     pub request_timeout: &'static str,
 }
@@ -46,6 +48,7 @@ impl Settings {
             gc_grace: "2s",
             gc_schedule: "*/2 * * * * *",
             hold_released: Duration::from_secs(2),
+            release_cooldown: Duration::from_secs(2),
             request_timeout: "10s",
         }
     }
@@ -248,6 +251,7 @@ impl Bed {
         let grace = self.settings.gc_grace;
         let schedule = self.settings.gc_schedule;
         let hold = format!("{}ms", self.settings.hold_released.as_millis());
+        let cooldown = format!("{}ms", self.settings.release_cooldown.as_millis());
         let replica = Controller::start_as(
             Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
             &self.ns,
@@ -259,6 +263,8 @@ impl Bed {
                 schedule,
                 "--hold-released",
                 &hold,
+                "--release-cooldown",
+                &cooldown,
             ],
             &self.kubeconfig,
         )?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hereabouts_api::{IPClaim, IPPool, OverlappingRangeIPReservation};
 use hereabouts_core::Cidr;
-use hereabouts_core::ledger::held_until;
+use hereabouts_core::ledger::resting_until;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
@@ -26,8 +26,9 @@ pub struct Held {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub allocations: Vec<Held>,
-    /// Addresses held for a pod name whose claim went (pool entries marked
-    /// with the hold's end): no attachment's, no leak until they end.
+    /// Addresses held for a pod name whose claim went, or cooling down
+    /// after a release (pool entries marked with their end): no
+    /// attachment's, no leak until they end.
     pub holds: Vec<(Held, SystemTime)>,
     /// (address, podref, object name)
     pub reservations: Vec<(IpAddr, String, String)>,
@@ -62,7 +63,7 @@ pub async fn snapshot(
                 ifname: a.ifname.clone(),
                 pool: pool.name_any(),
             };
-            match held_until(&a.id) {
+            match resting_until(&a.id) {
                 Some(until) => holds.push((held, until)),
                 None => allocations.push(held),
             }

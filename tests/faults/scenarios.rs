@@ -153,9 +153,10 @@ pub async fn run(scenario: &Scenario, shared: &Shared, settings: &Settings) -> R
             rec.recovery
         );
         row.runs.push(rec);
-        // Addresses released by DEL stay held for their pod names this
-        // long: the next run's new names must not meet them.
-        tokio::time::sleep(settings.hold_released + Duration::from_secs(1)).await;
+        // Addresses released by DEL stay held for their pod names (or cool
+        // down) this long: the next run's new names must not meet them.
+        let rest = settings.hold_released.max(settings.release_cooldown);
+        tokio::time::sleep(rest + Duration::from_secs(1)).await;
     }
     row.wall = started.elapsed();
     row

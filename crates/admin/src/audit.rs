@@ -139,11 +139,13 @@ pub fn audit(inv: &Inventory) -> Vec<Finding> {
         }
         for held in &pool.allocations {
             let a = &held.allocation;
-            // A hold keeps an address for a pod name whose claim went: its
-            // pod is gone by design until the hold ends; an ended hold the
-            // collector has not removed yet is reported like any leak.
-            let holding = hereabouts_core::ledger::held_until(&a.id)
-                .is_some_and(|until| until > std::time::SystemTime::now());
+            // A hold keeps an address for a pod name whose claim went, a
+            // cooldown rests a released address: their pod is gone by
+            // design until they end; an ended one the collector has not
+            // removed yet is reported like any leak.
+            let holding = hereabouts_core::ledger::resting_until(&a.id).is_some_and(|until| {
+                hereabouts_core::ledger::rests(until, std::time::SystemTime::now())
+            });
             if !holding && !inv.pod_exists(&a.podref) {
                 findings.push(Finding::AllocationWithoutPod {
                     pool: pool.name.clone(),
@@ -208,10 +210,14 @@ pub fn audit(inv: &Inventory) -> Vec<Finding> {
                     // An address may be held for an IPAMClaim of the
                     // claim's namespace that its pod references.
                     let claim_namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
+                    // A hold or cooldown under the pod's name is no
+                    // allocation: the claim's answer is stale.
                     if holders.iter().any(|h| {
-                        (h.allocation.podref == pod && h.allocation.ifname == claim.spec.interface)
-                            || hereabouts_api::claim_of_podref(&h.allocation.podref)
-                                .is_some_and(|(ns, _)| ns == claim_namespace)
+                        hereabouts_core::ledger::resting_until(&h.allocation.id).is_none()
+                            && ((h.allocation.podref == pod
+                                && h.allocation.ifname == claim.spec.interface)
+                                || hereabouts_api::claim_of_podref(&h.allocation.podref)
+                                    .is_some_and(|(ns, _)| ns == claim_namespace))
                     }) {
                         None
                     } else if let Some(other) = holders.first() {
@@ -281,12 +287,18 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_that_lasts_is_no_finding_and_one_that_ended_is() {
+    fn a_hold_or_cooldown_that_lasts_is_no_finding_and_one_that_ended_is() {
         let now = std::time::SystemTime::now();
         let ten_minutes = std::time::Duration::from_secs(600);
-        for (until, expected) in [(now + ten_minutes, 0), (now - ten_minutes, 1)] {
+        let markers = [
+            hereabouts_core::ledger::hold_marker,
+            hereabouts_core::ledger::cooling_marker,
+        ];
+        for (_, expected, marker) in [(now + ten_minutes, 0), (now - ten_minutes, 1)]
+            .into_iter()
+            .flat_map(|(u, e)| markers.map(|m| (u, e, m(u))))
+        {
             let mut inv = consistent();
-            let marker = hereabouts_core::ledger::hold_marker(until);
             inv.pools = merge(vec![pool(
                 "blue-10.0.0.0-24",
                 "10.0.0.0/24",
@@ -299,6 +311,23 @@ mod tests {
             let findings = audit(&inv);
             assert_eq!(findings.len(), expected, "{marker}: {findings:?}");
         }
+    }
+
+    #[test]
+    fn a_claim_answered_with_an_address_that_now_cools_is_reported() {
+        let until = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+        let mut inv = consistent();
+        let marker = hereabouts_core::ledger::cooling_marker(until);
+        inv.pools = merge(vec![pool(
+            "blue-10.0.0.0-24",
+            "10.0.0.0/24",
+            None,
+            &[("5", allocation(&marker, "ns/web", "net1"))],
+        )]);
+        let findings = audit(&inv);
+        let kinds: Vec<&str> = findings.iter().map(|f| f.describe().0).collect();
+        assert!(kinds.contains(&"ClaimWithoutAllocation"), "{findings:?}");
+        assert!(!kinds.contains(&"AllocationWithoutPod"), "{findings:?}");
     }
 
     #[test]

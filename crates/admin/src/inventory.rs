@@ -65,13 +65,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Addresses the range hands out: the controller's `status.size` (the
-    /// configured range, exclusions applied) when present, else the CIDR's
-    /// usable addresses.
+    /// Addresses the range hands out: the controller's `status.rangeSize`
+    /// (the configured range, exclusions applied) when present, else the
+    /// CIDR's usable addresses.
     pub fn size(&self) -> Option<u128> {
         self.status
             .as_ref()
-            .and_then(|s| s.size.parse().ok())
+            .and_then(|s| s.range_size.parse().ok())
             .or_else(|| Some(IpRange::from_cidr(self.cidr?).ok()?.usable_count()))
     }
 

@@ -54,8 +54,22 @@ pub struct Holder {
     /// The range whose IPPool holds it, or the pool a claim names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
-    /// Whether an IPPool's `spec.allocations` holds it for this pod.
+    /// Whether an IPPool's `spec.allocations` holds it for this pod (an
+    /// allocation, a hold or a cooldown: see `state`).
     pub allocated: bool,
+    /// What the pool entry is: `allocated` (a live attachment's, or an
+    /// IPAMClaim's), `held` (kept for a pod of this name coming back),
+    /// `cooling` (released, resting before another pod gets it); `None`
+    /// for claims and reservations no pool entry backs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// When a hold or cooldown ends (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// `namespace/name` of the IPAMClaim that owns the address (KubeVirt's
+    /// persistent IPs): the address is the claim's, whichever pod uses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipamclaim: Option<String>,
     /// `namespace/name`
     pub pod: String,
     pub interface: String,
@@ -96,6 +110,15 @@ fn claims_of(inv: &Inventory, ip: IpAddr) -> Vec<(String, String, &hereabouts_ap
         .collect()
 }
 
+/// `until` as RFC 3339 in UTC, to the second.
+fn rfc3339(until: std::time::SystemTime) -> String {
+    let secs = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map_or_else(|_| format!("@{secs}"), |t| t.to_string())
+}
+
 /// The address of `10.0.0.5/24` (or a bare address).
 pub fn address_ip(address: &str) -> Option<IpAddr> {
     parse_ip(address.split_once('/').map_or(address, |(ip, _)| ip))
@@ -130,10 +153,22 @@ pub fn who(inv: &Inventory, ip: IpAddr) -> Vec<Holder> {
             if let Some(i) = reservation {
                 used_reservations[i] = true;
             }
+            let (state, until) = match (
+                hereabouts_core::ledger::held_until(&a.id),
+                hereabouts_core::ledger::cooling_until(&a.id),
+            ) {
+                (Some(until), _) => ("held", Some(until)),
+                (None, Some(until)) => ("cooling", Some(until)),
+                (None, None) => ("allocated", None),
+            };
             holders.push(Holder {
                 ip: ip.to_string(),
                 pool: Some(pool.name.clone()),
                 allocated: true,
+                state: Some(state),
+                until: until.map(rfc3339),
+                ipamclaim: hereabouts_api::claim_of_podref(&a.podref)
+                    .map(|(ns, name)| format!("{ns}/{name}")),
                 pod: a.podref.clone(),
                 interface: a.ifname.clone(),
                 container_id: a.id.clone(),
@@ -153,6 +188,9 @@ pub fn who(inv: &Inventory, ip: IpAddr) -> Vec<Holder> {
             ip: ip.to_string(),
             pool: Some(pool.clone()),
             allocated: false,
+            state: None,
+            until: None,
+            ipamclaim: None,
             pod_exists: inv.pod_exists(&pod),
             pod,
             interface: claim.spec.interface.clone(),
@@ -179,6 +217,10 @@ pub fn who(inv: &Inventory, ip: IpAddr) -> Vec<Holder> {
             ip: ip.to_string(),
             pool: None,
             allocated: false,
+            state: None,
+            until: None,
+            ipamclaim: hereabouts_api::claim_of_podref(&r.spec.podref)
+                .map(|(ns, name)| format!("{ns}/{name}")),
             pod_exists: inv.pod_exists(&r.spec.podref),
             pod: r.spec.podref.clone(),
             interface: r.spec.ifname.clone(),
@@ -211,7 +253,7 @@ mod tests {
             ],
         );
         full.status = Some(IPPoolStatus {
-            size: "2".to_owned(),
+            range_size: "2".to_owned(),
             ..Default::default()
         });
         Inventory {
@@ -287,5 +329,41 @@ mod tests {
         assert!(!holders[0].allocated && !holders[0].pod_exists);
         assert_eq!(holders[1].reservation.as_deref(), Some("10.0.0.7"));
         assert!(who(&inv, "10.0.0.8".parse().expect("ip")).is_empty());
+    }
+
+    #[test]
+    fn who_tells_holds_cooldowns_and_ipamclaims_from_allocations() {
+        use hereabouts_core::ledger::{cooling_marker, hold_marker};
+        let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let owner = hereabouts_api::owner_podref("vms", "vm1.net1");
+        let mut inv = inventory();
+        inv.pools = merge(vec![pool(
+            "10.1.0.0-24",
+            "10.1.0.0/24",
+            None,
+            &[
+                ("1", allocation(&hold_marker(until), "ns/web-0", "net1")),
+                ("2", allocation(&cooling_marker(until), "ns/gone", "net1")),
+                ("3", allocation("ipamclaim-uid", &owner, "net1")),
+                ("4", allocation("c4", "ns/web", "net1")),
+            ],
+        )]);
+        let one = |ip: &str| {
+            let mut h = who(&inv, ip.parse().expect("ip"));
+            assert_eq!(h.len(), 1, "{h:?}");
+            h.remove(0)
+        };
+        let held = one("10.1.0.1");
+        assert_eq!((held.state, held.pod.as_str()), (Some("held"), "ns/web-0"));
+        assert_eq!(held.until.as_deref(), Some("2027-01-15T08:00:00Z"));
+        let cooling = one("10.1.0.2");
+        assert_eq!(cooling.state, Some("cooling"));
+        assert_eq!(cooling.until.as_deref(), Some("2027-01-15T08:00:00Z"));
+        let vm = one("10.1.0.3");
+        assert_eq!(vm.state, Some("allocated"));
+        assert_eq!(vm.ipamclaim.as_deref(), Some("vms/vm1.net1"));
+        assert_eq!(vm.until, None);
+        let web = one("10.1.0.4");
+        assert_eq!((web.state, web.ipamclaim), (Some("allocated"), None));
     }
 }

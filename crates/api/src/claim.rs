@@ -1,3 +1,4 @@
+use hereabouts_core::{IpRange, RangeError, RangeFields};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -42,8 +43,11 @@ pub struct IPClaimSpec {
     pub container_id: String,
     /// The node the pod runs on.
     pub node: String,
-    /// Exact addresses requested (runtimeConfig.ips, args.cni.ips, IP=),
-    /// granted as asked or refused.
+    /// Exact addresses requested, as plugins before the per-range contract
+    /// wrote them (`spec.ranges[].staticIP` replaces it): still honoured,
+    /// matched to ranges by the plugin's own rule, so a claim filed by an
+    /// older plugin during an upgrade keeps its static address. A claim may
+    /// carry one form or the other, not both.
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "staticIPs")]
     pub static_ips: Vec<String>,
 }
@@ -79,6 +83,51 @@ pub struct ClaimRange {
     pub exclude: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The exact address asked of this range (runtimeConfig.ips,
+    /// args.cni.ips or CNI_ARGS IP=, matched to its range by the plugin),
+    /// granted as asked or refused; absent: the lowest free address.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "staticIP")]
+    pub static_ip: Option<String>,
+}
+
+impl ClaimRange {
+    /// The range, parsed by the rules of the IPAM configuration; errors
+    /// name the field as `spec.ranges[index]...`.
+    pub fn parse(&self, index: usize) -> Result<IpRange, RangeError> {
+        let path = format!("spec.ranges[{index}]");
+        let exclude: Vec<&str> = self.exclude.iter().map(String::as_str).collect();
+        IpRange::parse(&RangeFields {
+            path: &path,
+            range: &self.range,
+            range_start: self.range_start.as_deref(),
+            range_end: self.range_end.as_deref(),
+            exclude: &exclude,
+        })
+        .map(|(range, _warnings)| range)
+    }
+}
+
+impl IPClaim {
+    /// Whether the controller refused the claim's current spec for good.
+    pub fn refused(&self) -> bool {
+        self.has_ready("False")
+    }
+
+    /// Whether the claim's current spec was answered with addresses.
+    pub fn answered(&self) -> bool {
+        self.has_ready("True")
+    }
+
+    /// Whether the status answers the current spec with a `Ready`
+    /// condition of `status`.
+    fn has_ready(&self, status: &str) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.observed_generation == self.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == status)
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

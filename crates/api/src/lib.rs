@@ -35,6 +35,10 @@ use kube::CustomResourceExt;
 /// Label on every shard of a sharded range: which range (base pool) it
 /// belongs to (as a [`label_value`]).
 pub const POOL_LABEL: &str = "hereabouts.dev/pool";
+/// On IPClaims: the node the claim was filed on (the node agent watches
+/// its node's claims by it), and its network.
+pub const NODE_LABEL: &str = "hereabouts.dev/node";
+pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
 /// Label on every shard of a sharded range: its index.
 pub const SHARD_LABEL: &str = "hereabouts.dev/shard";
 

@@ -6,8 +6,7 @@
 //! claim's status. A deleted claim releases its addresses. Only the leader
 //! acts; standbys keep the cache warm and take over on leadership.
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,43 +15,79 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use hereabouts_api::{
-    ClaimedAddress, IPAMClaim, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal,
-    Refused,
+    ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal, Refused,
 };
-use hereabouts_core::{AllocError, Allocation, IpRange, RangeFields, attachment, excerpt};
+use hereabouts_core::{
+    AllocError, Allocation, IpRange, RangeRequest, RequestError, attachment, excerpt,
+};
 
+use super::caches::{ClaimEntry, Lookups, split_key};
 use super::context::Context;
-use super::gc::PodEntry;
-use super::index::Index;
+use super::index::{self, Index};
+use super::leader::Leadership;
 use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
+use super::watches;
 
-/// How often every pending claim is looked at again, to catch anything a
-/// missed event left behind (claims that failed are retried on their own
-/// schedule, see [`backoff`]).
-const RESCAN: Duration = Duration::from_secs(30);
 /// How often releases that could not happen yet are tried again...
 const RELEASE_RETRY: Duration = Duration::from_secs(2);
 /// ...and for how long (by then the collector has returned what they held).
 const RELEASE_PATIENCE: Duration = Duration::from_secs(600);
+/// How soon a leader whose Lease renewal is late looks at a claim again.
+const LEASE_RECHECK: Duration = Duration::from_secs(1);
 /// The first retry of a claim that could not be served for now...
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// ...doubling per attempt up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// How a claim went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Answered (or nothing to answer).
-    Done,
-    /// Try again later; at least this long later if the API server said so.
-    Retry(Option<Duration>),
+/// Why a claim could not be served for now (it is tried again after a
+/// backoff); a refusal for good is no error, it is the claim's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("checking the claim's pod: {0}")]
+    Pod(#[source] kube::Error),
+    #[error("checking the IPAMClaim: {0}")]
+    IpamClaim(#[source] kube::Error),
+    #[error("committing the addresses: {0}")]
+    Pool(#[source] pools::Error),
+    #[error("publishing the answer: {0}")]
+    Publish(#[source] kube::Error),
+    /// The answer was not published: this replica's leadership went (or its
+    /// renewal is late) after the addresses were committed.
+    #[error("not (surely) the leader: the answer is published under leadership")]
+    NotLeader,
+}
+
+impl Error {
+    /// How long the API server asked us to wait, if it did.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Pod(e) | Error::IpamClaim(e) | Error::Publish(e) => {
+                super::shared::retry_after(e)
+            }
+            Error::Pool(e) => e.retry_after(),
+            Error::NotLeader => None,
+        }
+    }
+}
+
+/// How soon a replica that is not surely the leader looks at a claim again:
+/// a leader whose renewal is late soon (nothing else would bring the claim
+/// back once the renewal lands: leadership did not change); a standby when
+/// leadership changes, which reconciles every claim.
+fn not_leading(leadership: &Leadership) -> Action {
+    if leadership.holds_lease() {
+        Action::requeue(LEASE_RECHECK)
+    } else {
+        Action::await_change()
+    }
 }
 
 /// The delay before retry number `attempt` (1, 2, ...): exponential from
@@ -78,16 +113,40 @@ fn jitter(key: &str, attempt: u32) -> f64 {
     fraction
 }
 
+/// A deleted claim, as much of it as its release reads.
+#[derive(Clone, Debug)]
+struct Gone {
+    namespace: String,
+    name: String,
+    claim: Box<ClaimEntry>,
+}
+
+impl Gone {
+    fn of(claim: &IPClaim) -> Self {
+        let (key, entry) = ClaimEntry::of(claim);
+        Gone::of_entry(&key, entry)
+    }
+
+    fn of_entry(key: &str, claim: Box<ClaimEntry>) -> Self {
+        let (namespace, name) = split_key(key);
+        Gone {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            claim,
+        }
+    }
+}
+
 /// A deleted claim whose addresses are still to be released.
 #[derive(Debug)]
 struct Unreleased {
-    claim: IPClaim,
+    claim: Gone,
     since: tokio::time::Instant,
     in_flight: bool,
 }
 
 impl Unreleased {
-    fn new(claim: IPClaim) -> Self {
+    fn new(claim: Gone) -> Self {
         Unreleased {
             claim,
             since: tokio::time::Instant::now(),
@@ -133,105 +192,144 @@ pub fn slim(claim: &mut IPClaim) {
     }
 }
 
-/// What the reconciler checks a claim against before serving it.
-#[derive(Clone, Debug)]
-pub struct Lookups {
-    /// Pods by `namespace/name`.
-    pub pods: Index<PodEntry>,
-    pub nads: Store<NetworkAttachmentDefinition>,
-    pub claims: Store<IPClaim>,
-    pub ipamclaims: Store<IPAMClaim>,
+/// What the claim reconciler keeps between reconciles.
+struct State {
+    ctx: Arc<Context>,
+    lookups: Lookups,
+    /// Failed attempts by claim UID, for the backoff.
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl State {
+    fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Serves claims until the watch stream ends.
+///
+/// Claims the watch applies drive a `kube_runtime::Controller` (one
+/// reconcile per claim at a time, per-claim backoff, everything
+/// reconciled again on becoming leader). Deleted claims are no
+/// reconcile (the object is gone, and a finalizer would cost every ADD a
+/// write and block namespace deletion while no controller runs): their
+/// releases are kept and retried by [`releaser`].
+///
+/// `claims` is the writer of `lookups.claims`, the index of every claim;
+/// the Controller reads a store of its own that holds the pending claims
+/// only (an answered claim is no reconcile: it waits for a change).
 pub async fn run(
     ctx: Arc<Context>,
-    events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>>,
-    store: Store<IPClaim>,
+    events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>> + Send + 'static,
+    mut claims: index::Writer<IPClaim, Box<ClaimEntry>>,
     lookups: Lookups,
 ) {
-    // Claims being answered or waiting for their retry (a rescan leaves
-    // them alone), and how often each has been tried.
-    let inflight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-    let attempts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
-    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<(ObjectRef<IPClaim>, String)>();
-    let mut leadership = ctx.leadership.clone();
-    let mut rescan = tokio::time::interval(RESCAN);
-    let mut events = std::pin::pin!(events);
-    let mut before_relist: Vec<Arc<IPClaim>> = Vec::new();
-    let serve = |claim: Arc<IPClaim>| {
-        if !ctx.leadership.is_leader() || !is_pending(&claim) {
-            return;
-        }
-        let key = (
-            claim.uid().unwrap_or_default(),
-            claim.metadata.generation.unwrap_or(0),
-        );
-        if !inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone())
-        {
-            return;
-        }
-        let ctx = ctx.clone();
-        let inflight = inflight.clone();
-        let attempts = attempts.clone();
-        let retry_tx = retry_tx.clone();
-        let lookups = lookups.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let outcome = answer(&ctx, &lookups, &claim).await;
-            ctx.metrics.reconciled("claim", started.elapsed());
-            let uid = &key.0;
-            if let Outcome::Retry(retry_after) = outcome {
-                let attempt = {
-                    let mut attempts = attempts.lock().unwrap_or_else(PoisonError::into_inner);
-                    let attempt = attempts.entry(uid.clone()).or_default();
-                    *attempt = attempt.saturating_add(1);
-                    *attempt
-                };
-                let delay = backoff(attempt, jitter(uid, attempt), retry_after);
-                tracing::debug!(claim = %claim.name_any(), attempt, ?delay, "retrying later");
-                tokio::time::sleep(delay).await;
-                inflight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key);
-                let _ = retry_tx.send((ObjectRef::from_obj(&*claim), uid.clone()));
-            } else {
-                attempts
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(uid);
-                inflight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key);
-            }
-        });
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        lookups,
+        attempts: Mutex::default(),
+    });
+    // Releases look up the network's policy and the pod.
+    let release_lookups = state.lookups.clone();
+    let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
+    let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
+    let (pending, mut pending_writer) = reflector::store::<IPClaim>();
+    let (drive, applied) = {
+        let (index, state) = (state.lookups.claims.clone(), state.clone());
+        watches::applied(
+            events,
+            move |event| {
+                // A relist (after a watch expired) tells of deletions in
+                // the gap only by their absence from the new list.
+                if let Some(before) = claims.apply(event) {
+                    for claim in vanished(before, &index) {
+                        let _ = gone_tx.send(claim);
+                    }
+                }
+                if let Some(event) = pending_only(event) {
+                    pending_writer.apply_watcher_event(&event);
+                }
+                if let watcher::Event::Delete(claim) = event {
+                    state.attempts().remove(&claim.uid().unwrap_or_default());
+                    let _ = gone_tx.send(Gone::of(claim));
+                }
+            },
+            "IPClaim",
+        )
     };
-    let rescan_all = |store: &Store<IPClaim>| {
-        for claim in store.state() {
-            serve(claim);
-        }
+    let applied = applied.filter(|claim| std::future::ready(claim.as_ref().is_ok_and(is_pending)));
+    let controller = Controller::for_stream(applied, pending)
+        .reconcile_all_on(watches::receiver_stream(all_rx))
+        .run(reconcile, error_policy, state);
+    let controller = watches::drain(controller, "IPClaim");
+    tokio::select! {
+        () = drive => {}
+        () = controller => {}
+        () = releaser(ctx, release_lookups, gone_rx, all_tx) => {}
+    }
+}
+
+/// Answers one claim, if it waits for an answer and this replica leads.
+#[tracing::instrument(skip_all, fields(claim = %claim.name_any(), namespace = claim.namespace().unwrap_or_default()))]
+async fn reconcile(claim: Arc<IPClaim>, state: Arc<State>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    if !is_pending(&claim) {
+        return Ok(Action::await_change());
+    }
+    if !ctx.leadership.is_leader() {
+        return Ok(not_leading(&ctx.leadership));
+    }
+    let started = std::time::Instant::now();
+    let answered = answer(ctx, &state.lookups, &claim).await;
+    ctx.metrics.reconciled("claim", started.elapsed());
+    answered?;
+    state.attempts().remove(&claim.uid().unwrap_or_default());
+    Ok(Action::await_change())
+}
+
+/// Backs off a claim that could not be served for now: exponentially per
+/// claim, jittered, and never sooner than the API server asked.
+fn error_policy(claim: Arc<IPClaim>, error: &Error, state: Arc<State>) -> Action {
+    if let Error::NotLeader = error {
+        return not_leading(&state.ctx.leadership);
+    }
+    let uid = claim.uid().unwrap_or_default();
+    let attempt = {
+        let mut attempts = state.attempts();
+        let attempt = attempts.entry(uid.clone()).or_default();
+        *attempt = attempt.saturating_add(1);
+        *attempt
     };
-    // Deleted claims whose release has not happened yet: seen while this
-    // replica did not lead (every replica watches; the next leader must
-    // not depend on the collector's grace period for them), or failed
-    // (leadership lost mid-way, the pool unwritable). Tried on becoming
-    // leader and after a backoff; dropped after `RELEASE_PATIENCE`, when
-    // the collector has long found what they held.
+    let delay = backoff(attempt, jitter(&uid, attempt), error.retry_after());
+    tracing::debug!(claim = %claim.name_any(), attempt, ?delay, %error, "retrying later");
+    Action::requeue(delay)
+}
+
+/// Releases what deleted claims held: those deleted while this replica did
+/// not lead (every replica watches; the next leader must not depend on the
+/// collector's grace period for them), and those whose release failed
+/// (leadership lost mid-way, the pool unwritable). Tried on becoming
+/// leader and every [`RELEASE_RETRY`]; dropped after [`RELEASE_PATIENCE`],
+/// when the collector has long found what they held. On a leadership
+/// change the pool actors are dropped (their state may be stale) before
+/// `reconcile_all` asks the reconciler to look at every claim again.
+async fn releaser(
+    ctx: Arc<Context>,
+    lookups: Lookups,
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+    reconcile_all: mpsc::UnboundedSender<()>,
+) {
     let mut unreleased: HashMap<String, Unreleased> = HashMap::new();
-    let (released_tx, mut released_rx) = mpsc::unbounded_channel::<(IPClaim, bool)>();
+    let (released_tx, mut released_rx) = mpsc::unbounded_channel::<(Gone, bool)>();
     let start_release = |u: &mut Unreleased| {
         if u.in_flight || !ctx.leadership.is_leader() {
             return;
         }
         u.in_flight = true;
         let (ctx, claim, released_tx) = (ctx.clone(), u.claim.clone(), released_tx.clone());
+        let lookups = lookups.clone();
         tokio::spawn(async move {
-            let done = release(ctx, claim.clone()).await;
+            let done = release(ctx, &lookups, claim.clone()).await;
             let _ = released_tx.send((claim, done));
         });
     };
@@ -240,78 +338,70 @@ pub async fn run(
         unreleased.retain(|_, u| now.duration_since(u.since) < RELEASE_PATIENCE);
         unreleased.values_mut().for_each(start_release);
     };
+    let mut leadership = ctx.leadership.clone();
     let mut release_retry = tokio::time::interval(RELEASE_RETRY);
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim))) => serve(Arc::new(claim)),
-                Some(Ok(watcher::Event::Delete(claim))) => {
-                    let entry = unreleased
-                        .entry(claim.uid().unwrap_or_default())
-                        .or_insert_with(|| Unreleased::new(claim));
-                    start_release(entry);
-                }
-                Some(Ok(watcher::Event::Init)) => {
-                    // A relist begins (after a watch expired): deletions in
-                    // the gap come as no event, only as absence from the
-                    // new list. Remember what we knew.
-                    before_relist = store.state();
-                }
-                Some(Ok(watcher::Event::InitDone)) => {
-                    for claim in vanished(std::mem::take(&mut before_relist), &store) {
-                        unreleased.insert(claim.uid().unwrap_or_default(), Unreleased::new(claim));
-                    }
-                    release_all(&mut unreleased);
-                    rescan_all(&store);
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "IPClaim watch error; retrying"),
-                None => return,
-            },
+            claim = gone.recv() => {
+                let Some(claim) = claim else { return };
+                let entry = unreleased
+                    .entry(claim.claim.uid.to_string())
+                    .or_insert_with(|| Unreleased::new(claim));
+                start_release(entry);
+            }
             () = leadership.changed() => {
                 // Pool state cached under an earlier term may be stale.
                 ctx.pools.clear();
                 release_all(&mut unreleased);
-                rescan_all(&store);
+                let _ = reconcile_all.send(());
             }
             Some((claim, done)) = released_rx.recv() => {
-                let key = claim.uid().unwrap_or_default();
+                let key = &*claim.claim.uid;
                 if done {
-                    unreleased.remove(&key);
-                } else if let Some(u) = unreleased.get_mut(&key) {
+                    unreleased.remove(key);
+                } else if let Some(u) = unreleased.get_mut(key) {
                     u.in_flight = false;
                 }
             }
             _ = release_retry.tick() => release_all(&mut unreleased),
-            Some((claim, uid)) = retry_rx.recv() => {
-                // Only that claim, as it is now; gone (or made again), its
-                // count of attempts goes too.
-                match store.get(&claim).filter(|c| c.uid().as_deref() == Some(uid.as_str())) {
-                    Some(claim) => serve(claim),
-                    None => {
-                        attempts.lock().unwrap_or_else(PoisonError::into_inner).remove(&uid);
-                    }
-                }
-            }
-            _ = rescan.tick() => rescan_all(&store),
         }
     }
 }
 
-/// The claims of `before` that the store no longer holds (by UID).
-fn vanished(before: Vec<Arc<IPClaim>>, store: &Store<IPClaim>) -> Vec<IPClaim> {
-    if before.is_empty() {
-        return Vec::new();
-    }
-    let now: HashSet<String> = store.state().iter().filter_map(|c| c.uid()).collect();
+/// The claims of `before` that `index` no longer holds (by UID: one made
+/// again under the same name is another claim).
+fn vanished(
+    before: HashMap<Box<str>, Box<ClaimEntry>>,
+    index: &Index<Box<ClaimEntry>>,
+) -> Vec<Gone> {
+    let now = index.read();
     before
         .into_iter()
-        .filter(|c| c.uid().is_some_and(|uid| !now.contains(&uid)))
-        .map(Arc::unwrap_or_clone)
+        .filter(|(key, c)| now.get(key).is_none_or(|n| n.uid != c.uid))
+        .map(|(key, c)| Gone::of_entry(&key, c))
         .collect()
 }
 
+/// `event` as the reconciler's store of pending claims takes it: a claim
+/// that no longer waits for an answer leaves it (`None`: nothing to apply).
+fn pending_only(event: &watcher::Event<IPClaim>) -> Option<watcher::Event<IPClaim>> {
+    Some(match event {
+        watcher::Event::Apply(claim) if is_pending(claim) => watcher::Event::Apply(claim.clone()),
+        watcher::Event::Apply(claim) | watcher::Event::Delete(claim) => {
+            watcher::Event::Delete(claim.clone())
+        }
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(claim) if is_pending(claim) => {
+            watcher::Event::InitApply(claim.clone())
+        }
+        // Not pending: the relist leaves it out.
+        watcher::Event::InitApply(_) => return None,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    })
+}
+
 /// Allocates and publishes.
-async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outcome {
+async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Result<(), Error> {
     let mut requests = match requests(claim) {
         Ok(r) => r,
         Err(refused) => {
@@ -322,8 +412,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     match authorize(ctx, lookups, claim, &requests).await {
         Ok(()) => {}
         Err(Authorization::Unknown(e)) => {
-            tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the claim's pod yet");
-            return Outcome::Retry(super::retry_after(&e));
+            return Err(Error::Pod(e));
         }
         Err(Authorization::Refused(reason, message)) => {
             return refuse(
@@ -339,8 +428,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     let persistent = match super::ipamclaims::bind(ctx, lookups, claim, &mut requests).await {
         Ok(bound) => bound,
         Err(super::ipamclaims::Error::Unknown(e)) => {
-            tracing::debug!(claim = %claim.name_any(), error = %e, "cannot check the IPAMClaim yet");
-            return Outcome::Retry(super::retry_after(&e));
+            return Err(Error::IpamClaim(e));
         }
         Err(super::ipamclaims::Error::Refused(refused)) => {
             return refuse(ctx, claim, "ipamclaim", refused).await;
@@ -349,7 +437,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
     let results = join_all(
         requests
             .iter()
-            .map(|request| ctx.pools.allocate(ctx, request.clone())),
+            .map(|request| ctx.pools.allocate(request.clone())),
     )
     .await;
     if results
@@ -361,11 +449,16 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
                 tracing::debug!(claim = %claim.name_any(), range = %request.range, error = %e, "will retry");
             }
         }
-        let retry_after = results
-            .iter()
-            .filter_map(|r| r.as_ref().err()?.retry_after())
-            .max();
-        return Outcome::Retry(retry_after);
+        // The one the API server asked the longest wait for.
+        let transient = results
+            .into_iter()
+            .filter_map(Result::err)
+            .filter(pools::Error::is_transient)
+            .max_by_key(pools::Error::retry_after);
+        return match transient {
+            Some(e) => Err(Error::Pool(e)),
+            None => Ok(()),
+        };
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
@@ -377,15 +470,14 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
             // What an IPAMClaim holds stays its own.
             if result.is_ok() && persistent.is_none() {
                 let by = ReleaseBy::Owner {
-                    pod_ref: request.owner.pod_ref.clone(),
-                    ifname: request.owner.ifname.clone(),
-                    container_id: Some(request.owner.container_id.clone()),
+                    pod_ref: request.owner.pod_ref.to_string(),
+                    ifname: request.owner.ifname.to_string(),
+                    container_id: Some(request.owner.container_id.to_string()),
                 };
                 let network_name = request.network_name.as_deref();
                 if let Err(e) = ctx
                     .pools
                     .release(
-                        ctx,
                         request.range.cidr(),
                         network_name,
                         by,
@@ -417,8 +509,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
         match super::ipamclaims::record(ctx, lookups, bound, claim, &granted).await {
             Ok(()) => {}
             Err(super::ipamclaims::Error::Unknown(e)) => {
-                tracing::debug!(claim = %claim.name_any(), error = %e, "could not record on the IPAMClaim; will retry");
-                return Outcome::Retry(super::retry_after(&e));
+                return Err(Error::IpamClaim(e));
             }
             Err(super::ipamclaims::Error::Refused(refused)) => {
                 return refuse(ctx, claim, "ipamclaim", refused).await;
@@ -429,7 +520,12 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Outco
 }
 
 /// Refuses `claim` for good: a Warning Event and `Ready=False`.
-async fn refuse(ctx: &Context, claim: &IPClaim, metric: &'static str, refused: Refused) -> Outcome {
+async fn refuse(
+    ctx: &Context,
+    claim: &IPClaim,
+    metric: &'static str,
+    refused: Refused,
+) -> Result<(), Error> {
     ctx.metrics.failed(metric);
     tracing::warn!(claim = %claim.name_any(), reason = %refused.reason, message = %refused.message, "claim refused");
     ctx.event(
@@ -441,22 +537,6 @@ async fn refuse(ctx: &Context, claim: &IPClaim, metric: &'static str, refused: R
     )
     .await;
     publish(ctx, claim, Err(refused)).await
-}
-
-pub(crate) fn parse_range(
-    index: usize,
-    r: &hereabouts_api::ClaimRange,
-) -> Result<IpRange, hereabouts_core::RangeError> {
-    let path = format!("spec.ranges[{index}]");
-    let exclude: Vec<&str> = r.exclude.iter().map(String::as_str).collect();
-    IpRange::parse(&RangeFields {
-        path: &path,
-        range: &r.range,
-        range_start: r.range_start.as_deref(),
-        range_end: r.range_end.as_deref(),
-        exclude: &exclude,
-    })
-    .map(|(range, _warnings)| range)
 }
 
 /// One request per range of the claim, with static addresses matched to
@@ -519,30 +599,12 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
         format!("{}/{}", spec.pod.namespace, spec.pod.name),
         spec.interface.clone(),
     );
-    let mut statics: Vec<(usize, IpAddr)> = Vec::new();
-    for (i, value) in spec.static_ips.iter().enumerate() {
-        let ip = hereabouts_core::parse_ip(value)
-            .or_else(|| {
-                hereabouts_core::Cidr::parse_with_host(value)
-                    .ok()
-                    .map(|(ip, _)| ip)
-            })
-            .ok_or_else(|| {
-                Refused::new(
-                    Refusal::InvalidStaticAddress,
-                    format!(
-                        "spec.staticIPs[{i}]: {} is not an IP address",
-                        excerpt(value)
-                    ),
-                )
-            })?;
-        statics.push((i, ip));
-    }
     let mut out = Vec::with_capacity(spec.ranges.len());
     let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
     for (i, r) in spec.ranges.iter().enumerate() {
-        let range =
-            parse_range(i, r).map_err(|e| Refused::new(Refusal::InvalidRange, e.to_string()))?;
+        let range = r
+            .parse(i)
+            .map_err(|e| Refused::new(Refusal::InvalidRange, e.to_string()))?;
         // Every shard of the range's pool must be a valid object name.
         let cidr = range.cidr();
         let pool = hereabouts_core::pool_name(network_name, cidr).map_err(|e| {
@@ -565,33 +627,29 @@ fn requests(claim: &IPClaim) -> Result<Vec<AllocRequest>, Refused> {
                 ),
             ));
         }
-        let mut in_range = statics.iter().filter(|(_, ip)| range.cidr().contains(*ip));
-        let static_ip = in_range.next().map(|(_, ip)| *ip);
-        if let Some((j, ip)) = in_range.next() {
-            return Err(Refused::new(
-                Refusal::InvalidStaticAddress,
-                format!(
-                    "spec.staticIPs[{j}]: {ip} is a second address in spec.ranges[{i}] ({}): one address per range",
-                    r.range
-                ),
-            ));
-        }
         out.push(AllocRequest {
             range,
-            network_name: spec.network_name.clone().filter(|n| !n.is_empty()),
+            network_name: network_name.map(str::to_owned),
             overlapping: spec.enable_overlapping_ranges,
             owner: owner.clone(),
-            static_ip,
+            static_ip: None,
         });
     }
-    if let Some((i, ip)) = statics
-        .iter()
-        .find(|(_, ip)| !out.iter().any(|r| r.range.cidr().contains(*ip)))
-    {
-        return Err(Refused::new(
-            Refusal::StaticAddressOutsideRanges,
-            format!("spec.staticIPs[{i}]: {ip} is in none of the network's ranges"),
-        ));
+    // The static requests, by the rule the plugin matched them with.
+    let ranges: Vec<&IpRange> = out.iter().map(|r| &r.range).collect();
+    let per_range: Vec<Option<&str>> = spec.ranges.iter().map(|r| r.static_ip.as_deref()).collect();
+    let plan =
+        hereabouts_core::claim_requests(&ranges, &per_range, &spec.static_ips).map_err(|e| {
+            let reason = match e {
+                RequestError::OutsideRanges { .. } => Refusal::StaticAddressOutsideRanges,
+                _ => Refusal::InvalidStaticAddress,
+            };
+            Refused::new(reason, e.to_string())
+        })?;
+    for (request, planned) in out.iter_mut().zip(plan) {
+        if let RangeRequest::Static(r) = planned {
+            request.static_ip = Some(r.ip);
+        }
     }
     Ok(out)
 }
@@ -687,21 +745,27 @@ async fn authorize(
     // identity, and taking over or releasing its reservations would
     // unprotect the first one's address.
     let name = claim.name_any();
-    if let Some(other) = lookups.claims.state().iter().find(|c| {
-        c.name_any() != name
-            && c.namespace().as_deref() == Some(namespace.as_str())
-            && c.spec.pod.name == spec.pod.name
-            && c.spec.pod.uid == spec.pod.uid
-            && c.spec.interface == spec.interface
-            && c.metadata.deletion_timestamp.is_none()
-            && !refused(c)
-    }) {
+    let other = lookups
+        .claims
+        .read()
+        .iter()
+        .find(|(key, c)| {
+            let (ns, n) = split_key(key);
+            n != name
+                && ns == namespace
+                && *c.pod_name == *spec.pod.name
+                && *c.pod_uid == *spec.pod.uid
+                && *c.interface == *spec.interface
+                && !c.deleting
+                && !c.refused
+        })
+        .map(|(key, _)| split_key(key).1.to_owned());
+    if let Some(other) = other {
         return Err(Authorization::Refused(
             Refusal::InterfaceClaimed,
             format!(
-                "spec.interface: {:?} of pod {key} is claimed by IPClaim {} already",
+                "spec.interface: {:?} of pod {key} is claimed by IPClaim {other} already",
                 spec.interface,
-                other.name_any()
             ),
         ));
     }
@@ -863,9 +927,10 @@ fn refusal(e: &pools::Error) -> Refused {
             AllocError::OutsideRange { .. } | AllocError::NotAllocatable { .. },
         ) => Refusal::StaticAddressNotAllocatable,
         pools::Error::Naming(_) => Refusal::InvalidNetworkName,
-        pools::Error::Api { .. } | pools::Error::NotLeader | pools::Error::Stopped { .. } => {
-            Refusal::Retrying
-        }
+        pools::Error::Api { .. }
+        | pools::Error::Contended { .. }
+        | pools::Error::NotLeader
+        | pools::Error::Stopped { .. } => Refusal::Retrying,
     };
     Refused::new(reason, e.to_string())
 }
@@ -896,7 +961,7 @@ async fn publish(
     ctx: &Context,
     claim: &IPClaim,
     answer: Result<Vec<ClaimedAddress>, Refused>,
-) -> Outcome {
+) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
     let (status, ready) = match answer {
@@ -935,7 +1000,7 @@ async fn publish(
     // Answers depend on leadership (the addresses were committed under
     // it); a deposed leader's answer could be older than its successor's.
     if !ctx.leadership.is_leader() {
-        return Outcome::Done;
+        return Err(Error::NotLeader);
     }
     let api: Api<IPClaim> =
         Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
@@ -947,14 +1012,14 @@ async fn publish(
                     ctx.metrics.claim_answered(waited);
                 }
             }
-            Outcome::Done
+            Ok(())
         }
         // Gone, or replaced by a claim of another UID (its own answer
         // comes from its own events).
-        Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Done,
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
-            Outcome::Retry(super::retry_after(&e))
+            Err(Error::Publish(e))
         }
     }
 }
@@ -1025,27 +1090,6 @@ pub async fn write_status(
     }
 }
 
-/// Whether `claim` was refused (Ready False) for its current spec.
-pub(crate) fn refused(claim: &IPClaim) -> bool {
-    has_ready(claim, "False")
-}
-
-/// Whether `claim` was answered with addresses for its current spec.
-fn answered(claim: &IPClaim) -> bool {
-    has_ready(claim, "True")
-}
-
-/// Whether `claim`'s status answers its current spec with a `Ready`
-/// condition of `status`.
-fn has_ready(claim: &IPClaim, status: &str) -> bool {
-    claim.status.as_ref().is_some_and(|s| {
-        s.observed_generation == claim.metadata.generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == status)
-    })
-}
-
 /// Gives back the addresses of a deleted claim, if it was granted them: a
 /// claim that was refused (naming another pod, say) or never answered
 /// owns nothing, and its deletion must not free what its spec names. What
@@ -1054,36 +1098,41 @@ fn has_ready(claim: &IPClaim, status: &str) -> bool {
 ///
 /// Returns false when a release must be tried again (not leading now, the
 /// pool could not be written): the reconciler keeps the claim for that.
-async fn release(ctx: Arc<Context>, claim: IPClaim) -> bool {
-    if !answered(&claim) {
-        tracing::debug!(claim = %claim.name_any(), "deleted claim held nothing");
+#[tracing::instrument(skip_all, fields(claim = %claim.name, namespace = %claim.namespace))]
+async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
+    if !claim.claim.answered {
+        tracing::debug!(claim = %claim.name, "deleted claim held nothing");
         return true;
     }
     let mut done = true;
-    let spec = &claim.spec;
-    let pod_ref = format!("{}/{}", spec.pod.namespace, spec.pod.name);
-    for (i, r) in spec.ranges.iter().enumerate() {
-        let Ok(range) = parse_range(i, r) else {
-            tracing::debug!(claim = %claim.name_any(), index = i, "deleted claim had an invalid range");
+    let entry = &claim.claim;
+    let pod_namespace = entry.pod_namespace(&claim.namespace);
+    let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
+    let policy =
+        super::policy::of_network(&lookups.nads, pod_namespace, &entry.network, ctx.release);
+    // The pod of that name as the cache knows it (a successor under the
+    // same name tells as much as the pod itself).
+    let pod = lookups.pods.get(&pod_ref);
+    let reason = super::policy::claim_deleted(policy, pod.as_deref());
+    for (i, r) in entry.ranges.iter().enumerate() {
+        let Ok(range) = r.parse(i) else {
+            tracing::debug!(claim = %claim.name, index = i, "deleted claim had an invalid range");
             continue;
         };
         let cidr = *range.cidr();
         let by = ReleaseBy::Owner {
             pod_ref: pod_ref.clone(),
-            ifname: spec.interface.clone(),
-            container_id: Some(spec.container_id.clone()),
+            ifname: entry.interface.to_string(),
+            container_id: Some(entry.container_id.to_string()),
         };
-        let network_name = spec.network_name.as_deref().filter(|n| !n.is_empty());
-        match ctx
-            .pools
-            .release(&ctx, &cidr, network_name, by, ReleaseReason::ClaimDeleted)
-            .await
-        {
+        let network_name = entry.network_name();
+        ctx.pools.learn(&range, network_name);
+        match ctx.pools.release(&cidr, network_name, by, reason).await {
             Ok(released) => {
-                tracing::debug!(claim = %claim.name_any(), released, "claim deleted");
+                tracing::debug!(claim = %claim.name, released, "claim deleted");
             }
             Err(e) => {
-                tracing::debug!(claim = %claim.name_any(), error = %e, "release failed; will retry");
+                tracing::debug!(claim = %claim.name, error = %e, "release failed; will retry");
                 done = false;
             }
         }
@@ -1093,7 +1142,140 @@ async fn release(ctx: Arc<Context>, claim: IPClaim) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    fn claim(name: &str, uid: &str, generation: i64, ready: Option<&str>) -> IPClaim {
+        let mut claim = serde_json::json!({
+            "apiVersion": "hereabouts.dev/v1alpha1",
+            "kind": "IPClaim",
+            "metadata": {
+                "name": name, "namespace": "ns", "uid": uid,
+                "resourceVersion": "7", "generation": generation
+            },
+            "spec": {
+                "network": {"namespace": "ns", "name": "net"},
+                "ranges": [{"range": "198.51.100.0/24"}],
+                "interface": "net1",
+                "pod": {"namespace": "ns", "name": "web-0", "uid": "pod-uid"},
+                "containerID": "c1",
+                "node": "n1"
+            }
+        });
+        if let Some(status) = ready {
+            claim["status"] = serde_json::json!({
+                "observedGeneration": 1,
+                "conditions": [{
+                    "type": "Ready", "status": status, "reason": "Allocated",
+                    "message": "", "lastTransitionTime": "2026-12-02T00:00:00Z"
+                }]
+            });
+        }
+        serde_json::from_value(claim).expect("a valid claim")
+    }
+
+    fn names(store: &Store<IPClaim>) -> Vec<String> {
+        let mut names: Vec<String> = store.state().iter().map(|c| c.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_reconcilers_store_holds_the_pending_claims_only() {
+        let (store, mut writer) = reflector::store::<IPClaim>();
+        let mut apply = |event: watcher::Event<IPClaim>| {
+            if let Some(event) = pending_only(&event) {
+                writer.apply_watcher_event(&event);
+            }
+        };
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(claim("new", "u1", 1, None)));
+        apply(watcher::Event::InitApply(claim(
+            "served",
+            "u2",
+            1,
+            Some("True"),
+        )));
+        apply(watcher::Event::InitApply(claim(
+            "refused",
+            "u3",
+            1,
+            Some("False"),
+        )));
+        apply(watcher::Event::InitDone);
+        assert_eq!(names(&store), ["new"]);
+        // Answered: it leaves; its spec changed since: it waits again.
+        apply(watcher::Event::Apply(claim("new", "u1", 1, Some("True"))));
+        apply(watcher::Event::Apply(claim(
+            "served",
+            "u2",
+            2,
+            Some("True"),
+        )));
+        assert_eq!(names(&store), ["served"]);
+        apply(watcher::Event::Delete(claim(
+            "served",
+            "u2",
+            2,
+            Some("True"),
+        )));
+        assert!(names(&store).is_empty());
+    }
+
+    #[test]
+    fn a_relist_releases_what_was_deleted_in_the_gap() {
+        let (index, mut writer) = index::index(ClaimEntry::of);
+        let mut list = |claims: Vec<IPClaim>| {
+            let _ = writer.apply(&watcher::Event::Init);
+            for c in claims {
+                let _ = writer.apply(&watcher::Event::InitApply(c));
+            }
+            let before = writer
+                .apply(&watcher::Event::InitDone)
+                .expect("a finished list replaces the view");
+            let mut gone: Vec<(String, String, bool)> = vanished(before, &index)
+                .into_iter()
+                .map(|g| (g.name, g.claim.uid.to_string(), g.claim.answered))
+                .collect();
+            gone.sort();
+            gone
+        };
+        let first = list(vec![
+            claim("a", "u1", 1, Some("True")),
+            claim("b", "u2", 1, Some("True")),
+            claim("c", "u3", 1, None),
+        ]);
+        assert!(first.is_empty(), "{first:?}");
+        // "b" was deleted and made again (a new UID), "c" deleted.
+        let second = list(vec![
+            claim("a", "u1", 1, Some("True")),
+            claim("b", "u4", 1, None),
+        ]);
+        assert_eq!(
+            second,
+            [
+                ("b".to_owned(), "u2".to_owned(), true),
+                ("c".to_owned(), "u3".to_owned(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_claim_entry_acts_for_its_own_namespaces_pod_only() {
+        let own = claim("a", "u1", 1, Some("True"));
+        let (key, entry) = ClaimEntry::of(&own);
+        assert_eq!(key, "ns/a");
+        assert!(entry.answered && !entry.refused && !entry.deleting);
+        assert!(entry.of_own_pod("pod-uid"));
+        assert!(!entry.of_own_pod("another-uid"));
+        assert_eq!(entry.pod_namespace("ns"), "ns");
+        let mut elsewhere = own;
+        elsewhere.spec.pod.namespace = "other".into();
+        let (_, entry) = ClaimEntry::of(&elsewhere);
+        assert!(!entry.of_own_pod("pod-uid"));
+        assert_eq!(entry.pod_namespace("ns"), "other");
+    }
 
     #[test]
     fn backoff_grows_to_a_cap_with_jitter_in_the_upper_half() {

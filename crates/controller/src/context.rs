@@ -1,95 +1,47 @@
-//! What every reconciler shares: the client, the namespace the pools live
-//! in, the leadership fence, the pool book, metrics and the event recorder.
+//! What every reconciler shares: the [`Shared`] writers' base (client,
+//! namespace, leadership fence, metrics, events), the pool book and the
+//! reservations last seen. It derefs to [`Shared`], so a reconciler reads
+//! `ctx.client` and hands `&ctx` to the writers below it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use hereabouts_core::ledger::Policy;
 
 use super::index::Index;
-use super::leader::Leadership;
-use super::metrics::Metrics;
 use super::pools::PoolBook;
 use super::reservations::Written;
+use super::shared::Shared;
 
+#[derive(Debug)]
 pub struct Context {
-    pub client: Client,
-    /// Where IPPools, reservations and the Lease live.
-    pub namespace: String,
-    pub leadership: Leadership,
+    pub shared: Arc<Shared>,
     pub pools: PoolBook,
-    pub metrics: Arc<Metrics>,
     /// How long an address released by a claim's deletion stays reserved
-    /// for the same pod name and interface.
-    pub hold_released: Duration,
-    /// This replica's identity (its Lease holder name).
-    pub identity: String,
+    /// for the same pod name and interface, and how long a released address
+    /// rests before it goes to another pod, where the network does not say.
+    pub release: Policy,
     /// Reservations by name, as last seen: a hint of which addresses
     /// overlapping ranges hold (the reservation's create is the check).
     pub reservations: Index<Written>,
-    recorder: Recorder,
 }
 
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("namespace", &self.namespace)
-            .field("leader", &self.leadership.is_leader())
-            .finish_non_exhaustive()
+impl std::ops::Deref for Context {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        namespace: String,
-        leadership: Leadership,
-        metrics: Arc<Metrics>,
-        hold_released: Duration,
-        instance: String,
-        reservations: Index<Written>,
-    ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "hereabouts-controller".into(),
-                instance: Some(instance.clone()),
-            },
-        );
+    /// `release`: the controller's defaults for holds and cooldowns.
+    pub fn new(shared: Shared, release: Policy, reservations: Index<Written>) -> Self {
+        let shared = Arc::new(shared);
         Context {
-            client,
-            namespace,
-            leadership,
-            pools: PoolBook::default(),
-            metrics,
-            hold_released,
-            identity: instance,
+            pools: PoolBook::new(shared.clone(), reservations.clone()),
+            shared,
+            release,
             reservations,
-            recorder,
-        }
-    }
-
-    /// Publishes an Event about `regarding`; failures are logged, never
-    /// fatal (events are advice, not state).
-    pub async fn event(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, regarding).await {
-            tracing::debug!(error = %e, reason, "could not publish event");
         }
     }
 }

@@ -13,7 +13,8 @@
 //!   address in its network-status;
 //! - a reservation, when no allocation holds its address;
 //! - a hold (a pool entry keeping an address for a pod name whose claim
-//!   went, see `hereabouts_core::ledger`), when its time is up;
+//!   went, see `hereabouts_core::ledger`) or a cooldown (a released
+//!   address resting), when its time is up;
 //! - an IPAMClaim's allocation, when the IPAMClaim is gone (checked against
 //!   the API server before the release: never while it exists).
 //!
@@ -44,18 +45,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use hereabouts_api::{
-    ClaimReference, IPAMClaim, IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name,
+    ClaimRange, IPAMClaim, IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name,
 };
-use hereabouts_core::ledger::held_until;
+use hereabouts_core::ledger::{resting_until, rests};
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
+use super::caches::{ClaimEntry, PodEntry, split_key};
 use super::context::Context;
 use super::index::Index;
 use super::pools::{ReleaseBy, ReleaseReason};
 use super::reservations;
-
-/// Multus' record of a pod's attachments.
-const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 
 #[derive(Clone, Debug)]
 pub struct GcConfig {
@@ -67,68 +66,14 @@ pub struct GcConfig {
 #[derive(Clone, Debug)]
 pub struct Caches {
     pub pools: Store<IPPool>,
-    pub claims: Store<IPClaim>,
+    /// Every claim by `namespace/name`.
+    pub claims: Index<Box<ClaimEntry>>,
     /// Reservations by name, as last seen.
     pub reservations: Index<reservations::Written>,
     /// Pods by `namespace/name`.
-    pub pods: Index<PodEntry>,
+    pub pods: Index<Box<PodEntry>>,
     pub nads: Store<NetworkAttachmentDefinition>,
     pub ipamclaims: Store<IPAMClaim>,
-}
-
-/// What the reconcilers read of a pod.
-#[derive(Clone, Debug)]
-pub struct PodEntry {
-    uid: Box<str>,
-    /// The node it is bound to (`None` while unscheduled).
-    node: Option<Box<str>>,
-    /// Addresses Multus recorded; `None` when the pod has no record (yet).
-    recorded: Option<Box<[IpAddr]>>,
-    /// The network-selection elements that name an IPAMClaim (rare: empty
-    /// for all but KubeVirt's pods).
-    claim_references: Box<[ClaimReference]>,
-}
-
-impl PodEntry {
-    /// The index entry of `pod`, under `namespace/name`.
-    pub fn of(pod: &Pod) -> (String, PodEntry) {
-        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-        let entry = PodEntry {
-            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
-            node: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .filter(|n| !n.is_empty())
-                .map(Into::into),
-            recorded: recorded_addresses(pod),
-            claim_references: pod
-                .annotations()
-                .get(hereabouts_api::NETWORKS_ANNOTATION)
-                .map(|a| hereabouts_api::claim_references(a, &pod.namespace().unwrap_or_default()))
-                .unwrap_or_default()
-                .into(),
-        };
-        (key, entry)
-    }
-
-    pub fn uid(&self) -> &str {
-        &self.uid
-    }
-
-    /// Whether the pod keeps `ip` as far as Multus recorded: yes when it
-    /// recorded nothing (yet) or lists it.
-    fn lists(&self, ip: IpAddr) -> bool {
-        self.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
-    }
-
-    pub fn node(&self) -> Option<&str> {
-        self.node.as_deref()
-    }
-
-    pub fn claim_references(&self) -> &[ClaimReference] {
-        &self.claim_references
-    }
 }
 
 /// Something found orphaned, identified precisely enough that a release
@@ -222,6 +167,7 @@ struct Collector {
 }
 
 impl Collector {
+    #[tracing::instrument(skip_all)]
     async fn pass(&mut self) {
         let suspects = self.suspects();
         // Forget what is no longer suspect; act on what stayed suspect for
@@ -254,34 +200,32 @@ impl Collector {
     /// Everything orphaned now, as the caches say.
     fn suspects(&self) -> HashSet<Suspect> {
         let pods = self.caches.pods.read();
-        let claims = self.caches.claims.state();
+        let claims = self.caches.claims.read();
         // The pools the claims of live pods ask for, by (pod ref, interface).
         let mut asked: HashMap<(String, String), HashSet<String>> = HashMap::new();
         let mut suspects: HashSet<Suspect> = HashSet::new();
-        for claim in &claims {
-            let spec = &claim.spec;
+        for (key, claim) in claims.iter() {
+            let (namespace, name) = split_key(key);
+            let pod_ref = format!("{}/{}", claim.pod_namespace(namespace), claim.pod_name);
             // Its own pod: that name, in the claim's namespace, with that
             // UID (a claim naming another pod's name or UID backs nothing).
-            let pod = pods.get(format!("{}/{}", spec.pod.namespace, spec.pod.name).as_str());
-            let own_pod_lives = pod.is_some_and(|p| of_own_pod(claim, &p.uid));
-            if own_pod_lives && super::claims::refused(claim) {
+            let pod = pods.get(pod_ref.as_str());
+            let own_pod_lives = pod.is_some_and(|p| claim.of_own_pod(p.uid()));
+            if own_pod_lives && claim.refused {
                 // Refused: asks for nothing, and stays while its pod does.
             } else if own_pod_lives {
                 asked
-                    .entry((
-                        format!("{}/{}", spec.pod.namespace, spec.pod.name),
-                        spec.interface.clone(),
-                    ))
+                    .entry((pod_ref, claim.interface.to_string()))
                     .or_default()
-                    .extend(claim_pools(claim));
-            } else if claim.metadata.deletion_timestamp.is_none() {
+                    .extend(claim_pools(claim.network_name(), &claim.ranges));
+            } else if !claim.deleting {
                 suspects.insert(Suspect::Claim {
-                    namespace: claim.namespace().unwrap_or_default(),
-                    name: claim.name_any(),
-                    uid: claim.uid().unwrap_or_default(),
-                    resource_version: claim.resource_version().unwrap_or_default(),
-                    pod: format!("{}/{}", spec.pod.namespace, spec.pod.name),
-                    pod_uid: spec.pod.uid.clone(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    uid: claim.uid.to_string(),
+                    resource_version: claim.resource_version.to_string(),
+                    pod: pod_ref,
+                    pod_uid: claim.pod_uid.to_string(),
                 });
             }
         }
@@ -308,10 +252,13 @@ impl Collector {
                 if !in_scope(&a.podref) {
                     continue;
                 }
-                let live = if let Some(until) = held_until(&a.id) {
+                let live = if let Some(until) = resting_until(&a.id) {
                     // A hold (an address kept for a pod name whose claim
-                    // went) is no leak while it lasts; once ended it goes.
-                    until > std::time::SystemTime::now()
+                    // went) or a cooldown (an address resting after its
+                    // release) is no leak while it lasts; once ended it
+                    // goes, by its marker (no second cooldown), as does one
+                    // further away than any the ledger writes.
+                    rests(until, std::time::SystemTime::now())
                 } else if let Some((ns, name)) = hereabouts_api::claim_of_podref(&a.podref) {
                     // An IPAMClaim's address lives while the claim does,
                     // whichever pods come and go, and while a pod that
@@ -369,7 +316,7 @@ impl Collector {
     async fn confirmed(&self, suspect: &Suspect, fresh: &mut Fresh) -> Result<bool, kube::Error> {
         let ctx = &self.ctx;
         match suspect {
-            Suspect::Allocation { container_id, .. } if held_until(container_id).is_some() => {
+            Suspect::Allocation { container_id, .. } if resting_until(container_id).is_some() => {
                 Ok(true)
             }
             Suspect::Allocation { podref, .. }
@@ -396,21 +343,26 @@ impl Collector {
                 let namespace = pod.namespace().unwrap_or_default();
                 let uid = pod.uid().unwrap_or_default();
                 let claims = fresh.claims(ctx, &namespace).await?;
-                // The same rule as `suspects`, on what the API server says.
-                let mine: Vec<&IPClaim> = claims
+                // The same rule as `suspects`, on what the API server says
+                // (each claim read as the cache's index reads it).
+                let mine: Vec<Box<ClaimEntry>> = claims
                     .iter()
-                    .filter(|c| {
-                        format!("{}/{}", c.spec.pod.namespace, c.spec.pod.name) == *podref
-                            && c.spec.interface == *ifname
-                            && of_own_pod(c, &uid)
-                            && !super::claims::refused(c)
+                    .map(ClaimEntry::of)
+                    .filter(|(key, c)| {
+                        format!("{}/{}", c.pod_namespace(split_key(key).0), c.pod_name) == *podref
+                            && *c.interface == **ifname
+                            && c.of_own_pod(&uid)
+                            && !c.refused
                     })
+                    .map(|(_, c)| c)
                     .collect();
                 if mine.is_empty() {
                     let (_, entry) = PodEntry::of(&pod);
                     Ok(!entry.lists(*ip))
                 } else {
-                    Ok(!mine.iter().any(|c| claim_pools(c).contains(pool)))
+                    Ok(!mine
+                        .iter()
+                        .any(|c| claim_pools(c.network_name(), &c.ranges).contains(pool)))
                 }
             }
             Suspect::Claim { pod, pod_uid, .. } => Ok(fresh
@@ -476,11 +428,12 @@ impl Collector {
                 match ctx
                     .pools
                     .release(
-                        ctx,
                         &cidr,
                         network_name.as_deref(),
                         by,
-                        ReleaseReason::Collected,
+                        ReleaseReason::Collected {
+                            cooldown: ctx.release.cooldown,
+                        },
                     )
                     .await
                 {
@@ -636,24 +589,13 @@ impl Fresh {
     }
 }
 
-/// Whether `claim` acts for the pod of UID `pod_uid` it names: filed in
-/// that pod's namespace (a claim naming another namespace's pod, or
-/// another pod's UID, backs nothing).
-fn of_own_pod(claim: &IPClaim, pod_uid: &str) -> bool {
-    claim.namespace().as_deref() == Some(claim.spec.pod.namespace.as_str())
-        && claim.spec.pod.uid == pod_uid
-}
-
 /// The base pool names a claim's ranges live in.
-fn claim_pools(claim: &IPClaim) -> Vec<String> {
-    let network_name = claim.spec.network_name.as_deref().filter(|n| !n.is_empty());
-    claim
-        .spec
-        .ranges
+fn claim_pools(network_name: Option<&str>, ranges: &[ClaimRange]) -> Vec<String> {
+    ranges
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            let range = super::claims::parse_range(i, r).ok()?;
+            let range = r.parse(i).ok()?;
             Some(
                 hereabouts_core::pool_name(network_name, range.cidr())
                     .ok()?
@@ -677,17 +619,4 @@ fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<
                 .map(str::to_owned)
         })
         .collect()
-}
-
-/// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
-fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
-    let raw = pod.annotations().get(NETWORK_STATUS)?;
-    let entries: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
-    Some(
-        entries
-            .iter()
-            .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
-            .filter_map(|ip| hereabouts_core::parse_ip(ip.as_str()?))
-            .collect(),
-    )
 }

@@ -86,7 +86,9 @@ impl<K, V> Writer<K, V> {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn apply(&mut self, event: &watcher::Event<K>) {
+    /// Applies `event`; a completed relist returns the view it replaced
+    /// (what vanished while the watch was down is in there only).
+    pub fn apply(&mut self, event: &watcher::Event<K>) -> Option<HashMap<Box<str>, V>> {
         match event {
             watcher::Event::Apply(object) => {
                 let (key, value) = (self.project)(object);
@@ -104,10 +106,12 @@ impl<K, V> Writer<K, V> {
             watcher::Event::InitDone => {
                 let mut listed = std::mem::take(&mut self.buffer);
                 listed.shrink_to_fit();
-                *self.write() = listed;
+                let replaced = std::mem::replace(&mut *self.write(), listed);
                 self.ready.send_replace(true);
+                return Some(replaced);
             }
         }
+        None
     }
 }
 
@@ -122,7 +126,7 @@ where
 {
     stream.inspect(move |event| {
         if let Ok(event) = event {
-            writer.apply(event);
+            let _ = writer.apply(event);
         }
     })
 }
@@ -138,8 +142,8 @@ mod tests {
     #[test]
     fn a_relist_replaces_everything_at_once() {
         let (index, mut writer) = index(project);
-        writer.apply(&watcher::Event::Init);
-        writer.apply(&watcher::Event::InitApply(("a", 1)));
+        let _ = writer.apply(&watcher::Event::Init);
+        let _ = writer.apply(&watcher::Event::InitApply(("a", 1)));
         writer.apply(&watcher::Event::InitApply(("b", 2)));
         assert!(
             index.read().is_empty(),
@@ -155,7 +159,12 @@ mod tests {
         writer.apply(&watcher::Event::Init);
         writer.apply(&watcher::Event::InitApply(("c", 4)));
         assert_eq!(index.get("a"), Some(3), "the old view stays until done");
-        writer.apply(&watcher::Event::InitDone);
+        let replaced = writer.apply(&watcher::Event::InitDone);
+        assert_eq!(
+            replaced.and_then(|old| old.get("a").copied()),
+            Some(3),
+            "the relist hands back the view it replaced"
+        );
         assert_eq!(index.get("a"), None);
         assert_eq!(index.get("c"), Some(4));
     }

@@ -41,9 +41,8 @@ use hereabouts_api::{
 };
 use hereabouts_core::{Allocation, network_name_of};
 
-use super::claims::Lookups;
+use super::caches::{Lookups, PodEntry};
 use super::context::Context;
-use super::gc::PodEntry;
 use super::index::Index;
 use super::pools::{AllocRequest, ReleaseBy, ReleaseReason};
 
@@ -324,7 +323,7 @@ pub fn decide(
                 return Err(Refused::new(
                     Refusal::StaticAddressConflict,
                     format!(
-                        "spec.staticIPs: {asked} (range {r}) conflicts with IPAMClaim {key}, which holds {held}"
+                        "spec.ranges[{r}].staticIP: {asked} conflicts with IPAMClaim {key}, which holds {held}"
                     ),
                 ));
             }
@@ -521,7 +520,7 @@ pub async fn run(
     ctx: Arc<Context>,
     events: impl Stream<Item = Result<watcher::Event<IPAMClaim>, watcher::Error>>,
     pools: Store<IPPool>,
-    pods: Index<PodEntry>,
+    pods: Index<Box<PodEntry>>,
 ) {
     let mut events = std::pin::pin!(events);
     let mut failing = false;
@@ -569,6 +568,7 @@ pub async fn run(
 /// Releases what `ipamclaim` holds in every pool (exactly its entries: its
 /// podref and its UID's container ID, so a claim made again under the
 /// same name that took the address over keeps it).
+#[tracing::instrument(skip_all, fields(ipamclaim = %ipamclaim.name_any(), namespace = ipamclaim.namespace().unwrap_or_default()))]
 async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClaim) {
     if !ctx.leadership.is_leader() {
         return;
@@ -580,7 +580,7 @@ async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClai
             .spec
             .allocations
             .values()
-            .any(|a| a.podref == owner.pod_ref && a.id == owner.container_id);
+            .any(|a| *a.podref == *owner.pod_ref && *a.id == *owner.container_id);
         if !holds {
             continue;
         }
@@ -591,18 +591,19 @@ async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClai
     for (base, cidr) in targets {
         let network_name = network_name_of(&base, &cidr);
         let by = ReleaseBy::Owner {
-            pod_ref: owner.pod_ref.clone(),
-            ifname: owner.ifname.clone(),
-            container_id: Some(owner.container_id.clone()),
+            pod_ref: owner.pod_ref.to_string(),
+            ifname: owner.ifname.to_string(),
+            container_id: Some(owner.container_id.to_string()),
         };
         match ctx
             .pools
             .release(
-                ctx,
                 &cidr,
                 network_name.as_deref(),
                 by,
-                ReleaseReason::Manual,
+                ReleaseReason::IpamClaimDeleted {
+                    cooldown: ctx.release.cooldown,
+                },
             )
             .await
         {
@@ -634,7 +635,7 @@ pub async fn referenced_now(
 
 /// The IPAMClaims (namespace, name) that existing pods (the pod index's
 /// entries, by `namespace/name`) reference.
-pub fn referenced(pods: &HashMap<Box<str>, PodEntry>) -> HashSet<(String, String)> {
+pub fn referenced(pods: &HashMap<Box<str>, Box<PodEntry>>) -> HashSet<(String, String)> {
     pods.iter()
         .filter(|(_, p)| !p.claim_references().is_empty())
         .flat_map(|(key, p)| {
@@ -688,26 +689,30 @@ mod tests {
     }
 
     fn requests(claim: &IPClaim) -> Vec<AllocRequest> {
-        claim
-            .spec
-            .ranges
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let range = super::super::claims::parse_range(i, r).expect("range");
-                let static_ip = claim
-                    .spec
-                    .static_ips
-                    .iter()
-                    .filter_map(|s| hereabouts_core::parse_ip(s))
-                    .find(|ip| range.cidr().contains(*ip));
-                AllocRequest {
-                    range,
-                    network_name: None,
-                    overlapping: true,
-                    owner: Allocation::new("c1", "vms/virt-launcher-vm1", "net1"),
-                    static_ip,
-                }
+        let ranges: Vec<hereabouts_core::IpRange> = (claim.spec.ranges.iter().enumerate())
+            .map(|(i, r)| r.parse(i).expect("range"))
+            .collect();
+        let per_range: Vec<Option<&str>> = (claim.spec.ranges.iter())
+            .map(|r| r.static_ip.as_deref())
+            .collect();
+        let plan = hereabouts_core::claim_requests(
+            &ranges.iter().collect::<Vec<_>>(),
+            &per_range,
+            &claim.spec.static_ips,
+        )
+        .expect("static requests");
+        ranges
+            .into_iter()
+            .zip(plan)
+            .map(|(range, planned)| AllocRequest {
+                range,
+                network_name: None,
+                overlapping: true,
+                owner: Allocation::new("c1", "vms/virt-launcher-vm1", "net1"),
+                static_ip: match planned {
+                    hereabouts_core::RangeRequest::Static(r) => Some(r.ip),
+                    hereabouts_core::RangeRequest::Dynamic => None,
+                },
             })
             .collect()
     }
@@ -737,9 +742,9 @@ mod tests {
         let mut reqs = requests(&claim);
         decide(&claim, &ipamclaim("tenant", "", &[]), &mut reqs).expect("bound");
         for r in &reqs {
-            assert_eq!(r.owner.pod_ref, "vms/ipamclaim:vm1.tenant");
-            assert_eq!(r.owner.container_id, "ipamclaim-claim-uid");
-            assert_eq!(r.owner.ifname, "");
+            assert_eq!(&*r.owner.pod_ref, "vms/ipamclaim:vm1.tenant");
+            assert_eq!(&*r.owner.container_id, "ipamclaim-claim-uid");
+            assert_eq!(&*r.owner.ifname, "");
             assert_eq!(r.static_ip, None);
         }
     }
@@ -755,7 +760,7 @@ mod tests {
             .map(|r| r.static_ip.expect("static").to_string())
             .collect();
         assert_eq!(asked, ["198.51.100.9", "2001:db8::7"]);
-        assert!(reqs.iter().all(|r| r.owner.ifname == "net1"));
+        assert!(reqs.iter().all(|r| &*r.owner.ifname == "net1"));
     }
 
     #[test]
@@ -801,7 +806,7 @@ mod tests {
             assert!(message.contains(field), "{field}: {message}");
             assert!(
                 reqs.iter()
-                    .all(|r| r.owner.pod_ref == "vms/virt-launcher-vm1"),
+                    .all(|r| &*r.owner.pod_ref == "vms/virt-launcher-vm1"),
                 "nothing rewritten on refusal"
             );
         }
@@ -852,10 +857,10 @@ mod tests {
                 std::iter::once((hereabouts_api::NETWORKS_ANNOTATION.to_owned(), a.to_owned()))
                     .collect()
             });
-            let (key, entry) = PodEntry::of(&pod);
+            let (key, entry) = PodEntry::boxed(&pod);
             (key.into_boxed_str(), entry)
         };
-        let pods: HashMap<Box<str>, PodEntry> = [
+        let pods: HashMap<Box<str>, Box<PodEntry>> = [
             pod(
                 "virt-launcher-vm1-a",
                 Some(r#"[{"name":"tenant","ipam-claim-reference":"vm1.tenant"}]"#),

@@ -69,6 +69,13 @@ impl Leadership {
                 .is_some_and(|at| at.elapsed() < self.renew_deadline)
     }
 
+    /// True while this replica holds the Lease, fresh or not: a leader whose
+    /// renewal is late is unsure for a moment (it acts as no leader, and
+    /// looks again soon), not a standby.
+    pub fn holds_lease(&self) -> bool {
+        *self.leading.borrow()
+    }
+
     /// Resolves when this replica gains or loses leadership.
     pub async fn changed(&mut self) {
         // An error means the election task ended; callers then see

@@ -14,6 +14,7 @@
 //! - [`ipamclaims`]: addresses owned by KubeVirt's IPAMClaims rather than
 //!   pods; deleting an IPAMClaim releases them.
 
+pub mod caches;
 pub mod claims;
 pub mod context;
 pub mod gc;
@@ -23,14 +24,17 @@ pub mod ipamclaims;
 pub mod leader;
 pub mod metrics;
 pub mod nad;
+pub mod policy;
 pub mod pools;
 pub mod reservations;
+pub mod shared;
+mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -44,6 +48,7 @@ use hereabouts_api::{
 use context::Context;
 use leader::{Election, LeaseConfig};
 use metrics::Metrics;
+use shared::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,20 +77,37 @@ pub struct Settings {
     /// How long an address freed by a claim's deletion stays reserved for
     /// the same pod name and interface.
     pub hold_released: Duration,
+    /// How long a released address rests before it goes to another pod
+    /// (networks may say otherwise).
+    pub release_cooldown: Duration,
 }
 
-/// How long the API server asked a client to wait before the next try:
-/// a 429 (too many requests, or a priority level's queue full) carries
-/// Retry-After, which the server also puts in the Status' details.
-pub(crate) fn retry_after(e: &kube::Error) -> Option<Duration> {
-    match e {
-        kube::Error::Api(status) if status.code == 429 => Some(Duration::from_secs(
-            status
-                .details
-                .as_ref()
-                .map_or(1, |d| u64::from(d.retry_after_seconds.max(1))),
-        )),
-        _ => None,
+/// `events`, telling through the receiver when its first list is in the
+/// store.
+fn listed<K, S>(
+    events: S,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    impl Stream<Item = S::Item>,
+)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let events = events.inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            tx.send_replace(true);
+        }
+    });
+    (rx, events)
+}
+
+/// Resolves once `listed` says so (or its watch is gone).
+async fn until_listed(mut listed: tokio::sync::watch::Receiver<bool>) {
+    while !*listed.borrow_and_update() {
+        if listed.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -126,12 +148,17 @@ pub async fn run(
         (r.name_any(), reservations::Written::of(r))
     });
     let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings.namespace.clone(),
-        election.leadership(),
-        metrics.clone(),
-        settings.hold_released,
-        settings.lease.identity.clone(),
+        Shared::new(
+            client.clone(),
+            settings.namespace.clone(),
+            election.leadership(),
+            metrics.clone(),
+            settings.lease.identity.clone(),
+        ),
+        hereabouts_core::ledger::Policy {
+            hold: settings.hold_released,
+            cooldown: settings.release_cooldown,
+        },
         reservations.clone(),
     ));
     let watched = settings.watch_namespace.as_deref();
@@ -155,7 +182,7 @@ pub async fn run(
         ),
     )
     .default_backoff();
-    let (pods, pods_writer) = index::index(gc::PodEntry::of);
+    let (pods, pods_writer) = index::index(caches::PodEntry::boxed);
     let pods_deleted = Arc::new(Notify::new());
     let pod_events = {
         let pods_deleted = pods_deleted.clone();
@@ -170,22 +197,27 @@ pub async fn run(
             }
         })
     };
-    let (claims_store, claims_writer) = reflector::store();
-    let claim_events = reflector(
-        claims_writer,
-        watcher(scoped::<IPClaim>(&client, watched), config()).modify(claims::slim),
-    )
-    .default_backoff();
+    // Claims: one per allocation, so kept as a compact index; the claim
+    // reconciler keeps a store of its own of the pending ones.
+    let (claims, claims_writer) = index::index(caches::ClaimEntry::of);
+    let claim_events = watcher(scoped::<IPClaim>(&client, watched), config())
+        .modify(claims::slim)
+        .default_backoff();
+    // The NAD store is read by a Controller, which waits for it to be
+    // ready; a store's readiness wakes one waiter only (kube-runtime 5), so
+    // readiness here is told by the watch instead.
     let (nads, nads_writer) = reflector::store();
-    let nad_events = reflector(
-        nads_writer,
-        watcher(
-            scoped::<NetworkAttachmentDefinition>(&client, watched),
-            config(),
+    let (nads_listed, nad_events) = listed(
+        reflector(
+            nads_writer,
+            watcher(
+                scoped::<NetworkAttachmentDefinition>(&client, watched),
+                config(),
+            )
+            .modify(strip),
         )
-        .modify(strip),
-    )
-    .default_backoff();
+        .default_backoff(),
+    );
 
     // Not part of readiness: a cluster without the IPAMClaim CRD still
     // serves every other network (the collector asks the API server before
@@ -220,18 +252,19 @@ pub async fn run(
             pools.clone(),
             reservations.clone(),
             pods.clone(),
-            claims_store.clone(),
-            nads.clone(),
+            claims.clone(),
         );
         let ready = ready.clone();
         background.spawn(async move {
-            let (p, r, po, c, n) = stores_ready;
+            let (p, r, po, c) = stores_ready;
+            let n = nads_listed;
+            let synced = |what: &'static str| tracing::debug!(cache = what, "cache synced");
             let _ = tokio::join!(
-                p.wait_until_ready(),
-                r.wait_until_ready(),
-                po.wait_until_ready(),
-                c.wait_until_ready(),
-                n.wait_until_ready()
+                p.wait_until_ready().inspect(|_| synced("IPPools")),
+                r.wait_until_ready().inspect(|_| synced("reservations")),
+                po.wait_until_ready().inspect(|_| synced("pods")),
+                c.wait_until_ready().inspect(|()| synced("IPClaims")),
+                until_listed(n).inspect(|()| synced("NADs"))
             );
             ready.store(true, std::sync::atomic::Ordering::Release);
             tracing::info!("caches synced: ready");
@@ -240,15 +273,15 @@ pub async fn run(
         });
     }
     {
-        let (ctx, claims_store) = (ctx.clone(), claims_store.clone());
-        let lookups = claims::Lookups {
+        let ctx = ctx.clone();
+        let lookups = caches::Lookups {
             pods: pods.clone(),
             nads: nads.clone(),
-            claims: claims_store.clone(),
+            claims: claims.clone(),
             ipamclaims: ipamclaims.clone(),
         };
         background.spawn(async move {
-            claims::run(ctx, claim_events, claims_store, lookups).await;
+            claims::run(ctx, claim_events, claims_writer, lookups).await;
             "claim reconciler"
         });
     }
@@ -270,7 +303,7 @@ pub async fn run(
         let ctx = ctx.clone();
         let caches = gc::Caches {
             pools,
-            claims: claims_store,
+            claims,
             reservations,
             pods,
             nads,

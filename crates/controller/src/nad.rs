@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::core::ObjectMeta;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -21,6 +22,7 @@ use hereabouts_api::{
 use hereabouts_core::ConfigError;
 
 use super::context::Context;
+use super::watches;
 
 /// The pools (name, range) a NAD's hereabouts/whereabouts IPAM sections
 /// need; NADs with other IPAM types need none.
@@ -43,47 +45,74 @@ pub fn wanted_pools(
     Ok(out)
 }
 
-/// Serves NAD events until the watch ends.
+/// Why a NAD's pools could not be made for now (tried again after a
+/// backoff); a configuration hereabouts cannot use is no error, it is an
+/// Event on the NAD.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating IPPool {pool}: {source}")]
+    CreatePool {
+        pool: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Serves NADs until the watch ends: a `kube_runtime::Controller` over the
+/// shared, reflected NAD watch; only the leader writes, and becoming
+/// leader reconciles every NAD again.
 pub async fn run(
     ctx: Arc<Context>,
-    events: impl Stream<Item = Result<watcher::Event<NetworkAttachmentDefinition>, watcher::Error>>,
+    events: impl Stream<Item = Result<watcher::Event<NetworkAttachmentDefinition>, watcher::Error>>
+    + Send
+    + 'static,
     store: Store<NetworkAttachmentDefinition>,
 ) {
-    let mut events = std::pin::pin!(events);
-    let mut leadership = ctx.leadership.clone();
-    loop {
-        tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(watcher::Event::Apply(nad) | watcher::Event::InitApply(nad))) => {
-                    if ctx.leadership.is_leader() {
-                        reconcile(&ctx, &nad).await;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "NetworkAttachmentDefinition watch error; retrying"),
-                None => return,
-            },
-            () = leadership.changed() => {
-                if ctx.leadership.is_leader() {
-                    for nad in store.state() {
-                        reconcile(&ctx, &nad).await;
-                    }
-                }
-            }
-        }
+    let on_leadership = futures::stream::unfold(ctx.leadership.clone(), |mut l| async move {
+        l.changed().await;
+        Some(((), l))
+    });
+    let (drive, applied) = watches::applied(events, |_| {}, "NetworkAttachmentDefinition");
+    let controller = Controller::for_stream(applied, store)
+        .reconcile_all_on(on_leadership)
+        .run(reconcile, error_policy, ctx);
+    let controller = watches::drain(controller, "NetworkAttachmentDefinition");
+    tokio::select! {
+        () = drive => {}
+        () = controller => {}
     }
 }
 
-async fn reconcile(ctx: &Context, nad: &NetworkAttachmentDefinition) {
+fn error_policy(nad: Arc<NetworkAttachmentDefinition>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(nad = %nad.name_any(), %error, "will try again");
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+#[tracing::instrument(skip_all, fields(nad = %nad.name_any(), namespace = nad.namespace().unwrap_or_default()))]
+async fn reconcile(
+    nad: Arc<NetworkAttachmentDefinition>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if !ctx.leadership.is_leader() {
+        // A leader whose renewal is late looks again soon; a standby when
+        // leadership changes (which reconciles every NAD).
+        return Ok(if ctx.leadership.holds_lease() {
+            Action::requeue(std::time::Duration::from_secs(1))
+        } else {
+            Action::await_change()
+        });
+    }
     let started = std::time::Instant::now();
     let name = format!("{}/{}", nad.namespace().unwrap_or_default(), nad.name_any());
-    match wanted_pools(nad) {
+    let result = match wanted_pools(&nad) {
         Ok(pools) => {
+            let mut failed = None;
             for (pool, cidr) in pools {
-                if let Err(e) = ensure_pool(ctx, &pool, &cidr).await {
-                    tracing::warn!(nad = %name, pool, error = %e, "could not create pool");
+                if let Err(source) = ensure_pool(&ctx, &pool, &cidr).await {
+                    failed.get_or_insert(Error::CreatePool { pool, source });
                 }
             }
+            failed.map_or(Ok(()), Err)
         }
         Err(e) => {
             ctx.metrics.failed("invalid_nad");
@@ -96,9 +125,11 @@ async fn reconcile(ctx: &Context, nad: &NetworkAttachmentDefinition) {
                 format!("hereabouts cannot use this network's IPAM configuration: {e}"),
             )
             .await;
+            Ok(())
         }
-    }
+    };
     ctx.metrics.reconciled("nad", started.elapsed());
+    result.map(|()| Action::await_change())
 }
 
 /// Creates the (empty) pool unless it exists.

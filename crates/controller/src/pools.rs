@@ -35,10 +35,12 @@ use hereabouts_api::{
 };
 use hereabouts_core::ledger::{self, FOREIGN_RECHECK, Ledger};
 pub use hereabouts_core::ledger::{ReleaseBy, ReleaseReason};
-use hereabouts_core::{AllocError, Allocation, IpRange, shard_name};
+use hereabouts_core::{AllocError, Allocation, IpRange, SHARD_SPAN, shard_index, shard_name};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::context::Context;
-use super::reservations;
+use super::index::Index;
+use super::reservations::{self, InFlight};
+use super::shared::Shared;
 
 /// Attempts at one batch before its callers get an error (each conflict
 /// costs a reload, so this bounds the work a hostile writer can cause).
@@ -54,13 +56,19 @@ pub enum Error {
     Alloc(#[from] AllocError),
     #[error("{0}")]
     Naming(#[from] hereabouts_core::NamingError),
-    #[error("IPPool {pool}: {message}")]
+    /// The API server refused or failed a read or write of the pool: the
+    /// error as the client gave it (status code, Retry-After included),
+    /// shared by every caller of the batch it failed.
+    #[error("IPPool {pool}: {source}")]
     Api {
         pool: String,
-        message: String,
-        /// How long the API server asked us to wait (429 Retry-After).
-        retry_after: Option<Duration>,
+        #[source]
+        source: Arc<kube::Error>,
     },
+    /// The pool kept changing under the actor (or held what it cannot
+    /// have): it gave up on the batch for now.
+    #[error("IPPool {pool}: {message}")]
+    Contended { pool: String, message: String },
     #[error("this replica is not the leader")]
     NotLeader,
     #[error("pool {pool} stopped")]
@@ -73,6 +81,7 @@ impl Error {
             Error::Alloc(e) => e.metric_label(),
             Error::Naming(e) => e.metric_label(),
             Error::Api { .. } => "api_error",
+            Error::Contended { .. } => "contended",
             Error::NotLeader => "not_leader",
             Error::Stopped { .. } => "stopped",
         }
@@ -81,7 +90,7 @@ impl Error {
     /// How long the API server asked callers to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Api { retry_after, .. } => *retry_after,
+            Error::Api { source, .. } => super::shared::retry_after(source),
             _ => None,
         }
     }
@@ -90,7 +99,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Api { .. } | Error::NotLeader | Error::Stopped { .. }
+            Error::Api { .. } | Error::Contended { .. } | Error::NotLeader | Error::Stopped { .. }
         )
     }
 }
@@ -127,6 +136,10 @@ enum Command {
     Allocate(AllocRequest, oneshot::Sender<Result<Grant, Error>>),
     /// An overlapping pool released `ip` and removed its reservation.
     Freed(IpAddr),
+    /// A range configuration of the pool, learnt from a claim that
+    /// releases (what the status counts against, for an actor that has
+    /// allocated nothing yet: a new leader's).
+    Learn(IpRange),
     Release(
         ReleaseBy,
         ReleaseReason,
@@ -135,15 +148,21 @@ enum Command {
 }
 
 /// Routes commands to the actor of each pool, starting actors on demand.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PoolBook {
-    actors: std::sync::Mutex<HashMap<String, ActorHandle>>,
+    shared: Arc<Shared>,
+    actors: Actors,
     /// Reservations this replica's actors are writing and have not yet
-    /// committed a pool write for, by name, with the pool writing them:
-    /// found by another actor, they are an overlapping range's, not
-    /// orphans of an earlier leader.
-    reserving: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
+    /// committed a pool write for.
+    in_flight: InFlight,
+    /// Reservations by name, as last seen.
+    reservations: Index<reservations::Written>,
 }
+
+/// The running actors by pool name, shared with the actors themselves (a
+/// release tells the other pools of its network).
+#[derive(Clone, Debug, Default)]
+struct Actors(Arc<std::sync::Mutex<HashMap<String, ActorHandle>>>);
 
 #[derive(Debug)]
 struct ActorHandle {
@@ -151,51 +170,47 @@ struct ActorHandle {
     commands: mpsc::UnboundedSender<Command>,
 }
 
-/// Holds names in [`PoolBook::reserving`] until dropped.
-#[derive(Debug)]
-pub struct Reserving {
-    pool: String,
-    names: Vec<String>,
-    book: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
-}
-
-impl Drop for Reserving {
-    fn drop(&mut self) {
-        let mut book = self
-            .book
+impl Actors {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActorHandle>> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for name in &self.names {
-            if let Some(writers) = book.get_mut(name) {
-                if let Some(i) = writers.iter().position(|w| *w == self.pool) {
-                    writers.swap_remove(i);
-                }
-                if writers.is_empty() {
-                    book.remove(name);
-                }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the other pools of `network_name` that `ip` is free of its
+    /// reservation, so one that passed it over may hand it out again.
+    fn freed(&self, network_name: Option<&str>, from: &str, ip: IpAddr) {
+        for (pool, handle) in self.lock().iter() {
+            if pool != from && handle.network_name.as_deref() == network_name {
+                let _ = handle.commands.send(Command::Freed(ip));
             }
         }
     }
 }
 
 impl PoolBook {
+    pub fn new(shared: Arc<Shared>, reservations: Index<reservations::Written>) -> Self {
+        PoolBook {
+            shared,
+            actors: Actors::default(),
+            in_flight: InFlight::default(),
+            reservations,
+        }
+    }
+
     fn sender(
         &self,
-        ctx: &Arc<Context>,
         pool: &str,
         cidr: &hereabouts_core::Cidr,
         network_name: Option<&str>,
     ) -> mpsc::UnboundedSender<Command> {
-        let mut actors = self
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut actors = self.actors.lock();
         if let Some(handle) = actors.get(pool).filter(|h| !h.commands.is_closed()) {
             return handle.commands.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor::new(
-            ctx.clone(),
+            self,
             pool.to_owned(),
             *cidr,
             network_name.map(str::to_owned),
@@ -211,68 +226,19 @@ impl PoolBook {
         tx
     }
 
-    /// Marks reservation names as being written by `pool`'s actor until
-    /// the returned guard is dropped.
-    fn reserving(&self, pool: &str, names: impl Iterator<Item = String>) -> Reserving {
-        let names: Vec<String> = names.collect();
-        let mut book = self
-            .reserving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for name in &names {
-            book.entry(name.clone()).or_default().push(pool.to_owned());
-        }
-        Reserving {
-            pool: pool.to_owned(),
-            names,
-            book: self.reserving.clone(),
-        }
-    }
-
     /// Whether an actor of this replica is writing the reservation `name`
     /// now (its pool write has not yet landed).
     pub fn reserving_now(&self, name: &str) -> bool {
-        self.reserving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(name)
-    }
-
-    /// Whether an actor of this replica other than `pool`'s is writing the
-    /// reservation `name` now.
-    pub fn reserved_in_flight(&self, name: &str, pool: &str) -> bool {
-        self.reserving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .is_some_and(|writers| writers.iter().any(|w| w != pool))
-    }
-
-    /// Tells the other pools of `network_name` that `ip` is free of its
-    /// reservation, so one that passed it over may hand it out again.
-    fn freed(&self, network_name: Option<&str>, from: &str, ip: IpAddr) {
-        let actors = self
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (pool, handle) in actors.iter() {
-            if pool != from && handle.network_name.as_deref() == network_name {
-                let _ = handle.commands.send(Command::Freed(ip));
-            }
-        }
+        self.in_flight.reserving_now(name)
     }
 
     /// Commits an address for `request.owner` in the pool of `request.range`.
-    pub async fn allocate(
-        &self,
-        ctx: &Arc<Context>,
-        request: AllocRequest,
-    ) -> Result<Grant, Error> {
+    pub async fn allocate(&self, request: AllocRequest) -> Result<Grant, Error> {
         let pool = pool_name(&request.range, request.network_name.as_deref())?;
         let (tx, rx) = oneshot::channel();
         let cidr = *request.range.cidr();
         let network_name = request.network_name.clone();
-        self.sender(ctx, &pool, &cidr, network_name.as_deref())
+        self.sender(&pool, &cidr, network_name.as_deref())
             .send(Command::Allocate(request, tx))
             .map_err(|_| Error::Stopped { pool: pool.clone() })?;
         rx.await.map_err(|_| Error::Stopped { pool })?
@@ -281,7 +247,6 @@ impl PoolBook {
     /// Releases an allocation; `Ok(false)` when there was nothing to release.
     pub async fn release(
         &self,
-        ctx: &Arc<Context>,
         cidr: &hereabouts_core::Cidr,
         network_name: Option<&str>,
         by: ReleaseBy,
@@ -289,19 +254,26 @@ impl PoolBook {
     ) -> Result<bool, Error> {
         let pool = hereabouts_core::pool_name(network_name, cidr)?.into_string();
         let (tx, rx) = oneshot::channel();
-        self.sender(ctx, &pool, cidr, network_name)
+        self.sender(&pool, cidr, network_name)
             .send(Command::Release(by, reason, tx))
             .map_err(|_| Error::Stopped { pool: pool.clone() })?;
         rx.await.map_err(|_| Error::Stopped { pool })?
     }
 
+    /// Tells the pool of `range` one of its range configurations (a claim
+    /// releasing its addresses names it), before its release.
+    pub fn learn(&self, range: &IpRange, network_name: Option<&str>) {
+        if let Ok(pool) = pool_name(range, network_name) {
+            let _ = self
+                .sender(&pool, range.cidr(), network_name)
+                .send(Command::Learn(range.clone()));
+        }
+    }
+
     /// Stops every actor (leadership lost): their state may be stale by the
     /// time this replica leads again, so the next command reloads.
     pub fn clear(&self) {
-        self.actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.actors.lock().clear();
     }
 }
 
@@ -318,10 +290,21 @@ struct Shard {
     /// Its labels, annotations, owner references and finalizers as read:
     /// kept on every write (an adopted pool's belong to whoever set them).
     kept: ObjectMeta,
+    /// Its status as read or last written: a shard's is written again only
+    /// when what it says changes.
+    status: Option<IPPoolStatus>,
 }
 
 struct Actor {
-    ctx: Arc<Context>,
+    ctx: Arc<Shared>,
+    /// The other actors of this replica, told when a release frees an
+    /// address of the network...
+    actors: Actors,
+    /// ...and the reservations they are writing.
+    in_flight: InFlight,
+    /// Reservations by name, as last seen: a hint of which addresses
+    /// overlapping ranges hold.
+    reservation_cache: Index<reservations::Written>,
     api: Api<IPPool>,
     base: String,
     cidr: hereabouts_core::Cidr,
@@ -356,15 +339,19 @@ struct PendingRelease {
 
 impl Actor {
     fn new(
-        ctx: Arc<Context>,
+        book: &PoolBook,
         base: String,
         cidr: hereabouts_core::Cidr,
         network_name: Option<String>,
     ) -> Self {
+        let ctx = book.shared.clone();
         let api = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-        let ledger = Ledger::new(cidr, ctx.hold_released);
+        let ledger = Ledger::new(cidr);
         Actor {
             ctx,
+            actors: book.actors.clone(),
+            in_flight: book.in_flight.clone(),
+            reservation_cache: book.reservations.clone(),
             api,
             base,
             cidr,
@@ -409,6 +396,7 @@ impl Actor {
                     Command::Release(by, reason, reply) => {
                         releases.push(PendingRelease { by, reason, reply });
                     }
+                    Command::Learn(range) => self.ledger.learn(&range),
                 }
                 next = rx.try_recv().ok();
             }
@@ -421,6 +409,7 @@ impl Actor {
     /// Decides a batch in memory, commits it, answers the callers. After a
     /// conflict the pool is reloaded (dropping the uncommitted decisions)
     /// and the whole batch decided again.
+    #[tracing::instrument(skip_all, fields(pool = %self.base, allocations = allocs.len(), releases = releases.len()))]
     async fn serve(&mut self, allocs: Vec<Pending>, releases: Vec<PendingRelease>) {
         let started = Instant::now();
         let batch = allocs.len() + releases.len();
@@ -445,6 +434,7 @@ impl Actor {
                 && let Err(e) = self.load().await
             {
                 tracing::warn!(pool = %self.base, error = %e, "loading pool failed");
+                let e = Arc::new(e);
                 fail_all(allocs, releases, || self.kube_error(&e));
                 return;
             }
@@ -481,6 +471,7 @@ impl Actor {
                 Err(CommitError::Api(e)) => {
                     self.loaded = false;
                     tracing::warn!(pool = %self.base, error = %e, "pool write failed");
+                    let e = Arc::new(e);
                     fail_all(allocs, releases, || self.kube_error(&e));
                     return;
                 }
@@ -488,7 +479,7 @@ impl Actor {
             self.loaded = false;
         }
         fail_all(allocs, releases, || {
-            self.api_error("gave up after repeated write conflicts")
+            self.contended("gave up after repeated write conflicts")
         });
     }
 
@@ -507,8 +498,7 @@ impl Actor {
         let until = std::time::SystemTime::now() + FOREIGN_RECHECK;
         let network_name = self.network_name.as_deref();
         let offsets: Vec<u128> = self
-            .ctx
-            .reservations
+            .reservation_cache
             .read()
             .keys()
             .filter_map(|name| hereabouts_core::reservation_address(network_name, name))
@@ -519,19 +509,17 @@ impl Actor {
             .suspect(offsets, until, |o| unreserving.contains_key(&o))
     }
 
-    fn api_error(&self, message: &str) -> Error {
-        Error::Api {
+    fn contended(&self, message: &str) -> Error {
+        Error::Contended {
             pool: self.base.clone(),
             message: message.to_owned(),
-            retry_after: None,
         }
     }
 
-    fn kube_error(&self, e: &kube::Error) -> Error {
+    fn kube_error(&self, e: &Arc<kube::Error>) -> Error {
         Error::Api {
             pool: self.base.clone(),
-            message: e.to_string(),
-            retry_after: super::retry_after(e),
+            source: e.clone(),
         }
     }
 
@@ -580,6 +568,7 @@ impl Actor {
                         finalizers: pool.metadata.finalizers.clone(),
                         ..Default::default()
                     },
+                    status: pool.status.clone(),
                 },
             );
             let allocations = pool
@@ -633,10 +622,11 @@ impl Actor {
                     .iter()
                     .chain(&decided.reserve)
                     .map(|(_, a)| (a.pod_ref.clone(), a.ifname.clone()))
+                    .map(|(p, i)| (p.to_string(), i.to_string()))
                     .collect(),
             );
             reserving = Some(
-                self.ctx.pools.reserving(
+                self.in_flight.reserving(
                     &self.base,
                     decided
                         .reserve
@@ -659,6 +649,7 @@ impl Actor {
                     base: self.base.clone(),
                     shard: self.object_name(self.ledger.shard_of(*offset)),
                     fences: fences.clone(),
+                    in_flight: self.in_flight.clone(),
                 };
                 async move {
                     let Some(ip) = ip else {
@@ -846,7 +837,7 @@ impl Actor {
                         self.ctx.metrics.allocated();
                         Ok(Grant { ip, prefix_len })
                     }
-                    None => Err(self.api_error("allocated offset outside the range")),
+                    None => Err(self.contended("allocated offset outside the range")),
                 },
                 Err(e) => {
                     if matches!(e, AllocError::Exhausted { .. }) {
@@ -903,6 +894,7 @@ impl Actor {
                 continue;
             };
             let ctx = self.ctx.clone();
+            let actors = self.actors.clone();
             let network_name = self.network_name.clone();
             let base = self.base.clone();
             let slots = self.unreserve_slots.clone();
@@ -918,7 +910,7 @@ impl Actor {
                     written.as_ref(),
                 );
                 match unreserved.await {
-                    Ok(()) => ctx.pools.freed(network_name.as_deref(), &base, ip),
+                    Ok(()) => actors.freed(network_name.as_deref(), &base, ip),
                     Err(e) => {
                         tracing::debug!(%ip, error = %e, "removing reservation failed; the collector retries");
                     }
@@ -951,9 +943,12 @@ impl Actor {
         }
     }
 
-    /// Writes the pool's status (sizes and the Exhausted condition) to its
-    /// base object. Tried again on the next idle moment while this replica
-    /// cannot write it (the lease not renewed in time, a stale version).
+    /// Writes every shard's status: which shard it is, the addresses it
+    /// covers, what it holds; shard 0 also the range's totals and the
+    /// Exhausted condition. Shard 0 is written on every call, the others
+    /// when what they say changed. Tried again on the next idle moment
+    /// while this replica cannot write (the lease not renewed in time, a
+    /// stale version).
     async fn write_status(&mut self) {
         if !self.ctx.leadership.is_leader() {
             return;
@@ -962,68 +957,152 @@ impl Actor {
             return;
         }
         self.status_dirty = false;
-        let Some(base) = self.shards.get(&0).and_then(|s| s.resource_version.clone()) else {
-            return;
-        };
         // What the configured ranges hand out (the widest, should NADs
         // sharing the pool differ), else the whole CIDR.
-        let size = self
+        let widest = self
             .ledger
             .ranges()
-            .map(IpRange::usable_count)
-            .max()
-            .or_else(|| {
-                IpRange::from_cidr(self.cidr)
-                    .ok()
-                    .as_ref()
-                    .map(IpRange::usable_count)
-            })
-            .unwrap_or(0);
-        let allocated = self.ledger.allocations().len() as u128;
-        let condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "Exhausted".to_owned(),
-            status: if self.exhausted { "True" } else { "False" }.to_owned(),
-            reason: if self.exhausted {
-                "NoFreeAddress"
-            } else {
-                "AddressesAvailable"
+            .max_by_key(|r| r.usable_count())
+            .cloned()
+            .or_else(|| IpRange::from_cidr(self.cidr).ok());
+        let Some(widest) = widest else {
+            return;
+        };
+        let mut allocated: BTreeMap<u128, u64> = BTreeMap::new();
+        for &offset in self.ledger.allocations().keys() {
+            *allocated.entry(self.ledger.shard_of(offset)).or_default() += 1;
+        }
+        // Held: kept for a pod name, or cooling after a release; either
+        // way handed to nobody else while anything is free.
+        let mut held: BTreeMap<u128, u64> = BTreeMap::new();
+        for (_, _, offset, _) in self.ledger.holds().chain(self.ledger.cooldowns()) {
+            *held.entry(self.ledger.shard_of(offset)).or_default() += 1;
+        }
+        let size = widest.usable_count();
+        let range_allocated: u64 = allocated.values().sum();
+        let range_held: u64 = held.values().sum();
+        self.ctx
+            .metrics
+            .pool_usage(&self.base, size, u128::from(range_allocated));
+        let last_shard = shard_index(self.cidr.last_offset());
+        let existing: Vec<u128> = self
+            .shards
+            .iter()
+            .filter(|(i, s)| **i <= last_shard && s.resource_version.is_some())
+            .map(|(i, _)| *i)
+            .collect();
+        for index in existing {
+            let mut status = shard_status(
+                &widest,
+                index,
+                allocated.get(&index).copied().unwrap_or(0),
+                held.get(&index).copied().unwrap_or(0),
+            );
+            if index == 0 {
+                status.range_size = size.to_string();
+                status.range_allocated = Some(range_allocated);
+                status.range_held = Some(range_held);
+                status.range_free = size
+                    .saturating_sub(u128::from(range_allocated) + u128::from(range_held))
+                    .to_string();
+                let mut condition = exhausted_condition(
+                    self.exhausted,
+                    format!("{range_allocated} of {size} addresses allocated, {range_held} held"),
+                );
+                // The time the condition last changed, not the write's.
+                if let Some(before) = self
+                    .shards
+                    .get(&0)
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_))
+                    .filter(|c| c.status == condition.status)
+                {
+                    condition.last_transition_time = before.last_transition_time.clone();
+                }
+                status.conditions = vec![condition];
             }
-            .to_owned(),
-            message: format!("{allocated} of {size} addresses allocated"),
-            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ),
-            observed_generation: None,
-        };
-        let status = IPPoolStatus {
-            size: size.to_string(),
-            allocated: u64::try_from(allocated).unwrap_or(u64::MAX),
-            free: size.saturating_sub(allocated).to_string(),
-            conditions: vec![condition],
-        };
-        self.ctx.metrics.pool_usage(&self.base, size, allocated);
-        // The resourceVersion makes this a compare-and-swap too, and the
-        // answer tells the version our next spec write must carry.
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": base},
-            "status": status,
-        });
-        match self
-            .api
-            .patch_status(&self.base, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(written) => {
-                if let Some(shard) = self.shards.get_mut(&0) {
-                    shard.resource_version = written.metadata.resource_version;
+            if self.shards.get(&index).and_then(|s| s.status.as_ref()) == Some(&status) {
+                continue;
+            }
+            let Some(version) = self
+                .shards
+                .get(&index)
+                .and_then(|s| s.resource_version.clone())
+            else {
+                continue;
+            };
+            // The resourceVersion makes this a compare-and-swap too, and
+            // the answer tells the version our next spec write must carry.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": version},
+                "status": status,
+            });
+            let name = self.object_name(index);
+            match self
+                .api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(written) => {
+                    if let Some(shard) = self.shards.get_mut(&index) {
+                        shard.resource_version = written.metadata.resource_version;
+                        shard.status = Some(status);
+                    }
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    self.loaded = false;
+                    self.status_dirty = true;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(pool = %name, error = %e, "pool status write failed");
                 }
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                self.loaded = false;
-                self.status_dirty = true;
-            }
-            Err(e) => tracing::debug!(pool = %self.base, error = %e, "pool status write failed"),
         }
+    }
+}
+
+/// What shard `index` of `range` says of itself (shard 0's range totals
+/// and condition are added by the caller).
+fn shard_status(range: &IpRange, index: u128, allocated: u64, held: u64) -> IPPoolStatus {
+    let lo = index.saturating_mul(SHARD_SPAN);
+    let hi = lo.saturating_add(SHARD_SPAN - 1);
+    let size = range.usable_count_between(lo, hi);
+    let first = range.first_usable_between(lo, hi);
+    let last = range.last_usable_between(lo, hi);
+    let addresses = match (
+        first.and_then(|o| range.ip_at(o)),
+        last.and_then(|o| range.ip_at(o)),
+    ) {
+        (Some(a), Some(b)) => format!("{a}-{b}"),
+        _ => String::new(),
+    };
+    IPPoolStatus {
+        shard: index.to_string(),
+        addresses,
+        size: size.to_string(),
+        allocated,
+        held,
+        free: size
+            .saturating_sub(u128::from(allocated) + u128::from(held))
+            .to_string(),
+        ..Default::default()
+    }
+}
+
+fn exhausted_condition(exhausted: bool, message: String) -> Condition {
+    Condition {
+        type_: "Exhausted".to_owned(),
+        status: if exhausted { "True" } else { "False" }.to_owned(),
+        reason: if exhausted {
+            "NoFreeAddress"
+        } else {
+            "AddressesAvailable"
+        }
+        .to_owned(),
+        message,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        observed_generation: None,
     }
 }
 
@@ -1040,9 +1119,9 @@ impl Drop for Actor {
 
 fn to_crd(a: &Allocation) -> hereabouts_api::IPAllocation {
     hereabouts_api::IPAllocation {
-        id: a.container_id.clone(),
-        podref: a.pod_ref.clone(),
-        ifname: a.ifname.clone(),
+        id: a.container_id.to_string(),
+        podref: a.pod_ref.to_string(),
+        ifname: a.ifname.to_string(),
     }
 }
 
@@ -1070,5 +1149,46 @@ fn fail_all(allocs: Vec<Pending>, releases: Vec<PendingRelease>, error: impl Fn(
     }
     for p in releases {
         let _ = p.reply.send(Err(error()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A failed pool write keeps the API server's answer: its status code
+    /// for whoever inspects the source, and its Retry-After for the claim's
+    /// backoff.
+    #[test]
+    fn an_api_failure_keeps_its_status_and_retry_after() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "code": 429,
+            "reason": "TooManyRequests",
+            "message": "too many requests",
+            "details": {"retryAfterSeconds": 7},
+        }))
+        .expect("a Status");
+        let failed = Error::Api {
+            pool: "blue-100.64.0.0-24".into(),
+            source: Arc::new(kube::Error::Api(Box::new(status))),
+        };
+        assert_eq!(failed.retry_after(), Some(Duration::from_secs(7)));
+        assert!(failed.is_transient());
+        assert_eq!(failed.metric_label(), "api_error");
+        let source = failed.source().expect("a source");
+        let client_error = source.downcast_ref::<Arc<kube::Error>>().map(AsRef::as_ref);
+        let Some(kube::Error::Api(status)) = client_error else {
+            panic!("the source is the client's error: {source:?}");
+        };
+        assert_eq!(status.code, 429);
+        assert!(
+            failed
+                .to_string()
+                .starts_with("IPPool blue-100.64.0.0-24: "),
+            "{failed}"
+        );
     }
 }

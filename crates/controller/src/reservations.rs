@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -18,33 +18,96 @@ use hereabouts_api::{
 };
 use hereabouts_core::Allocation;
 
-use super::context::Context;
+use super::shared::Shared;
 
 /// A reservation as this controller last wrote or read it: enough to
-/// delete exactly that object later without reading it first.
+/// delete exactly that object later without reading it first. One per
+/// allocation in two maps (boxed strings: a third smaller than `String`s).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Written {
-    uid: Option<String>,
-    resource_version: Option<String>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
     /// The namespace of the pod it names (its `podref`).
-    pod_namespace: Option<String>,
+    pod_namespace: Option<Box<str>>,
 }
 
 impl Written {
     pub fn of(object: &OverlappingRangeIPReservation) -> Self {
         Written {
-            uid: object.metadata.uid.clone(),
-            resource_version: object.metadata.resource_version.clone(),
-            pod_namespace: object
-                .spec
-                .podref
-                .split_once('/')
-                .map(|(ns, _)| ns.to_owned()),
+            uid: object.metadata.uid.as_deref().map(Into::into),
+            resource_version: object.metadata.resource_version.as_deref().map(Into::into),
+            pod_namespace: object.spec.podref.split_once('/').map(|(ns, _)| ns.into()),
         }
     }
 
     pub fn pod_namespace(&self) -> Option<&str> {
         self.pod_namespace.as_deref()
+    }
+}
+
+/// Reservations this replica's pool actors are writing and have not yet
+/// committed a pool write for, by name, with the pools writing them:
+/// found by another actor, they are an overlapping range's, not orphans of
+/// an earlier leader.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks reservation names as being written by `pool`'s actor until
+    /// the returned guard is dropped.
+    pub fn reserving(&self, pool: &str, names: impl Iterator<Item = String>) -> Reserving {
+        let names: Vec<String> = names.collect();
+        let mut book = self.lock();
+        for name in &names {
+            book.entry(name.clone()).or_default().push(pool.to_owned());
+        }
+        Reserving {
+            pool: pool.to_owned(),
+            names,
+            in_flight: self.clone(),
+        }
+    }
+
+    /// Whether an actor of this replica is writing the reservation `name`
+    /// now.
+    pub fn reserving_now(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Whether an actor of this replica other than `pool`'s is writing the
+    /// reservation `name` now.
+    fn reserved_in_flight(&self, name: &str, pool: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|writers| writers.iter().any(|w| w != pool))
+    }
+}
+
+/// Holds names in [`InFlight`] until dropped.
+#[derive(Debug)]
+pub struct Reserving {
+    pool: String,
+    names: Vec<String>,
+    in_flight: InFlight,
+}
+
+impl Drop for Reserving {
+    fn drop(&mut self) {
+        let mut book = self.in_flight.lock();
+        for name in &self.names {
+            if let Some(writers) = book.get_mut(name) {
+                if let Some(i) = writers.iter().position(|w| *w == self.pool) {
+                    writers.swap_remove(i);
+                }
+                if writers.is_empty() {
+                    book.remove(name);
+                }
+            }
+        }
     }
 }
 
@@ -59,7 +122,7 @@ pub const WRITTEN_FOR: &str = "hereabouts.dev/pool";
 pub const FENCED: &str = "hereabouts.dev/fenced";
 
 /// Who took a reservation over, and when (unique per take-over).
-fn takeover_token(ctx: &Context) -> String {
+fn takeover_token(ctx: &Shared) -> String {
     format!(
         "{}@{}",
         ctx.identity,
@@ -95,7 +158,7 @@ pub enum Reserved {
 /// is resolved here, when it is in the way, not on the collector's
 /// schedule: see [`orphaned`].
 pub async fn reserve(
-    ctx: &Context,
+    ctx: &Shared,
     network_name: Option<&str>,
     ip: IpAddr,
     owner: &Allocation,
@@ -117,9 +180,9 @@ pub async fn reserve(
             ..Default::default()
         },
         spec: OverlappingRangeIPReservationSpec {
-            containerid: owner.container_id.clone(),
-            podref: owner.pod_ref.clone(),
-            ifname: owner.ifname.clone(),
+            containerid: owner.container_id.to_string(),
+            podref: owner.pod_ref.to_string(),
+            ifname: owner.ifname.to_string(),
         },
     };
     match api.create(&PostParams::default(), &object).await {
@@ -142,7 +205,7 @@ pub async fn reserve(
                 .get(WRITTEN_FOR)
                 .is_none_or(|shard| writer.owns(shard));
             let same_owner =
-                existing.spec.podref == owner.pod_ref && existing.spec.ifname == owner.ifname;
+                *existing.spec.podref == *owner.pod_ref && *existing.spec.ifname == *owner.ifname;
             // Whether it is held elsewhere is only known under leadership
             // (an orphan check that found the Lease stale must not mark the
             // address foreign for a minute): unsure means decide again.
@@ -189,6 +252,8 @@ pub struct Writer {
     pub base: String,
     pub shard: String,
     pub fences: Arc<Fences>,
+    /// What the replica's other pool actors are reserving now.
+    pub in_flight: InFlight,
 }
 
 impl Writer {
@@ -224,7 +289,7 @@ pub type Fences =
 /// precondition: once that succeeds, any write prepared against an older
 /// version fails, and the shard as read (without the address) stays true.
 async fn orphaned(
-    ctx: &Context,
+    ctx: &Shared,
     existing: &OverlappingRangeIPReservation,
     name: &str,
     ip: IpAddr,
@@ -236,7 +301,7 @@ async fn orphaned(
     let Some(shard_name) = existing.annotations().get(WRITTEN_FOR) else {
         return Ok(Orphan::No);
     };
-    if ctx.pools.reserved_in_flight(name, &writer.base) {
+    if writer.in_flight.reserved_in_flight(name, &writer.base) {
         return Ok(Orphan::No);
     }
     if !ctx.leadership.is_leader() {
@@ -282,7 +347,7 @@ enum Orphan {
 /// (precondition: the version read); the offsets it held and its CIDR when
 /// that succeeded.
 async fn fence(
-    ctx: &Context,
+    ctx: &Shared,
     name: &str,
 ) -> Result<Option<(HashSet<u128>, hereabouts_core::Cidr)>, kube::Error> {
     let pools: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -323,7 +388,7 @@ async fn fence(
 /// read first and removed only if it still names the same container (or
 /// none: whereabouts writes none).
 pub async fn unreserve(
-    ctx: &Context,
+    ctx: &Shared,
     network_name: Option<&str>,
     ip: IpAddr,
     owner: &Allocation,
@@ -346,9 +411,9 @@ pub async fn unreserve(
     // whereabouts writes no container ID into its reservations; ours
     // always carry one, and another container's is a newer holder's.
     let container_matches =
-        existing.spec.containerid.is_empty() || existing.spec.containerid == owner.container_id;
-    if existing.spec.podref != owner.pod_ref
-        || existing.spec.ifname != owner.ifname
+        existing.spec.containerid.is_empty() || *existing.spec.containerid == *owner.container_id;
+    if *existing.spec.podref != *owner.pod_ref
+        || *existing.spec.ifname != *owner.ifname
         || !container_matches
         || !ctx.leadership.is_leader()
     {
@@ -377,8 +442,8 @@ async fn delete_if_unchanged(
 ) -> Result<(), kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: written.uid.clone(),
-            resource_version: written.resource_version.clone(),
+            uid: written.uid.as_deref().map(str::to_owned),
+            resource_version: written.resource_version.as_deref().map(str::to_owned),
         }),
         ..Default::default()
     };

@@ -29,9 +29,10 @@ use serde_json::{Map, Value};
 
 use super::cidr::{Cidr, CidrError, Family, parse_ip};
 use super::duration::{self, DurationError};
-use super::json::{Obj, describe, join};
+use super::json::{Obj, WrongType, describe, join};
 use super::naming::{NamingError, PoolName, ReservationName, pool_name, reservation_name};
 use super::range::{IpRange, RangeError, RangeFields};
+pub use super::warning::ConfigWarning;
 
 /// Where whereabouts looks for its flat configuration file, after the
 /// NAD's own `configuration_path`.
@@ -142,17 +143,13 @@ impl ConfigError {
     }
 }
 
-/// Something accepted that deserves a word to the admin (e.g. as a Warning
-/// event on the NAD).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigWarning {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
+impl From<WrongType> for ConfigError {
+    fn from(e: WrongType) -> Self {
+        ConfigError::WrongType {
+            field: e.field,
+            expected: e.expected,
+            found: e.found,
+        }
     }
 }
 
@@ -246,6 +243,17 @@ pub struct IgnoredOptions {
     pub datastore: Option<String>,
 }
 
+/// A network's `hold_released`: how an address released by a pod's
+/// deletion is kept for a pod of the same name coming back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// `"off"` (or `false`, or zero): no hold, only the cooldown.
+    Off,
+    /// A duration: pods whose name comes back (StatefulSet pods, pods
+    /// without a controller) are held that long.
+    For(std::time::Duration),
+}
+
 /// One range of a configuration, with its `IPPool` name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeConfig {
@@ -283,6 +291,12 @@ pub struct IpamConfig {
     /// hereabouts' `request_timeout`: how long ADD waits for the allocator
     /// (within [`duration::REQUEST_TIMEOUT`]); `None` for the default.
     pub request_timeout: Option<std::time::Duration>,
+    /// hereabouts' `hold_released`; `None` (unset, `"on"` or `true`): the
+    /// controller's `--hold-released` for pods whose name comes back.
+    pub hold_released: Option<Hold>,
+    /// hereabouts' `release_cooldown` (`"off"` is zero); `None`: the
+    /// controller's `--release-cooldown`.
+    pub release_cooldown: Option<std::time::Duration>,
     pub ignored: IgnoredOptions,
     pub warnings: Vec<ConfigWarning>,
 }
@@ -541,6 +555,20 @@ fn parse_ipam(o: Obj<'_>) -> Result<IpamConfig, ConfigError> {
         None => None,
     };
 
+    let hold_released = match o.get("hold_released") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(true)) => None,
+        Some(Value::String(s)) if s == "on" => None,
+        Some(v) => match rest(&o.field("hold_released"), v)? {
+            d if d.is_zero() => Some(Hold::Off),
+            d => Some(Hold::For(d)),
+        },
+    };
+    let release_cooldown = match o.get("release_cooldown") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(rest(&o.field("release_cooldown"), v)?),
+    };
+
     Ok(IpamConfig {
         kind,
         cni_version: None,
@@ -560,9 +588,27 @@ fn parse_ipam(o: Obj<'_>) -> Result<IpamConfig, ConfigError> {
             .nonempty_str("reconciler_cron_expression")?
             .map(str::to_owned),
         request_timeout,
+        hold_released,
+        release_cooldown,
         ignored,
         warnings,
     })
+}
+
+/// A hold or cooldown: `"off"` or `false` (zero), seconds, or a duration
+/// with units, within [`duration::REST`].
+fn rest(field: &str, v: &Value) -> Result<std::time::Duration, ConfigError> {
+    match v {
+        Value::Bool(false) => Ok(std::time::Duration::ZERO),
+        Value::String(s) if s == "off" => Ok(std::time::Duration::ZERO),
+        Value::String(s) if humantime::parse_duration(s).is_err() => Err(DurationError::Invalid {
+            field: field.to_owned(),
+            value: duration::quoted(s),
+            reason: "expected \"off\" or a duration such as \"30s\"".to_owned(),
+        }
+        .into()),
+        v => Ok(duration::from_json(field, v, duration::REST)?),
+    }
 }
 
 fn parse_range(
@@ -1022,6 +1068,71 @@ mod tests {
             c.reservation_name(ip("fd00::1")).expect("valid").as_str(),
             "blue-fd00--1"
         );
+    }
+
+    #[test]
+    fn hold_and_cooldown_options() {
+        use std::time::Duration;
+        let with = |extra: Value| {
+            let mut ipam = json!({"type": "hereabouts", "range": "10.0.0.0/24"});
+            for (k, v) in extra.as_object().expect("object") {
+                ipam[k] = v.clone();
+            }
+            parse(ipam)
+        };
+        let c = with(json!({})).expect("defaults");
+        assert_eq!((c.hold_released, c.release_cooldown), (None, None));
+        for on in [json!("on"), json!(true), Value::Null] {
+            let c = with(json!({"hold_released": on})).expect("on");
+            assert_eq!(c.hold_released, None, "{on}: the controller's default");
+        }
+        for off in [json!("off"), json!(false), json!(0), json!("0s")] {
+            let c = with(json!({"hold_released": off, "release_cooldown": off})).expect("off");
+            assert_eq!(c.hold_released, Some(Hold::Off), "{off}");
+            assert_eq!(c.release_cooldown, Some(Duration::ZERO), "{off}");
+        }
+        let c = with(json!({"hold_released": "10m", "release_cooldown": 2.5})).expect("durations");
+        assert_eq!(c.hold_released, Some(Hold::For(Duration::from_secs(600))));
+        assert_eq!(c.release_cooldown, Some(Duration::from_millis(2500)));
+        // Refused with the field and the value named.
+        for (extra, field, value) in [
+            (
+                json!({"hold_released": "sometimes"}),
+                "ipam.hold_released",
+                "\"sometimes\"",
+            ),
+            (
+                json!({"hold_released": "2days"}),
+                "ipam.hold_released",
+                "\"2days\"",
+            ),
+            (
+                json!({"release_cooldown": -1}),
+                "ipam.release_cooldown",
+                "-1",
+            ),
+            (
+                json!({"release_cooldown": "on"}),
+                "ipam.release_cooldown",
+                "\"on\"",
+            ),
+            (
+                json!({"release_cooldown": [5]}),
+                "ipam.release_cooldown",
+                "an array",
+            ),
+            (
+                json!({"release_cooldown": 1e300}),
+                "ipam.release_cooldown",
+                "1e+300",
+            ),
+        ] {
+            let e = with(extra.clone()).expect_err(&extra.to_string());
+            assert_eq!(e.field(), field, "{extra}");
+            let message = e.to_string();
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+            assert!(message.contains(value), "{extra}: {message}");
+        }
     }
 
     #[test]

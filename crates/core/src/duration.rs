@@ -51,6 +51,10 @@ impl Bounds {
 pub const REQUEST_TIMEOUT: Bounds =
     Bounds::new(Duration::from_millis(1), Duration::from_secs(3600));
 
+/// A NAD's `hold_released` and `release_cooldown`: the bounds of the
+/// controller's `--hold-released` and `--release-cooldown`.
+pub const REST: Bounds = Bounds::new(Duration::ZERO, Duration::from_secs(24 * 3600));
+
 /// Why a duration is refused; both variants name the field and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
@@ -157,7 +161,7 @@ pub fn from_json(field: &str, value: &Value, bounds: Bounds) -> Result<Duration,
 }
 
 /// The value as it appears in a message: quoted, and cut when long.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     const MAX: usize = 64;
     if text.chars().count() > MAX {
         format!("{:?}...", text.chars().take(MAX).collect::<String>())

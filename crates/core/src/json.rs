@@ -4,8 +4,6 @@
 
 use serde_json::{Map, Value};
 
-use super::config::ConfigError;
-
 /// A short description of a JSON value for error messages.
 pub(crate) fn describe(v: &Value) -> String {
     const MAX: usize = 64;
@@ -41,8 +39,17 @@ pub(crate) struct Obj<'a> {
     pub(crate) path: &'a str,
 }
 
-fn wrong(field: String, expected: &'static str, found: &Value) -> ConfigError {
-    ConfigError::WrongType {
+/// A value of the wrong JSON type, with the field's full name (the
+/// configuration's own error type takes it in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WrongType {
+    pub(crate) field: String,
+    pub(crate) expected: &'static str,
+    pub(crate) found: String,
+}
+
+fn wrong(field: String, expected: &'static str, found: &Value) -> WrongType {
+    WrongType {
         field,
         expected,
         found: describe(found),
@@ -64,7 +71,7 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+    pub(crate) fn str(&self, key: &str) -> Result<Option<&'a str>, WrongType> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -73,11 +80,11 @@ impl<'a> Obj<'a> {
     }
 
     /// A string where `""` counts as absent (Go's zero value).
-    pub(crate) fn nonempty_str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+    pub(crate) fn nonempty_str(&self, key: &str) -> Result<Option<&'a str>, WrongType> {
         Ok(self.str(key)?.filter(|s| !s.is_empty()))
     }
 
-    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, WrongType> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -85,7 +92,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+    pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, WrongType> {
         match self.get(key) {
             None => Ok(None),
             Some(v @ Value::Number(n)) => n
@@ -96,7 +103,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(crate) fn array(&self, key: &str) -> Result<&'a [Value], ConfigError> {
+    pub(crate) fn array(&self, key: &str) -> Result<&'a [Value], WrongType> {
         match self.get(key) {
             None => Ok(&[]),
             Some(Value::Array(a)) => Ok(a),
@@ -104,7 +111,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(crate) fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, ConfigError> {
+    pub(crate) fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, WrongType> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
@@ -113,7 +120,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An array of strings (`null` entries are refused too).
-    pub(crate) fn str_array(&self, key: &str) -> Result<Vec<&'a str>, ConfigError> {
+    pub(crate) fn str_array(&self, key: &str) -> Result<Vec<&'a str>, WrongType> {
         self.array(key)?
             .iter()
             .enumerate()
@@ -129,7 +136,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An array of objects, each with its indexed path.
-    pub(crate) fn objects(&self, key: &str) -> Result<Vec<Entry<'a>>, ConfigError> {
+    pub(crate) fn objects(&self, key: &str) -> Result<Vec<Entry<'a>>, WrongType> {
         self.array(key)?
             .iter()
             .enumerate()

@@ -19,6 +19,14 @@
 //!   container ID replaced by [`hold_marker`] with the expiry: it survives
 //!   leader changes and restarts, and whereabouts reads the address as
 //!   taken;
+//! - cooldowns: an address just released (a claim deleted, an allocation
+//!   collected as leaked, an IPAMClaim deleted) rests before it goes to
+//!   anyone's dynamic request, the former owner's included (stale ARP and
+//!   NDP caches, fabric state); when the range would otherwise be
+//!   exhausted the cooled address whose cooldown ends first goes first,
+//!   before any hold. A static request for it takes it at once. Written
+//!   like a hold, with [`cooling_marker`] as its container ID. A hold
+//!   lasts at least the cooldown, so a held address never skips it;
 //! - foreign marks: addresses whose reservation an overlapping range holds,
 //!   passed over until a recheck or until their release is heard; and
 //!   suspected ones (the reservation cache says so, never confirmed), passed
@@ -28,7 +36,7 @@
 //!   beyond its block), which stay where they were found until reloaded.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +49,7 @@ use crate::range::IpRange;
 /// over before its reservation is tried again.
 pub const FOREIGN_RECHECK: Duration = Duration::from_secs(60);
 
-/// The longest hold the ledger keeps.
+/// The longest hold or cooldown the ledger keeps.
 const MAX_HOLD: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The container ID a pool entry carries while its address is held: the
@@ -49,19 +57,69 @@ const MAX_HOLD: Duration = Duration::from_secs(366 * 24 * 3600);
 /// hex; this cannot be one.
 const HOLD_MARKER: &str = "hereabouts.dev/held-until=";
 
-/// The container ID of a hold that ends at `until`.
-pub fn hold_marker(until: SystemTime) -> String {
+/// The container ID a pool entry carries while its address cools down
+/// after a release: the marker and the expiry in Unix seconds.
+const COOLING_MARKER: &str = "hereabouts.dev/cooling-until=";
+
+fn marker(prefix: &str, until: SystemTime) -> String {
     let secs = until
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-    format!("{HOLD_MARKER}{secs}")
+    format!("{prefix}{secs}")
+}
+
+/// When a marker ends; a marker whose expiry does not read (a hand edit,
+/// a corrupt write) has ended: it is no allocation of its pod, and the
+/// collector removes it.
+fn marked_until(prefix: &str, container_id: &str) -> Option<SystemTime> {
+    let secs = container_id.strip_prefix(prefix)?;
+    Some(
+        secs.parse::<u64>()
+            .ok()
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .unwrap_or(UNIX_EPOCH),
+    )
+}
+
+/// The container ID of a hold that ends at `until`.
+pub fn hold_marker(until: SystemTime) -> String {
+    marker(HOLD_MARKER, until)
 }
 
 /// When the hold a pool entry's container ID marks ends; `None` when the
-/// entry is an allocation.
+/// entry is no hold.
 pub fn held_until(container_id: &str) -> Option<SystemTime> {
-    let secs: u64 = container_id.strip_prefix(HOLD_MARKER)?.parse().ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    marked_until(HOLD_MARKER, container_id)
+}
+
+/// The container ID of a cooldown that ends at `until`.
+pub fn cooling_marker(until: SystemTime) -> String {
+    marker(COOLING_MARKER, until)
+}
+
+/// When the cooldown a pool entry's container ID marks ends; `None` when
+/// the entry is no cooldown.
+pub fn cooling_until(container_id: &str) -> Option<SystemTime> {
+    marked_until(COOLING_MARKER, container_id)
+}
+
+/// When the hold or cooldown a pool entry's container ID marks ends;
+/// `None` when the entry is an allocation. Such an entry belongs to no
+/// live attachment: it is no leak while it lasts, and goes once ended.
+pub fn resting_until(container_id: &str) -> Option<SystemTime> {
+    held_until(container_id).or_else(|| cooling_until(container_id))
+}
+
+/// Whether a hold or cooldown ending at `until` still rests at `now`: not
+/// ended, and not further away than any this ledger writes (a marker from
+/// a hand edit or a wild clock must not pin an address for ever).
+pub fn rests(until: SystemTime, now: SystemTime) -> bool {
+    until > now && until <= later(now, MAX_HOLD)
+}
+
+/// `now + d`, `d` bounded so that it cannot overflow.
+fn later(now: SystemTime, d: Duration) -> SystemTime {
+    now.checked_add(d.min(MAX_HOLD)).unwrap_or(now)
 }
 
 /// What a claim asks of one range.
@@ -90,21 +148,88 @@ pub enum ReleaseBy {
     Exact { ip: IpAddr, container_id: String },
 }
 
-/// Why the release happens; a claim deletion holds the address for the
-/// same pod name a while (StatefulSet pods come back under the same name).
+/// Why the release happens, with what the network's policy asks of the
+/// address afterwards. Every reason whose address was on a pod's
+/// interface gets a cooldown; a claim deletion may instead hold the
+/// address for the same pod name (StatefulSet pods come back under the
+/// same name), for at least the cooldown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseReason {
-    ClaimDeleted,
-    Collected,
+    /// A claim was deleted (DEL, or its pod went). `hold` zero: no hold.
+    ClaimDeleted { hold: Duration, cooldown: Duration },
+    /// The collector found the allocation leaked (its pod is gone, maybe
+    /// still running on a partitioned node).
+    Collected { cooldown: Duration },
+    /// The IPAMClaim that owned the address was deleted (the VM is gone).
+    IpamClaimDeleted { cooldown: Duration },
+    /// Given back without ever reaching a pod (the other ranges of an
+    /// all-or-nothing claim failed): no cooldown.
     Manual,
 }
 
 impl ReleaseReason {
     pub fn metric_label(self) -> &'static str {
         match self {
-            ReleaseReason::ClaimDeleted => "claim_deleted",
-            ReleaseReason::Collected => "garbage_collected",
+            ReleaseReason::ClaimDeleted { .. } => "claim_deleted",
+            ReleaseReason::Collected { .. } => "garbage_collected",
+            ReleaseReason::IpamClaimDeleted { .. } => "ipamclaim_deleted",
             ReleaseReason::Manual => "manual",
+        }
+    }
+
+    fn hold(self) -> Duration {
+        match self {
+            ReleaseReason::ClaimDeleted { hold, .. } => hold,
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn cooldown(self) -> Duration {
+        match self {
+            ReleaseReason::ClaimDeleted { cooldown, .. }
+            | ReleaseReason::Collected { cooldown }
+            | ReleaseReason::IpamClaimDeleted { cooldown } => cooldown,
+            ReleaseReason::Manual => Duration::ZERO,
+        }
+    }
+}
+
+/// What a network asks of the addresses it releases: how long a pod whose
+/// name comes back keeps its address (zero: no hold), and how long a
+/// released address rests (zero: none). The controller's flags are the
+/// defaults; a NAD's `hold_released` and `release_cooldown` override them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub hold: Duration,
+    pub cooldown: Duration,
+}
+
+impl Policy {
+    /// `self` (the defaults) overridden by what `config` says.
+    pub fn with(self, config: Option<&crate::IpamConfig>) -> Policy {
+        let Some(config) = config else {
+            return self;
+        };
+        Policy {
+            hold: match config.hold_released {
+                None => self.hold,
+                Some(crate::Hold::Off) => Duration::ZERO,
+                Some(crate::Hold::For(d)) => d,
+            },
+            cooldown: config.release_cooldown.unwrap_or(self.cooldown),
+        }
+    }
+
+    /// The release of a deleted claim: held only when a pod of the same
+    /// name may come back.
+    pub fn claim_deleted(self, name_comes_back: bool) -> ReleaseReason {
+        ReleaseReason::ClaimDeleted {
+            hold: if name_comes_back {
+                self.hold
+            } else {
+                Duration::ZERO
+            },
+            cooldown: self.cooldown,
         }
     }
 }
@@ -149,13 +274,21 @@ impl Change {
     }
 }
 
-type Owner = (String, String);
+use crate::allocator::{Owner, owner_key};
+
+/// The marks a static request lifts from the address it asks for, kept
+/// until it is granted.
+#[derive(Default)]
+struct SetAside {
+    suspected: Option<(u128, SystemTime)>,
+    held: Vec<(Owner, (u128, SystemTime))>,
+    cooling: Option<(u128, (Owner, SystemTime))>,
+}
 
 /// The ledger of one pool (all its shards).
 #[derive(Debug)]
 pub struct Ledger {
     cidr: Cidr,
-    hold: Duration,
     /// The truth: every committed allocation, by offset...
     allocations: BTreeMap<u128, Allocation>,
     /// ...and by (pod reference, interface).
@@ -163,27 +296,31 @@ pub struct Ledger {
     /// Offsets found in a shard other than their block's, with that shard.
     strays: HashMap<u128, u128>,
     variants: HashMap<IpRange, (Pool, u64)>,
+    /// Every range configuration seen (kept across reloads, which drop
+    /// the variants): what the pool's status counts against.
+    configured: HashSet<IpRange>,
     generation: u64,
     held: HashMap<Owner, (u128, SystemTime)>,
+    /// Cooling addresses, with their former owner and the cooldown's end.
+    cooling: BTreeMap<u128, (Owner, SystemTime)>,
     foreign: HashMap<u128, SystemTime>,
     suspected: HashMap<u128, SystemTime>,
 }
 
 impl Ledger {
-    /// An empty ledger for `cidr`; a claim deletion holds its address for
-    /// `hold` (zero: no holds).
-    pub fn new(cidr: Cidr, hold: Duration) -> Self {
+    /// An empty ledger for `cidr`; how long a release holds or cools its
+    /// address comes with each release ([`ReleaseReason`]).
+    pub fn new(cidr: Cidr) -> Self {
         Ledger {
             cidr,
-            // Bounded so that `now + hold` cannot overflow whatever the
-            // caller passes (the controller's flag allows a day).
-            hold: hold.min(MAX_HOLD),
             allocations: BTreeMap::new(),
             owners: HashMap::new(),
             strays: HashMap::new(),
             variants: HashMap::new(),
+            configured: HashSet::new(),
             generation: 0,
             held: HashMap::new(),
+            cooling: BTreeMap::new(),
             foreign: HashMap::new(),
             suspected: HashMap::new(),
         }
@@ -195,8 +332,8 @@ impl Ledger {
 
     /// Replaces the truth with what the pool's objects hold: `shards` are
     /// (shard index, allocation entries keyed as whereabouts keys them).
-    /// Holds and foreign marks survive a reload (they are this replica's
-    /// knowledge, not the objects').
+    /// Holds and cooldowns come from the objects; foreign marks survive a
+    /// reload (they are this replica's knowledge, not the objects').
     pub fn load<I, E>(&mut self, shards: I) -> Vec<LoadWarning>
     where
         I: IntoIterator<Item = (u128, E)>,
@@ -206,19 +343,23 @@ impl Ledger {
         self.owners.clear();
         self.strays.clear();
         self.held.clear();
+        self.cooling.clear();
         self.variants.clear();
         self.generation += 1;
         let mut warnings = Vec::new();
         for (shard, entries) in shards {
             for (key, a) in entries {
-                let Some(offset) =
-                    crate::parse_allocation_key(&key).filter(|&o| o <= self.cidr.last_offset())
+                let Some(offset) = crate::allocator::parse_allocation_key(&key)
+                    .filter(|&o| o <= self.cidr.last_offset())
                 else {
                     warnings.push(LoadWarning::BadKey { shard, key });
                     continue;
                 };
                 let held = self.held.values().any(|(o, _)| *o == offset);
-                if self.allocations.contains_key(&offset) || held {
+                if self.allocations.contains_key(&offset)
+                    || held
+                    || self.cooling.contains_key(&offset)
+                {
                     warnings.push(LoadWarning::Duplicate { shard, key });
                     continue;
                 }
@@ -227,6 +368,10 @@ impl Ledger {
                 }
                 if let Some(until) = held_until(&a.container_id) {
                     self.held.insert((a.pod_ref, a.ifname), (offset, until));
+                    continue;
+                }
+                if let Some(until) = cooling_until(&a.container_id) {
+                    self.cooling.insert(offset, ((a.pod_ref, a.ifname), until));
                     continue;
                 }
                 self.owners
@@ -245,14 +390,20 @@ impl Ledger {
     /// The range configurations decided for so far (NADs sharing the pool
     /// may differ).
     pub fn ranges(&self) -> impl Iterator<Item = &IpRange> + '_ {
-        self.variants.keys()
+        self.configured.iter()
+    }
+
+    /// Learns a range configuration of the pool without allocating (a
+    /// release names its claim's range): what the status counts against.
+    pub fn learn(&mut self, range: &IpRange) {
+        if !self.configured.contains(range) {
+            self.configured.insert(range.clone());
+        }
     }
 
     /// The offset (pod reference, interface) holds.
     pub fn owned_by(&self, pod_ref: &str, ifname: &str) -> Option<u128> {
-        self.owners
-            .get(&(pod_ref.to_owned(), ifname.to_owned()))
-            .copied()
+        self.owners.get(&owner_key(pod_ref, ifname)).copied()
     }
 
     /// The shard an allocation at `offset` is written to.
@@ -264,7 +415,8 @@ impl Ledger {
     }
 
     /// The entries shard `index` holds, keyed as whereabouts keys them:
-    /// its allocations, and its holds as [`hold_marker`] entries.
+    /// its allocations, its holds as [`hold_marker`] entries and its
+    /// cooldowns as [`cooling_marker`] entries.
     pub fn shard_entries(&self, index: u128) -> BTreeMap<String, Cow<'_, Allocation>> {
         let lo = index.saturating_mul(SHARD_SPAN);
         let hi = lo.saturating_add(SHARD_SPAN);
@@ -286,6 +438,13 @@ impl Ledger {
                 entries.insert(allocation_key(*offset), Cow::Owned(marked));
             }
         }
+        for (offset, ((pod_ref, ifname), until)) in &self.cooling {
+            if self.shard_of(*offset) == index {
+                let marked =
+                    Allocation::new(cooling_marker(*until), pod_ref.clone(), ifname.clone());
+                entries.insert(allocation_key(*offset), Cow::Owned(marked));
+            }
+        }
         entries
     }
 
@@ -294,7 +453,15 @@ impl Ledger {
     pub fn holds(&self) -> impl Iterator<Item = (&str, &str, u128, SystemTime)> + '_ {
         self.held
             .iter()
-            .map(|((p, i), (o, until))| (p.as_str(), i.as_str(), *o, *until))
+            .map(|((p, i), (o, until))| (&**p, &**i, *o, *until))
+    }
+
+    /// Addresses cooling down after a release, with their former owner
+    /// (pod reference, interface) and the cooldown's end.
+    pub fn cooldowns(&self) -> impl Iterator<Item = (&str, &str, u128, SystemTime)> + '_ {
+        self.cooling
+            .iter()
+            .map(|(o, ((p, i), until))| (&**p, &**i, *o, *until))
     }
 
     /// Whether `offset` is passed over as an overlapping range's.
@@ -303,11 +470,16 @@ impl Ledger {
     }
 
     /// Whether a dynamic request passes `offset` over at `now`: held for a
-    /// pod, or marked as an overlapping range's (confirmed or suspected).
+    /// pod, cooling down, or marked as an overlapping range's (confirmed or
+    /// suspected).
     pub fn is_blocked(&self, offset: u128, now: SystemTime) -> bool {
         self.held
             .values()
-            .any(|(o, until)| *o == offset && *until > now)
+            .any(|(o, until)| *o == offset && rests(*until, now))
+            || self
+                .cooling
+                .get(&offset)
+                .is_some_and(|(_, until)| rests(*until, now))
             || [&self.foreign, &self.suspected]
                 .iter()
                 .any(|marks| marks.get(&offset).is_some_and(|until| *until > now))
@@ -366,15 +538,17 @@ impl Ledger {
         now: SystemTime,
     ) -> Decision {
         let mut decision = Decision::default();
-        // Holds are written into the pool: every hold made, taken, given
-        // way or ended touches its shard.
-        let holds_before: HashMap<u128, SystemTime> = self.held.values().copied().collect();
+        // Holds and cooldowns are written into the pool: every one made,
+        // taken, given way or ended touches its shard.
+        let rests_before = self.rests();
         self.expire(now);
         for (by, reason) in releases {
-            if let Some(offset) = self.find_hold(by) {
-                // A hold the collector found expired (or a manual release
-                // of it): the entry goes, nothing was allocated.
+            if let Some(offset) = self.find_rest(by) {
+                // A hold or cooldown the collector found ended (or a
+                // release of it by its marker): the entry goes, nothing was
+                // allocated, nothing cools.
                 self.held.retain(|_, (o, _)| *o != offset);
+                self.cooling.remove(&offset);
                 self.unblock(offset);
                 decision.releases.push(true);
                 continue;
@@ -387,14 +561,18 @@ impl Ledger {
                 continue;
             };
             self.apply(Change::Remove(offset), None);
-            if *reason == ReleaseReason::ClaimDeleted && !self.hold.is_zero() {
-                let earlier = self.held.insert(
-                    (allocation.pod_ref.clone(), allocation.ifname.clone()),
-                    (offset, now + self.hold),
-                );
+            let owner = (allocation.pod_ref.clone(), allocation.ifname.clone());
+            let (hold, cooldown) = (reason.hold(), reason.cooldown());
+            if !hold.is_zero() {
+                let earlier = self
+                    .held
+                    .insert(owner, (offset, later(now, hold.max(cooldown))));
                 if let Some((earlier, _)) = earlier.filter(|(o, _)| *o != offset) {
                     self.unblock(earlier);
                 }
+                self.apply(Change::Block(offset), None);
+            } else if !cooldown.is_zero() {
+                self.cooling.insert(offset, (owner, later(now, cooldown)));
                 self.apply(Change::Block(offset), None);
             }
             decision.touched.insert(self.shard_of(offset));
@@ -411,13 +589,27 @@ impl Ledger {
             }
             decision.allocs.push(result.map(|(o, _)| o));
         }
-        let holds_after: HashMap<u128, SystemTime> = self.held.values().copied().collect();
-        for offset in holds_before.keys().chain(holds_after.keys()) {
-            if holds_before.get(offset) != holds_after.get(offset) {
+        let rests_after = self.rests();
+        for offset in rests_before.keys().chain(rests_after.keys()) {
+            if rests_before.get(offset) != rests_after.get(offset) {
                 decision.touched.insert(self.shard_of(*offset));
             }
         }
         decision
+    }
+
+    /// Every hold and cooldown by offset, with its end and kind (a hold
+    /// turned into a cooldown at the same offset is a change to write).
+    fn rests(&self) -> HashMap<u128, (SystemTime, bool)> {
+        self.held
+            .values()
+            .map(|(o, until)| (*o, (*until, true)))
+            .chain(
+                self.cooling
+                    .iter()
+                    .map(|(o, (_, until))| (*o, (*until, false))),
+            )
+            .collect()
     }
 
     /// Ends holds and foreign marks whose time is up.
@@ -425,7 +617,7 @@ impl Ledger {
         let expired: Vec<_> = self
             .held
             .iter()
-            .filter(|(_, (_, until))| *until <= now)
+            .filter(|(_, (_, until))| !rests(*until, now))
             .map(|(k, (o, _))| (k.clone(), *o))
             .collect();
         for (key, offset) in expired {
@@ -442,19 +634,36 @@ impl Ledger {
             self.foreign.remove(&offset);
             self.unblock(offset);
         }
+        let cooled: Vec<u128> = self
+            .cooling
+            .iter()
+            .filter(|(_, (_, until))| !rests(*until, now))
+            .map(|(o, _)| *o)
+            .collect();
+        for offset in cooled {
+            self.cooling.remove(&offset);
+            self.unblock(offset);
+        }
         self.suspected.retain(|_, until| *until > now);
     }
 
-    /// The held offset an exact release names by its hold marker.
-    fn find_hold(&self, by: &ReleaseBy) -> Option<u128> {
+    /// The held or cooling offset an exact release names by its marker.
+    fn find_rest(&self, by: &ReleaseBy) -> Option<u128> {
         let ReleaseBy::Exact { ip, container_id } = by else {
             return None;
         };
-        let until = held_until(container_id)?;
         let offset = self.cidr.offset_of(*ip)?;
-        self.held
-            .values()
-            .any(|(o, u)| *o == offset && hold_marker(*u) == hold_marker(until))
+        if let Some(until) = held_until(container_id) {
+            return self
+                .held
+                .values()
+                .any(|(o, u)| *o == offset && hold_marker(*u) == hold_marker(until))
+                .then_some(offset);
+        }
+        let until = cooling_until(container_id)?;
+        self.cooling
+            .get(&offset)
+            .is_some_and(|(_, u)| cooling_marker(*u) == cooling_marker(until))
             .then_some(offset)
     }
 
@@ -466,19 +675,19 @@ impl Ledger {
                 container_id,
             } => self
                 .owners
-                .get(&(pod_ref.clone(), ifname.clone()))
+                .get(&owner_key(pod_ref, ifname))
                 .copied()
                 .filter(|o| {
                     container_id.as_ref().is_none_or(|c| {
                         self.allocations
                             .get(o)
-                            .is_some_and(|a| &a.container_id == c)
+                            .is_some_and(|a| *a.container_id == **c)
                     })
                 }),
             ReleaseBy::Exact { ip, container_id } => self.cidr.offset_of(*ip).filter(|o| {
                 self.allocations
                     .get(o)
-                    .is_some_and(|a| &a.container_id == container_id)
+                    .is_some_and(|a| *a.container_id == **container_id)
             }),
         }
     }
@@ -493,7 +702,7 @@ impl Ledger {
         // A (pod, interface) coming back within the hold gets its address,
         // unless an overlapping range took it meanwhile (its reservation is
         // another's: the hold only binds this pool).
-        if let Some((offset, _)) = self.held.remove(&key) {
+        if let Some((offset, until)) = self.held.remove(&key) {
             self.unblock(offset);
             let wanted = request.static_ip.and_then(|ip| self.cidr.offset_of(ip));
             if wanted.is_none_or(|w| w == offset)
@@ -504,15 +713,28 @@ impl Ledger {
                 self.apply(Change::Insert(offset, request.owner.clone()), None);
                 return Ok((offset, true));
             }
+            // Not taken back (another address asked for, or one its range
+            // does not hand out): the address rests out its time, so it
+            // never skips the cooldown a hold stands for.
+            if !self.allocations.contains_key(&offset) && !self.cooling.contains_key(&offset) {
+                self.cooling.insert(offset, (key.clone(), until));
+                self.apply(Change::Block(offset), None);
+            }
         }
         // A static request for an address held for another pod name takes
         // it: the hold keeps a StatefulSet pod's address from strangers'
         // dynamic requests, but an address asked for by name belongs to
         // whoever carries it now (a Deployment's fixed IP moving to its
         // next pod), as whereabouts hands it over at once.
+        // What a static request set aside, put back if it is refused: a
+        // refusal changes nothing.
+        let mut set_aside = SetAside::default();
         if let Some(wanted) = request.static_ip.and_then(|ip| self.cidr.offset_of(ip)) {
             // Suspected only from the cache: its reservation decides.
-            if self.suspected.remove(&wanted).is_some() && !self.foreign.contains_key(&wanted) {
+            if !self.foreign.contains_key(&wanted)
+                && let Some(until) = self.suspected.remove(&wanted)
+            {
+                set_aside.suspected = Some((wanted, until));
                 self.unblock(wanted);
             }
             let holders: Vec<_> = self
@@ -522,28 +744,49 @@ impl Ledger {
                 .map(|(k, _)| k.clone())
                 .collect();
             for holder in holders {
-                self.held.remove(&holder);
+                if let Some(hold) = self.held.remove(&holder) {
+                    set_aside.held.push((holder, hold));
+                }
+                self.unblock(wanted);
+            }
+            // Asked for by name: a cooldown does not keep it either.
+            if let Some(cooling) = self.cooling.remove(&wanted) {
+                set_aside.cooling = Some((wanted, cooling));
                 self.unblock(wanted);
             }
         }
         let assigned = match request.static_ip {
-            Some(ip) => self
-                .variant(&request.range, now)
-                .allocate_static(ip, request.owner.clone()),
+            Some(ip) => {
+                let assigned = self
+                    .variant(&request.range, now)
+                    .allocate_static(ip, request.owner.clone());
+                if assigned.is_err() {
+                    self.put_back(set_aside);
+                }
+                assigned
+            }
             None => match self.allocate_dynamic(request, now) {
-                Err(AllocError::Exhausted { .. }) => match self.oldest_hold(&request.range) {
-                    // Out of free addresses: the oldest hold gives way.
-                    Some((holder, offset)) => {
+                Err(AllocError::Exhausted { .. }) => {
+                    // Out of free addresses: the cooled address whose
+                    // cooldown ends first gives way, then the oldest hold
+                    // (a hold keeps a pod's identity, a cooldown only
+                    // rests the address).
+                    let offset = if let Some(offset) = self.first_cooled(&request.range) {
+                        self.cooling.remove(&offset);
+                        offset
+                    } else if let Some((holder, offset)) = self.oldest_hold(&request.range) {
                         self.held.remove(&holder);
-                        self.unblock(offset);
-                        self.apply(Change::Insert(offset, request.owner.clone()), None);
-                        return Ok((offset, true));
-                    }
-                    None => Err(AllocError::Exhausted {
-                        range: request.range.to_string(),
-                        allocated: self.allocations.len(),
-                    }),
-                },
+                        offset
+                    } else {
+                        return Err(AllocError::Exhausted {
+                            range: request.range.to_string(),
+                            allocated: self.allocations.len(),
+                        });
+                    };
+                    self.unblock(offset);
+                    self.apply(Change::Insert(offset, request.owner.clone()), None);
+                    return Ok((offset, true));
+                }
                 other => other,
             },
         }?;
@@ -554,6 +797,22 @@ impl Ledger {
             );
         }
         Ok((assigned.offset, assigned.changed()))
+    }
+
+    /// Restores what a refused static request set aside.
+    fn put_back(&mut self, set_aside: SetAside) {
+        if let Some((offset, until)) = set_aside.suspected {
+            self.suspected.insert(offset, until);
+            self.apply(Change::Block(offset), None);
+        }
+        for (holder, (offset, until)) in set_aside.held {
+            self.held.insert(holder, (offset, until));
+            self.apply(Change::Block(offset), None);
+        }
+        if let Some((offset, cooling)) = set_aside.cooling {
+            self.cooling.insert(offset, cooling);
+            self.apply(Change::Block(offset), None);
+        }
     }
 
     /// The lowest free address of the range; when only suspected
@@ -582,6 +841,20 @@ impl Ledger {
         }
     }
 
+    /// The cooled address of `range` whose cooldown ends first (the
+    /// longest cooled, when the network's cooldowns are alike).
+    fn first_cooled(&self, range: &IpRange) -> Option<u128> {
+        self.cooling
+            .iter()
+            .filter(|(o, _)| {
+                range.is_usable(**o)
+                    && !self.allocations.contains_key(o)
+                    && !self.foreign.contains_key(o)
+            })
+            .min_by_key(|(o, (_, until))| (*until, **o))
+            .map(|(o, _)| *o)
+    }
+
     fn oldest_hold(&self, range: &IpRange) -> Option<(Owner, u128)> {
         self.held
             .iter()
@@ -596,6 +869,7 @@ impl Ledger {
 
     /// The allocator for `range`, current with `allocations`.
     fn variant(&mut self, range: &IpRange, now: SystemTime) -> &mut Pool {
+        self.learn(range);
         let generation = self.generation;
         let current = self
             .variants
@@ -613,6 +887,12 @@ impl Ledger {
                 .values()
                 .filter(|(_, until)| *until > now)
                 .map(|(o, _)| *o)
+                .chain(
+                    self.cooling
+                        .iter()
+                        .filter(|(_, (_, until))| *until > now)
+                        .map(|(o, _)| *o),
+                )
                 .chain(
                     self.foreign
                         .iter()
@@ -638,6 +918,7 @@ impl Ledger {
     /// ending one must not hand out an address another still keeps.
     fn unblock(&mut self, offset: u128) {
         let kept = self.held.values().any(|(o, _)| *o == offset)
+            || self.cooling.contains_key(&offset)
             || self.foreign.contains_key(&offset)
             || self.suspected.contains_key(&offset);
         if !kept {
@@ -714,6 +995,15 @@ pub fn shard_of_name(base: &str, last_offset: u128, name: &str, odd: &mut u128) 
 mod tests {
     use super::*;
 
+    /// A claim deleted, held for its pod name for 300 s, no cooldown.
+    const CLAIM_DELETED: ReleaseReason = ReleaseReason::ClaimDeleted {
+        hold: Duration::from_secs(300),
+        cooldown: Duration::ZERO,
+    };
+    const COLLECTED: ReleaseReason = ReleaseReason::Collected {
+        cooldown: Duration::ZERO,
+    };
+
     fn cidr(s: &str) -> Cidr {
         s.parse().expect("test CIDR")
     }
@@ -755,12 +1045,7 @@ mod tests {
     /// web-0 allocates, then its claim goes: its address is held.
     fn hold_web0(ledger: &mut Ledger, r: &IpRange, now: SystemTime) {
         one(ledger, &dynamic(r, "web-0"), now).expect("allocates");
-        assert!(release(
-            ledger,
-            &deleted("web-0"),
-            ReleaseReason::ClaimDeleted,
-            now
-        ));
+        assert!(release(ledger, &deleted("web-0"), CLAIM_DELETED, now));
     }
 
     fn release(
@@ -775,7 +1060,7 @@ mod tests {
     #[test]
     fn hands_out_the_lowest_free_address_and_repeats_answers() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let now = SystemTime::now();
         let d = l.decide(&[&dynamic(&r, "a"), &dynamic(&r, "b")], &[], now);
         assert_eq!(d.allocs, vec![Ok(1), Ok(2)]);
@@ -790,16 +1075,10 @@ mod tests {
     #[test]
     fn a_deleted_claims_address_is_held_for_its_pod_name_only() {
         let r = range("198.51.100.0/29"); // 6 usable
-        let hold = Duration::from_secs(300);
-        let mut l = Ledger::new(*r.cidr(), hold);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
-        assert!(release(
-            &mut l,
-            &deleted("web-0"),
-            ReleaseReason::ClaimDeleted,
-            t0
-        ));
+        assert!(release(&mut l, &deleted("web-0"), CLAIM_DELETED, t0));
         assert_eq!(l.holds().count(), 1);
         // A stranger gets another address while the hold lasts.
         assert_eq!(one(&mut l, &dynamic(&r, "other"), t0), Ok(2));
@@ -811,7 +1090,7 @@ mod tests {
     #[test]
     fn a_held_address_an_overlapping_range_took_is_not_handed_back() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         // Its reservation went with the release; an overlapping range took
@@ -823,7 +1102,7 @@ mod tests {
         };
         assert_eq!(one(&mut l, &back, t0), Ok(2), "another address, at once");
         // Nor does a full range hand it out as the oldest hold.
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         hold_web0(&mut l, &r, t0);
         l.mark_foreign([1], t0 + FOREIGN_RECHECK);
         for pod in ["a", "b", "c", "d", "e"] {
@@ -838,7 +1117,7 @@ mod tests {
     #[test]
     fn ending_one_mark_keeps_the_others_block() {
         let r = range("198.51.100.0/30"); // .1 and .2
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         // .1 is held for web-0 and suspected; the suspicion is lifted.
@@ -851,14 +1130,14 @@ mod tests {
     #[test]
     fn a_collected_address_is_not_held() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&r, "a"), t0), Ok(1));
         let by = ReleaseBy::Exact {
             ip: ip("198.51.100.1"),
             container_id: "c-a".to_owned(),
         };
-        assert!(release(&mut l, &by, ReleaseReason::Collected, t0));
+        assert!(release(&mut l, &by, COLLECTED, t0));
         assert_eq!(l.holds().count(), 0);
         assert_eq!(one(&mut l, &dynamic(&r, "b"), t0), Ok(1));
     }
@@ -867,7 +1146,7 @@ mod tests {
     fn holds_expire() {
         let r = range("198.51.100.0/29");
         let hold = Duration::from_secs(300);
-        let mut l = Ledger::new(*r.cidr(), hold);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         let later = t0 + hold + Duration::from_secs(1);
@@ -878,13 +1157,13 @@ mod tests {
     #[test]
     fn the_oldest_hold_gives_way_when_nothing_else_is_free() {
         let r = range("198.51.100.0/30"); // .1 and .2 usable
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "old"), t0).expect("allocates");
         one(&mut l, &dynamic(&r, "young"), t0).expect("allocates");
-        release(&mut l, &deleted("old"), ReleaseReason::ClaimDeleted, t0);
+        release(&mut l, &deleted("old"), CLAIM_DELETED, t0);
         let t1 = t0 + Duration::from_secs(10);
-        release(&mut l, &deleted("young"), ReleaseReason::ClaimDeleted, t1);
+        release(&mut l, &deleted("young"), CLAIM_DELETED, t1);
         assert_eq!(one(&mut l, &dynamic(&r, "stranger"), t1), Ok(1));
         // The younger hold stands; the range is now full for strangers.
         let e = one(&mut l, &dynamic(&r, "another"), t1);
@@ -896,7 +1175,7 @@ mod tests {
     #[test]
     fn a_static_request_takes_an_address_held_for_another_name() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         let fixed = Request {
@@ -912,7 +1191,7 @@ mod tests {
     #[test]
     fn a_static_request_for_a_taken_address_fails() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
         let fixed = Request {
@@ -926,7 +1205,7 @@ mod tests {
     #[test]
     fn a_release_with_another_container_id_releases_nothing() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
         let stale = ReleaseBy::Owner {
@@ -934,19 +1213,19 @@ mod tests {
             ifname: "net1".to_owned(),
             container_id: Some("an-earlier-sandbox".to_owned()),
         };
-        assert!(!release(&mut l, &stale, ReleaseReason::ClaimDeleted, t0));
+        assert!(!release(&mut l, &stale, CLAIM_DELETED, t0));
         let exact = ReleaseBy::Exact {
             ip: ip("198.51.100.1"),
             container_id: "another".to_owned(),
         };
-        assert!(!release(&mut l, &exact, ReleaseReason::Collected, t0));
+        assert!(!release(&mut l, &exact, COLLECTED, t0));
         assert_eq!(l.owned_by("ns/a", "net1"), Some(1));
     }
 
     #[test]
     fn foreign_addresses_are_passed_over_until_freed_or_rechecked() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         l.mark_foreign([1, 2], t0 + FOREIGN_RECHECK);
         let reserving = Request {
@@ -966,7 +1245,7 @@ mod tests {
     #[test]
     fn suspected_addresses_are_tried_when_nothing_else_is_free() {
         let r = range("198.51.100.0/30"); // .1 and .2
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         let until = t0 + FOREIGN_RECHECK;
         assert_eq!(
@@ -978,7 +1257,7 @@ mod tests {
         // Only the suspected .1 is left: tried after all.
         assert_eq!(one(&mut l, &dynamic(&r, "b"), t0), Ok(1));
         // Confirmed foreign addresses are not.
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         l.mark_foreign([1, 2], until);
         assert!(matches!(
             one(&mut l, &dynamic(&r, "a"), t0),
@@ -989,7 +1268,7 @@ mod tests {
     #[test]
     fn a_static_request_unblocks_a_suspected_address() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         l.suspect([3], t0 + FOREIGN_RECHECK, |_| false);
         let fixed = Request {
@@ -1014,7 +1293,7 @@ mod tests {
             exclude: &[],
         })
         .expect("range with a start");
-        let mut l = Ledger::new(*whole.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*whole.cidr());
         let t0 = SystemTime::now();
         assert_eq!(one(&mut l, &dynamic(&late, "a"), t0), Ok(10));
         assert_eq!(one(&mut l, &dynamic(&whole, "b"), t0), Ok(1));
@@ -1032,7 +1311,7 @@ mod tests {
     #[test]
     fn shards_split_a_large_range_and_strays_stay_where_they_were_found() {
         let r = range("100.64.0.0/16");
-        let mut l = Ledger::new(*r.cidr(), Duration::ZERO);
+        let mut l = Ledger::new(*r.cidr());
         // An adopted whereabouts pool: everything in one object (shard 0),
         // including offset 300 (block 2), plus a bad key and a duplicate.
         let warnings = l.load([
@@ -1090,7 +1369,7 @@ mod tests {
     #[test]
     fn marks_survive_a_reload_and_holds_come_from_the_pool() {
         let r = range("198.51.100.0/29");
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         l.mark_foreign([2], t0 + FOREIGN_RECHECK);
@@ -1098,7 +1377,7 @@ mod tests {
         assert_eq!(one(&mut l, &dynamic(&r, "x"), t0), Ok(3));
         assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t0), Ok(1));
         // A pool without the hold entry has no hold.
-        let mut l = Ledger::new(*r.cidr(), Duration::from_secs(300));
+        let mut l = Ledger::new(*r.cidr());
         hold_web0(&mut l, &r, t0);
         l.load([(0u128, Vec::<(String, Allocation)>::new())]);
         assert_eq!(l.holds().count(), 0);
@@ -1116,20 +1395,20 @@ mod tests {
     fn a_hold_is_written_into_the_pool_and_a_new_leader_keeps_it() {
         let r = range("198.51.100.0/29");
         let hold = Duration::from_secs(300);
-        let mut l = Ledger::new(*r.cidr(), hold);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
-        let d = l.decide(&[], &[(&deleted("web-0"), ReleaseReason::ClaimDeleted)], t0);
+        let d = l.decide(&[], &[(&deleted("web-0"), CLAIM_DELETED)], t0);
         assert_eq!(d.touched, BTreeSet::from([0]));
         let entries = written(&l, 0);
         assert_eq!(entries.len(), 1, "the held address stays in the pool");
         let (key, entry) = &entries[0];
         assert_eq!(key, "1");
-        assert_eq!(entry.pod_ref, "ns/web-0");
+        assert_eq!(&*entry.pod_ref, "ns/web-0");
         assert!(held_until(&entry.container_id).is_some_and(|u| u >= t0 + hold));
         assert!(!entry.container_id.starts_with("c-"), "not a container ID");
         // Another replica loads the pool after a leader change.
-        let mut next = Ledger::new(*r.cidr(), hold);
+        let mut next = Ledger::new(*r.cidr());
         assert!(next.load([(0u128, entries)]).is_empty());
         assert_eq!(
             next.owned_by("ns/web-0", "net1"),
@@ -1140,14 +1419,14 @@ mod tests {
         let d = next.decide(&[&dynamic(&r, "web-0")], &[], t0);
         assert_eq!(d.allocs, vec![Ok(1)]);
         assert_eq!(d.touched, BTreeSet::from([0]));
-        assert_eq!(written(&next, 0)[0].1.container_id, "c-web-0");
+        assert_eq!(&*written(&next, 0)[0].1.container_id, "c-web-0");
     }
 
     #[test]
     fn an_ended_hold_leaves_the_pool_with_the_next_write_or_the_collector() {
         let r = range("198.51.100.0/29");
         let hold = Duration::from_secs(300);
-        let mut l = Ledger::new(*r.cidr(), hold);
+        let mut l = Ledger::new(*r.cidr());
         let t0 = SystemTime::now();
         hold_web0(&mut l, &r, t0);
         let marker = written(&l, 0)[0].1.container_id.clone();
@@ -1157,13 +1436,13 @@ mod tests {
         assert_eq!(d.touched, BTreeSet::from([0]));
         assert!(written(&l, 0).is_empty());
         // Or the collector releases it by its marker.
-        let mut l = Ledger::new(*r.cidr(), hold);
+        let mut l = Ledger::new(*r.cidr());
         hold_web0(&mut l, &r, t0);
         let by = ReleaseBy::Exact {
             ip: ip("198.51.100.1"),
-            container_id: marker,
+            container_id: marker.to_string(),
         };
-        let d = l.decide(&[], &[(&by, ReleaseReason::Collected)], t0);
+        let d = l.decide(&[], &[(&by, COLLECTED)], t0);
         assert_eq!(d.releases, vec![true]);
         assert_eq!(d.touched, BTreeSet::from([0]));
         assert!(written(&l, 0).is_empty());
@@ -1174,10 +1453,282 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_eq!(held_until(&hold_marker(t)), Some(t));
         assert_eq!(held_until("0123456789abcdef"), None);
-        assert_eq!(held_until("hereabouts.dev/held-until=soon"), None);
+        // A marker whose expiry does not read has ended: it is no
+        // allocation of its pod, and the collector removes it.
+        assert_eq!(
+            held_until("hereabouts.dev/held-until=soon"),
+            Some(UNIX_EPOCH)
+        );
         assert_eq!(
             held_until("hereabouts.dev/held-until=99999999999999999999999"),
-            None
+            Some(UNIX_EPOCH)
+        );
+    }
+
+    // === Cooldowns
+
+    const COOLDOWN: Duration = Duration::from_secs(5);
+
+    /// A claim deleted with no hold (not a StatefulSet pod, or `hold: off`)
+    /// and a 5 s cooldown.
+    const DELETED_COOLING: ReleaseReason = ReleaseReason::ClaimDeleted {
+        hold: Duration::ZERO,
+        cooldown: COOLDOWN,
+    };
+
+    fn cooled(l: &Ledger) -> Vec<(String, u128)> {
+        let mut c: Vec<_> = l
+            .cooldowns()
+            .map(|(p, _, o, _)| (p.to_owned(), o))
+            .collect();
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn a_released_address_rests_before_anyone_gets_it_again() {
+        let r = range("198.51.100.0/29"); // .1-.6
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        assert_eq!(one(&mut l, &dynamic(&r, "a"), t0), Ok(1));
+        let d = l.decide(&[], &[(&deleted("a"), DELETED_COOLING)], t0);
+        assert_eq!(d.releases, vec![true]);
+        assert_eq!(d.touched, BTreeSet::from([0]), "the cooldown is written");
+        assert_eq!(d.released.len(), 1, "its reservation goes");
+        assert_eq!(cooled(&l), [("ns/a".to_owned(), 1)]);
+        assert_eq!(l.holds().count(), 0, "no hold without a hold period");
+        // Another pod gets the next address, and so does `a` itself (a
+        // cooldown rests the address; only a hold gives it back by name).
+        assert_eq!(one(&mut l, &dynamic(&r, "b"), t0), Ok(2));
+        assert_eq!(one(&mut l, &dynamic(&r, "a"), t0), Ok(3));
+        assert!(l.is_blocked(1, t0));
+        // Once the cooldown ends the lowest free address is .1 again, and
+        // the entry leaves the pool with that write.
+        let after = t0 + COOLDOWN + Duration::from_secs(1);
+        assert!(!l.is_blocked(1, after));
+        let d = l.decide(&[&dynamic(&r, "c")], &[], after);
+        assert_eq!(d.allocs, vec![Ok(1)]);
+        assert!(cooled(&l).is_empty());
+        assert_eq!(written(&l, 0).len(), 3);
+    }
+
+    #[test]
+    fn a_cooldown_is_written_into_the_pool_and_a_new_leader_keeps_it() {
+        let r = range("198.51.100.0/29");
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
+        l.decide(&[], &[(&deleted("a"), DELETED_COOLING)], t0);
+        let entries = written(&l, 0);
+        assert_eq!(entries.len(), 1);
+        let (key, entry) = &entries[0];
+        assert_eq!(key, "1");
+        assert_eq!(&*entry.pod_ref, "ns/a");
+        let until = cooling_until(&entry.container_id).expect("a cooling marker");
+        assert!(until >= t0 + COOLDOWN && until <= t0 + COOLDOWN + Duration::from_secs(1));
+        assert_eq!(held_until(&entry.container_id), None, "not a hold");
+        assert_eq!(resting_until(&entry.container_id), Some(until));
+        // Another replica loads the pool after a leader change.
+        let mut next = Ledger::new(*r.cidr());
+        assert!(next.load([(0u128, entries)]).is_empty());
+        assert!(next.allocations().is_empty(), "cooling, not allocated");
+        assert_eq!(cooled(&next), [("ns/a".to_owned(), 1)]);
+        assert_eq!(one(&mut next, &dynamic(&r, "b"), t0), Ok(2));
+        // The collector removes an ended cooldown by its marker, and that
+        // release cools nothing again.
+        let by = ReleaseBy::Exact {
+            ip: ip("198.51.100.1"),
+            container_id: cooling_marker(until),
+        };
+        let again = ReleaseReason::Collected { cooldown: COOLDOWN };
+        let d = next.decide(&[], &[(&by, again)], t0);
+        assert_eq!(d.releases, vec![true]);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert!(d.released.is_empty(), "nothing was allocated");
+        assert!(cooled(&next).is_empty());
+        assert_eq!(one(&mut next, &dynamic(&r, "c"), t0), Ok(1));
+    }
+
+    #[test]
+    fn which_releases_cool_down() {
+        let r = range("198.51.100.0/29");
+        let t0 = SystemTime::now();
+        let collected = ReleaseBy::Exact {
+            ip: ip("198.51.100.1"),
+            container_id: "c-a".to_owned(),
+        };
+        for (by, reason, cools) in [
+            (
+                &collected,
+                ReleaseReason::Collected { cooldown: COOLDOWN },
+                true,
+            ),
+            (
+                &deleted("a"),
+                ReleaseReason::IpamClaimDeleted { cooldown: COOLDOWN },
+                true,
+            ),
+            (&deleted("a"), DELETED_COOLING, true),
+            // Never on a pod: the other ranges of its claim failed.
+            (&deleted("a"), ReleaseReason::Manual, false),
+            // A network with its cooldown off.
+            (
+                &deleted("a"),
+                ReleaseReason::ClaimDeleted {
+                    hold: Duration::ZERO,
+                    cooldown: Duration::ZERO,
+                },
+                false,
+            ),
+        ] {
+            let mut l = Ledger::new(*r.cidr());
+            one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
+            assert!(release(&mut l, by, reason, t0), "{reason:?}");
+            assert_eq!(l.cooldowns().count(), usize::from(cools), "{reason:?}");
+            let next = if cools { 2 } else { 1 };
+            assert_eq!(one(&mut l, &dynamic(&r, "b"), t0), Ok(next), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_hold_lasts_at_least_the_cooldown() {
+        let r = range("198.51.100.0/29");
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        let short_hold = ReleaseReason::ClaimDeleted {
+            hold: Duration::from_secs(2),
+            cooldown: Duration::from_secs(30),
+        };
+        assert!(release(&mut l, &deleted("web-0"), short_hold, t0));
+        assert_eq!(l.cooldowns().count(), 0, "held, not cooling");
+        let (_, _, offset, until) = l.holds().next().expect("a hold");
+        assert_eq!(offset, 1);
+        assert!(until >= t0 + Duration::from_secs(30));
+        // After the hold's own 2 s a stranger still does not get it.
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(one(&mut l, &dynamic(&r, "x"), t1), Ok(2));
+        // web-0 does.
+        assert_eq!(one(&mut l, &dynamic(&r, "web-0"), t1), Ok(1));
+    }
+
+    #[test]
+    fn a_full_range_hands_out_the_cooled_address_that_ends_first_before_any_hold() {
+        let r = range("198.51.100.0/29"); // .1-.6
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        for pod in ["a", "b", "c", "d", "e", "web-0"] {
+            one(&mut l, &dynamic(&r, pod), t0).expect("allocates");
+        }
+        // web-0 (.6) is held; c (.3) cools first, a (.1) later, e (.5)
+        // last (a longer cooldown of another network sharing the pool).
+        release(&mut l, &deleted("web-0"), CLAIM_DELETED, t0);
+        release(&mut l, &deleted("c"), DELETED_COOLING, t0);
+        let t1 = t0 + Duration::from_secs(1);
+        release(&mut l, &deleted("a"), DELETED_COOLING, t1);
+        let longer = ReleaseReason::ClaimDeleted {
+            hold: Duration::ZERO,
+            cooldown: Duration::from_secs(60),
+        };
+        release(&mut l, &deleted("e"), longer, t0);
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(one(&mut l, &dynamic(&r, "x"), t2), Ok(3), "cooled first");
+        assert_eq!(one(&mut l, &dynamic(&r, "y"), t2), Ok(1));
+        assert_eq!(one(&mut l, &dynamic(&r, "z"), t2), Ok(5));
+        assert_eq!(l.holds().count(), 1, "the hold gives way last");
+        assert_eq!(one(&mut l, &dynamic(&r, "w"), t2), Ok(6));
+        assert!(matches!(
+            one(&mut l, &dynamic(&r, "v"), t2),
+            Err(AllocError::Exhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_static_request_takes_a_cooled_address_at_once() {
+        let r = range("198.51.100.0/29");
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
+        release(&mut l, &deleted("a"), DELETED_COOLING, t0);
+        let fixed = Request {
+            static_ip: Some(ip("198.51.100.1")),
+            reserve: true,
+            ..dynamic(&r, "b")
+        };
+        let d = l.decide(&[&fixed], &[], t0);
+        assert_eq!(d.allocs, vec![Ok(1)]);
+        assert_eq!(d.reserve.len(), 1);
+        assert!(l.cooldowns().next().is_none());
+        assert_eq!(written(&l, 0)[0].1, pod("b"));
+    }
+
+    #[test]
+    fn a_cooled_address_an_overlapping_range_took_is_not_handed_out() {
+        let r = range("198.51.100.0/30"); // .1 and .2
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "a"), t0).expect("allocates");
+        one(&mut l, &dynamic(&r, "b"), t0).expect("allocates");
+        release(&mut l, &deleted("a"), DELETED_COOLING, t0);
+        // Its reservation went with the release; an overlapping range of
+        // the network took .1 meanwhile.
+        l.mark_foreign([1], t0 + FOREIGN_RECHECK);
+        assert!(matches!(
+            one(&mut l, &dynamic(&r, "c"), t0),
+            Err(AllocError::Exhausted { .. })
+        ));
+        // Freed there: the cooldown still rests it until it ends.
+        l.freed(1);
+        assert!(l.is_blocked(1, t0));
+        assert!(!l.is_blocked(1, t0 + COOLDOWN));
+    }
+
+    #[test]
+    fn cooldowns_go_to_their_shard_and_strays_stay_put() {
+        let r = range("100.64.0.0/16");
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        // An adopted whereabouts pool holding offset 300 in shard 0.
+        l.load([(0u128, vec![("300".to_owned(), pod("stray"))])]);
+        let fixed = Request {
+            static_ip: Some(ip("100.64.1.45")), // offset 301, shard 2
+            ..dynamic(&r, "b")
+        };
+        one(&mut l, &fixed, t0).expect("allocates");
+        let d = l.decide(
+            &[],
+            &[
+                (&deleted("stray"), DELETED_COOLING),
+                (&deleted("b"), DELETED_COOLING),
+            ],
+            t0,
+        );
+        assert_eq!(d.touched, BTreeSet::from([0, 2]));
+        assert_eq!(written(&l, 0)[0].0, "300");
+        assert_eq!(written(&l, 2)[0].0, "301");
+        assert!(cooling_until(&written(&l, 2)[0].1.container_id).is_some());
+        // Reloaded from both shards: both cool on.
+        let shards = vec![(0u128, written(&l, 0)), (2u128, written(&l, 2))];
+        let mut next = Ledger::new(*r.cidr());
+        assert!(next.load(shards).is_empty());
+        assert_eq!(
+            cooled(&next),
+            [("ns/b".to_owned(), 301), ("ns/stray".to_owned(), 300)]
+        );
+        assert_eq!(next.shard_of(300), 0);
+    }
+
+    #[test]
+    fn cooling_markers_read_back_and_are_never_container_ids_or_holds() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(cooling_until(&cooling_marker(t)), Some(t));
+        assert_eq!(held_until(&cooling_marker(t)), None);
+        assert_eq!(cooling_until(&hold_marker(t)), None);
+        assert_eq!(resting_until(&hold_marker(t)), Some(t));
+        assert_eq!(resting_until("0123456789abcdef"), None);
+        assert_eq!(
+            cooling_until("hereabouts.dev/cooling-until=-1"),
+            Some(UNIX_EPOCH)
         );
     }
 }

@@ -58,6 +58,7 @@ pub mod naming;
 pub mod range;
 pub mod request;
 mod runs;
+mod warning;
 
 pub use allocator::{
     AllocError, Allocation, Assigned, LoadIssue, Outcome, Pool, Released, allocation_key,
@@ -65,7 +66,7 @@ pub use allocator::{
 };
 pub use cidr::{Cidr, CidrError, Family, parse_ip};
 pub use config::{
-    ConfigError, ConfigWarning, Dns, IpamConfig, IpamKind, NetConf, RangeConfig, Route,
+    ConfigError, ConfigWarning, Dns, Hold, IpamConfig, IpamKind, NetConf, RangeConfig, Route,
     StaticAddress, find_ipam_sections, merge_flat_file, read_flat_file,
 };
 pub use duration::{Bounds, DurationError};
@@ -77,5 +78,6 @@ pub use naming::{
 };
 pub use range::{Exclusion, IpRange, RangeError, RangeFields, Unusable};
 pub use request::{
-    CniArgs, IpSource, RangeRequest, RequestError, RequestedIp, match_requests, requested_ips,
+    CniArgs, IpSource, RangeRequest, RequestError, RequestedIp, claim_requests, match_requests,
+    requested_ips,
 };

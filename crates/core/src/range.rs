@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use super::cidr::{Cidr, CidrError, Family, parse_ip};
-use super::config::ConfigWarning;
+use super::warning::ConfigWarning;
 
 /// The most `exclude` entries one range takes: far beyond any hand-written
 /// list, and it bounds the work a hostile configuration or claim causes.
@@ -482,6 +482,54 @@ impl IpRange {
         span - excluded
     }
 
+    /// How many of the offsets `lo..=hi` this range can hand out (one
+    /// shard's share of [`usable_count`](Self::usable_count)).
+    pub fn usable_count_between(&self, lo: u128, hi: u128) -> u128 {
+        let (lo, hi) = (lo.max(self.first), hi.min(self.last));
+        if lo > hi {
+            return 0;
+        }
+        let excluded: u128 = self
+            .excluded
+            .iter()
+            .map(|&(a, b)| {
+                let (a, b) = (a.max(lo), b.min(hi));
+                if a > b { 0 } else { b - a + 1 }
+            })
+            .sum();
+        hi - lo + 1 - excluded
+    }
+
+    /// The lowest offset of `lo..=hi` this range hands out.
+    pub fn first_usable_between(&self, lo: u128, hi: u128) -> Option<u128> {
+        let mut o = lo.max(self.first);
+        for &(a, b) in &self.excluded {
+            if b < o {
+                continue;
+            }
+            if a > o {
+                break;
+            }
+            o = b.checked_add(1)?;
+        }
+        (o <= hi.min(self.last)).then_some(o)
+    }
+
+    /// The highest offset of `lo..=hi` this range hands out.
+    pub fn last_usable_between(&self, lo: u128, hi: u128) -> Option<u128> {
+        let mut o = hi.min(self.last);
+        for &(a, b) in self.excluded.iter().rev() {
+            if a > o {
+                continue;
+            }
+            if b < o {
+                break;
+            }
+            o = a.checked_sub(1)?;
+        }
+        (o >= lo.max(self.first)).then_some(o)
+    }
+
     /// Whether `ip` is inside the CIDR (handed out or not).
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.cidr.contains(ip)
@@ -822,6 +870,30 @@ mod tests {
         assert_eq!(r.usable_count(), 5);
         assert!(!r.is_usable(9));
         assert!(r.is_usable(10));
+        // One shard's share: the exclusions and the limits inside it only.
+        assert_eq!(r.usable_count_between(0, 9), 0);
+        assert_eq!(r.usable_count_between(8, 11), 2);
+        assert_eq!(r.usable_count_between(0, u128::MAX), r.usable_count());
+        assert_eq!(r.usable_count_between(11, 10), 0);
+        assert_eq!(r.first_usable_between(0, 15), Some(10));
+        assert_eq!(r.last_usable_between(0, 15), Some(14));
+        assert_eq!(r.first_usable_between(0, 9), None);
+        assert_eq!(r.last_usable_between(0, 9), None);
+        assert_eq!(r.last_usable_between(0, 11), Some(11));
+        assert_eq!(r.first_usable_between(12, 12), Some(12));
+    }
+
+    #[test]
+    fn shard_shares_add_up() {
+        let r: IpRange = "198.51.100.0/24".parse().expect("valid");
+        assert_eq!(r.usable_count_between(0, 127), 127);
+        assert_eq!(r.usable_count_between(128, 255), 127);
+        let r: IpRange = "2001:db8::/30".parse().expect("valid");
+        let span = 1u128 << 97;
+        assert_eq!(
+            r.usable_count_between(0, span - 1) + r.usable_count_between(span, u128::MAX),
+            r.usable_count()
+        );
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub enum IpSource {
     RuntimeConfig,
     ArgsCni,
     CniArgs,
+    /// An IPClaim's `spec.staticIPs`, as plugins before the per-range
+    /// contract wrote them.
+    ClaimStaticIps,
+    /// An IPClaim's `spec.ranges[i].staticIP`.
+    ClaimRange,
 }
 
 impl fmt::Display for IpSource {
@@ -30,6 +35,8 @@ impl fmt::Display for IpSource {
             IpSource::RuntimeConfig => "runtimeConfig.ips",
             IpSource::ArgsCni => "args.cni.ips",
             IpSource::CniArgs => "CNI_ARGS IP",
+            IpSource::ClaimStaticIps => "spec.staticIPs",
+            IpSource::ClaimRange => "spec.ranges.staticIP",
         })
     }
 }
@@ -87,6 +94,10 @@ pub enum RequestError {
         other: IpAddr,
         cidr: Cidr,
     },
+    #[error(
+        "spec.ranges[{index}].staticIP and spec.staticIPs disagree on the address of range {index}"
+    )]
+    ContractsDisagree { index: usize },
 }
 
 impl RequestError {
@@ -98,6 +109,7 @@ impl RequestError {
             RequestError::OutsideRanges { .. } => "requested_ip_outside_ranges",
             RequestError::PrefixMismatch { .. } => "requested_prefix_mismatch",
             RequestError::TwoInOneRange { .. } => "two_requested_ips_in_one_range",
+            RequestError::ContractsDisagree { .. } => "static_ip_forms_disagree",
         }
     }
 }
@@ -289,6 +301,58 @@ pub fn match_requests<'a>(
     Ok(plan)
 }
 
+/// The static requests of an IPClaim, one per range, decided by the same
+/// rule the plugin applied ([`match_requests`]): `per_range[i]` is range
+/// `i`'s `staticIP` as the plugin matched it, and `legacy` the flat
+/// `spec.staticIPs`, matched here the same way. Plugins write both, so a
+/// controller or an IPClaim schema that predates `staticIP` (which would
+/// drop it) still grants the address; when both are present they must name
+/// the same addresses in range order, or the claim is refused.
+pub fn claim_requests<A: AsRef<str>, B: AsRef<str>>(
+    ranges: &[&IpRange],
+    per_range: &[Option<A>],
+    legacy: &[B],
+) -> Result<Vec<RangeRequest>, RequestError> {
+    let legacy: Vec<RequestedIp> = legacy
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_requested(v.as_ref(), IpSource::ClaimStaticIps, i))
+        .collect::<Result<_, _>>()?;
+    let mut plan = match_requests(ranges.iter().copied(), &legacy)?;
+    if per_range.iter().all(Option::is_none) {
+        return Ok(plan);
+    }
+    let by_legacy = plan.clone();
+    plan.iter_mut()
+        .for_each(|slot| *slot = RangeRequest::Dynamic);
+    for (i, value) in per_range.iter().enumerate() {
+        let Some(value) = value else { continue };
+        let req = parse_requested(value.as_ref(), IpSource::ClaimRange, i)?;
+        let (Some(range), Some(slot)) = (ranges.get(i), plan.get_mut(i)) else {
+            return Err(RequestError::OutsideRanges {
+                origin: IpSource::ClaimRange,
+                index: i,
+                ip: req.ip,
+                ranges: format!("the claim has {} ranges", ranges.len()),
+            });
+        };
+        // The plugin matched it to this range: it must hold it.
+        if let Some(matched) = match_requests([*range], &[req])?.into_iter().next() {
+            *slot = matched;
+        }
+    }
+    let ip = |r: &RangeRequest| match r {
+        RangeRequest::Static(r) => Some(r.ip),
+        RangeRequest::Dynamic => None,
+    };
+    if !legacy.is_empty()
+        && let Some(index) = (0..plan.len()).find(|&i| ip(&plan[i]) != ip(&by_legacy[i]))
+    {
+        return Err(RequestError::ContractsDisagree { index });
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +433,64 @@ mod tests {
             label(&["10.0.0.1", "10.0.0.2"]),
             "two_requested_ips_in_one_range"
         );
+    }
+
+    #[test]
+    fn a_claim_carries_its_static_requests_per_range_or_the_legacy_list() {
+        let v4: IpRange = "10.0.0.0/24".parse().expect("valid");
+        let wide: IpRange = "10.0.0.0/16".parse().expect("valid");
+        let v6: IpRange = "fd00::/64".parse().expect("valid");
+        let ranges = [&v4, &wide, &v6];
+        let none: &[&str] = &[];
+        // Per range: the address goes exactly where the plugin put it,
+        // even when an earlier range's CIDR also holds it.
+        let plan = claim_requests(&ranges, &[None, Some("10.0.0.9"), None], none).expect("valid");
+        assert_eq!(plan[0], RangeRequest::Dynamic);
+        assert!(matches!(plan[1], RangeRequest::Static(r) if r.ip == ip("10.0.0.9")));
+        assert_eq!(plan[2], RangeRequest::Dynamic);
+        // The legacy list: the first range holding it, as the plugin decides.
+        let plan = claim_requests(
+            &ranges,
+            &[None::<&str>, None, None],
+            &["10.0.0.9", "fd00::1/64"],
+        )
+        .expect("valid");
+        assert!(matches!(plan[0], RangeRequest::Static(r) if r.ip == ip("10.0.0.9")));
+        assert_eq!(plan[1], RangeRequest::Dynamic);
+        assert!(matches!(plan[2], RangeRequest::Static(r) if r.ip == ip("fd00::1")));
+        let refusal = |per_range: &[Option<&str>], legacy: &[&str]| {
+            claim_requests(&ranges, per_range, legacy).expect_err("refused")
+        };
+        let e = refusal(&[Some("10.1.0.1"), None, None], none);
+        assert_eq!(e.metric_label(), "requested_ip_outside_ranges");
+        assert!(
+            e.to_string()
+                .starts_with("spec.ranges.staticIP[0]: 10.1.0.1"),
+            "{e}"
+        );
+        let e = refusal(&[None, None, None, Some("10.0.0.1")], none);
+        assert_eq!(e.metric_label(), "requested_ip_outside_ranges");
+        let e = refusal(&[None, Some("10.0.0.1/24"), None], none);
+        assert_eq!(e.metric_label(), "requested_prefix_mismatch");
+        let e = refusal(&[None, None, Some("fd00::zz")], none);
+        assert_eq!(e.metric_label(), "invalid_requested_ip");
+        // Both forms, as plugins write them: they must agree.
+        let plan = claim_requests(
+            &ranges,
+            &[Some("10.0.0.9"), None, Some("fd00::1")],
+            &["10.0.0.9", "fd00::1"],
+        )
+        .expect("agreeing forms");
+        assert!(matches!(plan[0], RangeRequest::Static(r) if r.ip == ip("10.0.0.9")));
+        assert!(matches!(plan[2], RangeRequest::Static(r) if r.ip == ip("fd00::1")));
+        let e = refusal(&[Some("10.0.0.1"), None, None], &["fd00::1"]);
+        assert_eq!(e.metric_label(), "static_ip_forms_disagree");
+        // The flat list puts 10.0.0.9 in the first range holding it.
+        let e = refusal(&[None, Some("10.0.0.9"), None], &["10.0.0.9"]);
+        assert_eq!(e.metric_label(), "static_ip_forms_disagree");
+        assert!(e.to_string().starts_with("spec.ranges[0].staticIP"), "{e}");
+        let e = refusal(&[None, None, None], &["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(e.metric_label(), "two_requested_ips_in_one_range");
+        assert!(e.to_string().starts_with("spec.staticIPs[1]"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The node installer (`hereabouts-install`, the node DaemonSet's
-//! container): puts the CNI plugin into the host's CNI bin dir and gives it
-//! what it needs on the host:
+//! container): puts the CNI plugin into the host's CNI bin dir, with the
+//! direct plugin beside it (`hereabouts-direct`, which the plugin runs when
+//! no node agent answers), and gives them what they need on the host:
 //!
 //! - `<cni conf dir>/hereabouts.d/hereabouts.kubeconfig` (mode 0600): the
 //!   API server, its CA and this pod's projected service-account token, with
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
+use hereabouts_plugin::DIRECT_PLUGIN;
 
 /// The directory under the CNI configuration dir that holds the plugin's
 /// files.
@@ -61,6 +63,9 @@ impl Error {
 pub struct Settings {
     /// The plugin binary to install (inside the image).
     pub plugin: PathBuf,
+    /// The direct plugin (inside the image), installed beside it as
+    /// `hereabouts-direct`: what the plugin runs when no agent answers.
+    pub direct_plugin: PathBuf,
     /// The names to install it under, e.g. `hereabouts` (and `whereabouts`
     /// to take over NADs that still say `"type": "whereabouts"`).
     pub install_as: Vec<String>,
@@ -95,6 +100,12 @@ impl Settings {
                 return Err(Error::Invalid {
                     field: "--install-as",
                     reason: format!("{name:?} is not a plain file name"),
+                });
+            }
+            if name == DIRECT_PLUGIN {
+                return Err(Error::Invalid {
+                    field: "--install-as",
+                    reason: format!("{name:?} is the direct plugin's own name"),
                 });
             }
         }
@@ -236,9 +247,23 @@ fn ensure_dir(dir: &Path) -> Result<(), Error> {
 pub fn install_plugin(settings: &Settings) -> Result<Vec<PathBuf>, Error> {
     let binary = std::fs::read(&settings.plugin)
         .map_err(Error::io("reading the plugin binary", &settings.plugin))?;
+    let direct = std::fs::read(&settings.direct_plugin).map_err(Error::io(
+        "reading the direct plugin binary",
+        &settings.direct_plugin,
+    ))?;
     std::fs::create_dir_all(&settings.cni_bin_dir)
         .map_err(Error::io("creating the CNI bin dir", &settings.cni_bin_dir))?;
     let mut written = Vec::new();
+    // The direct plugin first: a plugin is never there without it.
+    let target = settings.cni_bin_dir.join(DIRECT_PLUGIN);
+    if write_if_changed(
+        &target,
+        &direct,
+        BINARY_MODE,
+        "installing the direct plugin as",
+    )? {
+        written.push(target);
+    }
     for name in &settings.install_as {
         let target = settings.cni_bin_dir.join(name);
         if write_if_changed(&target, &binary, BINARY_MODE, "installing the plugin as")? {
@@ -344,10 +369,12 @@ mod tests {
         let image = root.join("image");
         std::fs::create_dir_all(&image).expect("image dir");
         std::fs::write(image.join("hereabouts"), b"\x7fELF plugin v1").expect("plugin");
+        std::fs::write(image.join(DIRECT_PLUGIN), b"\x7fELF direct v1").expect("direct");
         std::fs::write(image.join("token"), "token-one\n").expect("token");
         std::fs::write(image.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").expect("ca");
         Settings {
             plugin: image.join("hereabouts"),
+            direct_plugin: image.join(DIRECT_PLUGIN),
             install_as: vec!["hereabouts".to_owned()],
             cni_bin_dir: root.join("host/opt/cni/bin"),
             cni_conf_dir: root.join("host/etc/cni/net.d"),
@@ -379,7 +406,7 @@ mod tests {
         );
         assert_eq!(
             s.nodename_path(),
-            Path::new(crate::cni::verbs::NODENAME_FILE)
+            Path::new(hereabouts_plugin::env::NODENAME_FILE)
         );
     }
 
@@ -390,9 +417,12 @@ mod tests {
         s.validate().expect("valid");
         let installed = install_plugin(&s).expect("install");
         let target = s.cni_bin_dir.join("hereabouts");
-        assert_eq!(installed, vec![target.clone()]);
+        let direct = s.cni_bin_dir.join(DIRECT_PLUGIN);
+        assert_eq!(installed, vec![direct.clone(), target.clone()]);
         assert_eq!(std::fs::read(&target).expect("read"), b"\x7fELF plugin v1");
+        assert_eq!(std::fs::read(&direct).expect("read"), b"\x7fELF direct v1");
         assert_eq!(mode(&target), 0o755);
+        assert_eq!(mode(&direct), 0o755);
 
         let written = sync_credentials(&s).expect("credentials");
         assert_eq!(written, vec![s.nodename_path(), s.kubeconfig_path()]);
@@ -465,6 +495,13 @@ mod tests {
             (
                 Settings {
                     install_as: vec!["../evil".to_owned()],
+                    ..good.clone()
+                },
+                "--install-as",
+            ),
+            (
+                Settings {
+                    install_as: vec![DIRECT_PLUGIN.to_owned()],
                     ..good.clone()
                 },
                 "--install-as",

@@ -661,7 +661,11 @@ pub fn install_plugin(binary: &Path, name: &str) -> std::io::Result<()> {
     let dir = cni_bin_dir();
     std::fs::create_dir_all(&dir)?;
     let link = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    // Tests of one binary install from several threads at once: the
+    // temporary link is unique per call, not just per process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{call}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(binary, &tmp)?;
     std::fs::rename(tmp, link)

@@ -132,6 +132,10 @@ pub fn flat_file(folder: &str, namespace: &str, kubeconfig: &Path) -> std::io::R
 pub struct Plugin {
     pub path: PathBuf,
     pub namespace: String,
+    /// When set, each call names its node's agent socket,
+    /// `<agents>/<node>.sock` (`HEREABOUTS_AGENT_SOCKET`): one node agent
+    /// per simulated node.
+    pub agents: Option<PathBuf>,
 }
 
 impl Plugin {
@@ -139,6 +143,7 @@ impl Plugin {
         Plugin {
             path,
             namespace: namespace.to_owned(),
+            agents: None,
         }
     }
 
@@ -158,6 +163,14 @@ impl Plugin {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(self.agents.as_ref().map(|dir| {
+            (
+                "HEREABOUTS_AGENT_SOCKET".to_owned(),
+                dir.join(format!("{}.sock", call.pod.node))
+                    .display()
+                    .to_string(),
+            )
+        }))
         .collect()
     }
 

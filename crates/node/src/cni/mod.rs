@@ -2,36 +2,29 @@
 //! [`env::Invocation`], one function per verb in [`verbs`], results in the
 //! configuration's cniVersion ([`result`]), errors with CNI codes
 //! ([`error`]). The binary prints exactly one JSON document on stdout.
+//! The environment, the errors and the outcome come from
+//! `hereabouts-plugin`, the thin side the `hereabouts` binary is made of.
 
-pub mod env;
-pub mod error;
 pub mod result;
 pub mod verbs;
+pub mod watch;
 
-use serde_json::Value;
+pub use hereabouts_plugin::{Outcome, env, error, error_version};
 
 use env::{Command, Environment, Invocation};
 use error::CniError;
 
-/// What the binary prints, and whether it exits successfully.
-#[derive(Debug)]
-pub struct Outcome {
-    pub stdout: Option<Value>,
-    pub success: bool,
-}
-
-/// The cniVersion to answer an error in: the configuration's when it can
-/// be read, else the newest.
-fn error_version(stdin: &[u8]) -> String {
-    serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
-        .filter(|v| env::SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| "1.1.0".to_owned())
-}
-
-/// Runs one invocation of the plugin.
+/// Runs one invocation of the plugin on its own (the direct path).
 pub async fn run(environment: Environment, stdin: &[u8]) -> Outcome {
+    run_with(environment, stdin, verbs::Backend::Direct).await
+}
+
+/// Runs one invocation with `backend`'s connection to the API server.
+pub async fn run_with(
+    environment: Environment,
+    stdin: &[u8],
+    backend: verbs::Backend<'_>,
+) -> Outcome {
     let answer = async {
         let command = Command::parse(environment.command.as_deref())?;
         if command == Command::Version {
@@ -39,11 +32,11 @@ pub async fn run(environment: Environment, stdin: &[u8]) -> Outcome {
         }
         let invocation = Invocation::parse(command, environment, stdin)?;
         let value = match command {
-            Command::Add => verbs::add(&invocation).await?,
-            Command::Del => verbs::del(&invocation).await?,
-            Command::Check => verbs::check(&invocation).await?,
-            Command::Gc => verbs::gc(&invocation).await?,
-            Command::Status => verbs::status(&invocation).await?,
+            Command::Add => verbs::add(&invocation, backend).await?,
+            Command::Del => verbs::del(&invocation, backend).await?,
+            Command::Check => verbs::check(&invocation, backend).await?,
+            Command::Gc => verbs::gc(&invocation, backend).await?,
+            Command::Status => verbs::status(&invocation, backend).await?,
             Command::Version => unreachable!("answered above"),
         };
         Ok::<_, CniError>((!value.is_null()).then_some(value))

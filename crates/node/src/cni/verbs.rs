@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -21,22 +22,49 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal};
-use hereabouts_api::{label_value, stable_hash};
+use hereabouts_api::{
+    ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal,
+};
+use hereabouts_api::{NETWORK_LABEL, NODE_LABEL, label_value, stable_hash};
 use hereabouts_core::{IpamConfig, RangeRequest};
 
 use super::env::{Command, Invocation};
 use super::error::{CniError, code};
 use super::result::{self, ResultIp};
+use super::watch::{ClaimWatch, REREAD, Registration, Seen};
 
-/// Where the installer puts the plugin's credentials and node name.
+/// Where the installer puts the plugin's credentials (its node name:
+/// [`hereabouts_plugin::env::NODENAME_FILE`]).
 pub const DEFAULT_KUBECONFIG: &str = "/etc/cni/net.d/hereabouts.d/hereabouts.kubeconfig";
-pub const NODENAME_FILE: &str = "/etc/cni/net.d/hereabouts.d/nodename";
 /// How long ADD waits for the allocator unless `request_timeout` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Labels on claims, for GC and for admins.
-pub const NODE_LABEL: &str = "hereabouts.dev/node";
-pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
+
+/// How the verbs reach the API server: each plugin process with a client of
+/// its own (the direct path), or the node agent's shared client and claim
+/// watch, with the flat file the plugin read on the host.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    Direct,
+    Agent {
+        client: &'a Client,
+        /// Where the pools (and the controller's Lease) live.
+        namespace: &'a str,
+        claims: &'a Arc<ClaimWatch>,
+        flat_file: Option<&'a (PathBuf, Value)>,
+    },
+}
+
+impl std::fmt::Debug for Backend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Direct => f.write_str("Direct"),
+            Backend::Agent { namespace, .. } => f
+                .debug_struct("Agent")
+                .field("namespace", namespace)
+                .finish_non_exhaustive(),
+        }
+    }
+}
 
 /// The validated configuration plus what hereabouts adds to it.
 struct Plan {
@@ -47,11 +75,33 @@ struct Plan {
     kubeconfig: Option<PathBuf>,
 }
 
-fn plan(inv: &Invocation) -> Result<Plan, CniError> {
+/// The kubeconfig a configuration asks the plugin to use (the agent serves
+/// only its own).
+pub fn kubeconfig_of(
+    inv: &Invocation,
+    flat_file: Option<&(PathBuf, Value)>,
+) -> Result<Option<PathBuf>, CniError> {
+    let backend_flat = flat_file.cloned();
+    plan_with(inv, Some(backend_flat)).map(|p| p.kubeconfig)
+}
+
+fn plan(inv: &Invocation, backend: Backend<'_>) -> Result<Plan, CniError> {
+    match backend {
+        Backend::Direct => plan_with(inv, None),
+        Backend::Agent { flat_file, .. } => plan_with(inv, Some(flat_file.cloned())),
+    }
+}
+
+/// `given`: the flat file as the plugin read it on the host (the agent's
+/// path); `None`: read it here.
+fn plan_with(inv: &Invocation, given: Option<Option<(PathBuf, Value)>>) -> Result<Plan, CniError> {
     // DEL never waits, so its `request_timeout` is not read: a bad one
     // must not keep a pod's teardown from releasing its addresses.
     let mut conf = std::borrow::Cow::Borrowed(&inv.conf);
-    let mut flat = hereabouts_core::read_flat_file(&conf.flat_file_paths())?;
+    let mut flat = match given {
+        Some(given) => given,
+        None => hereabouts_core::read_flat_file(&conf.flat_file_paths())?,
+    };
     if inv.command == Command::Del {
         conf.to_mut().ipam.remove("request_timeout");
         if let Some((_, Value::Object(values))) = &mut flat {
@@ -115,9 +165,18 @@ fn choose_kubeconfig(
     }
 }
 
-/// A client and the namespace pools live in (the kubeconfig context's,
-/// else kube-system: whereabouts' rule).
-async fn connect(plan: &Plan) -> Result<(Client, String), CniError> {
+/// A client and the namespace pools live in: the agent's, or (direct) the
+/// kubeconfig context's, else kube-system: whereabouts' rule.
+async fn connect(plan: &Plan, backend: Backend<'_>) -> Result<(Client, String), CniError> {
+    match backend {
+        Backend::Agent {
+            client, namespace, ..
+        } => Ok(((*client).clone(), (*namespace).to_owned())),
+        Backend::Direct => connect_direct(plan).await,
+    }
+}
+
+async fn connect_direct(plan: &Plan) -> Result<(Client, String), CniError> {
     let (config, namespace) = match &plan.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
@@ -191,17 +250,11 @@ fn network_name(inv: &Invocation) -> String {
 
 /// NODENAME, then the installer's file, then the host name.
 fn node_name(inv: &Invocation) -> String {
-    inv.env
-        .node_name
-        .clone()
-        .or_else(|| std::fs::read_to_string(NODENAME_FILE).ok())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "unknown-node".to_owned())
+    hereabouts_plugin::client::node_name(&inv.env).unwrap_or_else(|| "unknown-node".to_owned())
 }
 
-fn claim_ranges(plan: &Plan) -> Vec<ClaimRange> {
+/// The claim's ranges, each with the static address matched to it.
+fn claim_ranges(plan: &Plan, matched: &[RangeRequest]) -> Vec<ClaimRange> {
     // The raw fields, so the controller parses exactly what the
     // configuration says (A-B/len, range_start, exclude...), in the order
     // the parsed ranges have: top-level `range` first, then `ipRanges`.
@@ -248,30 +301,27 @@ fn claim_ranges(plan: &Plan) -> Vec<ClaimRange> {
                 range_end: text("range_end"),
                 exclude,
                 gateway: config.gateway_for(&r.range).map(|g| g.to_string()),
+                static_ip: match matched.get(i) {
+                    Some(RangeRequest::Static(r)) => Some(r.to_string()),
+                    _ => None,
+                },
             }
         })
         .collect()
 }
 
 /// ADD: the attachment's addresses, committed by the allocator.
-pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
-    let plan = plan(inv)?;
+pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
+    let plan = plan(inv, backend)?;
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
     let matched =
         hereabouts_core::match_requests(plan.config.ranges.iter().map(|r| &r.range), &requested)?;
-    let static_ips: Vec<String> = matched
-        .iter()
-        .filter_map(|m| match m {
-            RangeRequest::Static(r) => Some(r.ip.to_string()),
-            RangeRequest::Dynamic => None,
-        })
-        .collect();
     if plan.config.ranges.is_empty() {
         // Only `addresses`: nothing to allocate (whereabouts allows this).
         return Ok(result::render(&inv.cni_version, &[], &plan.config));
     }
-    let (client, _) = connect(&plan).await?;
+    let (client, _) = connect(&plan, backend).await?;
     let network = network_name(inv);
     let name = claim_name(&pod_name, &inv.ifname, &network);
     let node = node_name(inv);
@@ -293,7 +343,7 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
             namespace: pod_namespace.clone(),
             name: network.clone(),
         },
-        ranges: claim_ranges(&plan),
+        ranges: claim_ranges(&plan, &matched),
         network_name: plan.config.network_name.clone(),
         enable_overlapping_ranges: plan.config.enable_overlapping_ranges,
         interface: inv.ifname.clone(),
@@ -304,7 +354,15 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
         },
         container_id: inv.container_id.clone(),
         node: node.clone(),
-        static_ips,
+        // Also the flat list, which a controller or an IPClaim schema that
+        // predates `staticIP` reads (the controller checks they agree).
+        static_ips: matched
+            .iter()
+            .filter_map(|m| match m {
+                RangeRequest::Static(r) => Some(r.to_string()),
+                RangeRequest::Dynamic => None,
+            })
+            .collect(),
     };
     let mut claim = IPClaim::new(&name, spec.clone());
     claim.metadata = ObjectMeta {
@@ -324,6 +382,12 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
             }]
         }),
         ..Default::default()
+    };
+    // Registered before the create, so the shared watch cannot show the
+    // answer before anyone listens for it.
+    let registration = match backend {
+        Backend::Agent { claims, .. } => Some(claims.register(&pod_namespace, &name)),
+        Backend::Direct => None,
     };
     let current = match api.create(&PostParams::default(), &claim).await {
         Ok(created) => created,
@@ -368,14 +432,50 @@ pub async fn add(inv: &Invocation) -> Result<Value, CniError> {
             ));
         }
     };
-    let answered = wait_for_answer(&api, current, plan.timeout).await?;
+    let answered = match registration {
+        Some(registration) => {
+            wait_on_shared_watch(&api, current, plan.timeout, registration).await?
+        }
+        None => wait_for_answer(&api, current, plan.timeout).await?,
+    };
     let status = answered.status.unwrap_or_default();
+    granted_as_asked(&matched, &status.ips)?;
     let ips: Vec<ResultIp> = status
         .ips
         .iter()
         .filter_map(|a| ResultIp::parse(&a.address, a.gateway.as_deref()))
         .collect();
     Ok(result::render(&inv.cni_version, &ips, &plan.config))
+}
+
+/// Every static address asked for is the one granted for its range: never
+/// silently replaced (an allocator that did not read the request, e.g. one
+/// older than the per-range contract behind a schema that dropped it,
+/// answers with another address; the runtime's DEL then frees it).
+fn granted_as_asked(matched: &[RangeRequest], granted: &[ClaimedAddress]) -> Result<(), CniError> {
+    for (i, request) in matched.iter().enumerate() {
+        let RangeRequest::Static(asked) = request else {
+            continue;
+        };
+        let got = granted
+            .get(i)
+            .map(|g| g.address.as_str())
+            .unwrap_or_default();
+        let got_ip = got.split('/').next().and_then(hereabouts_core::parse_ip);
+        if got_ip != Some(asked.ip) {
+            return Err(CniError::new(
+                code::STATIC_ADDRESS_NOT_ALLOCATABLE,
+                format!(
+                    "{}[{}]: {} was asked of range {i}, but the allocator answered {}: is the controller (or the IPClaim CRD) older than the plugin?",
+                    asked.source,
+                    asked.index,
+                    asked,
+                    hereabouts_core::excerpt(got)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `Some(Ok)` when the claim is answered Ready, `Some(Err)` when refused.
@@ -512,10 +612,74 @@ async fn wait_for_answer(
     }
 }
 
+/// [`wait_for_answer`] on the agent's watch of the node's claims: only this
+/// claim's versions (by UID) count, and the claim is read again when the
+/// watch has shown nothing for [`REREAD`].
+async fn wait_on_shared_watch(
+    api: &Api<IPClaim>,
+    claim: IPClaim,
+    timeout: Duration,
+    mut registration: Registration,
+) -> Result<IPClaim, CniError> {
+    if let Some(answer) = answer_of(&claim) {
+        return answer.map(|()| claim);
+    }
+    let name = claim.name_any();
+    let uid = claim.uid();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(CniError::try_again(format!(
+                "no allocator answered IPClaim {name} within {timeout:?}: is hereabouts-controller running and leading?"
+            )));
+        }
+        match tokio::time::timeout(left.min(REREAD), registration.events.recv()).await {
+            // A version of an older claim of this name (deleted and made
+            // again by this ADD) may still be on its way: not ours.
+            Ok(Some(Seen::Applied(c))) if c.uid() != uid => {}
+            Ok(Some(Seen::Applied(c))) => {
+                if let Some(answer) = answer_of(&c) {
+                    return answer.map(|()| IPClaim::clone(&c));
+                }
+            }
+            Ok(Some(Seen::Deleted(deleted))) if deleted == uid => {
+                return Err(CniError::try_again(format!(
+                    "IPClaim {name} was deleted while waiting"
+                )));
+            }
+            Ok(Some(Seen::Deleted(_))) => {}
+            // Nothing for a while (or the watch went away): read it.
+            Ok(None) | Err(_) => {
+                let fresh = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| api_error(&format!("reading IPClaim {name}"), &e))?
+                    .ok_or_else(|| {
+                        CniError::try_again(format!("IPClaim {name} was deleted while waiting"))
+                    })?;
+                if fresh.uid() != uid {
+                    return Err(CniError::try_again(format!(
+                        "IPClaim {name} was replaced by another ADD while waiting"
+                    )));
+                }
+                if let Some(answer) = answer_of(&fresh) {
+                    return answer.map(|()| fresh);
+                }
+                if registration.events.is_closed() {
+                    // Cannot happen while the agent runs (its watch holds
+                    // the senders); wait by reading alone if it does.
+                    tokio::time::sleep(left.min(REREAD)).await;
+                }
+            }
+        }
+    }
+}
+
 /// DEL: deletes the attachment's claim; succeeds when it is gone already,
 /// when its namespace is gone, or when a newer ADD took it over.
-pub async fn del(inv: &Invocation) -> Result<Value, CniError> {
-    let plan = match plan(inv) {
+pub async fn del(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
+    let plan = match plan(inv, backend) {
         Ok(plan) => plan,
         // A configuration that cannot have allocated anything has nothing
         // to release; refusing DEL would only wedge the pod's teardown.
@@ -528,7 +692,7 @@ pub async fn del(inv: &Invocation) -> Result<Value, CniError> {
     if plan.config.ranges.is_empty() {
         return Ok(Value::Null);
     }
-    let (client, _) = connect(&plan).await?;
+    let (client, _) = connect(&plan, backend).await?;
     let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
     let api: Api<IPClaim> = Api::namespaced(client, &pod_namespace);
     // Read, compare the sandbox, delete exactly what was read (UID and
@@ -594,8 +758,8 @@ async fn delete_exact(api: &Api<IPClaim>, claim: &IPClaim) -> Result<Deleted, ku
 }
 
 /// CHECK: the claim still holds prevResult's addresses, and so do the pools.
-pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
-    let plan = plan(inv)?;
+pub async fn check(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
+    let plan = plan(inv, backend)?;
     let (pod_namespace, pod_name) = inv.pod()?;
     let prev = inv.conf.prev_result.as_ref().ok_or_else(|| {
         CniError::invalid_config("prevResult: missing; CHECK needs the result of ADD")
@@ -611,7 +775,7 @@ pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
     if plan.config.ranges.is_empty() {
         return Ok(Value::Null);
     }
-    let (client, pool_namespace) = connect(&plan).await?;
+    let (client, pool_namespace) = connect(&plan, backend).await?;
     let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
     let api: Api<IPClaim> = Api::namespaced(client.clone(), &pod_namespace);
     let claim = api
@@ -690,8 +854,8 @@ pub async fn check(inv: &Invocation) -> Result<Value, CniError> {
 
 /// GC (CNI 1.1): deletes this node's claims of this network whose
 /// attachment is not among `cni.dev/valid-attachments`.
-pub async fn gc(inv: &Invocation) -> Result<Value, CniError> {
-    let plan = plan(inv)?;
+pub async fn gc(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
+    let plan = plan(inv, backend)?;
     let valid: HashSet<(String, String)> = inv.raw["cni.dev/valid-attachments"]
         .as_array()
         .into_iter()
@@ -703,7 +867,7 @@ pub async fn gc(inv: &Invocation) -> Result<Value, CniError> {
             ))
         })
         .collect();
-    let (client, _) = connect(&plan).await?;
+    let (client, _) = connect(&plan, backend).await?;
     let node = node_name(inv);
     let api: Api<IPClaim> = Api::all(client.clone());
     let selector = format!(
@@ -790,9 +954,9 @@ async fn renewed_within(leases: &Api<Lease>, lease: &Lease, within: Duration) ->
 
 /// STATUS (CNI 1.1): ready when a controller holds a lease it renews and
 /// no pool of this network is exhausted.
-pub async fn status(inv: &Invocation) -> Result<Value, CniError> {
-    let plan = plan(inv)?;
-    let (client, pool_namespace) = connect(&plan)
+pub async fn status(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
+    let plan = plan(inv, backend)?;
+    let (client, pool_namespace) = connect(&plan, backend)
         .await
         .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);

@@ -3,7 +3,10 @@
 
 use hereabouts_core::{CniArgs, NetConf, attachment};
 
-use super::error::{CniError, code};
+use crate::error::{CniError, code};
+
+/// Where the installer writes the node's name for the plugin.
+pub const NODENAME_FILE: &str = "/etc/cni/net.d/hereabouts.d/nodename";
 
 /// The spec versions this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -49,7 +52,8 @@ impl Command {
 }
 
 /// The environment of one invocation (everything but stdin).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Environment {
     pub command: Option<String>,
     pub container_id: Option<String>,

@@ -1,0 +1,193 @@
+//! What the reconcilers decide from, besides the pools: reflector stores
+//! of NADs and IPAMClaims, and compact indexes of what they read of claims
+//! and pods (one of each per allocation).
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+
+use hereabouts_api::{ClaimRange, ClaimReference, IPAMClaim, IPClaim, NetworkAttachmentDefinition};
+
+use super::index::Index;
+
+/// Multus' record of a pod's attachments.
+const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+
+/// What the reconciler checks a claim against before serving it.
+#[derive(Clone, Debug)]
+pub struct Lookups {
+    /// Pods by `namespace/name`.
+    pub pods: Index<Box<PodEntry>>,
+    pub nads: Store<NetworkAttachmentDefinition>,
+    /// Every claim (answered or not) by `namespace/name`.
+    pub claims: Index<Box<ClaimEntry>>,
+    pub ipamclaims: Store<IPAMClaim>,
+}
+
+/// What the reconcilers read of a pod.
+#[derive(Clone, Debug)]
+pub struct PodEntry {
+    uid: Box<str>,
+    /// The node it is bound to (`None` while unscheduled).
+    node: Option<Box<str>>,
+    /// Addresses Multus recorded; `None` when the pod has no record (yet).
+    recorded: Option<Box<[IpAddr]>>,
+    /// The network-selection elements that name an IPAMClaim (rare: empty
+    /// for all but KubeVirt's pods).
+    claim_references: Box<[ClaimReference]>,
+    /// Whether a pod of the same name may come back: a StatefulSet's, or
+    /// one no controller owns (see `policy`).
+    name_comes_back: bool,
+}
+
+impl PodEntry {
+    /// The index entry of `pod`, under `namespace/name`.
+    pub fn of(pod: &Pod) -> (String, PodEntry) {
+        let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let entry = PodEntry {
+            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .filter(|n| !n.is_empty())
+                .map(Into::into),
+            recorded: recorded_addresses(pod),
+            claim_references: pod
+                .annotations()
+                .get(hereabouts_api::NETWORKS_ANNOTATION)
+                .map(|a| hereabouts_api::claim_references(a, &pod.namespace().unwrap_or_default()))
+                .unwrap_or_default()
+                .into(),
+            name_comes_back: pod
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .is_none_or(|o| o.kind == "StatefulSet"),
+        };
+        (key, entry)
+    }
+
+    /// [`PodEntry::of`], boxed for an index (of 60,000 entries, with room
+    /// for 131,072: an empty slot costs what a full one does).
+    pub fn boxed(pod: &Pod) -> (String, Box<PodEntry>) {
+        let (key, entry) = PodEntry::of(pod);
+        (key, Box::new(entry))
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// Whether the pod keeps `ip` as far as Multus recorded: yes when it
+    /// recorded nothing (yet) or lists it.
+    pub fn lists(&self, ip: IpAddr) -> bool {
+        self.recorded.as_ref().is_none_or(|ips| ips.contains(&ip))
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    pub fn claim_references(&self) -> &[ClaimReference] {
+        &self.claim_references
+    }
+
+    pub fn name_comes_back(&self) -> bool {
+        self.name_comes_back
+    }
+}
+
+/// What the collector, the releaser and the one-claim-per-interface check
+/// read of a claim. The claim reconciler's own store holds only the claims
+/// that wait for an answer (a handful at a time); this holds all of them,
+/// without the metadata, status, node and static addresses a reflector
+/// store would keep (`make bench`: a slimmed claim in a reflector store
+/// cost about 2 KiB, one per allocation).
+#[derive(Clone, Debug)]
+pub struct ClaimEntry {
+    pub uid: Box<str>,
+    pub resource_version: Box<str>,
+    /// The namespace of the pod it names, when not the claim's own (such a
+    /// claim backs nothing: a claim acts for a pod of its namespace only).
+    pub foreign_pod_namespace: Option<Box<str>>,
+    pub pod_name: Box<str>,
+    pub pod_uid: Box<str>,
+    pub interface: Box<str>,
+    pub container_id: Box<str>,
+    /// The NAD's name (in the pod's namespace, for the release policy).
+    pub network: Box<str>,
+    pub network_name: Option<Box<str>>,
+    pub ranges: Box<[ClaimRange]>,
+    /// `Ready` True for the current generation: it holds addresses.
+    pub answered: bool,
+    /// `Ready` False for the current generation: it holds nothing.
+    pub refused: bool,
+    /// It has a deletion timestamp.
+    pub deleting: bool,
+}
+
+impl ClaimEntry {
+    /// The index entry of `claim`, under `namespace/name` (boxed: an index
+    /// of 60,000 entries has room for 131,072, and an empty slot costs
+    /// what a full one does).
+    pub fn of(claim: &IPClaim) -> (String, Box<ClaimEntry>) {
+        let namespace = claim.namespace().unwrap_or_default();
+        let key = format!("{namespace}/{}", claim.name_any());
+        let spec = &claim.spec;
+        let entry = Box::new(ClaimEntry {
+            uid: claim.uid().unwrap_or_default().into(),
+            resource_version: claim.resource_version().unwrap_or_default().into(),
+            foreign_pod_namespace: (spec.pod.namespace != namespace)
+                .then(|| spec.pod.namespace.as_str().into()),
+            pod_name: spec.pod.name.as_str().into(),
+            pod_uid: spec.pod.uid.as_str().into(),
+            interface: spec.interface.as_str().into(),
+            container_id: spec.container_id.as_str().into(),
+            network: spec.network.name.as_str().into(),
+            network_name: spec.network_name.as_deref().map(Into::into),
+            ranges: spec.ranges.clone().into_boxed_slice(),
+            answered: claim.answered(),
+            refused: claim.refused(),
+            deleting: claim.metadata.deletion_timestamp.is_some(),
+        });
+        (key, entry)
+    }
+
+    /// The namespace of its pod, given the claim's own.
+    pub fn pod_namespace<'a>(&'a self, claim_namespace: &'a str) -> &'a str {
+        self.foreign_pod_namespace
+            .as_deref()
+            .unwrap_or(claim_namespace)
+    }
+
+    /// Whether it acts for the pod of its own namespace with `pod_uid`.
+    pub fn of_own_pod(&self, pod_uid: &str) -> bool {
+        self.foreign_pod_namespace.is_none() && *self.pod_uid == *pod_uid
+    }
+
+    /// Its `network_name`, when set.
+    pub fn network_name(&self) -> Option<&str> {
+        self.network_name.as_deref().filter(|n| !n.is_empty())
+    }
+}
+
+/// `namespace/name` split in two.
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// The addresses in a pod's `k8s.v1.cni.cncf.io/network-status`.
+fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
+    let raw = pod.annotations().get(NETWORK_STATUS)?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(raw).ok()?;
+    Some(
+        entries
+            .iter()
+            .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
+            .filter_map(|ip| hereabouts_core::parse_ip(ip.as_str()?))
+            .collect(),
+    )
+}

@@ -1,0 +1,672 @@
+//! The node agent (`hereabouts-install` serving the plugin on a unix
+//! socket) against the real API server with a controller running: every
+//! verb through the agent, the plugin's direct path when the socket is
+//! absent or refuses, an agent killed and restarted in the middle of a
+//! burst of ADDs, bad requests on the socket, and pods attached through the
+//! real Multus and macvlan with the agent answering.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hereabouts_api::{IPClaim, IPPool};
+use hereabouts_kit::{Controller, Process, TestNamespace, kit};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const NODE: &str = "node-a";
+
+struct Run {
+    success: bool,
+    stdout: Value,
+}
+
+fn plugin(env: &[(&str, String)], stdin: &Value) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.to_string().as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("plugin output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stdout = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("stdout is one JSON document")
+    };
+    Run {
+        success: out.status.success(),
+        stdout,
+    }
+}
+
+fn code_of(run: &Run) -> u64 {
+    assert!(!run.success, "expected a failure, got {}", run.stdout);
+    run.stdout["code"].as_u64().expect("code")
+}
+
+/// The environment a runtime gives one attachment, the agent's socket too.
+fn env(
+    command: &str,
+    ns: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+    socket: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", command.to_owned()),
+        ("CNI_CONTAINERID", container.to_owned()),
+        ("CNI_NETNS", "/var/run/netns/unused".to_owned()),
+        ("CNI_IFNAME", "net1".to_owned()),
+        ("CNI_PATH", "/usr/lib/cni".to_owned()),
+        (
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID={uid};K8S_POD_INFRA_CONTAINER_ID={container}"
+            ),
+        ),
+        ("NODENAME", NODE.to_owned()),
+        ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
+    ]
+}
+
+fn conf(version: &str, range: &str, kubeconfig: &Path) -> Value {
+    json!({"cniVersion": version, "name": "agentnet", "type": "macvlan", "master": "eth1",
+           "ipam": {"type": "hereabouts", "range": range, "kubernetes": {"kubeconfig": kubeconfig}}})
+}
+
+/// A node agent (`hereabouts-install --agent-only`), killed when dropped.
+struct Agent {
+    process: Process,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(ns: &TestNamespace, name: &str, socket: &Path, kubeconfig: &Path) -> Agent {
+        let args: Vec<String> = [
+            "--agent-only",
+            "--agent-socket",
+            &socket.display().to_string(),
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--namespace",
+            &ns.name,
+            "--node-name",
+            NODE,
+            "--log-level",
+            "debug",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let process = Process::spawn(
+            &format!("{}-{name}", ns.name),
+            Path::new(env!("CARGO_BIN_EXE_hereabouts-install")),
+            &args,
+            &[],
+        )
+        .expect("start the agent");
+        let agent = Agent {
+            process,
+            socket: socket.to_path_buf(),
+        };
+        agent.wait_listening();
+        agent
+    }
+
+    /// Until the socket accepts a connection.
+    fn wait_listening(&self) {
+        for _ in 0..200 {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent never listened on {}", self.socket.display());
+    }
+
+    /// Sends raw bytes, returns the raw answer.
+    fn raw(&self, body: &[u8]) -> Value {
+        let mut stream = UnixStream::connect(&self.socket).expect("connect");
+        // The agent may answer (and close) before reading everything of an
+        // oversized request: a failed write is part of that answer.
+        let _ = stream.write_all(body);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("read the answer");
+        serde_json::from_slice(&answer).expect("the answer is one JSON document")
+    }
+}
+
+async fn pod(client: &kube::Client, ns: &str, name: &str) -> String {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "containers": [{"name": "app", "image": "pause"}]}
+    }))
+    .expect("pod");
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod")
+        .uid()
+        .expect("uid")
+}
+
+async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBuf, PathBuf) {
+    let kit = kit().await.expect("local control plane");
+    hereabouts_kit::install_crds(&kit.client)
+        .await
+        .expect("CRDs");
+    let ns = kit.namespace(prefix).await.expect("namespace");
+    let controller = Controller::start(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        &ns,
+        "a",
+        &[],
+    )
+    .expect("controller");
+    controller.wait_ready().await.expect("ready");
+    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
+    let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    (
+        kit.client,
+        ns,
+        controller,
+        kubeconfig,
+        dir.join("agent.sock"),
+    )
+}
+
+#[tokio::test]
+async fn every_verb_through_the_agent() {
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-verbs").await;
+    // The agent reads its kubeconfig once, at start; the configurations
+    // name it, then it is made unreadable: the plugin's direct path cannot
+    // use it any more, so every success below is the agent's.
+    let own = socket.with_file_name("agent.kubeconfig");
+    std::fs::copy(&kubeconfig, &own).expect("copy kubeconfig");
+    let agent = Agent::start(&ns, "agent", &socket, &own);
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "only root reaches the socket");
+    std::fs::write(&own, "not: a kubeconfig\n").expect("spoil the kubeconfig");
+
+    for (i, version) in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"].iter().enumerate() {
+        let name = format!("p{i}");
+        let uid = pod(&client, &ns.name, &name).await;
+        let container = format!("sandbox-{i}");
+        let mut stdin = conf(version, "198.51.100.0/24", &own);
+        stdin["ipam"]["gateway"] = json!("198.51.100.254");
+        let run_as = |command: &str, stdin: &Value| {
+            plugin(
+                &env(command, &ns.name, &name, &uid, &container, &socket),
+                stdin,
+            )
+        };
+        let add = run_as("ADD", &stdin);
+        assert!(add.success, "ADD {version}: {}", add.stdout);
+        assert_eq!(add.stdout["cniVersion"], *version);
+        assert_eq!(
+            add.stdout["ips"][0]["address"],
+            format!("198.51.100.{}/24", i + 1),
+            "lowest free first"
+        );
+        assert_eq!(add.stdout["ips"][0]["gateway"], "198.51.100.254");
+        let again = run_as("ADD", &stdin);
+        assert_eq!(again.stdout["ips"], add.stdout["ips"], "a repeated ADD");
+        if *version != "0.3.1" {
+            let mut check = stdin.clone();
+            check["prevResult"] = add.stdout.clone();
+            let run = run_as("CHECK", &check);
+            assert!(run.success, "CHECK {version}: {}", run.stdout);
+            check["prevResult"]["ips"][0]["address"] = json!("198.51.100.200/24");
+            assert_eq!(code_of(&run_as("CHECK", &check)), 103);
+        }
+        if *version == "1.1.0" {
+            let status = plugin(
+                &[
+                    ("CNI_COMMAND", "STATUS".to_owned()),
+                    ("NODENAME", NODE.to_owned()),
+                    ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
+                ],
+                &stdin,
+            );
+            assert!(status.success, "STATUS: {}", status.stdout);
+        }
+        assert!(run_as("DEL", &stdin).success, "DEL {version}");
+        assert!(run_as("DEL", &stdin).success, "DEL is idempotent");
+    }
+    // Bad input through the agent gets the direct path's codes.
+    let uid = pod(&client, &ns.name, "bad").await;
+    let bad = |stdin: &Value| plugin(&env("ADD", &ns.name, "bad", &uid, "c-bad", &socket), stdin);
+    let mut wrong = conf("1.0.0", "198.51.100.0/33", &own);
+    let run = bad(&wrong);
+    assert_eq!(code_of(&run), 7);
+    assert!(
+        run.stdout["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ipam.range"),
+        "{}",
+        run.stdout
+    );
+    wrong = conf("1.0.0", "198.51.100.0/24", &own);
+    wrong["runtimeConfig"] = json!({"ips": ["203.0.113.9/24"]});
+    assert_eq!(
+        code_of(&bad(&wrong)),
+        7,
+        "a static address outside the range"
+    );
+
+    // GC through the agent: one attachment kept, one released.
+    let stdin = conf("1.1.0", "203.0.113.0/28", &own);
+    for name in ["keep", "drop"] {
+        let uid = pod(&client, &ns.name, name).await;
+        let run = plugin(
+            &env("ADD", &ns.name, name, &uid, &format!("c-{name}"), &socket),
+            &stdin,
+        );
+        assert!(run.success, "{}", run.stdout);
+    }
+    let mut gc = stdin.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c-keep", "ifname": "net1"}]);
+    let run = plugin(
+        &[
+            ("CNI_COMMAND", "GC".to_owned()),
+            ("NODENAME", NODE.to_owned()),
+            ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
+        ],
+        &gc,
+    );
+    assert!(run.success, "GC: {}", run.stdout);
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let left = hereabouts_kit::eventually("GC deleted the stale claim", 10, || async {
+        let items = claims.list(&ListParams::default()).await.ok()?.items;
+        (items.len() == 1).then_some(items)
+    })
+    .await
+    .expect("one claim left");
+    assert_eq!(left[0].spec.pod.name, "keep");
+
+    // The same configuration without the agent: the direct path, whose
+    // kubeconfig is unreadable, says so (code 7). Proof that the agent
+    // answered everything above.
+    drop(agent);
+    let uid = pod(&client, &ns.name, "direct").await;
+    let run = plugin(
+        &env("ADD", &ns.name, "direct", &uid, "c-direct", &socket),
+        &conf("1.0.0", "198.51.100.0/24", &own),
+    );
+    assert_eq!(code_of(&run), 7, "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn the_direct_path_when_the_socket_is_absent_refuses_or_serves_another_node() {
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-fallback").await;
+    let stdin = conf("1.0.0", "198.51.100.0/24", &kubeconfig);
+    let add = |pod: &str, uid: &str, socket: &Path| {
+        plugin(
+            &env("ADD", &ns.name, pod, uid, &format!("c-{pod}"), socket),
+            &stdin,
+        )
+    };
+    // No socket at all.
+    let uid = pod(&client, &ns.name, "absent").await;
+    let run = add("absent", &uid, &socket);
+    assert!(run.success, "no socket: {}", run.stdout);
+    // A socket file nobody listens on (an agent that crashed): refused.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    assert!(socket.exists());
+    let uid = pod(&client, &ns.name, "refused").await;
+    let run = add("refused", &uid, &socket);
+    assert!(run.success, "refused: {}", run.stdout);
+    // An agent of another node (one host running several simulated
+    // nodes): it never acts for this node's pods; the plugin works alone.
+    let other = socket.with_file_name("other.sock");
+    let mut agent = Agent::start(&ns, "other-node", &other, &kubeconfig);
+    let answer = agent.raw(
+        json!({"version": 1, "env": {"command": "ADD", "node_name": "node-b"}, "stdin": "{}", "flat_file": null})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(answer["kind"], "not_served", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("node-b"),
+        "{answer}"
+    );
+    let uid = pod(&client, &ns.name, "elsewhere").await;
+    let mut env_b = env("ADD", &ns.name, "elsewhere", &uid, "c-elsewhere", &other);
+    env_b[6].1 = "node-b".to_owned();
+    let run = plugin(&env_b, &stdin);
+    // node-b's claim of a pod bound to node-a: the controller refuses it
+    // (PodMismatch, code 11), which shows the request was not the agent's
+    // (the agent would have written node-a).
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let filed = claims
+        .list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items
+        .into_iter()
+        .find(|c| c.spec.pod.name == "elsewhere")
+        .expect("the direct path filed a claim");
+    assert_eq!(filed.spec.node, "node-b", "{}", run.stdout);
+    // Every address handed out is distinct and in the pool.
+    let ips: BTreeSet<String> = claims
+        .list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items
+        .iter()
+        .flat_map(|c| c.status.iter().flat_map(|s| s.addresses.clone()))
+        .collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    agent.process.kill();
+}
+
+#[tokio::test]
+async fn an_agent_restart_in_a_burst_of_adds() {
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-restart").await;
+    const PODS: usize = 40;
+    let mut uids = Vec::new();
+    for i in 0..PODS {
+        uids.push(pod(&client, &ns.name, &format!("b{i}")).await);
+    }
+    let stdin = conf("1.0.0", "100.64.0.0/24", &kubeconfig);
+    let mut agent = Agent::start(&ns, "agent-1", &socket, &kubeconfig);
+    let burst = |uids: &[String]| {
+        let handles: Vec<_> = uids
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                let env = env(
+                    "ADD",
+                    &ns.name,
+                    &format!("b{i}"),
+                    uid,
+                    &format!("c{i}"),
+                    &socket,
+                );
+                let stdin = stdin.clone();
+                std::thread::spawn(move || plugin(&env, &stdin))
+            })
+            .collect();
+        handles
+    };
+    let handles = burst(&uids);
+    // SIGKILL mid-burst, then a new agent on the same path.
+    std::thread::sleep(Duration::from_millis(150));
+    let in_flight = handles.iter().filter(|h| !h.is_finished()).count();
+    agent.process.kill();
+    eprintln!("{in_flight} of {PODS} ADDs in flight when the agent was killed");
+    assert!(in_flight > 0, "the kill must land mid-burst");
+    std::thread::sleep(Duration::from_millis(300));
+    let _agent = Agent::start(&ns, "agent-2", &socket, &kubeconfig);
+    let mut first: BTreeMap<usize, String> = BTreeMap::new();
+    let mut retried = 0;
+    for (i, handle) in handles.into_iter().enumerate() {
+        let run = handle.join().expect("plugin thread");
+        if run.success {
+            first.insert(
+                i,
+                run.stdout["ips"][0]["address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        } else {
+            assert_eq!(code_of(&run), 11, "only 'try again later': {}", run.stdout);
+            retried += 1;
+        }
+    }
+    eprintln!("burst: {} answered, {retried} asked to retry", first.len());
+    // The runtime retries; every pod gets an address, a repeated ADD the
+    // same one (through the new agent).
+    let again: Vec<Run> = burst(&uids)
+        .into_iter()
+        .map(|h| h.join().expect("plugin thread"))
+        .collect();
+    let mut addresses = BTreeSet::new();
+    for (i, run) in again.iter().enumerate() {
+        assert!(run.success, "b{i}: {}", run.stdout);
+        let address = run.stdout["ips"][0]["address"]
+            .as_str()
+            .expect("address")
+            .to_owned();
+        if let Some(before) = first.get(&i) {
+            assert_eq!(&address, before, "b{i}: a repeated ADD, the same address");
+        }
+        assert!(
+            addresses.insert(address.clone()),
+            "{address} handed out twice"
+        );
+    }
+    assert_eq!(addresses.len(), PODS);
+    // The pool holds each pod's address once, for that pod.
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), &ns.name);
+    let held: BTreeSet<String> = pools
+        .list(&ListParams::default())
+        .await
+        .expect("pools")
+        .items
+        .iter()
+        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
+        .collect();
+    assert_eq!(held.len(), PODS, "{held:?}");
+    // DEL of everything through the agent leaves no claim.
+    for (i, uid) in uids.iter().enumerate() {
+        let env = env(
+            "DEL",
+            &ns.name,
+            &format!("b{i}"),
+            uid,
+            &format!("c{i}"),
+            &socket,
+        );
+        assert!(plugin(&env, &stdin).success);
+    }
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    hereabouts_kit::eventually("claims deleted", 10, || async {
+        claims
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .expect("DEL removed every claim");
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_error_and_the_agent_lives_on() {
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-bad").await;
+    let mut agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
+    let request = |env: Value, stdin: &str| {
+        json!({"version": 1, "env": env, "stdin": stdin, "flat_file": null}).to_string()
+    };
+    let good_stdin = conf("1.0.0", "198.51.100.0/24", &kubeconfig).to_string();
+    // (bytes, expected code, what the message names)
+    let cases: Vec<(Vec<u8>, u64, &str)> = vec![
+        (b"\x00\xffgarbage".to_vec(), 6, "agent request"),
+        (b"".to_vec(), 6, "agent request"),
+        (br#"{"version": 1, "env": {}}"#.to_vec(), 6, "stdin"),
+        (br#"{"version": 1, "env": {"frob": 1}, "stdin": ""}"#.to_vec(), 6, "frob"),
+        (
+            request(json!({"command": "ADD", "node_name": NODE}), "{not json").into_bytes(),
+            6,
+            "stdin",
+        ),
+        (
+            request(json!({"command": "FROB", "node_name": NODE}), &good_stdin).into_bytes(),
+            4,
+            "CNI_COMMAND",
+        ),
+        (
+            request(
+                json!({"command": "ADD", "node_name": NODE, "container_id": "c1", "ifname": "much-too-long-interface"}),
+                &good_stdin,
+            )
+            .into_bytes(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            request(
+                json!({"command": "ADD", "node_name": NODE, "container_id": "c1", "ifname": "net1", "args": "K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=x"}),
+                &good_stdin,
+            )
+            .into_bytes(),
+            4,
+            "K8S_POD_NAMESPACE",
+        ),
+        (
+            json!({"version": 1, "env": {"command": "ADD", "node_name": NODE}, "stdin": good_stdin, "flat_file": {"path": "/x", "value": 3}})
+                .to_string()
+                .into_bytes(),
+            7,
+            "flat_file",
+        ),
+        (vec![b' '; (4 << 20) + 10], 7, "larger than"),
+    ];
+    for (body, code, names) in &cases {
+        let answer = agent.raw(body);
+        assert_eq!(answer["kind"], "answer", "{answer}");
+        assert_eq!(answer["success"], false, "{answer}");
+        assert_eq!(answer["stdout"]["code"], *code, "{answer}");
+        let msg = answer["stdout"]["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(names), "{msg:?} should name {names}");
+    }
+    // Another protocol version: left to the plugin.
+    let answer = agent.raw(br#"{"version": 2, "whatever": true}"#);
+    assert_eq!(answer["kind"], "not_served", "{answer}");
+    // A connection that sends half a request and goes away.
+    {
+        let mut stream = UnixStream::connect(&socket).expect("connect");
+        stream
+            .write_all(b"{\"version\": 1, \"env\"")
+            .expect("write");
+    }
+    assert!(
+        agent.process.running(),
+        "the agent survived every bad request"
+    );
+    // And still serves a good one.
+    let uid = pod(&client, &ns.name, "after").await;
+    let run = plugin(
+        &env("ADD", &ns.name, "after", &uid, "c-after", &socket),
+        &conf("1.0.0", "198.51.100.0/24", &kubeconfig),
+    );
+    assert!(run.success, "{}", run.stdout);
+    assert!(agent.process.running());
+}
+
+#[tokio::test]
+async fn pods_through_multus_macvlan_and_the_agent() {
+    use hereabouts_api::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-multus").await;
+    hereabouts_kit::install_plugin(Path::new(env!("CARGO_BIN_EXE_hereabouts")), "hereabouts")
+        .expect("plugin in the CNI bin dir");
+    let node = ns.node(&hereabouts_kit::unique("ag")).await.expect("node");
+    // As in every_verb_through_the_agent: the NAD names a kubeconfig only
+    // the agent could still use, so each ADD that succeeds was the agent's.
+    let own = socket.with_file_name("agent.kubeconfig");
+    std::fs::copy(&kubeconfig, &own).expect("copy kubeconfig");
+    let args: Vec<String> = [
+        "--agent-only",
+        "--agent-socket",
+        &socket.display().to_string(),
+        "--kubeconfig",
+        &own.display().to_string(),
+        "--namespace",
+        &ns.name,
+        "--node-name",
+        &node,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let agent = Agent {
+        process: Process::spawn(
+            &format!("{}-agent", ns.name),
+            Path::new(env!("CARGO_BIN_EXE_hereabouts-install")),
+            &args,
+            &[],
+        )
+        .expect("agent"),
+        socket: socket.clone(),
+    };
+    agent.wait_listening();
+    std::fs::write(&own, "not: a kubeconfig\n").expect("spoil the kubeconfig");
+    let config = json!({"cniVersion": "1.0.0", "name": "agentlan", "type": "macvlan", "master": "eth1",
+        "mode": "bridge", "ipam": {"type": "hereabouts", "range": "198.51.100.0/24",
+        "agent_socket": socket, "kubernetes": {"kubeconfig": own}}});
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), &ns.name);
+    nads.create(
+        &PostParams::default(),
+        &NetworkAttachmentDefinition::new(
+            "agentlan",
+            NetworkAttachmentDefinitionSpec {
+                config: config.to_string(),
+            },
+        ),
+    )
+    .await
+    .expect("NAD");
+    let net = format!("{}/agentlan", ns.name);
+    for pod in ["a", "b", "c"] {
+        ns.pod(pod, &node, &net).await.expect("ADD through Multus");
+    }
+    let mut seen = BTreeSet::new();
+    for pod in ["a", "b", "c"] {
+        let ips = ns.addresses(pod, "net1").await.expect("addresses");
+        assert_eq!(ips.len(), 1, "{pod}: {ips:?}");
+        assert!(seen.insert(ips[0].clone()), "{} twice", ips[0]);
+    }
+    let b = ns.addresses("b", "net1").await.expect("b")[0].clone();
+    let b = b.split('/').next().unwrap_or_default().to_owned();
+    assert!(
+        ns.exec("a", &["ping", "-4", "-c", "1", "-W", "2", &b])
+            .await
+            .is_ok(),
+        "a reaches b over the agent's addresses"
+    );
+    ns.delete_pod("a").await.expect("DEL through Multus");
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    hereabouts_kit::eventually("a's claim deleted", 10, || async {
+        let items = claims.list(&ListParams::default()).await.ok()?.items;
+        (items.len() == 2 && items.iter().all(|c| c.spec.pod.name != "a")).then_some(())
+    })
+    .await
+    .expect("DEL through the agent removed a's claim");
+    // Every claim the agent filed names its node.
+    for claim in claims.list(&ListParams::default()).await.expect("claims") {
+        assert_eq!(claim.spec.node, node);
+    }
+    drop(agent);
+}
