@@ -8,12 +8,13 @@
 //! Leases live there; the kubeconfig's context namespace says so), the same
 //! network ranges, the same simulated nodes (`NODENAME`, with Node objects)
 //! and the same number of plugin processes in flight. Scenarios alternate
-//! the order of the systems: storm, re-creation, scale, idle; then the API
+//! the order of the systems: storm, re-creation, many networks per pod,
+//! scale, idle; then the API
 //! server's own floor. Results go to `bench/results/` as JSON, Markdown and a PNG
 //! ([`report`]). `--quick` runs the same scenarios small (about a minute).
 //!
-//! Flags after `--`: `--quick`, `--only=storm,scale,...` (storm and
-//! recreation go together), `--systems=hereabouts,whereabouts,...` (names:
+//! Flags after `--`: `--quick`, `--only=storm,networks,scale,...` (storm
+//! and recreation go together), `--systems=hereabouts,whereabouts,...` (names:
 //! hereabouts, whereabouts, whereabouts-0.9.4, whereabouts-0.9.4-slices;
 //! all by default),
 //! `--scale-steps=N` (fill the /16 only N steps far), `--drain-s=N` (how
@@ -21,7 +22,9 @@
 //! before what is left counts as leaked; 30 s in the full run, and the
 //! wait ends after 10 minutes whatever happens), `--agent` (hereabouts'
 //! plugin served by a node agent, one per simulated node, on a unix
-//! socket).
+//! socket), `--no-overlapping` (every system's networks say
+//! `enable_overlapping_ranges: false`: no OverlappingRangeIPReservation
+//! per address).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let agents = args.iter().any(|a| a == "--agent");
+    let overlapping = !args.iter().any(|a| a == "--no-overlapping");
     let only = hereabouts_kit::arg_list(&args, "--only");
     let systems = hereabouts_kit::arg_list(&args, "--systems");
     let mut settings = if quick {
@@ -53,14 +57,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         Settings::full()
     };
-    if agents {
-        settings.mode = if quick {
-            "quick, node agents"
-        } else {
-            "full, node agents"
-        };
-    }
     settings.agents = agents;
+    settings.overlapping = overlapping;
+    let mut mode = vec![settings.mode.clone()];
+    if agents {
+        mode.push("node agents".to_owned());
+    }
+    if !overlapping {
+        mode.push("enable_overlapping_ranges false".to_owned());
+    }
+    settings.mode = mode.join(", ");
     if let Some(steps) = hereabouts_kit::arg_value(&args, "--scale-steps") {
         settings.scale_steps = steps;
     }
@@ -129,7 +135,7 @@ async fn run(
     let mut targets = Vec::new();
     for kind in kinds {
         let ns = kit.namespace(kind.namespace_prefix()).await?;
-        let target = Target::new(
+        let mut target = Target::new(
             kind,
             ns,
             kit.client.clone(),
@@ -138,6 +144,7 @@ async fn run(
             settings.agents,
         )
         .await?;
+        target.overlapping = settings.overlapping;
         // A peer that cannot be set up is left out, loudly, and the run
         // goes on with the others.
         if let Err(e) = target.prepare(&settings.networks()).await {
@@ -170,6 +177,12 @@ async fn run(
                 }
                 settle().await;
             }
+        }
+    }
+    if wanted("networks") {
+        for t in order(1) {
+            record.push(scenarios::many_networks(&settings, &mut targets[t]).await?);
+            settle().await;
         }
     }
     if wanted("scale") {

@@ -104,6 +104,10 @@ pub struct Target {
     pub _agents: Vec<Process>,
     /// The storm's attachments, for the re-creation to delete.
     pub storm_calls: Vec<Call>,
+    /// `enable_overlapping_ranges` in every network's configuration
+    /// (`--no-overlapping` sets it false: no OverlappingRangeIPReservation
+    /// per address, for any system).
+    pub overlapping: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -235,6 +239,7 @@ impl Target {
             controller_port,
             _agents: agents,
             storm_calls: Vec::new(),
+            overlapping: true,
         };
         if target.kind == Kind::Hereabouts {
             hereabouts_kit::eventually("controller /readyz", 60, || async {
@@ -372,7 +377,8 @@ impl Target {
     }
 
     /// The network configuration (the same for every system but `type`,
-    /// and `node_slice_size` for the node-slice mode).
+    /// and `node_slice_size` for the node-slice mode; with
+    /// `enable_overlapping_ranges: false` for all under `--no-overlapping`).
     pub fn config(&self, network: &Network) -> String {
         let mut ipam = serde_json::json!({
             "type": if self.kind.is_whereabouts() { "whereabouts" } else { "hereabouts" },
@@ -385,6 +391,9 @@ impl Target {
         }
         if self.kind == Kind::Whereabouts094Slices {
             ipam["node_slice_size"] = network.slice.into();
+        }
+        if !self.overlapping {
+            ipam["enable_overlapping_ranges"] = false.into();
         }
         if let Some(name) = self.network_name(network) {
             ipam["network_name"] = name.into();
@@ -422,6 +431,27 @@ impl Target {
     ) -> Vec<Outcome> {
         self.plugin
             .run(command, &self.config(network), calls, inflight, cap)
+            .await
+    }
+
+    /// Runs `command` for every pod over `networks` (interfaces `net1`,
+    /// `net2`, ...), each pod's calls one after another as Multus makes
+    /// them; outcomes per pod, in `networks`' order.
+    pub async fn run_attachments(
+        &self,
+        command: &str,
+        networks: &[Network],
+        calls: &[Call],
+        inflight: usize,
+        cap: Option<Duration>,
+    ) -> Vec<Vec<Outcome>> {
+        let attachments: Vec<(String, String)> = networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (self.config(n), format!("net{}", i + 1)))
+            .collect();
+        self.plugin
+            .run_attachments(command, &attachments, calls, inflight, cap)
             .await
     }
 

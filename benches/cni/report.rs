@@ -293,7 +293,7 @@ pub struct Host {
 pub struct Record {
     pub started: String,
     pub finished: String,
-    pub mode: &'static str,
+    pub mode: String,
     pub settings: Settings,
     pub hereabouts_revision: String,
     /// The kit's whereabouts (`e2e/tools/versions.env`).
@@ -355,7 +355,7 @@ impl Record {
         Record {
             started: now(),
             finished: String::new(),
-            mode: settings.mode,
+            mode: settings.mode.clone(),
             settings: settings.clone(),
             hereabouts_revision: format!(
                 "{}{}",
@@ -688,8 +688,10 @@ pub fn markdown(record: &Record) -> String {
     out.push_str(&format!(
         "\nStorm: {} ADDs over {} nodes on a pool of exactly {} addresses (the node-slice mode: a /25 per node, see the notes); \
          at most {} plugin processes alive at once (every system alike); \
-         whereabouts phases capped at {} s. Scale: a /16 in {} steps of {}.\n",
-        s.storm, crate::plugin::NODES, s.storm, s.inflight, s.whereabouts_cap_s, s.scale_steps, s.scale_step
+         whereabouts phases capped at {} s. Many networks: {} pods at once, each with {} networks (a /23 each) \
+         called one after another as Multus calls them. Scale: a /16 in {} steps of {}.\n",
+        s.storm, crate::plugin::NODES, s.storm, s.inflight, s.whereabouts_cap_s, s.multi_pods, s.multi_networks,
+        s.scale_steps, s.scale_step
     ));
 
     // Targets (ARCHITECTURE.md).
@@ -744,6 +746,21 @@ pub fn markdown(record: &Record) -> String {
             (del.requested - del.ok) + (add.requested - add.ok),
             leaks,
             verdict(total <= 5.0 && clean && leaks == 0)
+        ));
+    }
+    if let Some(multi) = h("networks", "add") {
+        let clean = multi.ok == multi.requested
+            && multi.duplicates == Some(0)
+            && multi.missing_from_pool == Some(0);
+        out.push_str(&format!(
+            "| many networks: {} attachments ({} pods × {} networks) in ≤ 10 s | {:.2} s, {} failures, {} duplicates | {} |\n",
+            multi.requested,
+            s.multi_pods,
+            s.multi_networks,
+            multi.wall_s,
+            multi.requested - multi.ok,
+            count(multi.duplicates),
+            verdict(multi.wall_s <= 10.0 && clean)
         ));
     }
     if let Some(sc) = record.scale_of(Kind::Hereabouts) {
@@ -812,6 +829,21 @@ pub fn markdown(record: &Record) -> String {
         "2c. Then DEL of everything; leaks counted after it",
     );
 
+    phase_rows(
+        &mut out,
+        record,
+        "networks",
+        "add",
+        "3a. Many networks per pod: every pod at once, its networks one after another",
+    );
+    phase_rows(
+        &mut out,
+        record,
+        "networks",
+        "del-all",
+        "3b. Then DEL of every attachment; leaks counted after it",
+    );
+
     let scale_systems: Vec<Kind> = systems
         .iter()
         .copied()
@@ -819,7 +851,7 @@ pub fn markdown(record: &Record) -> String {
         .collect();
     if !scale_systems.is_empty() {
         let sc = |k: Kind| record.scale_of(k);
-        let mut t = Table::start(&mut out, &scale_systems, "3. Scale: a /16 filled in steps");
+        let mut t = Table::start(&mut out, &scale_systems, "4. Scale: a /16 filled in steps");
         t.text("allocations reached", &|k| {
             sc(k).map_or("–".to_owned(), |s| {
                 if s.capped {
@@ -910,26 +942,26 @@ pub fn markdown(record: &Record) -> String {
         record,
         "idle",
         "add",
-        "4a. Idle: ADD one at a time",
+        "5a. Idle: ADD one at a time",
     );
     phase_rows(
         &mut out,
         record,
         "idle",
         "del",
-        "4b. Idle: DEL one at a time",
+        "5b. Idle: DEL one at a time",
     );
     phase_rows(
         &mut out,
         record,
         "idle",
         "version",
-        "4c. Idle: VERSION (process start-up)",
+        "5c. Idle: VERSION (process start-up)",
     );
 
     if let Some(floor) = &record.floor {
         out.push_str(&format!(
-            "\n**5. Floor: the API server alone**\n\n{} small custom objects (OverlappingRangeIPReservations) created, then each updated once, {} requests in flight, from one client.\n\n\
+            "\n**6. Floor: the API server alone**\n\n{} small custom objects (OverlappingRangeIPReservations) created, then each updated once, {} requests in flight, from one client.\n\n\
              | | wall (s) | per second | p50 (ms) | p99 (ms) | failures |\n|---|---:|---:|---:|---:|---:|\n\
              | create | {:.2} | {:.0} | {:.1} | {:.1} | {} |\n| update | {:.2} | {:.0} | {:.1} | {:.1} | {} |\n\n\
              Create + update pairs per second: **{:.0}**, the most allocations per second any IPAM that writes one object and \
@@ -1030,7 +1062,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
             "add",
             "2. Re-creation: ADD latency, cumulative",
         ),
-        ("idle", "add", "4. Idle: ADD latency, cumulative"),
+        ("idle", "add", "5. Idle: ADD latency, cumulative"),
     ];
     for (panel, (scenario, phase, caption)) in
         [&panels[0], &panels[1], &panels[3]].into_iter().zip(cdfs)
@@ -1096,7 +1128,7 @@ fn plot(record: &Record, path: &Path) -> anyhow::Result<()> {
     let (lo, hi) = log_bounds(probes.iter().copied(), probes.iter().copied());
     let mut chart = ChartBuilder::on(&panels[2])
         .caption(
-            "3. Scale: single ADD latency (median) as the /16 fills",
+            "4. Scale: single ADD latency (median) as the /16 fills",
             ("sans-serif", 20),
         )
         .margin(15)

@@ -17,7 +17,7 @@ use crate::report::{Floor, Phase, ScaleRun, ScaleStep, Stats};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
-    pub mode: &'static str,
+    pub mode: String,
     /// ADDs in the storm, and addresses in its pool.
     pub storm: usize,
     /// Plugin processes alive at once (both systems alike).
@@ -35,12 +35,17 @@ pub struct Settings {
     pub drain_s: u64,
     /// hereabouts' plugin served by one node agent per simulated node.
     pub agents: bool,
+    /// `enable_overlapping_ranges` of every network (`--no-overlapping`).
+    pub overlapping: bool,
+    /// Many networks per pod: pods, and secondary networks each.
+    pub multi_pods: usize,
+    pub multi_networks: usize,
 }
 
 impl Settings {
     pub fn full() -> Self {
         Settings {
-            mode: "full",
+            mode: "full".to_owned(),
             storm: 1000,
             inflight: 1000,
             scale_steps: 10,
@@ -51,12 +56,15 @@ impl Settings {
             whereabouts_cap_s: 150,
             drain_s: 30,
             agents: false,
+            overlapping: true,
+            multi_pods: 128,
+            multi_networks: 16,
         }
     }
 
     pub fn quick() -> Self {
         Settings {
-            mode: "quick",
+            mode: "quick".to_owned(),
             storm: 100,
             inflight: 100,
             scale_steps: 3,
@@ -67,6 +75,9 @@ impl Settings {
             whereabouts_cap_s: 10,
             drain_s: 10,
             agents: false,
+            overlapping: true,
+            multi_pods: 20,
+            multi_networks: 4,
         }
     }
 
@@ -77,11 +88,28 @@ impl Settings {
 
     /// Every network a run uses (for the node-slice mode's NADs).
     pub fn networks(&self) -> Vec<Network> {
-        vec![
+        let mut all = vec![
             self.storm_network(),
             Self::scale_network(),
             Self::idle_network(),
-        ]
+        ];
+        all.extend(self.multi_networks());
+        all
+    }
+
+    /// The many-networks scenario's networks: `multi-<i>`, a /23 each from
+    /// 100.80.0.0 on (up to 32 of them), so 128 pods fit in the node-slice
+    /// mode's /28 per node (14 usable addresses for a node's 13 pods; 32
+    /// slices, as for the other networks).
+    pub fn multi_networks(&self) -> Vec<Network> {
+        (0..self.multi_networks.min(32))
+            .map(|i| Network {
+                name: format!("multi-{i}"),
+                range: format!("100.80.{}.0/23", 2 * i),
+                start_end: None,
+                slice: "/28",
+            })
+            .collect()
     }
 
     /// A pool of exactly `storm` addresses: offsets 1..=storm. In
@@ -285,7 +313,75 @@ async fn drain(
     }
 }
 
-/// 3. Scale: a /16 filled in steps; one ADD timed at each step (the median
+/// 3. Many networks per pod: every pod at once, each with its networks
+///    one after another as Multus calls them (`net1`, `net2`, ...); then
+///    the DEL of everything and the leak count of every network.
+pub async fn many_networks(settings: &Settings, target: &mut Target) -> anyhow::Result<Vec<Phase>> {
+    let networks = settings.multi_networks();
+    let cap = settings.cap(target.kind);
+    let pods = target.pods("multi", settings.multi_pods).await?;
+    let calls: Vec<Call> = pods.iter().map(|p| Call::new(p, 0)).collect();
+    say(
+        target,
+        &format!(
+            "many networks: {} pods at once, {} networks each",
+            calls.len(),
+            networks.len()
+        ),
+    );
+    let api_before = Requests::read(&target.client).await;
+    let cpu_before = cpu::Meter::read(target.controller_pid());
+    let started = Instant::now();
+    let per_pod = target
+        .run_attachments("ADD", &networks, &calls, calls.len(), cap)
+        .await;
+    let wall = started.elapsed();
+    let flat: Vec<Outcome> = per_pod.iter().flatten().cloned().collect();
+    let mut add = Phase::new(target.kind, "networks", "add", &flat, wall);
+    add.cap_s = cap.map(|c| c.as_secs_f64());
+    add.cpu_s = cpu::Meter::read(target.controller_pid()).since(&cpu_before);
+    add.api_per_call = Requests::read(&target.client)
+        .await
+        .per_call_since(&api_before, flat.len());
+    let (mut duplicates, mut missing, mut allocations) = (0, 0, 0);
+    for (i, network) in networks.iter().enumerate() {
+        let outcomes: Vec<Outcome> = per_pod.iter().map(|o| o[i].clone()).collect();
+        let audit = audit(target, network, &live(&calls, &outcomes)).await?;
+        duplicates += audit.duplicates;
+        missing += audit.missing_from_pool;
+        allocations += audit.pool_allocations;
+    }
+    add.duplicates = Some(duplicates);
+    add.missing_from_pool = Some(missing);
+    add.pool_allocations = Some(allocations);
+    add.controller_rss_kib = target.controller_rss_kib();
+    say(target, &add.summary());
+
+    say(target, "many networks: DEL of everything");
+    let started = Instant::now();
+    let dels = target
+        .run_attachments("DEL", &networks, &calls, calls.len(), cap)
+        .await;
+    let flat: Vec<Outcome> = dels.into_iter().flatten().collect();
+    let mut gone = Phase::new(target.kind, "networks", "del-all", &flat, started.elapsed());
+    gone.cap_s = add.cap_s;
+    let (mut leaked, mut resting, mut reservations, mut drained) = (0, 0, 0, Duration::ZERO);
+    for network in &networks {
+        let (a, r, d) = drain(settings, target, network).await?;
+        leaked += a;
+        reservations += r;
+        drained += d;
+        resting += target.pool_resting(network).await?;
+    }
+    gone.leaked_allocations = Some(leaked);
+    gone.resting_allocations = Some(resting);
+    gone.leaked_reservations = Some(reservations);
+    gone.drain_s = Some(drained.as_secs_f64());
+    say(target, &gone.summary());
+    Ok(vec![add, gone])
+}
+
+/// 4. Scale: a /16 filled in steps; one ADD timed at each step (the median
 ///    of a few), the largest IPPool and the controller's RSS.
 pub async fn scale(settings: &Settings, target: &mut Target) -> anyhow::Result<ScaleRun> {
     let network = Settings::scale_network();
@@ -395,7 +491,7 @@ pub async fn scale(settings: &Settings, target: &mut Target) -> anyhow::Result<S
     Ok(run)
 }
 
-/// 4. Idle: ADDs one at a time, then DELs one at a time, then VERSION.
+/// 5. Idle: ADDs one at a time, then DELs one at a time, then VERSION.
 pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Vec<Phase>> {
     let network = Settings::idle_network();
     let pods = target.pods("idle", settings.idle).await?;
@@ -445,7 +541,7 @@ pub async fn idle(settings: &Settings, target: &mut Target) -> anyhow::Result<Ve
     Ok(vec![add, del, version])
 }
 
-/// 5. Floor: the API server alone creating and then updating small custom
+/// 6. Floor: the API server alone creating and then updating small custom
 ///    objects, as many as the storm has ADDs, with the same concurrency,
 ///    from one client: what any IPAM that writes one object per allocation
 ///    and answers with one update can at best approach.

@@ -147,7 +147,7 @@ impl Plugin {
         }
     }
 
-    fn env(&self, command: &str, call: &Call) -> Vec<(String, String)> {
+    fn env(&self, command: &str, call: &Call, ifname: &str) -> Vec<(String, String)> {
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             self.namespace, call.pod.name, call.container_id, call.pod.uid
@@ -156,7 +156,7 @@ impl Plugin {
             ("CNI_COMMAND", command.to_owned()),
             ("CNI_CONTAINERID", call.container_id.clone()),
             ("CNI_NETNS", NETNS.to_owned()),
-            ("CNI_IFNAME", "net1".to_owned()),
+            ("CNI_IFNAME", ifname.to_owned()),
             ("CNI_PATH", cni_bin_dir().display().to_string()),
             ("CNI_ARGS", args),
             ("NODENAME", call.pod.node.clone()),
@@ -211,7 +211,7 @@ impl Plugin {
             .map(|(i, call)| {
                 let config = config.clone();
                 let slots = slots.clone();
-                let env = self.env(command, call);
+                let env = self.env(command, call, "net1");
                 let plugin = self.path.clone();
                 let kill = batch.kill_after.get(i).copied().flatten();
                 let done = batch.done.clone();
@@ -239,6 +239,75 @@ impl Plugin {
                 task.await
                     .unwrap_or_else(|e| Outcome::failed(format!("task: {e}"))),
             );
+        }
+        out
+    }
+
+    /// Runs `command` for every call's pod over `attachments` (a network
+    /// configuration and its interface each), the way Multus serves a pod
+    /// with several networks: one pod's calls one after another (ADD in
+    /// order, DEL in reverse), the pods at once, at most `inflight` pods in
+    /// flight. What is left at `cap` is killed or never started. The
+    /// outcomes are per call, in `attachments`' order.
+    pub async fn run_attachments(
+        &self,
+        command: &str,
+        attachments: &[(String, String)],
+        calls: &[Call],
+        inflight: usize,
+        cap: Option<Duration>,
+    ) -> Vec<Vec<Outcome>> {
+        let attachments: Arc<[(String, String)]> = Arc::from(attachments);
+        let reverse = command == "DEL";
+        let slots = Arc::new(Semaphore::new(inflight.max(1)));
+        let started = Instant::now();
+        let deadline = cap.map(|c| tokio::time::Instant::now() + c);
+        let tasks: Vec<_> = calls
+            .iter()
+            .map(|call| {
+                let attachments = attachments.clone();
+                let slots = slots.clone();
+                let envs: Vec<_> = attachments
+                    .iter()
+                    .map(|(_, ifname)| self.env(command, call, ifname))
+                    .collect();
+                let plugin = self.path.clone();
+                tokio::spawn(async move {
+                    let n = attachments.len();
+                    let mut out = vec![Outcome::failed("not started before the cap"); n];
+                    for o in &mut out {
+                        o.not_started = true;
+                    }
+                    let permit = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, slots.acquire_owned()).await.ok(),
+                        None => Some(slots.acquire_owned().await),
+                    };
+                    let Some(Ok(_permit)) = permit else {
+                        return out;
+                    };
+                    let order: Vec<usize> = if reverse {
+                        (0..n).rev().collect()
+                    } else {
+                        (0..n).collect()
+                    };
+                    for i in order {
+                        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                            break;
+                        }
+                        let mut outcome =
+                            invoke(&plugin, &envs[i], &attachments[i].0, deadline, None).await;
+                        outcome.finished_at = started.elapsed();
+                        out[i] = outcome;
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(task.await.unwrap_or_else(|e| {
+                vec![Outcome::failed(format!("task: {e}")); attachments.len()]
+            }));
         }
         out
     }
