@@ -22,21 +22,12 @@ struct Run {
 }
 
 fn plugin(env: &[(&str, &str)], stdin: &Value) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin output");
+    let out = hereabouts_kit::plugin::call(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts")),
+        env.iter().copied(),
+        &stdin.to_string(),
+    )
+    .expect("plugin output");
     let text = String::from_utf8_lossy(&out.stdout);
     let stdout = if text.trim().is_empty() {
         Value::Null

@@ -1261,6 +1261,15 @@ async fn a_static_request_takes_an_address_held_for_another_name() {
     hereabouts_kit::delete_and_wait(&claims, &format!("{}-net1", old.0), 20)
         .await
         .expect("DEL");
+    // Held, not allocated: the release landed (a request racing it would
+    // meet the old allocation and be refused as taken).
+    let fixed: IpAddr = "203.0.113.9".parse().expect("address");
+    eventually("the release of 203.0.113.9", 20, || async {
+        let held = pool_allocations(&kit.client, &ns.name, "203.0.113.0-28").await;
+        (!held.contains_key(&fixed)).then_some(())
+    })
+    .await
+    .expect("released into a hold");
     let new = pods(&kit.client, &ns.name, "fixed-new", 1).await.remove(0);
     let mut next = claim(&ns.name, &new, "net1", ranges);
     next.spec.static_ips = vec!["203.0.113.9".into()];

@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hereabouts_api::{IPClaim, IPPool};
@@ -28,21 +27,12 @@ struct Run {
 }
 
 fn plugin(env: &[(&str, String)], stdin: &Value) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin output");
+    let out = hereabouts_kit::plugin::call(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts")),
+        env.iter().map(|(k, v)| (*k, v.as_str())),
+        &stdin.to_string(),
+    )
+    .expect("plugin output");
     let text = String::from_utf8_lossy(&out.stdout);
     let stdout = if text.trim().is_empty() {
         Value::Null

@@ -4,9 +4,7 @@
 //! JSON document, the exit status) is its own. No API server is needed:
 //! what is checked here happens before any API call.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
@@ -36,9 +34,9 @@ impl Drop for BinDir {
 
 /// Runs `plugin` with `command`, no agent socket and no pod in CNI_ARGS.
 fn run(plugin: &Path, command: &str, stdin: &Value) -> (Option<i32>, Value) {
-    let mut child = Command::new(plugin)
-        .env_clear()
-        .envs([
+    let out = hereabouts_kit::plugin::call(
+        plugin,
+        [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", "sandbox-1"),
             ("CNI_NETNS", "/var/run/netns/unused"),
@@ -48,19 +46,10 @@ fn run(plugin: &Path, command: &str, stdin: &Value) -> (Option<i32>, Value) {
                 "HEREABOUTS_AGENT_SOCKET",
                 "/nonexistent/hereabouts/agent.sock",
             ),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin");
+        ],
+        &stdin.to_string(),
+    )
+    .expect("plugin");
     let text = String::from_utf8_lossy(&out.stdout);
     let docs: Vec<Value> = serde_json::Deserializer::from_str(&text)
         .into_iter()

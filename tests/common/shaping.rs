@@ -115,22 +115,12 @@ pub struct Run {
 }
 
 pub fn plugin(env: &[(String, String)], stdin: &Value) -> Run {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin output");
+    let out = hereabouts_kit::plugin::call(
+        std::path::Path::new(env!("CARGO_BIN_EXE_hereabouts")),
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &stdin.to_string(),
+    )
+    .expect("plugin output");
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1104,8 +1104,19 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
         tracing::debug!(claim = %claim.name, "deleted claim held nothing");
         return true;
     }
-    let mut done = true;
     let entry = &claim.claim;
+    match successor(&ctx, lookups, &claim).await {
+        Ok(true) => {
+            tracing::debug!(claim = %claim.name, "a newer claim of the same sandbox holds what it held");
+            return true;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::debug!(claim = %claim.name, error = %e, "could not read its successor; will retry");
+            return false;
+        }
+    }
+    let mut done = true;
     let pod_namespace = entry.pod_namespace(&claim.namespace);
     let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
     let policy =
@@ -1138,6 +1149,46 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
         }
     }
     done
+}
+
+/// Whether a newer claim of the same name (another UID) asks for the same
+/// sandbox's interface (pod, interface, container ID) and so holds, or is
+/// about to be given, what the deleted one held: a pool entry names its
+/// owner by that triple, not by claim, so releasing it would take the
+/// successor's addresses (an ADD, DEL and ADD again in one sandbox, as
+/// Multus' dynamic networks do, and a release repeated by the next leader
+/// after the successor was answered). The cache is asked first; when it
+/// knows of none, the API server (the cache may lag behind a successor
+/// that an earlier leader answered).
+async fn successor(ctx: &Context, lookups: &Lookups, gone: &Gone) -> Result<bool, kube::Error> {
+    let key = format!("{}/{}", gone.namespace, gone.name);
+    let same_sandbox = |uid: &str, pod_name: &str, interface: &str, container_id: &str| {
+        uid != &*gone.claim.uid
+            && pod_name == &*gone.claim.pod_name
+            && interface == &*gone.claim.interface
+            && container_id == &*gone.claim.container_id
+    };
+    if let Some(cached) = lookups.claims.get(&key)
+        && !cached.deleting
+        && same_sandbox(
+            &cached.uid,
+            &cached.pod_name,
+            &cached.interface,
+            &cached.container_id,
+        )
+    {
+        return Ok(true);
+    }
+    let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), &gone.namespace);
+    Ok(api.get_opt(&gone.name).await?.is_some_and(|current| {
+        current.metadata.deletion_timestamp.is_none()
+            && same_sandbox(
+                &current.uid().unwrap_or_default(),
+                &current.spec.pod.name,
+                &current.spec.interface,
+                &current.spec.container_id,
+            )
+    }))
 }
 
 #[cfg(test)]

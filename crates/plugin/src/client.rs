@@ -10,13 +10,47 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::env::Environment;
-use crate::error::{CniError, code};
 use crate::protocol::{self, FlatFile, Request, Response};
 
-/// How long the plugin waits for the agent's answer before it gives up with
-/// "try again later": the longest `request_timeout` an ADD may wait, plus
-/// room for the agent's own API calls.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(3600 + 60);
+/// How long ADD waits for the allocator unless `request_timeout` says (the
+/// direct path's default too).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a verb other than ADD may take the agent: a DEL, CHECK, GC or
+/// STATUS is a few API calls.
+const VERB_TIMEOUT: Duration = Duration::from_secs(20);
+/// Room beyond that for the agent's own API calls.
+const AGENT_MARGIN: Duration = Duration::from_secs(10);
+
+/// How long the plugin waits for the agent before it takes the direct path
+/// itself: an ADD the `request_timeout` it asked for (by then a working
+/// agent has answered, "try again later" if nothing else), any other verb
+/// [`VERB_TIMEOUT`], each plus [`AGENT_MARGIN`]. An agent that is alive but
+/// hung (stopped, deadlocked) accepts connections and answers nothing: the
+/// node must not stall on it.
+fn answer_timeout(
+    environment: &Environment,
+    config: &Value,
+    flat_file: Option<&FlatFile>,
+) -> Duration {
+    if environment.command.as_deref() != Some("ADD") {
+        return VERB_TIMEOUT + AGENT_MARGIN;
+    }
+    let asked = [Some(&config["ipam"]), flat_file.map(|f| &f.value)]
+        .into_iter()
+        .flatten()
+        .find_map(|o| o.get("request_timeout"));
+    asked
+        .and_then(|v| {
+            hereabouts_core::duration::from_json(
+                "ipam.request_timeout",
+                v,
+                hereabouts_core::duration::REQUEST_TIMEOUT,
+            )
+            .ok()
+        })
+        .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+        + AGENT_MARGIN
+}
 
 /// What asking the agent came to.
 #[derive(Debug)]
@@ -70,6 +104,7 @@ pub fn ask(socket: &std::path::Path, environment: &Environment, stdin: &[u8]) ->
         Ok(f) => f,
         Err(why) => return direct(why),
     };
+    let timeout = answer_timeout(environment, &config, flat_file.as_ref());
     let mut env = environment.clone();
     env.node_name = node_name(environment);
     let request = Request {
@@ -91,7 +126,7 @@ pub fn ask(socket: &std::path::Path, environment: &Environment, stdin: &[u8]) ->
     let sent = stream
         .write_all(&body)
         .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
-        .and_then(|()| stream.set_read_timeout(Some(ANSWER_TIMEOUT)));
+        .and_then(|()| stream.set_read_timeout(Some(timeout)));
     if let Err(e) = sent {
         return direct(format!("sending to {}: {e}", socket.display()));
     }
@@ -100,27 +135,19 @@ pub fn ask(socket: &std::path::Path, environment: &Environment, stdin: &[u8]) ->
         .take(protocol::MAX_RESPONSE as u64 + 1)
         .read_to_end(&mut answer);
     match read {
+        // Hung: the direct path repeats the verb beside it, which is safe
+        // (ADD and DEL are idempotent per attachment; both wait on the same
+        // claim).
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) =>
         {
-            // The agent may still be working on it: not a case for a second
-            // try beside it.
-            return Asked::Answer {
-                stdout: Some(
-                    CniError::new(
-                        code::TRY_AGAIN_LATER,
-                        format!(
-                            "the node agent at {} did not answer within {ANSWER_TIMEOUT:?}",
-                            socket.display()
-                        ),
-                    )
-                    .to_json(&version_of(&config)),
-                ),
-                success: false,
-            };
+            return direct(format!(
+                "the node agent at {} did not answer within {timeout:?}",
+                socket.display()
+            ));
         }
         Err(e) => return direct(format!("reading from {}: {e}", socket.display())),
         Ok(_) => {}
@@ -159,14 +186,6 @@ fn flat_file(config: &Value) -> Result<Option<FlatFile>, String> {
     }
 }
 
-fn version_of(config: &Value) -> String {
-    config["cniVersion"]
-        .as_str()
-        .filter(|v| crate::env::SUPPORTED_VERSIONS.contains(v))
-        .unwrap_or("1.1.0")
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +202,57 @@ mod tests {
             socket_path(Some(""), &serde_json::json!({"ipam": {}})),
             PathBuf::from(protocol::DEFAULT_SOCKET)
         );
+    }
+
+    #[test]
+    fn a_hung_agent_is_waited_for_as_long_as_the_verb_may_take() {
+        let env = |command: &str| Environment {
+            command: Some(command.into()),
+            ..Environment::default()
+        };
+        let nad = |ipam: Value| serde_json::json!({"ipam": ipam});
+        let flat = FlatFile {
+            path: "/etc/cni/net.d/whereabouts.d/whereabouts.conf".to_owned(),
+            value: serde_json::json!({"request_timeout": "5s"}),
+        };
+        assert_eq!(
+            answer_timeout(&env("ADD"), &nad(serde_json::json!({})), None),
+            DEFAULT_REQUEST_TIMEOUT + AGENT_MARGIN
+        );
+        assert_eq!(
+            answer_timeout(
+                &env("ADD"),
+                &nad(serde_json::json!({"request_timeout": "2s"})),
+                Some(&flat)
+            ),
+            Duration::from_secs(2) + AGENT_MARGIN,
+            "the NAD's value first"
+        );
+        assert_eq!(
+            answer_timeout(&env("ADD"), &nad(serde_json::json!({})), Some(&flat)),
+            Duration::from_secs(5) + AGENT_MARGIN,
+            "then the flat file's"
+        );
+        assert_eq!(
+            answer_timeout(
+                &env("ADD"),
+                &nad(serde_json::json!({"request_timeout": 1e300})),
+                None
+            ),
+            DEFAULT_REQUEST_TIMEOUT + AGENT_MARGIN,
+            "a value out of bounds (the direct path refuses it) waits the default"
+        );
+        for verb in ["DEL", "CHECK", "GC", "STATUS"] {
+            assert_eq!(
+                answer_timeout(
+                    &env(verb),
+                    &nad(serde_json::json!({"request_timeout": 3600})),
+                    None
+                ),
+                VERB_TIMEOUT + AGENT_MARGIN,
+                "{verb}"
+            );
+        }
     }
 
     #[test]

@@ -319,6 +319,28 @@ impl Plugin {
     }
 }
 
+/// One synchronous call of a CNI plugin binary, the way a runtime makes it:
+/// only `env` in the environment, `stdin` written and closed, stdout and
+/// stderr captured (the tests' single calls; [`Plugin`] runs many at once).
+pub fn call<'a>(
+    program: &Path,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    stdin: &str,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    child.wait_with_output()
+}
+
 async fn invoke(
     plugin: &Path,
     env: &[(String, String)],

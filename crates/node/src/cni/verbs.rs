@@ -37,7 +37,7 @@ use super::watch::{ClaimWatch, REREAD, Registration, Seen};
 /// [`hereabouts_plugin::env::NODENAME_FILE`]).
 pub const DEFAULT_KUBECONFIG: &str = "/etc/cni/net.d/hereabouts.d/hereabouts.kubeconfig";
 /// How long ADD waits for the allocator unless `request_timeout` says.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = hereabouts_plugin::client::DEFAULT_REQUEST_TIMEOUT;
 
 /// How the verbs reach the API server: each plugin process with a client of
 /// its own (the direct path), or the node agent's shared client and claim
@@ -626,6 +626,7 @@ async fn wait_on_shared_watch(
     }
     let name = claim.name_any();
     let uid = claim.uid();
+    let generation = claim.metadata.generation;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -636,8 +637,11 @@ async fn wait_on_shared_watch(
         }
         match tokio::time::timeout(left.min(REREAD), registration.events.recv()).await {
             // A version of an older claim of this name (deleted and made
-            // again by this ADD) may still be on its way: not ours.
-            Ok(Some(Seen::Applied(c))) if c.uid() != uid => {}
+            // again by this ADD), or of an older generation of this one
+            // (the shared watch may lag behind the spec this ADD wrote, and
+            // an answer to the old spec names addresses the claim may no
+            // longer hold): not ours.
+            Ok(Some(Seen::Applied(c))) if c.uid() != uid || c.metadata.generation < generation => {}
             Ok(Some(Seen::Applied(c))) => {
                 if let Some(answer) = answer_of(&c) {
                     return answer.map(|()| IPClaim::clone(&c));
