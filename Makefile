@@ -63,8 +63,9 @@ cluster-down:
 cluster-status:
 	e2e/cluster.sh status
 
-# Release binaries only: the plugin and controller under test are built
-# first, the harness (benches/cni) spawns them. BENCH_ARGS passes flags on,
+# Release binaries only: `cargo bench` builds the plugin and the controller
+# with the bench profile (release settings) into target/release, where the
+# harness (benches/cni) spawns them. BENCH_ARGS passes flags on,
 # e.g. BENCH_ARGS=--only=storm or --systems=hereabouts.
 bench: bench-deps
 	$(CARGO) bench --locked --bench cni -- $(BENCH_ARGS)
@@ -77,7 +78,6 @@ bench-deps:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
 	e2e/cluster.sh up
 	e2e/tools/peers/build.sh >/dev/null
-	$(CARGO) build --release --locked --bins
 
 bench-allocator:
 	$(CARGO) bench --locked --bench allocator

@@ -6,44 +6,19 @@
 //! real Multus and macvlan with the agent answering.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use hereabouts_api::{IPClaim, IPPool};
-use hereabouts_kit::{Controller, Process, TestNamespace, kit};
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
+use hereabouts_kit::Process;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-const NODE: &str = "node-a";
-
-struct Run {
-    success: bool,
-    stdout: Value,
-}
-
-fn plugin(env: &[(&str, String)], stdin: &Value) -> Run {
-    let out = hereabouts_kit::plugin::call(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts")),
-        env.iter().map(|(k, v)| (*k, v.as_str())),
-        &stdin.to_string(),
-    )
-    .expect("plugin output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let stdout = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).expect("stdout is one JSON document")
-    };
-    Run {
-        success: out.status.success(),
-        stdout,
-    }
-}
+mod common;
+use common::agent::{Agent, NODE, Run, env, plugin, pod, setup};
 
 fn code_of(run: &Run) -> u64 {
     assert!(!run.success, "expected a failure, got {}", run.stdout);
@@ -51,138 +26,9 @@ fn code_of(run: &Run) -> u64 {
 }
 
 /// The environment a runtime gives one attachment, the agent's socket too.
-fn env(
-    command: &str,
-    ns: &str,
-    pod: &str,
-    uid: &str,
-    container: &str,
-    socket: &Path,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", command.to_owned()),
-        ("CNI_CONTAINERID", container.to_owned()),
-        ("CNI_NETNS", "/var/run/netns/unused".to_owned()),
-        ("CNI_IFNAME", "net1".to_owned()),
-        ("CNI_PATH", "/usr/lib/cni".to_owned()),
-        (
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID={uid};K8S_POD_INFRA_CONTAINER_ID={container}"
-            ),
-        ),
-        ("NODENAME", NODE.to_owned()),
-        ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
-    ]
-}
-
 fn conf(version: &str, range: &str, kubeconfig: &Path) -> Value {
     json!({"cniVersion": version, "name": "agentnet", "type": "macvlan", "master": "eth1",
            "ipam": {"type": "hereabouts", "range": range, "kubernetes": {"kubeconfig": kubeconfig}}})
-}
-
-/// A node agent (`hereabouts-install --agent-only`), killed when dropped.
-struct Agent {
-    process: Process,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &TestNamespace, name: &str, socket: &Path, kubeconfig: &Path) -> Agent {
-        let args: Vec<String> = [
-            "--agent-only",
-            "--agent-socket",
-            &socket.display().to_string(),
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--namespace",
-            &ns.name,
-            "--node-name",
-            NODE,
-            "--log-level",
-            "debug",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        let process = Process::spawn(
-            &format!("{}-{name}", ns.name),
-            Path::new(env!("CARGO_BIN_EXE_hereabouts-install")),
-            &args,
-            &[],
-        )
-        .expect("start the agent");
-        let agent = Agent {
-            process,
-            socket: socket.to_path_buf(),
-        };
-        agent.wait_listening();
-        agent
-    }
-
-    /// Until the socket accepts a connection.
-    fn wait_listening(&self) {
-        for _ in 0..200 {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the agent never listened on {}", self.socket.display());
-    }
-
-    /// Sends raw bytes, returns the raw answer.
-    fn raw(&self, body: &[u8]) -> Value {
-        let mut stream = UnixStream::connect(&self.socket).expect("connect");
-        // The agent may answer (and close) before reading everything of an
-        // oversized request: a failed write is part of that answer.
-        let _ = stream.write_all(body);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).expect("read the answer");
-        serde_json::from_slice(&answer).expect("the answer is one JSON document")
-    }
-}
-
-async fn pod(client: &kube::Client, ns: &str, name: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "containers": [{"name": "app", "image": "pause"}]}
-    }))
-    .expect("pod");
-    api.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod")
-        .uid()
-        .expect("uid")
-}
-
-async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBuf, PathBuf) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts_kit::install_crds(&kit.client)
-        .await
-        .expect("CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    let controller = Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        &ns,
-        "a",
-        &[],
-    )
-    .expect("controller");
-    controller.wait_ready().await.expect("ready");
-    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
-    let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    (
-        kit.client,
-        ns,
-        controller,
-        kubeconfig,
-        dir.join("agent.sock"),
-    )
 }
 
 #[tokio::test]

@@ -22,7 +22,9 @@ use hereabouts_api::{
 use hereabouts_kit::eventually;
 
 mod common;
-use common::shaping::{cni_env, kubectl_proxy, plain_kubeconfig, plugin, stalling_pod_watch};
+use common::shaping::{
+    Down, cni_env, forwarder, kubectl_proxy, plain_kubeconfig, plugin, stalling_pod_watch,
+};
 use common::{pods, pool_allocations, range, ready_addresses, replica, setup};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
@@ -799,45 +801,22 @@ async fn holding_proxy(
     seen: std::sync::Arc<tokio::sync::Notify>,
     release: std::sync::Arc<tokio::sync::Notify>,
 ) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
+    forwarder(
+        upstream,
+        move |_, line, chunk| {
             let (seen, release) = (seen.clone(), release.clone());
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if buf[..n].starts_with(b"DELETE ") {
-                            seen.notify_one();
-                            release.notified().await;
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    port
+            let delete = line.starts_with("DELETE ");
+            Box::pin(async move {
+                if delete {
+                    seen.notify_one();
+                    release.notified().await;
+                }
+                chunk
+            })
+        },
+        |_, _| Down::Pass,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -862,43 +841,11 @@ async fn a_late_del_of_the_old_sandbox_never_deletes_the_new_sandboxs_claim() {
         .to_owned();
 
     // The path of sandbox 1's DEL: plugin -> holding proxy -> kubectl proxy.
-    let mut kubectl_proxy = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(hereabouts_kit::kubeconfig_path())
-        .args(["proxy", "--port=0"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kubectl proxy");
-    let mut line = String::new();
-    {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut out = tokio::io::BufReader::new(kubectl_proxy.stdout.take().expect("stdout"));
-        out.read_line(&mut line).await.expect("kubectl proxy port");
-    }
-    let upstream: u16 = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("kubectl proxy said {line:?}"));
+    let (_kubectl_proxy, upstream) = kubectl_proxy().await;
     let seen = std::sync::Arc::new(tokio::sync::Notify::new());
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     let port = holding_proxy(upstream, seen.clone(), release.clone()).await;
-    let proxied = hereabouts_kit::local_dir()
-        .join("kubeconfigs")
-        .join(format!("{}-proxied", ns.name));
-    std::fs::create_dir_all(proxied.parent().expect("dir")).expect("dir");
-    std::fs::write(
-        &proxied,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: p, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
-             users: [{{name: p, user: {{}}}}]\ncontexts: [{{name: p, context: {{cluster: p, user: p, namespace: {}}}}}]\n\
-             current-context: p\n",
-            ns.name
-        ),
-    )
-    .expect("kubeconfig");
+    let proxied = plain_kubeconfig(&format!("{}-proxied", ns.name), port, &ns.name);
     let del_env = cni_env("DEL", &ns.name, &pod, "sandbox-1");
     let del_conf = conf(&proxied.display().to_string());
     let del = tokio::task::spawn_blocking(move || plugin(&del_env, &del_conf));
@@ -1234,48 +1181,21 @@ async fn storm_keeps_every_reservation(prefix: &str, grace: &str) {
 /// A plain-HTTP proxy in front of `upstream` that holds every IPPool PUT
 /// (a pool write) for `delay`.
 async fn slow_pool_writes(upstream: u16, delay: Duration) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let head = &buf[..n.min(512)];
-                        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-                        if line.starts_with(b"PUT ")
-                            && line.windows(9).any(|w| w == b"/ippools/")
-                            && !line.windows(7).any(|w| w == b"/status")
-                        {
-                            tokio::time::sleep(delay).await;
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    port
+    forwarder(
+        upstream,
+        move |_, line, chunk| {
+            let pool_write =
+                line.starts_with("PUT ") && line.contains("/ippools/") && !line.contains("/status");
+            Box::pin(async move {
+                if pool_write {
+                    tokio::time::sleep(delay).await;
+                }
+                chunk
+            })
+        },
+        |_, _| Down::Pass,
+    )
+    .await
 }
 
 #[tokio::test]

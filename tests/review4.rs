@@ -75,46 +75,21 @@ async fn late_lease_renewals(
     hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> u16 {
     use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
+    common::shaping::forwarder(
+        upstream,
+        move |_, line, chunk| {
             let hold = hold.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
-                        let lease = String::from_utf8_lossy(line).contains("/leases");
-                        while lease && hold.load(Ordering::SeqCst) {
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    port
+            let lease = line.contains("/leases");
+            Box::pin(async move {
+                while lease && hold.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                chunk
+            })
+        },
+        |_, _| common::shaping::Down::Pass,
+    )
+    .await
 }
 
 // ===========================================================================

@@ -11,183 +11,24 @@
 //! that the attack did not work.
 
 use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hereabouts_api::{IPClaim, IPPool};
-use hereabouts_kit::{Controller, Process, TestNamespace, eventually, kit};
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use hereabouts_kit::{Controller, eventually};
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 mod common;
+use common::agent::{Agent, Run, env, finish, plugin, pod, setup, spawn_plugin};
 use common::{ready_addresses, shaping};
-
-const NODE: &str = "node-a";
-
-struct Run {
-    success: bool,
-    stdout: Value,
-    raw: String,
-}
-
-fn spawn_plugin(env: &[(&str, String)], stdin: &Value) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    child
-}
-
-fn finish(child: std::process::Child) -> Run {
-    let out = child.wait_with_output().expect("plugin output");
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stdout = if raw.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&raw)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {raw:?}"))
-    };
-    Run {
-        success: out.status.success(),
-        stdout,
-        raw,
-    }
-}
-
-fn plugin(env: &[(&str, String)], stdin: &Value) -> Run {
-    finish(spawn_plugin(env, stdin))
-}
-
-fn env(
-    command: &str,
-    ns: &str,
-    pod: &str,
-    uid: &str,
-    container: &str,
-    socket: &Path,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CNI_COMMAND", command.to_owned()),
-        ("CNI_CONTAINERID", container.to_owned()),
-        ("CNI_NETNS", "/var/run/netns/unused".to_owned()),
-        ("CNI_IFNAME", "net1".to_owned()),
-        ("CNI_PATH", "/usr/lib/cni".to_owned()),
-        (
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID={uid};K8S_POD_INFRA_CONTAINER_ID={container}"
-            ),
-        ),
-        ("NODENAME", NODE.to_owned()),
-        ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
-    ]
-}
 
 fn conf(range: &str, kubeconfig: &Path) -> Value {
     json!({"cniVersion": "1.0.0", "name": "r7net", "type": "macvlan", "master": "eth1",
            "ipam": {"type": "hereabouts", "range": range, "kubernetes": {"kubeconfig": kubeconfig}}})
-}
-
-/// A node agent (`hereabouts-install --agent-only`), killed when dropped.
-struct Agent {
-    process: Process,
-    socket: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &TestNamespace, name: &str, socket: &Path, kubeconfig: &Path) -> Agent {
-        let args: Vec<String> = [
-            "--agent-only",
-            "--agent-socket",
-            &socket.display().to_string(),
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--namespace",
-            &ns.name,
-            "--node-name",
-            NODE,
-            "--log-level",
-            "debug",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        let process = Process::spawn(
-            &format!("{}-{name}", ns.name),
-            Path::new(env!("CARGO_BIN_EXE_hereabouts-install")),
-            &args,
-            &[],
-        )
-        .expect("start the agent");
-        let agent = Agent {
-            process,
-            socket: socket.to_path_buf(),
-        };
-        for _ in 0..200 {
-            if UnixStream::connect(&agent.socket).is_ok() {
-                return agent;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the agent never listened on {}", socket.display());
-    }
-}
-
-async fn pod(client: &kube::Client, ns: &str, name: &str) -> String {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "containers": [{"name": "app", "image": "pause"}]}
-    }))
-    .expect("pod");
-    api.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod")
-        .uid()
-        .expect("uid")
-}
-
-async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBuf, PathBuf) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts_kit::install_crds(&kit.client)
-        .await
-        .expect("CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    let controller = Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        &ns,
-        "a",
-        &[],
-    )
-    .expect("controller");
-    controller.wait_ready().await.expect("ready");
-    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
-    let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    (
-        kit.client,
-        ns,
-        controller,
-        kubeconfig,
-        dir.join("agent.sock"),
-    )
 }
 
 /// A plain-HTTP forwarder to `upstream` (a `kubectl proxy`) that delivers
@@ -195,81 +36,22 @@ async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBu
 /// node's claims) `lag` late, in order; everything else passes at once.
 /// A watch that falls behind, as one does behind a slow or congested link.
 async fn lagging_claim_watch(upstream: u16, lag: Duration, on: Arc<AtomicBool>) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let on = on.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let watching = Arc::new(AtomicBool::new(false));
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let flag = watching.clone();
-                let up = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
-                        if line.starts_with(b"GET ") {
-                            let text = String::from_utf8_lossy(line);
-                            flag.store(
-                                text.contains("/ipclaims?")
-                                    && text.contains("watch=true")
-                                    && text.contains("labelSelector"),
-                                Ordering::SeqCst,
-                            );
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let (tx, mut rx) =
-                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-                let down = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match server_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let delay = if watching.load(Ordering::SeqCst) && on.load(Ordering::SeqCst)
-                        {
-                            lag
-                        } else {
-                            Duration::ZERO
-                        };
-                        if tx
-                            .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                };
-                let deliver = async move {
-                    while let Some((at, bytes)) = rx.recv().await {
-                        tokio::time::sleep_until(at).await;
-                        if client_write.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::join!(up, down, deliver);
-            });
-        }
-    });
-    port
+    shaping::forwarder(
+        upstream,
+        |_, _, chunk| shaping::at_once(chunk),
+        move |_, line| {
+            let node_watch = line.starts_with("GET ")
+                && line.contains("/ipclaims?")
+                && line.contains("watch=true")
+                && line.contains("labelSelector");
+            if node_watch && on.load(Ordering::SeqCst) {
+                shaping::Down::Delay(lag)
+            } else {
+                shaping::Down::Pass
+            }
+        },
+    )
+    .await
 }
 
 /// Found (invariant 3 and 2; "an answer for a different claim
@@ -426,8 +208,8 @@ async fn a_hung_agent_does_not_hold_the_plugin_for_an_hour() {
     let waited = started.elapsed();
     if finished.is_none() {
         let _ = del.kill();
-        let _ = del.wait();
     }
+    let _ = del.wait();
     assert!(hereabouts_kit::signal(agent.process.id(), "CONT"));
     agent.process.kill();
     assert!(
@@ -733,102 +515,53 @@ async fn gap_in_claim_watch(
     cut: Arc<AtomicBool>,
     expire_next: Arc<AtomicBool>,
 ) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (stall, cut, expire_next) = (stall.clone(), cut.clone(), expire_next.clone());
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    return;
-                };
-                let watching = Arc::new(AtomicBool::new(false));
-                // A claim watch started after the cut: it stays.
-                let after_cut = Arc::new(AtomicBool::new(false));
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let flag = watching.clone();
-                let (cut_up, after_cut_up) = (cut.clone(), after_cut.clone());
-                let up = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let mut bytes = buf[..n].to_vec();
-                        if bytes.starts_with(b"GET ") {
-                            let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(n);
-                            let line = String::from_utf8_lossy(&bytes[..end]).into_owned();
-                            let claim_watch =
-                                line.contains("/ipclaims?") && line.contains("watch=true");
-                            flag.store(claim_watch, Ordering::SeqCst);
-                            if claim_watch && cut_up.load(Ordering::SeqCst) {
-                                after_cut_up.store(true, Ordering::SeqCst);
-                            }
-                            if claim_watch && expire_next.swap(false, Ordering::SeqCst) {
-                                if let Some(at) = line.find("resourceVersion=") {
-                                    let from = at + "resourceVersion=".len();
-                                    let to = line[from..]
-                                        .find(|c: char| !c.is_ascii_digit())
-                                        .map_or(line.len(), |i| from + i);
-                                    let rewritten = format!("{}1{}", &line[..from], &line[to..]);
-                                    eprintln!("gap proxy: {} -> {}", line.trim(), rewritten.trim());
-                                    let mut out = rewritten.into_bytes();
-                                    out.extend_from_slice(&bytes[end..]);
-                                    bytes = out;
-                                }
-                            }
-                        }
-                        if server_write.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let read = tokio::time::timeout(
-                            Duration::from_millis(100),
-                            server_read.read(&mut buf),
-                        )
-                        .await;
-                        let is_watch = watching.load(Ordering::SeqCst);
-                        if is_watch
-                            && cut.load(Ordering::SeqCst)
-                            && !after_cut.load(Ordering::SeqCst)
-                        {
-                            break; // the watch connection drops
-                        }
-                        let n = match read {
-                            Err(_) => continue,
-                            Ok(Ok(0) | Err(_)) => break,
-                            Ok(Ok(n)) => n,
-                        };
-                        if is_watch
-                            && stall.load(Ordering::SeqCst)
-                            && !after_cut.load(Ordering::SeqCst)
-                        {
-                            continue; // the watch goes quiet
-                        }
-                        if client_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = client_write.shutdown().await;
-                };
-                tokio::select! {
-                    () = up => {}
-                    () = down => {}
-                }
-            });
-        }
-    });
-    port
+    let claim_watch = |line: &str| {
+        line.starts_with("GET ") && line.contains("/ipclaims?") && line.contains("watch=true")
+    };
+    // Connections whose claim watch started after the cut: they stay.
+    let after_cut = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<u64>::new(),
+    ));
+    let after = after_cut.clone();
+    let cut_up = cut.clone();
+    shaping::forwarder(
+        upstream,
+        move |conn, line, chunk| {
+            if !claim_watch(line) {
+                return shaping::at_once(chunk);
+            }
+            if cut_up.load(Ordering::SeqCst) {
+                after.lock().expect("set").insert(conn);
+            }
+            let Some(at) = line
+                .find("resourceVersion=")
+                .filter(|_| expire_next.swap(false, Ordering::SeqCst))
+            else {
+                return shaping::at_once(chunk);
+            };
+            let from = at + "resourceVersion=".len();
+            let to = line[from..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(line.len(), |i| from + i);
+            let rewritten = format!("{}1{}", &line[..from], &line[to..]);
+            eprintln!("gap proxy: {line} -> {rewritten}");
+            let mut out = rewritten.into_bytes();
+            out.extend_from_slice(&chunk[line.len()..]);
+            shaping::at_once(out)
+        },
+        move |conn, line| {
+            if !claim_watch(line) || after_cut.lock().expect("set").contains(&conn) {
+                shaping::Down::Pass
+            } else if cut.load(Ordering::SeqCst) {
+                shaping::Down::Close
+            } else if stall.load(Ordering::SeqCst) {
+                shaping::Down::Drop
+            } else {
+                shaping::Down::Pass
+            }
+        },
+    )
+    .await
 }
 
 /// Attack on the lean claim index (crates/controller/src/index.rs
@@ -971,10 +704,6 @@ async fn claims_deleted_and_remade_during_a_relist_gap() {
     drop(controller);
 }
 
-/// The thin plugin installed without `hereabouts-direct` beside it and no
-/// agent: ADD and DEL must still print exactly one CNI error document
-/// (code 5, naming the missing binary) and exit non-zero; VERSION works
-/// without either. Expected to PASS.
 #[tokio::test]
 async fn the_thin_plugin_alone_answers_one_error_document() {
     let (_kit, ns) = common::setup("r7-alone").await;

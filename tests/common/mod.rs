@@ -4,6 +4,7 @@
 //! reading what pools and claims hold.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod shaping;
 
 use std::collections::BTreeMap;

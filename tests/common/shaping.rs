@@ -1,7 +1,8 @@
 //! Shaping the timing between a real component and the real API server,
-//! and running the built plugin: `kubectl proxy`, then small plain-HTTP
-//! forwarders that hold one kind of request (the adversarial reviews use
-//! them; every component and the API server stay the real ones).
+//! and running the built plugin: `kubectl proxy`, then a small plain-HTTP
+//! [`forwarder`] that holds, rewrites, delays or drops one kind of request
+//! or response (the adversarial reviews use it; every component and the
+//! API server stay the real ones).
 
 use serde_json::Value;
 
@@ -44,28 +45,61 @@ pub fn plain_kubeconfig(name: &str, port: u16, ns: &str) -> std::path::PathBuf {
     path
 }
 
-pub async fn stalling_pod_watch(
-    upstream: u16,
-    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> u16 {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// What a [`forwarder`] does with what the server sends on a connection.
+pub enum Down {
+    /// Forward it now.
+    Pass,
+    /// Forward it this much later (in order: a response falling behind).
+    Delay(std::time::Duration),
+    /// Throw it away (a watch goes quiet).
+    Drop,
+    /// Close the connection (a watch breaks).
+    Close,
+}
+
+/// The bytes a request chunk is forwarded as, when its hold is over.
+pub type Held = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>;
+
+/// Forwards the chunk at once, unchanged.
+pub fn at_once(chunk: Vec<u8>) -> Held {
+    Box::pin(std::future::ready(chunk))
+}
+
+/// A plain-HTTP forwarder on a loopback port (returned) to `upstream` (a
+/// `kubectl proxy`). `request(connection, request line, chunk)` sees each
+/// chunk a client sends that starts a request and returns the bytes to
+/// send on (the same, or rewritten) when it is ready to let them go (it
+/// may hold them); `response(connection, its last request line)` decides
+/// about each chunk the server sends back, and is asked at least every
+/// 100 ms while the server is silent (so [`Down::Close`] can break a quiet
+/// watch). Connections are numbered from 1.
+pub async fn forwarder<Q, R>(upstream: u16, request: Q, response: R) -> u16
+where
+    Q: Fn(u64, &str, Vec<u8>) -> Held + Send + Sync + 'static,
+    R: Fn(u64, &str) -> Down + Send + Sync + 'static,
+{
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind proxy");
     let port = listener.local_addr().expect("addr").port();
+    let (request, response) = (Arc::new(request), Arc::new(response));
     tokio::spawn(async move {
+        let mut connections = 0u64;
         while let Ok((client, _)) = listener.accept().await {
-            let stall = stall.clone();
+            connections += 1;
+            let conn = connections;
+            let (request, response) = (request.clone(), response.clone());
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
                     return;
                 };
-                let pod_watch = std::sync::Arc::new(AtomicBool::new(false));
+                let line = Arc::new(Mutex::new(String::new()));
                 let (mut client_read, mut client_write) = client.into_split();
                 let (mut server_read, mut server_write) = server.into_split();
-                let watching = pod_watch.clone();
+                let last = line.clone();
                 let up = async move {
                     let mut buf = vec![0u8; 256 * 1024];
                     loop {
@@ -73,39 +107,86 @@ pub async fn stalling_pod_watch(
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
-                        if line.starts_with(b"GET ") {
-                            let text = String::from_utf8_lossy(line);
-                            watching.store(
-                                text.contains("/pods?") && text.contains("watch=true"),
-                                Ordering::SeqCst,
-                            );
+                        let mut bytes = buf[..n].to_vec();
+                        let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+                        let first = String::from_utf8_lossy(first).trim_end().to_owned();
+                        if first.ends_with(" HTTP/1.1") {
+                            last.lock().expect("line").clone_from(&first);
+                            bytes = request(conn, &first, bytes).await;
                         }
-                        if server_write.write_all(&buf[..n]).await.is_err() {
+                        if server_write.write_all(&bytes).await.is_err() {
                             break;
                         }
                     }
                 };
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
                 let down = async move {
                     let mut buf = vec![0u8; 256 * 1024];
                     loop {
-                        let n = match server_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
+                        let read = tokio::time::timeout(
+                            std::time::Duration::from_millis(100),
+                            server_read.read(&mut buf),
+                        )
+                        .await;
+                        let shape = response(conn, &line.lock().expect("line"));
+                        let n = match (read, &shape) {
+                            (_, Down::Close) | (Ok(Ok(0) | Err(_)), _) => break,
+                            (Err(_), _) => continue,
+                            (Ok(Ok(n)), _) => n,
                         };
-                        if pod_watch.load(Ordering::SeqCst) && stall.load(Ordering::SeqCst) {
-                            continue; // the watch goes quiet
-                        }
-                        if client_write.write_all(&buf[..n]).await.is_err() {
+                        let delay = match shape {
+                            Down::Drop => continue,
+                            Down::Delay(d) => d,
+                            Down::Pass | Down::Close => std::time::Duration::ZERO,
+                        };
+                        if tx
+                            .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                        {
                             break;
                         }
                     }
                 };
-                tokio::join!(up, down);
+                let deliver = async move {
+                    while let Some((at, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if client_write.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_write.shutdown().await;
+                };
+                tokio::select! {
+                    () = up => {}
+                    ((), ()) = async { tokio::join!(down, deliver) } => {}
+                }
             });
         }
     });
     port
+}
+
+/// A forwarder whose pod watches go quiet while `stall` is set.
+pub async fn stalling_pod_watch(
+    upstream: u16,
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use std::sync::atomic::Ordering;
+    forwarder(
+        upstream,
+        |_, _, chunk| at_once(chunk),
+        move |_, line| {
+            let pod_watch =
+                line.starts_with("GET ") && line.contains("/pods?") && line.contains("watch=true");
+            if pod_watch && stall.load(Ordering::SeqCst) {
+                Down::Drop
+            } else {
+                Down::Pass
+            }
+        },
+    )
+    .await
 }
 
 /// Output of one plugin run.

@@ -1,0 +1,191 @@
+//! The node agent in tests: `hereabouts-install --agent-only` on a socket
+//! of its own, a controller, pods bound to [`NODE`], and the plugin run
+//! with the CNI environment naming that socket.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hereabouts_kit::{Controller, Process, TestNamespace, kit};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+/// The node the agent serves and the pods are bound to.
+pub const NODE: &str = "node-a";
+
+pub struct Run {
+    pub success: bool,
+    pub stdout: Value,
+    pub raw: String,
+}
+
+pub fn spawn_plugin(env: &[(&str, String)], stdin: &Value) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.to_string().as_bytes())
+        .expect("write stdin");
+    child
+}
+
+pub fn finish(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("plugin output");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = if raw.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&raw)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {raw:?}"))
+    };
+    Run {
+        success: out.status.success(),
+        stdout,
+        raw,
+    }
+}
+
+pub fn plugin(env: &[(&str, String)], stdin: &Value) -> Run {
+    finish(spawn_plugin(env, stdin))
+}
+
+pub fn env(
+    command: &str,
+    ns: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+    socket: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", command.to_owned()),
+        ("CNI_CONTAINERID", container.to_owned()),
+        ("CNI_NETNS", "/var/run/netns/unused".to_owned()),
+        ("CNI_IFNAME", "net1".to_owned()),
+        ("CNI_PATH", "/usr/lib/cni".to_owned()),
+        (
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_UID={uid};K8S_POD_INFRA_CONTAINER_ID={container}"
+            ),
+        ),
+        ("NODENAME", NODE.to_owned()),
+        ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
+    ]
+}
+
+/// A node agent (`hereabouts-install --agent-only`), killed when dropped.
+pub struct Agent {
+    pub process: Process,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    pub fn start(ns: &TestNamespace, name: &str, socket: &Path, kubeconfig: &Path) -> Agent {
+        let args: Vec<String> = [
+            "--agent-only",
+            "--agent-socket",
+            &socket.display().to_string(),
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--namespace",
+            &ns.name,
+            "--node-name",
+            NODE,
+            "--log-level",
+            "debug",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let process = Process::spawn(
+            &format!("{}-{name}", ns.name),
+            Path::new(env!("CARGO_BIN_EXE_hereabouts-install")),
+            &args,
+            &[],
+        )
+        .expect("start the agent");
+        let agent = Agent {
+            process,
+            socket: socket.to_path_buf(),
+        };
+        agent.wait_listening();
+        agent
+    }
+
+    /// Until the socket accepts a connection.
+    pub fn wait_listening(&self) {
+        for _ in 0..200 {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent never listened on {}", self.socket.display());
+    }
+
+    /// Sends raw bytes, returns the raw answer.
+    pub fn raw(&self, body: &[u8]) -> Value {
+        let mut stream = UnixStream::connect(&self.socket).expect("connect");
+        // The agent may answer (and close) before reading everything of an
+        // oversized request: a failed write is part of that answer.
+        let _ = stream.write_all(body);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("read the answer");
+        serde_json::from_slice(&answer).expect("the answer is one JSON document")
+    }
+}
+
+pub async fn pod(client: &kube::Client, ns: &str, name: &str) -> String {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "containers": [{"name": "app", "image": "pause"}]}
+    }))
+    .expect("pod");
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod")
+        .uid()
+        .expect("uid")
+}
+
+pub async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBuf, PathBuf) {
+    let kit = kit().await.expect("local control plane");
+    hereabouts_kit::install_crds(&kit.client)
+        .await
+        .expect("CRDs");
+    let ns = kit.namespace(prefix).await.expect("namespace");
+    let controller = Controller::start(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+        &ns,
+        "a",
+        &[],
+    )
+    .expect("controller");
+    controller.wait_ready().await.expect("ready");
+    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
+    let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    (
+        kit.client,
+        ns,
+        controller,
+        kubeconfig,
+        dir.join("agent.sock"),
+    )
+}
