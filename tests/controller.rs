@@ -192,6 +192,64 @@ async fn nads_get_whereabouts_named_pools_and_bad_ones_get_an_event() {
     );
 }
 
+/// A rollout on a range sized to fit: every old claim deleted at once,
+/// then as many new claims at once, without reservations (the fastest
+/// path, where the new claims reach the pool before the releases). A claim
+/// that finds the range full while releases wait is asked again, not
+/// refused: every new claim is answered.
+#[tokio::test]
+async fn a_rollout_on_a_range_sized_to_fit_refuses_nobody() {
+    let (kit, ns) = setup("ctl-rollout").await;
+    let replica = replica(&ns, "a", &["--release-cooldown", "0s"]);
+    replica.wait_ready().await.expect("controller ready");
+    let ranges = vec![ClaimRange {
+        range: "198.51.100.0/24".into(),
+        range_start: Some("198.51.100.1".into()),
+        range_end: Some("198.51.100.60".into()),
+        ..Default::default()
+    }];
+    let sized = |pod: &(String, String)| {
+        let mut c = claim(&ns.name, pod, "net1", ranges.clone());
+        c.spec.enable_overlapping_ranges = false;
+        c
+    };
+    let old = pods(&kit.client, &ns.name, "old", 60).await;
+    create_claims(&kit.client, &ns.name, old.iter().map(sized).collect()).await;
+    all_ready(&kit.client, &ns.name, 60, 60).await;
+    let new = pods(&kit.client, &ns.name, "new", 60).await;
+    let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    join_all(old.iter().map(|p| {
+        let api = api.clone();
+        async move {
+            api.delete(&format!("{}-net1", p.0), &DeleteParams::default())
+                .await
+                .expect("delete claim");
+        }
+    }))
+    .await;
+    create_claims(&kit.client, &ns.name, new.iter().map(sized).collect()).await;
+    let ready = eventually("the 60 new claims answered", 60, || async {
+        let claims = api.list(&ListParams::default()).await.ok()?;
+        let refused: Vec<String> = claims
+            .items
+            .iter()
+            .filter(|c| c.refused())
+            .map(|c| c.name_any())
+            .collect();
+        assert!(refused.is_empty(), "refused: {refused:?}");
+        let ready: BTreeMap<_, _> = claims
+            .items
+            .iter()
+            .filter(|c| c.name_any().starts_with("new-"))
+            .filter_map(|c| Some((c.name_any(), ready_addresses(c)?)))
+            .collect();
+        (ready.len() == 60).then_some(ready)
+    })
+    .await
+    .expect("every new claim answered");
+    assert_eq!(assert_unique(&ready).len(), 60);
+}
+
 #[tokio::test]
 async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
     let (kit, ns) = setup("ctl-burst").await;

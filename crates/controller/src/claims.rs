@@ -7,6 +7,7 @@
 //! acts; standbys keep the cache warm and take over on leadership.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -235,7 +236,13 @@ pub async fn run(
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let (pending, mut pending_writer) = reflector::store::<IPClaim>();
     let (drive, applied) = {
-        let (index, state) = (state.lookups.claims.clone(), state.clone());
+        let (index, attempts, counted) =
+            (state.lookups.claims.clone(), state.clone(), state.clone());
+        let gone = move |claim: Gone| {
+            // Counted before the reconciler can see anything later.
+            counted.ctx.releases_pending.fetch_add(1, Ordering::SeqCst);
+            let _ = gone_tx.send(claim);
+        };
         watches::applied(
             events,
             move |event| {
@@ -243,15 +250,15 @@ pub async fn run(
                 // the gap only by their absence from the new list.
                 if let Some(before) = claims.apply(event) {
                     for claim in vanished(before, &index) {
-                        let _ = gone_tx.send(claim);
+                        gone(claim);
                     }
                 }
                 if let Some(event) = pending_only(event) {
                     pending_writer.apply_watcher_event(&event);
                 }
                 if let watcher::Event::Delete(claim) = event {
-                    state.attempts().remove(&claim.uid().unwrap_or_default());
-                    let _ = gone_tx.send(Gone::of(claim));
+                    attempts.attempts().remove(&claim.uid().unwrap_or_default());
+                    gone(Gone::of(claim));
                 }
             },
             "IPClaim",
@@ -333,9 +340,14 @@ async fn releaser(
             let _ = released_tx.send((claim, done));
         });
     };
+    let forget = |n: usize| {
+        ctx.releases_pending.fetch_sub(n, Ordering::SeqCst);
+    };
     let release_all = |unreleased: &mut HashMap<String, Unreleased>| {
         let now = tokio::time::Instant::now();
+        let before = unreleased.len();
         unreleased.retain(|_, u| now.duration_since(u.since) < RELEASE_PATIENCE);
+        forget(before - unreleased.len());
         unreleased.values_mut().for_each(start_release);
     };
     let mut leadership = ctx.leadership.clone();
@@ -344,9 +356,14 @@ async fn releaser(
         tokio::select! {
             claim = gone.recv() => {
                 let Some(claim) = claim else { return };
-                let entry = unreleased
-                    .entry(claim.claim.uid.to_string())
-                    .or_insert_with(|| Unreleased::new(claim));
+                let entry = match unreleased.entry(claim.claim.uid.to_string()) {
+                    // Counted once already.
+                    std::collections::hash_map::Entry::Occupied(o) => {
+                        forget(1);
+                        o.into_mut()
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(Unreleased::new(claim)),
+                };
                 start_release(entry);
             }
             () = leadership.changed() => {
@@ -358,7 +375,9 @@ async fn releaser(
             Some((claim, done)) = released_rx.recv() => {
                 let key = &*claim.claim.uid;
                 if done {
-                    unreleased.remove(key);
+                    if unreleased.remove(key).is_some() {
+                        forget(1);
+                    }
                 } else if let Some(u) = unreleased.get_mut(key) {
                     u.in_flight = false;
                 }
@@ -434,7 +453,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Resul
             return refuse(ctx, claim, "ipamclaim", refused).await;
         }
     };
-    let results = join_all(
+    let mut results = join_all(
         requests
             .iter()
             .map(|request| ctx.pools.allocate(request.clone())),
@@ -459,6 +478,25 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Resul
             Some(e) => Err(Error::Pool(e)),
             None => Ok(()),
         };
+    }
+    // A range found full while deleted claims still wait for their
+    // release (a rollout: every old pod's DEL, then every new pod's ADD,
+    // on a range sized to fit) is asked again, not refused: it may not be
+    // full in a moment. Refused once nothing waits.
+    let full = results.iter().position(|r| {
+        matches!(
+            r,
+            Err(pools::Error::Alloc(
+                AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }
+            ))
+        )
+    });
+    if let Some(i) = full
+        && ctx.releases_pending.load(Ordering::SeqCst) > 0
+        && let Err(e) = results.swap_remove(i)
+    {
+        tracing::debug!(claim = %claim.name_any(), error = %e, "range full while releases wait; will retry");
+        return Err(Error::Pool(e));
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.

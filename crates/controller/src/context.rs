@@ -23,6 +23,9 @@ pub struct Context {
     /// Reservations by name, as last seen: a hint of which addresses
     /// overlapping ranges hold (the reservation's create is the check).
     pub reservations: Index<Written>,
+    /// Deleted claims whose addresses are not given back yet: while there
+    /// are any, a range found full may not be (see `claims::answer`).
+    pub releases_pending: std::sync::atomic::AtomicUsize,
 }
 
 impl std::ops::Deref for Context {
@@ -42,6 +45,7 @@ impl Context {
             shared,
             release,
             reservations,
+            releases_pending: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
