@@ -5,7 +5,6 @@
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hereabouts_kit::{Controller, Process, TestNamespace, kit};
@@ -24,21 +23,12 @@ pub struct Run {
 }
 
 pub fn spawn_plugin(env: &[(&str, String)], stdin: &Value) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hereabouts"))
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("write stdin");
-    child
+    hereabouts_kit::plugin::spawn(
+        Path::new(env!("CARGO_BIN_EXE_hereabouts")),
+        env.iter().map(|(k, v)| (*k, v.as_str())),
+        &stdin.to_string(),
+    )
+    .expect("spawn plugin")
 }
 
 pub fn finish(child: std::process::Child) -> Run {

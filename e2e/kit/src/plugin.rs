@@ -319,14 +319,14 @@ impl Plugin {
     }
 }
 
-/// One synchronous call of a CNI plugin binary, the way a runtime makes it:
-/// only `env` in the environment, `stdin` written and closed, stdout and
-/// stderr captured (the tests' single calls; [`Plugin`] runs many at once).
-pub fn call<'a>(
+/// A CNI plugin binary started the way a runtime starts it: only `env` in
+/// the environment, `stdin` written and closed, stdout and stderr piped
+/// (the tests' single calls; [`Plugin`] runs many at once).
+pub fn spawn<'a>(
     program: &Path,
     env: impl IntoIterator<Item = (&'a str, &'a str)>,
     stdin: &str,
-) -> std::io::Result<std::process::Output> {
+) -> std::io::Result<std::process::Child> {
     use std::io::Write as _;
     let mut child = std::process::Command::new(program)
         .env_clear()
@@ -338,7 +338,16 @@ pub fn call<'a>(
     if let Some(mut input) = child.stdin.take() {
         input.write_all(stdin.as_bytes())?;
     }
-    child.wait_with_output()
+    Ok(child)
+}
+
+/// [`spawn`], then its output once it exits.
+pub fn call<'a>(
+    program: &Path,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    stdin: &str,
+) -> std::io::Result<std::process::Output> {
+    spawn(program, env, stdin)?.wait_with_output()
 }
 
 async fn invoke(
