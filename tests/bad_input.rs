@@ -812,7 +812,7 @@ async fn absurd_request_timeouts_never_panic_and_never_block_del() {
 // === the controller's flags ================================================
 
 #[test]
-fn controller_refuses_absurd_duration_flags_naming_the_flag() {
+fn controller_refuses_absurd_flags_naming_the_flag() {
     // (flags, the flag the error must name)
     let cases: &[(&[&str], &str)] = &[
         (&["--hold-released", "1000000000y"], "--hold-released"),
@@ -843,6 +843,14 @@ fn controller_refuses_absurd_duration_flags_naming_the_flag() {
             &["--renew-deadline", "2s", "--retry-period", "5s"],
             "--retry-period",
         ),
+        (&["--api-concurrency", "0"], "--api-concurrency"),
+        (&["--api-concurrency=-1"], "--api-concurrency"),
+        (&["--api-concurrency", "10001"], "--api-concurrency"),
+        (
+            &["--api-concurrency", "18446744073709551616"],
+            "--api-concurrency",
+        ),
+        (&["--api-concurrency", "many"], "--api-concurrency"),
     ];
     for (flags, named) in cases {
         let started = Instant::now();

@@ -250,6 +250,73 @@ async fn a_rollout_on_a_range_sized_to_fit_refuses_nobody() {
     assert_eq!(assert_unique(&ready).len(), 60);
 }
 
+/// TCP connections from `pid` to the local API server's port: the sockets
+/// among its open files, looked up in the kernel's TCP tables.
+fn api_connections(pid: u32) -> usize {
+    let port = std::env::var("HB_API_PORT").unwrap_or_else(|_| "16443".to_owned());
+    let port: u16 = port.parse().expect("HB_API_PORT is a port");
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the controller's open files")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let remote = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local, remote, state (01: established), ..., inode (10th)
+            fields.len() > 9
+                && fields[2].ends_with(&remote)
+                && fields[3] == "01"
+                && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_claim_burst_rides_no_more_connections_than_the_concurrency_limit() {
+    // kube's client speaks HTTP/1.1: each request in flight holds a
+    // connection, and before `--api-concurrency` a burst of claims left the
+    // controller with one open connection per concurrent write.
+    let (kit, ns) = setup("ctl-conns").await;
+    let replica = replica(&ns, "a", &["--api-concurrency", "4"]);
+    replica.wait_ready().await.expect("controller ready");
+    let ranges = vec![ClaimRange {
+        range: "198.51.100.0/24".into(),
+        ..Default::default()
+    }];
+    let pods = pods(&kit.client, &ns.name, "conn", 150).await;
+    let claims: Vec<_> = pods
+        .iter()
+        .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+        .collect();
+    create_claims(&kit.client, &ns.name, claims).await;
+    let ready = all_ready(&kit.client, &ns.name, 150, 60).await;
+    assert_eq!(
+        assert_unique(&ready).len(),
+        150,
+        "every claim answered, once"
+    );
+    // Six watches (IPPools, reservations, pods, IPClaims, NADs,
+    // IPAMClaims), the Lease's own client, and the four in flight.
+    let open = api_connections(replica.process.id());
+    assert!(
+        (1..=4 + 6 + 2).contains(&open),
+        "the controller keeps {open} connections to the API server open"
+    );
+}
+
 #[tokio::test]
 async fn two_hundred_concurrent_claims_fill_a_two_hundred_address_pool() {
     let (kit, ns) = setup("ctl-burst").await;

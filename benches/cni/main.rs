@@ -20,9 +20,10 @@
 //! `--scale-steps=N` (fill the /16 only N steps far), `--drain-s=N` (how
 //! long the pools and reservations may stay unchanged after the last DEL
 //! before what is left counts as leaked; 30 s in the full run, and the
-//! wait ends after 10 minutes whatever happens), `--agent` (hereabouts'
-//! plugin served by a node agent, one per simulated node, on a unix
-//! socket), `--no-overlapping` (every system's networks say
+//! wait ends after 10 minutes whatever happens), `--direct` (hereabouts'
+//! plugin talks to the API server itself; by default a node agent per
+//! simulated node serves it on a unix socket, as installed),
+//! `--no-overlapping` (every system's networks say
 //! `enable_overlapping_ranges: false`: no OverlappingRangeIPReservation
 //! per address).
 //!
@@ -48,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let agents = args.iter().any(|a| a == "--agent");
+    let agents = !args.iter().any(|a| a == "--direct");
     let overlapping = !args.iter().any(|a| a == "--no-overlapping");
     let only = hereabouts_kit::arg_list(&args, "--only");
     let systems = hereabouts_kit::arg_list(&args, "--systems");
@@ -60,8 +61,8 @@ fn main() -> anyhow::Result<()> {
     settings.agents = agents;
     settings.overlapping = overlapping;
     let mut mode = vec![settings.mode.clone()];
-    if agents {
-        mode.push("node agents".to_owned());
+    if !agents {
+        mode.push("direct plugin".to_owned());
     }
     if !overlapping {
         mode.push("enable_overlapping_ranges false".to_owned());

@@ -100,7 +100,7 @@ pub struct Target {
     flat_file: PathBuf,
     pub controller: Option<Process>,
     pub controller_port: u16,
-    /// One node agent per simulated node (`--agent`), killed when dropped.
+    /// One node agent per simulated node (unless `--direct`), killed when dropped.
     pub _agents: Vec<Process>,
     /// The storm's attachments, for the re-creation to delete.
     pub storm_calls: Vec<Call>,

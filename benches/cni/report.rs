@@ -390,7 +390,14 @@ impl Record {
                     settings.whereabouts_cap_s
                 ),
                 "etcd runs with --unsafe-no-fsync (the local kit's setting): absolute numbers flatter every system alike.".to_owned(),
-                "hereabouts runs one release controller replica, log level info; whereabouts' default mode needs none; its node-slice mode runs its node-slice controller (one replica, the kit's admin credentials, NodeSlicePools in the system's namespace, one NetworkAttachmentDefinition per network for it to read).".to_owned(),
+                format!(
+                    "hereabouts runs one release controller replica, log level info, and {}; whereabouts' default mode needs none; its node-slice mode runs its node-slice controller (one replica, the kit's admin credentials, NodeSlicePools in the system's namespace, one NetworkAttachmentDefinition per network for it to read).",
+                    if settings.agents {
+                        "one node agent per simulated node (`hereabouts-install --agent-only`, as its DaemonSet runs on every node), which the plugin asks over a unix socket"
+                    } else {
+                        "no node agent (`--direct`): each plugin process talks to the API server itself"
+                    }
+                ),
                 "whereabouts' node-slice mode (node_slice_size) ignores range_start/range_end: each node allocates from its own slice's usable addresses (storm: a /25 of the /20 per node, 126 addresses for its 100 pods, 1,260 in all instead of exactly 1,000; scale: a /21 of the /16 per node, 20,460 in all; idle: a /29 of the /24 per node; 32 slices each, so up to 22 other Node objects leave every bench node one), under a Lease per node instead of one per network.".to_owned(),
                 "API requests per call: the API server's apiserver_request_total (by verb and resource) read before and after the phase, divided by the phase's calls; it counts every client of the API server during the phase (the plugins, the system's controller, the kit's garbage collector), and a WATCH when it ends.".to_owned(),
             ],
@@ -435,7 +442,7 @@ impl Record {
 /// Writes `<stem>.json`, `<stem>.md` and `<stem>.png` into `dir`.
 pub fn write(record: &Record, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    // "full, node agents" names the file full-node-agents-<time>.
+    // "full, direct plugin" names the file full-direct-plugin-<time>.
     let mode: String = record
         .mode
         .split(|c: char| !c.is_ascii_alphanumeric())

@@ -59,6 +59,10 @@ struct Args {
     /// A NAD's `release_cooldown` overrides it for its network.
     #[arg(long, env = "HEREABOUTS_RELEASE_COOLDOWN", default_value = "5s", value_parser = release_cooldown)]
     release_cooldown: Duration,
+    /// Requests the controller has in flight to the API server at most
+    /// (1 to 10,000; the Lease's renewals are not counted: they never wait).
+    #[arg(long, env = "HEREABOUTS_API_CONCURRENCY", default_value = "64", value_parser = api_concurrency)]
+    api_concurrency: usize,
     /// Log lines as plain text or JSON.
     #[arg(long, env = "HEREABOUTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -120,6 +124,17 @@ fn release_cooldown(s: &str) -> Result<Duration, DurationError> {
     )
 }
 
+fn api_concurrency(s: &str) -> Result<usize, String> {
+    let flag = "--api-concurrency (HEREABOUTS_API_CONCURRENCY)";
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag}: {:?} is not a whole number from 1 to 10000",
+            s.chars().take(100).collect::<String>()
+        )),
+    }
+}
+
 fn parse_cron(s: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
@@ -156,9 +171,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let identity = identity();
     tracing::info!(%identity, "lease holder identity");
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
+    let clients = hereabouts_controller::Clients::new(config, args.api_concurrency)
+        .context("the Kubernetes client")?;
     let settings = Settings {
         namespace: args.namespace,
         watch_namespace: args.watch_namespace,
@@ -185,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         },
         ..settings
     };
-    hereabouts_controller::run(client, settings, shutdown_signal()).await?;
+    hereabouts_controller::run(clients, settings, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -82,6 +82,53 @@ pub struct Settings {
     pub release_cooldown: Duration,
 }
 
+/// The controller's two connections to the API server, from one
+/// configuration.
+#[derive(Clone)]
+pub struct Clients {
+    /// Every watch, read and write of the reconcilers, with at most
+    /// `api_concurrency` requests in flight; the rest wait their turn.
+    /// kube's client speaks HTTP/1.1, one connection per request in
+    /// flight, and a storm's writes were a thousand connections kept open
+    /// afterwards (`make bench`, heaptrack at 12,015 allocations: their
+    /// buffers and TLS state were 41 of the heap's 77 MiB). Two cores of
+    /// API server are busy long before 64 requests are in flight.
+    pub api: Client,
+    /// The Lease alone, unbounded: a renewal never queues behind a
+    /// storm's writes.
+    pub lease: Client,
+}
+
+/// How long a request of [`Clients::api`] may hold its place before its
+/// answer begins. The API server answers every request that is not a
+/// watch's stream within its own one-minute request timeout (504 after
+/// it), and a watch's answer begins at once; what is still silent after
+/// this rode a connection that died (a network cut, a server killed), and
+/// without it would keep its place for the client's read timeout, about
+/// five minutes, stalling every request queued behind it. Its outcome is
+/// unknown either way, as for any request whose connection dies: the
+/// callers re-read before they decide again.
+const API_SILENCE: Duration = Duration::from_secs(70);
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    pub fn new(config: kube::Config, api_concurrency: usize) -> Result<Clients, kube::Error> {
+        let lease = Client::try_from(config.clone())?;
+        // The last layer added is the outermost: a request waits for its
+        // place, then the silence limit runs.
+        let api = kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&tower::timeout::TimeoutLayer::new(API_SILENCE))
+            .with_layer(&tower::limit::ConcurrencyLimitLayer::new(api_concurrency))
+            .build();
+        Ok(Clients { api, lease })
+    }
+}
+
 /// `events`, telling through the receiver when its first list is in the
 /// store.
 fn listed<K, S>(
@@ -134,14 +181,15 @@ where
 /// or until a vital task dies (then returns its error: running leaderless
 /// or blind is worse than restarting).
 pub async fn run(
-    client: Client,
+    clients: Clients,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     tracing::info!(identity = %settings.lease.identity, lease = %settings.lease.name,
         namespace = %settings.namespace, "starting hereabouts-controller");
     let metrics = Arc::new(Metrics::new());
-    let election = Arc::new(Election::new(client.clone(), settings.lease.clone()));
+    let election = Arc::new(Election::new(clients.lease, settings.lease.clone()));
+    let client = clients.api;
     // One reservation and one pod per allocation: these two are kept as
     // compact indexes of the few fields the collector reads.
     let (reservations, reservations_writer) = index::index(|r: &OverlappingRangeIPReservation| {
