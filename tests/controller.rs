@@ -253,8 +253,15 @@ async fn a_rollout_on_a_range_sized_to_fit_refuses_nobody() {
 /// TCP connections from `pid` to the local API server's port: the sockets
 /// among its open files, looked up in the kernel's TCP tables.
 fn api_connections(pid: u32) -> usize {
-    let port = std::env::var("HB_API_PORT").unwrap_or_else(|_| "16443".to_owned());
-    let port: u16 = port.parse().expect("HB_API_PORT is a port");
+    // The kit's kubeconfig names the server: `server: https://127.0.0.1:PORT`.
+    let kubeconfig =
+        std::fs::read_to_string(hereabouts_kit::kubeconfig_path()).expect("the kit's kubeconfig");
+    let port: u16 = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .and_then(|url| url.rsplit(':').next())
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the kubeconfig names the server's port");
     let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the controller's open files")
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
