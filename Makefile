@@ -18,7 +18,7 @@ help:
 	@echo "make cluster-down    stop it and remove its state"
 	@echo "make bench           hereabouts vs whereabouts (v0.9.3; v0.9.4 default and node-slice"
 	@echo "                     mode) on the local control plane, results in"
-	@echo "                     bench/results/ (JSON, Markdown, PNG); 30-45 minutes, most of it"
+	@echo "                     bench/results/ (JSON, Markdown, PNG); about 80 minutes, most of it"
 	@echo "                     whereabouts' capped phases"
 	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
 	@echo "make bench-real-nodes pod-to-Running for 100 pods on two real nodes, hereabouts vs"

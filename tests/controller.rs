@@ -316,10 +316,12 @@ async fn a_claim_burst_rides_no_more_connections_than_the_concurrency_limit() {
         "every claim answered, once"
     );
     // Six watches (IPPools, reservations, pods, IPClaims, NADs,
-    // IPAMClaims), the Lease's own client, and the four in flight.
+    // IPAMClaims), the Lease's own client, the four in flight, and room
+    // for a few made while an idle one was on its way back to the pool
+    // (without the limit: 154).
     let open = api_connections(replica.process.id());
     assert!(
-        (1..=4 + 6 + 2).contains(&open),
+        (1..=4 + 6 + 2 + 8).contains(&open),
         "the controller keeps {open} connections to the API server open"
     );
 }
