@@ -453,50 +453,44 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Resul
             return refuse(ctx, claim, "ipamclaim", refused).await;
         }
     };
-    let mut results = join_all(
+    let results = join_all(
         requests
             .iter()
             .map(|request| ctx.pools.allocate(request.clone())),
     )
     .await;
-    if results
-        .iter()
-        .any(|r| r.as_ref().is_err_and(pools::Error::is_transient))
-    {
+    // Asked again rather than refused: what may succeed later, and a range
+    // found full while deleted claims still wait for their release (a
+    // rollout: every old pod's DEL, then every new pod's ADD, on a range
+    // sized to fit): it may not be full in a moment. Refused once nothing
+    // waits.
+    let releases_wait = ctx.releases_pending.load(Ordering::SeqCst) > 0;
+    let retry = |e: &pools::Error| {
+        e.is_transient()
+            || (releases_wait
+                && matches!(
+                    e,
+                    pools::Error::Alloc(
+                        AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }
+                    )
+                ))
+    };
+    if results.iter().any(|r| r.as_ref().is_err_and(retry)) {
         for (request, result) in requests.iter().zip(&results) {
             if let Err(e) = result {
                 tracing::debug!(claim = %claim.name_any(), range = %request.range, error = %e, "will retry");
             }
         }
         // The one the API server asked the longest wait for.
-        let transient = results
+        let again = results
             .into_iter()
             .filter_map(Result::err)
-            .filter(pools::Error::is_transient)
+            .filter(retry)
             .max_by_key(pools::Error::retry_after);
-        return match transient {
+        return match again {
             Some(e) => Err(Error::Pool(e)),
             None => Ok(()),
         };
-    }
-    // A range found full while deleted claims still wait for their
-    // release (a rollout: every old pod's DEL, then every new pod's ADD,
-    // on a range sized to fit) is asked again, not refused: it may not be
-    // full in a moment. Refused once nothing waits.
-    let full = results.iter().position(|r| {
-        matches!(
-            r,
-            Err(pools::Error::Alloc(
-                AllocError::Exhausted { .. } | AllocError::ProbeLimit { .. }
-            ))
-        )
-    });
-    if let Some(i) = full
-        && ctx.releases_pending.load(Ordering::SeqCst) > 0
-        && let Err(e) = results.swap_remove(i)
-    {
-        tracing::debug!(claim = %claim.name_any(), error = %e, "range full while releases wait; will retry");
-        return Err(Error::Pool(e));
     }
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
         // All or nothing: give back what the other ranges granted.
