@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hereabouts_kit::{Controller, Process, TestNamespace, kit};
+use hereabouts_kit::{Controller, Process, TestNamespace};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -154,18 +154,8 @@ pub async fn pod(client: &kube::Client, ns: &str, name: &str) -> String {
 }
 
 pub async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, PathBuf, PathBuf) {
-    let kit = kit().await.expect("local control plane");
-    hereabouts_kit::install_crds(&kit.client)
-        .await
-        .expect("CRDs");
-    let ns = kit.namespace(prefix).await.expect("namespace");
-    let controller = Controller::start(
-        Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        &ns,
-        "a",
-        &[],
-    )
-    .expect("controller");
+    let (kit, ns) = super::setup(prefix).await;
+    let controller = super::replica(&ns, "a", &[]);
     controller.wait_ready().await.expect("ready");
     let kubeconfig = ns.kubeconfig().expect("kubeconfig");
     let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
