@@ -1843,3 +1843,155 @@ async fn a_static_address_is_asked_of_the_range_the_plugin_matched_it_to() {
     let wide = pool_allocations(&kit.client, &ns.name, "100.64.40.0-23").await;
     assert_eq!((narrow.len(), wide.len()), (1, 1), "{narrow:?} {wide:?}");
 }
+
+// ===========================================================================
+// `--reservations overlapping`: reservations only where ranges share
+// addresses (issue 16).
+// ===========================================================================
+
+/// The reservations of the namespace, as name (the address) -> podref.
+async fn reservations_held(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let api: Api<OverlappingRangeIPReservation> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("list reservations")
+        .items
+        .into_iter()
+        .map(|r| (r.name_any(), r.spec.podref))
+        .collect()
+}
+
+async fn delete_claims(client: &Client, ns: &str, pods: &[(String, String)]) {
+    let api: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    for p in pods {
+        api.delete(&format!("{}-net1", p.0), &DeleteParams::default())
+            .await
+            .expect("delete claim");
+    }
+}
+
+#[tokio::test]
+async fn a_range_alone_in_its_network_is_served_without_reservations() {
+    let (kit, ns) = setup("ctl-solo").await;
+    let ranges = vec![range("100.64.20.0/24")];
+    let on = |pods: &[(String, String)]| -> Vec<IPClaim> {
+        pods.iter()
+            .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+            .collect()
+    };
+    let pods = pods(&kit.client, &ns.name, "solo", 24).await;
+    let (early, late) = pods.split_at(4);
+    // Served as whereabouts serves it first: one reservation per address.
+    let always = replica(&ns, "a", &[]);
+    always.wait_ready().await.expect("controller ready");
+    create_claims(&kit.client, &ns.name, on(early)).await;
+    all_ready(&kit.client, &ns.name, 4, 30).await;
+    assert_eq!(reservations_held(&kit.client, &ns.name).await.len(), 4);
+    drop(always);
+
+    let solo = replica(&ns, "b", &["--reservations", "overlapping"]);
+    solo.wait_ready().await.expect("controller ready");
+    create_claims(&kit.client, &ns.name, on(late)).await;
+    let ready = all_ready(&kit.client, &ns.name, 24, 60).await;
+    assert_eq!(assert_unique(&ready).len(), 24);
+    let held = reservations_held(&kit.client, &ns.name).await;
+    assert_eq!(
+        held.len(),
+        4,
+        "only the earlier term's reservations: {held:?}"
+    );
+    assert_eq!(
+        pool_allocations(&kit.client, &ns.name, "100.64.20.0-24")
+            .await
+            .len(),
+        24
+    );
+
+    // Releases take the earlier term's reservations with them.
+    delete_claims(&kit.client, &ns.name, early).await;
+    eventually(
+        "the released addresses' reservations removed",
+        30,
+        || async {
+            let pool = pool_allocations(&kit.client, &ns.name, "100.64.20.0-24").await;
+            let held = reservations_held(&kit.client, &ns.name).await;
+            (pool.len() == 20 && held.is_empty()).then_some(())
+        },
+    )
+    .await
+    .expect("released without a reservation left");
+}
+
+#[tokio::test]
+async fn a_range_that_overlaps_makes_the_other_reserve_before_it_serves() {
+    let (kit, ns) = setup("ctl-joins").await;
+    // The /27 hands out .1-.30, the /28 .1-.14: the /28 joins when the
+    // /27's holders have .1-.10 without reservations.
+    let wide = vec![range("203.0.113.0/27")];
+    let narrow = vec![range("203.0.113.0/28")];
+    let on = |pods: &[(String, String)], ranges: &Vec<ClaimRange>| -> Vec<IPClaim> {
+        pods.iter()
+            .map(|p| claim(&ns.name, p, "net1", ranges.clone()))
+            .collect()
+    };
+    let pods = pods(&kit.client, &ns.name, "jn", 20).await;
+    let first = replica(&ns, "a", &["--reservations", "overlapping"]);
+    first.wait_ready().await.expect("controller ready");
+    create_claims(&kit.client, &ns.name, on(&pods[..10], &wide)).await;
+    all_ready(&kit.client, &ns.name, 10, 30).await;
+    assert!(
+        reservations_held(&kit.client, &ns.name).await.is_empty(),
+        "a range alone writes no reservations"
+    );
+
+    // The narrow range joins: the wide one's holders get reservations
+    // first, so the narrow one passes their addresses over.
+    create_claims(&kit.client, &ns.name, on(&pods[10..14], &narrow)).await;
+    let ready = all_ready(&kit.client, &ns.name, 14, 60).await;
+    assert_eq!(assert_unique(&ready).len(), 14);
+    let narrow_got: Vec<String> = pods[10..14]
+        .iter()
+        .map(|p| ready[&format!("{}-net1", p.0)][0].clone())
+        .collect();
+    for a in [
+        "203.0.113.11/28",
+        "203.0.113.12/28",
+        "203.0.113.13/28",
+        "203.0.113.14/28",
+    ] {
+        assert!(
+            narrow_got.iter().any(|g| g == a),
+            "{a} went to the narrow range: {narrow_got:?}"
+        );
+    }
+    let check_reserved = |held: &BTreeMap<String, String>,
+                          ready: &BTreeMap<String, Vec<String>>| {
+        for (claim, a) in ready {
+            let ip = a[0].split('/').next().expect("ip");
+            let pod = claim.strip_suffix("-net1").expect("claim name");
+            assert_eq!(
+                held.get(ip),
+                Some(&format!("{}/{pod}", ns.name)),
+                "{ip} is reserved for its holder"
+            );
+        }
+    };
+    check_reserved(&reservations_held(&kit.client, &ns.name).await, &ready);
+
+    // The wide range reserves from now on, and passes the narrow one's over.
+    create_claims(&kit.client, &ns.name, on(&pods[14..17], &wide)).await;
+    let ready = all_ready(&kit.client, &ns.name, 17, 60).await;
+    assert_eq!(assert_unique(&ready).len(), 17);
+    check_reserved(&reservations_held(&kit.client, &ns.name).await, &ready);
+
+    // A new term learns of both ranges from their pools.
+    drop(first);
+    let second = replica(&ns, "b", &["--reservations", "overlapping"]);
+    second.wait_ready().await.expect("controller ready");
+    create_claims(&kit.client, &ns.name, on(&pods[17..], &wide)).await;
+    let ready = all_ready(&kit.client, &ns.name, 20, 90).await;
+    assert_eq!(assert_unique(&ready).len(), 20);
+    let held = reservations_held(&kit.client, &ns.name).await;
+    assert_eq!(held.len(), 20, "every address reserved: {held:?}");
+    check_reserved(&held, &ready);
+}

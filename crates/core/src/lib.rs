@@ -55,6 +55,7 @@ mod excerpt;
 mod json;
 pub mod ledger;
 pub mod naming;
+pub mod overlaps;
 pub mod range;
 pub mod request;
 mod runs;
