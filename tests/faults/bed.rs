@@ -34,6 +34,8 @@ pub struct Settings {
     pub release_cooldown: Duration,
     /// The plugin's `request_timeout`.
     pub request_timeout: &'static str,
+    /// The controllers' `--reservations` (a scenario may say otherwise).
+    pub reservations: &'static str,
 }
 
 impl Settings {
@@ -50,6 +52,7 @@ impl Settings {
             hold_released: Duration::from_secs(2),
             release_cooldown: Duration::from_secs(2),
             request_timeout: "10s",
+            reservations: "always",
         }
     }
 
@@ -265,6 +268,8 @@ impl Bed {
                 &hold,
                 "--release-cooldown",
                 &cooldown,
+                "--reservations",
+                self.settings.reservations,
             ],
             &self.kubeconfig,
         )?;
