@@ -25,10 +25,7 @@
 //! simulated node serves it on a unix socket, as installed),
 //! `--no-overlapping` (every system's networks say
 //! `enable_overlapping_ranges: false`: no OverlappingRangeIPReservation
-//! per address), `--reservations=overlapping` (hereabouts' controller
-//! writes reservations only where ranges of a network overlap, as a
-//! cluster without whereabouts plugins may run it; the bench's networks
-//! overlap nothing).
+//! per address).
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this does
 //! nothing: it needs release binaries and minutes.
@@ -63,22 +60,12 @@ fn main() -> anyhow::Result<()> {
     };
     settings.agents = agents;
     settings.overlapping = overlapping;
-    settings.reservations = hereabouts_kit::arg_value(&args, "--reservations");
-    if let Some(mode) = &settings.reservations {
-        anyhow::ensure!(
-            mode == "always" || mode == "overlapping",
-            "--reservations: {mode:?} is not a reservation mode (always, overlapping)"
-        );
-    }
     let mut mode = vec![settings.mode.clone()];
     if !agents {
         mode.push("direct plugin".to_owned());
     }
     if !overlapping {
         mode.push("enable_overlapping_ranges false".to_owned());
-    }
-    if let Some(reservations) = &settings.reservations {
-        mode.push(format!("hereabouts --reservations {reservations}"));
     }
     settings.mode = mode.join(", ");
     if let Some(steps) = hereabouts_kit::arg_value(&args, "--scale-steps") {
@@ -156,7 +143,6 @@ async fn run(
             &bin_dir,
             peers.as_deref(),
             settings.agents,
-            settings.reservations.as_deref(),
         )
         .await?;
         target.overlapping = settings.overlapping;

@@ -133,7 +133,6 @@ impl Target {
         bin_dir: &Path,
         peers: Option<&Path>,
         with_agents: bool,
-        reservations: Option<&str>,
     ) -> anyhow::Result<Self> {
         let flat_file = flat_file("bench", &ns.name, &ns.kubeconfig()?)?;
         let admin_kubeconfig = hereabouts_kit::kubeconfig_path().display().to_string();
@@ -161,7 +160,7 @@ impl Target {
             }
             Kind::Hereabouts => {
                 let port = free_port()?;
-                let mut args: Vec<String> = [
+                let args: Vec<String> = [
                     "--namespace",
                     &ns.name,
                     "--watch-namespace",
@@ -172,9 +171,6 @@ impl Target {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-                if let Some(mode) = reservations {
-                    args.extend(["--reservations".to_owned(), mode.to_owned()]);
-                }
                 let process = Process::spawn(
                     &format!("{}-controller", ns.name),
                     &bin_dir.join("hereabouts-controller"),

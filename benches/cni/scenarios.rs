@@ -37,9 +37,6 @@ pub struct Settings {
     pub agents: bool,
     /// `enable_overlapping_ranges` of every network (`--no-overlapping`).
     pub overlapping: bool,
-    /// hereabouts' `--reservations` (`--reservations=MODE`; the
-    /// controller's default when absent).
-    pub reservations: Option<String>,
     /// Many networks per pod: pods, and secondary networks each.
     pub multi_pods: usize,
     pub multi_networks: usize,
@@ -60,7 +57,6 @@ impl Settings {
             drain_s: 30,
             agents: false,
             overlapping: true,
-            reservations: None,
             multi_pods: 128,
             multi_networks: 16,
         }
@@ -80,7 +76,6 @@ impl Settings {
             drain_s: 10,
             agents: false,
             overlapping: true,
-            reservations: None,
             multi_pods: 20,
             multi_networks: 4,
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use hereabouts::telemetry::{self, LogFormat};
-use hereabouts_controller::{Settings, gc::GcConfig, leader::LeaseConfig, pools::Reservations};
+use hereabouts_controller::{Settings, gc::GcConfig, leader::LeaseConfig};
 use hereabouts_core::duration::{self, Bounds, DurationError};
 
 /// Cluster-wide IPAM for Multus secondary networks: the leader-elected
@@ -63,13 +63,6 @@ struct Args {
     /// (1 to 10,000; the Lease's renewals are not counted: they never wait).
     #[arg(long, env = "HEREABOUTS_API_CONCURRENCY", default_value = "64", value_parser = api_concurrency)]
     api_concurrency: usize,
-    /// Which allocations get an OverlappingRangeIPReservation: "always"
-    /// (every one of a range with enable_overlapping_ranges, as
-    /// whereabouts writes them; needed while any whereabouts plugin may
-    /// still allocate) or "overlapping" (only where another range of the
-    /// network shares addresses: one write less per allocation).
-    #[arg(long, env = "HEREABOUTS_RESERVATIONS", default_value = "always", value_parser = reservation_mode)]
-    reservations: Reservations,
     /// Log lines as plain text or JSON.
     #[arg(long, env = "HEREABOUTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -121,11 +114,6 @@ fn hold_released(s: &str) -> Result<Duration, DurationError> {
         s,
         HOLD_RELEASED,
     )
-}
-
-fn reservation_mode(s: &str) -> Result<Reservations, String> {
-    s.parse()
-        .map_err(|e| format!("--reservations (HEREABOUTS_RESERVATIONS): {e}"))
 }
 
 fn release_cooldown(s: &str) -> Result<Duration, DurationError> {
@@ -206,7 +194,6 @@ async fn main() -> anyhow::Result<()> {
         },
         hold_released: args.hold_released,
         release_cooldown: args.release_cooldown,
-        reservations: args.reservations,
     };
     let settings = Settings {
         lease: LeaseConfig {

@@ -34,8 +34,6 @@ pub struct Settings {
     pub release_cooldown: Duration,
     /// The plugin's `request_timeout`.
     pub request_timeout: &'static str,
-    /// The controllers' `--reservations` (a scenario may say otherwise).
-    pub reservations: &'static str,
 }
 
 impl Settings {
@@ -52,7 +50,6 @@ impl Settings {
             hold_released: Duration::from_secs(2),
             release_cooldown: Duration::from_secs(2),
             request_timeout: "10s",
-            reservations: "always",
         }
     }
 
@@ -268,8 +265,6 @@ impl Bed {
                 &hold,
                 "--release-cooldown",
                 &cooldown,
-                "--reservations",
-                self.settings.reservations,
             ],
             &self.kubeconfig,
         )?;

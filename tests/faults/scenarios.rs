@@ -27,7 +27,7 @@ enum Fault {
     KillPlugins,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum Kind {
     /// A storm with `Fault` striking once a fifth of it has answered.
     Storm(Fault),
@@ -40,10 +40,6 @@ enum Kind {
     Recreated,
     Migration,
     Overlapping,
-    /// Under `--reservations overlapping`: a range served alone (without
-    /// reservations), then an overlapping range joins while the leader is
-    /// killed.
-    OverlapJoins,
 }
 
 #[derive(Debug)]
@@ -69,7 +65,6 @@ pub fn all() -> Vec<Scenario> {
         ("statefulset-readd", Kind::Recreated),
         ("whereabouts-migration", Kind::Migration),
         ("overlapping-ranges", Kind::Overlapping),
-        ("overlap-joins", Kind::OverlapJoins),
     ]
     .into_iter()
     .map(|(name, kind)| Scenario { name, kind })
@@ -81,7 +76,7 @@ const NETWORK_NAME: &str = "ovl";
 fn nets(kind: Kind, settings: &Settings) -> Vec<Net> {
     let base = Ipv4Addr::new(100, 64, 0, 0);
     match kind {
-        Kind::Overlapping | Kind::OverlapJoins => {
+        Kind::Overlapping => {
             // Two ranges of one network_name over the same addresses: only
             // the reservations keep them apart.
             let mut wide = Net::exact("ovl-wide", "100.64.0.0/23", base, settings.storm);
@@ -102,14 +97,6 @@ pub async fn run(scenario: &Scenario, shared: &Shared, settings: &Settings) -> R
         ..Row::default()
     };
     let nets = nets(scenario.kind, settings);
-    let settings = &Settings {
-        reservations: if scenario.kind == Kind::OverlapJoins {
-            "overlapping"
-        } else {
-            settings.reservations
-        },
-        ..settings.clone()
-    };
     let kit = Kit {
         client: shared.client.clone(),
     };
@@ -607,7 +594,6 @@ async fn one_run(kind: Kind, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         Kind::Recreated => recreated(ctx).await,
         Kind::Migration => migration(ctx).await,
         Kind::Overlapping => overlapping(ctx).await,
-        Kind::OverlapJoins => overlap_joins(ctx).await,
     }
 }
 
@@ -977,30 +963,6 @@ async fn migration(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
 /// on each.
 async fn overlapping(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     one_storm(ctx, |i| (i % 2, Ipam::Hereabouts)).await
-}
-
-/// Under `--reservations overlapping`: half the storm on the wide range
-/// alone, which writes no reservations; then the other half on the narrow
-/// range, over the same addresses, with the leader killed as it joins. The
-/// wide range's holders must get reservations before the narrow range
-/// hands anything out, under the new leader too.
-async fn overlap_joins(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let mut pods = ctx.pods("p", ctx.bed.settings.storm).await?;
-    let later = pods.split_off(pods.len() / 2);
-    let mut atts = Vec::new();
-    let alone = Ctx::attach(&mut atts, pods, HEREABOUTS);
-    ctx.quiet_storm(&mut atts, &alone, None).await?;
-    let joining = Ctx::attach(&mut atts, later, |_| (1, Ipam::Hereabouts));
-    let leader = ctx.bed.leader().await?;
-    let pid = ctx.bed.replicas[leader].process.id();
-    let strike = || async move {
-        hereabouts_kit::signal(pid, "KILL");
-        eprintln!("[faults]     killed the leader (pid {pid}, SIGKILL) as the narrow range joins");
-        Ok(())
-    };
-    let at = ctx.storm(&mut atts, &joining, &[], strike).await?;
-    ctx.settle(&mut atts, &joining, Some(at)).await;
-    ctx.finish(&mut atts, false).await
 }
 
 /// A storm over the networks and plugins `pick` chooses, then the checks.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hereabouts_core::ledger::Policy;
 
 use super::index::Index;
-use super::pools::{PoolBook, Reservations};
+use super::pools::PoolBook;
 use super::reservations::Written;
 use super::shared::Shared;
 
@@ -38,15 +38,10 @@ impl std::ops::Deref for Context {
 
 impl Context {
     /// `release`: the controller's defaults for holds and cooldowns.
-    pub fn new(
-        shared: Shared,
-        release: Policy,
-        reservations: Index<Written>,
-        mode: Reservations,
-    ) -> Self {
+    pub fn new(shared: Shared, release: Policy, reservations: Index<Written>) -> Self {
         let shared = Arc::new(shared);
         Context {
-            pools: PoolBook::new(shared.clone(), reservations.clone(), mode),
+            pools: PoolBook::new(shared.clone(), reservations.clone()),
             shared,
             release,
             reservations,

@@ -80,8 +80,6 @@ pub struct Settings {
     /// How long a released address rests before it goes to another pod
     /// (networks may say otherwise).
     pub release_cooldown: Duration,
-    /// Which allocations get an OverlappingRangeIPReservation.
-    pub reservations: pools::Reservations,
 }
 
 /// The controller's two connections to the API server, from one
@@ -210,7 +208,6 @@ pub async fn run(
             cooldown: settings.release_cooldown,
         },
         reservations.clone(),
-        settings.reservations,
     ));
     let watched = settings.watch_namespace.as_deref();
     let config = || watcher::Config::default();

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use futures::{StreamExt as _, stream};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -51,7 +50,7 @@ const MAX_ATTEMPTS: u32 = 20;
 /// batches.
 const UNRESERVE_CONCURRENCY: usize = 64;
 
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Alloc(#[from] AllocError),
@@ -116,43 +115,12 @@ pub struct AllocRequest {
 }
 
 impl AllocRequest {
-    fn to_ledger(&self, reserve: bool) -> ledger::Request {
+    fn to_ledger(&self) -> ledger::Request {
         ledger::Request {
             range: self.range.clone(),
             owner: self.owner.clone(),
             static_ip: self.static_ip,
-            reserve: self.overlapping && reserve,
-        }
-    }
-}
-
-/// Which allocations of ranges with `enable_overlapping_ranges` get an
-/// OverlappingRangeIPReservation (`--reservations`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Reservations {
-    /// Every one, as whereabouts writes them: what a cluster needs while
-    /// any whereabouts plugin may still allocate, since whereabouts sees
-    /// an address held in another pool (or in a shard it does not read)
-    /// only by its reservation.
-    #[default]
-    Always,
-    /// Only those of ranges that share an address with another range of
-    /// their network: once no whereabouts plugin allocates, a range alone
-    /// in its addresses is kept unique by its pool, and an allocation
-    /// costs one write less (and a release one delete less).
-    Overlapping,
-}
-
-impl std::str::FromStr for Reservations {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(Reservations::Always),
-            "overlapping" => Ok(Reservations::Overlapping),
-            other => Err(format!(
-                "{other:?} is not a reservation mode: say \"always\" or \"overlapping\""
-            )),
+            reserve: self.overlapping,
         }
     }
 }
@@ -165,12 +133,7 @@ pub struct Grant {
 }
 
 enum Command {
-    /// An allocation; the flag says its range overlaps another of its
-    /// network (as the range joined it: see [`Term`]).
-    Allocate(AllocRequest, bool, oneshot::Sender<Result<Grant, Error>>),
-    /// Another range of the network overlaps this one: reserve from now on,
-    /// and write the reservations of everything held, before answering.
-    Backfill(oneshot::Sender<Result<(), Error>>),
+    Allocate(AllocRequest, oneshot::Sender<Result<Grant, Error>>),
     /// An overlapping pool released `ip` and removed its reservation.
     Freed(IpAddr),
     /// A range configuration of the pool, learnt from a claim that
@@ -194,28 +157,6 @@ pub struct PoolBook {
     in_flight: InFlight,
     /// Reservations by name, as last seen.
     reservations: Index<reservations::Written>,
-    mode: Reservations,
-    /// What this term of leadership knows of the networks' ranges;
-    /// replaced when leadership is lost.
-    term: std::sync::Mutex<Arc<Term>>,
-}
-
-/// Under [`Reservations::Overlapping`]: the ranges one term of leadership
-/// knows, and which of them have joined. A range joins before its first
-/// allocation of the term: the pools that exist are read once (a quorum
-/// list, so a range the previous leader created is not missed however
-/// late the watch is), every range the term serves joins, and a range that
-/// overlaps another makes both reserve, the other's earlier allocations
-/// getting their reservations before the joining range hands anything
-/// out. Every later range is known to this replica first, since only the
-/// leader creates pools (whereabouts plugins may too, which is why this
-/// mode is for clusters without them).
-#[derive(Debug, Default)]
-struct Term {
-    seeded: tokio::sync::OnceCell<()>,
-    known: std::sync::Mutex<hereabouts_core::overlaps::Overlaps>,
-    /// By pool: whether the range overlaps another, once it has joined.
-    joined: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<bool>>>>,
 }
 
 /// The running actors by pool name, shared with the actors themselves (a
@@ -248,148 +189,13 @@ impl Actors {
 }
 
 impl PoolBook {
-    pub fn new(
-        shared: Arc<Shared>,
-        reservations: Index<reservations::Written>,
-        mode: Reservations,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, reservations: Index<reservations::Written>) -> Self {
         PoolBook {
             shared,
             actors: Actors::default(),
             in_flight: InFlight::default(),
             reservations,
-            mode,
-            term: std::sync::Mutex::default(),
         }
-    }
-
-    fn term(&self) -> Arc<Term> {
-        self.term
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Whether the allocations of `pool` need reservations: always under
-    /// [`Reservations::Always`]; else once the range has joined its
-    /// network, whether it overlaps another range of it.
-    async fn overlapped(
-        &self,
-        pool: &str,
-        cidr: &hereabouts_core::Cidr,
-        network_name: Option<&str>,
-    ) -> Result<bool, Error> {
-        if self.mode == Reservations::Always {
-            return Ok(true);
-        }
-        let term = self.term();
-        let cell = term
-            .joined
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(pool.to_owned())
-            .or_default()
-            .clone();
-        cell.get_or_try_init(|| self.join(&term, pool, cidr, network_name))
-            .await
-            .copied()
-    }
-
-    /// `pool`'s range joins its network (see [`Term`]); the ranges it
-    /// overlaps have written their reservations when this returns `true`.
-    async fn join(
-        &self,
-        term: &Term,
-        pool: &str,
-        cidr: &hereabouts_core::Cidr,
-        network_name: Option<&str>,
-    ) -> Result<bool, Error> {
-        if !self.shared.leadership.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        term.seeded
-            .get_or_try_init(|| async {
-                let api: Api<IPPool> =
-                    Api::namespaced(self.shared.client.clone(), &self.shared.namespace);
-                let pools = api
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|e| Error::Api {
-                        pool: pool.to_owned(),
-                        source: Arc::new(e),
-                    })?
-                    .items;
-                let mut known = term
-                    .known
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for p in pools {
-                    let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&p.spec.range)
-                    else {
-                        continue;
-                    };
-                    let name = p.metadata.name.unwrap_or_default();
-                    // A range's pool is named like whereabouts' (its shards
-                    // `<pool>-s<k>`): its network, the name says.
-                    let base = name
-                        .rsplit_once("-s")
-                        .filter(|(_, k)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
-                        .map_or(name.as_str(), |(base, _)| base);
-                    for pool in [name.as_str(), base] {
-                        let network = hereabouts_core::network_name_of(pool, &cidr);
-                        if hereabouts_core::pool_name(network.as_deref(), &cidr)
-                            .is_ok_and(|n| n.as_str() == pool)
-                        {
-                            known.seed(
-                                network.as_deref(),
-                                [hereabouts_core::overlaps::Known {
-                                    pool: pool.to_owned(),
-                                    cidr,
-                                }],
-                            );
-                        }
-                    }
-                }
-                tracing::debug!(
-                    ranges = known.ranges_known(),
-                    "pools read for the reservation mode"
-                );
-                Ok::<(), Error>(())
-            })
-            .await?;
-        let joined = term
-            .known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .join(
-                network_name,
-                hereabouts_core::overlaps::Known {
-                    pool: pool.to_owned(),
-                    cidr: *cidr,
-                },
-            );
-        let acks: Vec<_> = joined
-            .overlapped
-            .iter()
-            .map(|other| {
-                let (tx, rx) = oneshot::channel();
-                let sent = self
-                    .sender(&other.pool, &other.cidr, network_name)
-                    .send(Command::Backfill(tx));
-                (other.pool.clone(), sent.is_ok().then_some(rx))
-            })
-            .collect();
-        for (other, rx) in acks {
-            let Some(rx) = rx else {
-                return Err(Error::Stopped { pool: other });
-            };
-            rx.await.map_err(|_| Error::Stopped { pool: other })??;
-        }
-        if joined.reserve {
-            tracing::info!(pool, network_name, overlapped = ?joined.overlapped.iter().map(|k| &k.pool).collect::<Vec<_>>(),
-                "range overlaps another of its network: its allocations are reserved");
-        }
-        Ok(joined.reserve)
     }
 
     fn sender(
@@ -432,12 +238,8 @@ impl PoolBook {
         let (tx, rx) = oneshot::channel();
         let cidr = *request.range.cidr();
         let network_name = request.network_name.clone();
-        let reserve = request.overlapping
-            && self
-                .overlapped(&pool, &cidr, network_name.as_deref())
-                .await?;
         self.sender(&pool, &cidr, network_name.as_deref())
-            .send(Command::Allocate(request, reserve, tx))
+            .send(Command::Allocate(request, tx))
             .map_err(|_| Error::Stopped { pool: pool.clone() })?;
         rx.await.map_err(|_| Error::Stopped { pool })?
     }
@@ -472,10 +274,6 @@ impl PoolBook {
     /// time this replica leads again, so the next command reloads.
     pub fn clear(&self) {
         self.actors.lock().clear();
-        *self
-            .term
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::default();
     }
 }
 
@@ -526,17 +324,10 @@ struct Actor {
     unreserve_slots: Arc<Semaphore>,
     status_dirty: bool,
     exhausted: bool,
-    mode: Reservations,
-    /// Under [`Reservations::Overlapping`]: whether another range of the
-    /// network overlaps this one (told by a joining range, or by an
-    /// allocation whose range joined overlapped); never reset in a term.
-    reserving: bool,
 }
 
 struct Pending {
     request: AllocRequest,
-    /// Whether the range overlapped another when the request was sent.
-    reserve: bool,
     reply: oneshot::Sender<Result<Grant, Error>>,
 }
 
@@ -573,8 +364,6 @@ impl Actor {
             unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
             status_dirty: false,
             exhausted: false,
-            mode: book.mode,
-            reserving: false,
         }
     }
 
@@ -595,19 +384,10 @@ impl Actor {
             let Some(first) = first else { return };
             let mut allocs = Vec::new();
             let mut releases = Vec::new();
-            let mut backfills = Vec::new();
             let mut next = Some(first);
             while let Some(cmd) = next {
                 match cmd {
-                    Command::Allocate(request, reserve, reply) => allocs.push(Pending {
-                        request,
-                        reserve,
-                        reply,
-                    }),
-                    Command::Backfill(reply) => {
-                        self.reserving = true;
-                        backfills.push(reply);
-                    }
+                    Command::Allocate(request, reply) => allocs.push(Pending { request, reply }),
                     Command::Freed(ip) => {
                         if let Some(offset) = self.cidr.offset_of(ip) {
                             self.ledger.freed(offset);
@@ -619,12 +399,6 @@ impl Actor {
                     Command::Learn(range) => self.ledger.learn(&range),
                 }
                 next = rx.try_recv().ok();
-            }
-            if !backfills.is_empty() {
-                let done = self.backfill().await;
-                for reply in backfills {
-                    let _ = reply.send(done.clone());
-                }
             }
             if !allocs.is_empty() || !releases.is_empty() {
                 self.serve(allocs, releases).await;
@@ -645,12 +419,7 @@ impl Actor {
         let mut attempt = 0;
         let mut learning = 0u128;
         // What the ledger is asked, once for every attempt.
-        self.reserving |= allocs.iter().any(|p| p.reserve);
-        let reserve = self.mode == Reservations::Always || self.reserving;
-        let asked: Vec<ledger::Request> = allocs
-            .iter()
-            .map(|p| p.request.to_ledger(reserve))
-            .collect();
+        let asked: Vec<ledger::Request> = allocs.iter().map(|p| p.request.to_ledger()).collect();
         let requests: Vec<&ledger::Request> = asked.iter().collect();
         let releasing: Vec<(ReleaseBy, ReleaseReason)> =
             releases.iter().map(|r| (r.by.clone(), r.reason)).collect();
@@ -738,112 +507,6 @@ impl Actor {
         let unreserving = &self.unreserving;
         self.ledger
             .suspect(offsets, until, |o| unreserving.contains_key(&o))
-    }
-
-    /// Another range of the network overlaps this one: writes the
-    /// reservation of every address the pool holds that has none yet, so
-    /// the overlapping range's reservations find them taken. Read from a
-    /// quorum list (after this pool's own removals in flight are done),
-    /// not the watch's cache: a reservation missed here is an address the
-    /// other range could hand out again.
-    async fn backfill(&mut self) -> Result<(), Error> {
-        if !self.ctx.leadership.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        if !self.loaded {
-            self.load()
-                .await
-                .map_err(|e| self.kube_error(&Arc::new(e)))?;
-        }
-        let in_flight: Vec<u128> = self.unreserving.keys().copied().collect();
-        self.await_unreserved(in_flight).await;
-        let missing: Vec<(u128, Allocation)> = self
-            .ledger
-            .allocations()
-            .iter()
-            .filter(|(offset, _)| !self.reservations.contains_key(offset))
-            .map(|(offset, owner)| (*offset, owner.clone()))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let api: Api<hereabouts_api::OverlappingRangeIPReservation> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
-        let listed: HashMap<String, hereabouts_api::OverlappingRangeIPReservation> = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.kube_error(&Arc::new(e)))?
-            .items
-            .into_iter()
-            .filter_map(|r| Some((r.metadata.name.clone()?, r)))
-            .collect();
-        let network_name = self.network_name.clone();
-        let mut to_write = Vec::new();
-        for (offset, owner) in missing {
-            let Some(ip) = self.cidr.ip_at(offset) else {
-                continue;
-            };
-            let Ok(name) = hereabouts_core::reservation_name(network_name.as_deref(), ip) else {
-                continue;
-            };
-            match listed.get(name.as_str()) {
-                Some(r) if reservations::reserves(r, &owner, &self.base) => {
-                    self.reservations
-                        .insert(offset, reservations::Written::of(r));
-                }
-                _ => to_write.push((offset, ip, owner)),
-            }
-        }
-        let fences: Arc<reservations::Fences> = Arc::default();
-        let writers = to_write.into_iter().map(|(offset, ip, owner)| {
-            let ctx = self.ctx.clone();
-            let network_name = network_name.clone();
-            let writer = reservations::Writer {
-                base: self.base.clone(),
-                shard: self.object_name(self.ledger.shard_of(offset)),
-                fences: fences.clone(),
-                in_flight: self.in_flight.clone(),
-            };
-            async move {
-                let reserved = reservations::reserve(
-                    &ctx,
-                    network_name.as_deref(),
-                    ip,
-                    &owner,
-                    &writer,
-                    |_| false,
-                )
-                .await;
-                (offset, ip, reserved)
-            }
-        });
-        let results: Vec<_> = stream::iter(writers)
-            .buffer_unordered(UNRESERVE_CONCURRENCY)
-            .collect()
-            .await;
-        let mut outcome = Ok(());
-        for (offset, ip, reserved) in results {
-            match reserved {
-                Ok(reservations::Reserved::Held(written)) => {
-                    self.reservations.insert(offset, written);
-                }
-                Ok(reservations::Reserved::Elsewhere) => {
-                    // Held by this pool and reserved for another range's
-                    // holder: two ranges hand the address out already
-                    // (made before this mode, or by a whereabouts plugin).
-                    tracing::error!(pool = %self.base, %ip,
-                        "address held here is reserved for another range's holder");
-                }
-                Ok(reservations::Reserved::Changed) => {
-                    outcome = Err(self.contended("a reservation changed while it was written"));
-                }
-                Err(e) => outcome = Err(self.kube_error(&Arc::new(e))),
-            }
-        }
-        if !self.ctx.leadership.is_leader() {
-            return Err(Error::NotLeader);
-        }
-        outcome
     }
 
     fn contended(&self, message: &str) -> Error {
@@ -1224,25 +887,12 @@ impl Actor {
     /// would be taken for an overlapping range's and the address passed
     /// over for a minute: a pod storm right after a mass deletion then ran
     /// out of addresses), nor have it deleted under it.
-    ///
-    /// A pool that writes no reservations (its range alone in its network,
-    /// [`Reservations::Overlapping`]) removes only those it is known to
-    /// have: written this term, or seen by the watch (an earlier term's).
-    /// One the watch has not shown yet is left to the collector.
     fn unreserve(&mut self, released: Vec<(IpAddr, Allocation, Option<reservations::Written>)>) {
         self.unreserving.retain(|_, task| !task.is_finished());
-        let unreserved_pool = self.mode == Reservations::Overlapping && !self.reserving;
         for (ip, owner, written) in released {
             let Some(offset) = self.cidr.offset_of(ip) else {
                 continue;
             };
-            if unreserved_pool
-                && written.is_none()
-                && hereabouts_core::reservation_name(self.network_name.as_deref(), ip)
-                    .is_ok_and(|name| !self.reservation_cache.read().contains_key(name.as_str()))
-            {
-                continue;
-            }
             let ctx = self.ctx.clone();
             let actors = self.actors.clone();
             let network_name = self.network_name.clone();

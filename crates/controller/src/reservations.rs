@@ -259,32 +259,12 @@ pub struct Writer {
 impl Writer {
     /// Whether the IPPool object `name` is a shard of this writer's pool.
     fn owns(&self, name: &str) -> bool {
-        is_shard_of(&self.base, name)
+        name == self.base
+            || name
+                .strip_prefix(&self.base)
+                .and_then(|rest| rest.strip_prefix("-s"))
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
     }
-}
-
-/// Whether the IPPool object `name` is a shard of the pool `base`.
-fn is_shard_of(base: &str, name: &str) -> bool {
-    name == base
-        || name
-            .strip_prefix(base)
-            .and_then(|rest| rest.strip_prefix("-s"))
-            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Whether `existing` is the reservation of `owner`'s allocation in the
-/// pool `base`: it names the same pod, interface and (where it names one:
-/// whereabouts' do not) container, and was written for a shard of `base`
-/// or before pools were recorded.
-pub fn reserves(existing: &OverlappingRangeIPReservation, owner: &Allocation, base: &str) -> bool {
-    *existing.spec.podref == *owner.pod_ref
-        && *existing.spec.ifname == *owner.ifname
-        && (existing.spec.containerid.is_empty()
-            || *existing.spec.containerid == *owner.container_id)
-        && existing
-            .annotations()
-            .get(WRITTEN_FOR)
-            .is_none_or(|shard| is_shard_of(base, shard))
 }
 
 /// Pool shards of other pools fenced during one commit attempt: by shard

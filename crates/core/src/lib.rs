@@ -55,7 +55,6 @@ mod excerpt;
 mod json;
 pub mod ledger;
 pub mod naming;
-pub mod overlaps;
 pub mod range;
 pub mod request;
 mod runs;
