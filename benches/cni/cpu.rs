@@ -1,8 +1,8 @@
 //! CPU time each part of the system spent during a phase: the API server,
 //! etcd, the controller manager, the system's controller (hereabouts', or
-//! whereabouts' node-slice controller), and the plugin
-//! processes (this harness's reaped children). Read from /proc, in the
-//! kernel's fixed 100 ticks per second.
+//! whereabouts' node-slice controller), hereabouts' node agents (all of
+//! them together), and the plugin processes (this harness's reaped
+//! children). Read from /proc, in the kernel's fixed 100 ticks per second.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +15,9 @@ pub struct Meter(BTreeMap<&'static str, u64>);
 
 impl Meter {
     /// Reads the control plane's processes (from the kit's pid files), the
-    /// controller `controller` (name, pid) if there is one, and the reaped
-    /// children.
-    pub fn read(controller: Option<(&'static str, u32)>) -> Self {
+    /// controller `controller` (name, pid) if there is one, the node agents
+    /// `agents` (pids) if there are any, and the reaped children.
+    pub fn read(controller: Option<(&'static str, u32)>, agents: &[u32]) -> Self {
         let mut ticks = BTreeMap::new();
         for name in ["kube-apiserver", "etcd", "kube-controller-manager"] {
             let pid =
@@ -30,6 +30,13 @@ impl Meter {
             controller.and_then(|(name, p)| Some((name, own_ticks(&p.to_string())?)))
         {
             ticks.insert(name, t);
+        }
+        if !agents.is_empty() {
+            let t = agents
+                .iter()
+                .filter_map(|p| own_ticks(&p.to_string()))
+                .sum();
+            ticks.insert("hereabouts-agents", t);
         }
         if let Some(t) = stat("self").map(|f| field(&f, 16) + field(&f, 17)) {
             ticks.insert("plugins", t);

@@ -101,7 +101,7 @@ pub struct Target {
     pub controller: Option<Process>,
     pub controller_port: u16,
     /// One node agent per simulated node (unless `--direct`), killed when dropped.
-    pub _agents: Vec<Process>,
+    pub agents: Vec<Process>,
     /// The storm's attachments, for the re-creation to delete.
     pub storm_calls: Vec<Call>,
     /// `enable_overlapping_ranges` in every network's configuration
@@ -237,7 +237,7 @@ impl Target {
             flat_file,
             controller,
             controller_port,
-            _agents: agents,
+            agents,
             storm_calls: Vec::new(),
             overlapping: true,
         };
@@ -296,6 +296,11 @@ impl Target {
     }
 
     /// The controller's name and process id, while it runs.
+    /// The node agents' pids (hereabouts with agents; none otherwise).
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(Process::id).collect()
+    }
+
     pub fn controller_pid(&self) -> Option<(&'static str, u32)> {
         let name = match self.kind {
             Kind::Hereabouts => "hereabouts-controller",

@@ -399,6 +399,7 @@ impl Record {
                     }
                 ),
                 "whereabouts' node-slice mode (node_slice_size) ignores range_start/range_end: each node allocates from its own slice's usable addresses (storm: a /25 of the /20 per node, 126 addresses for its 100 pods, 1,260 in all instead of exactly 1,000; scale: a /21 of the /16 per node, 20,460 in all; idle: a /29 of the /24 per node; 32 slices each, so up to 22 other Node objects leave every bench node one), under a Lease per node instead of one per network.".to_owned(),
+                "CPU per call, by process: from /proc around each phase; `hereabouts-agents` is all node agents together, `plugins` the plugin processes the harness reaped.".to_owned(),
                 "API requests per call: the API server's apiserver_request_total (by verb and resource) read before and after the phase, divided by the phase's calls; it counts every client of the API server during the phase (the plugins, the system's controller, the kit's garbage collector), and a WATCH when it ends.".to_owned(),
             ],
             phases: Vec::new(),

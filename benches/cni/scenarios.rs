@@ -178,7 +178,7 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
     target.storm_calls = calls.clone();
     say(target, &format!("storm: {} ADDs at once", calls.len()));
     let api_before = Requests::read(&target.client).await;
-    let cpu_before = cpu::Meter::read(target.controller_pid());
+    let cpu_before = cpu::Meter::read(target.controller_pid(), &target.agent_pids());
     let started = Instant::now();
     let outcomes = target
         .run(
@@ -191,7 +191,8 @@ pub async fn storm(settings: &Settings, target: &mut Target) -> anyhow::Result<V
         .await;
     let wall = started.elapsed();
     let mut phase = Phase::new(target.kind, "storm", "add", &outcomes, wall);
-    phase.cpu_s = cpu::Meter::read(target.controller_pid()).since(&cpu_before);
+    phase.cpu_s =
+        cpu::Meter::read(target.controller_pid(), &target.agent_pids()).since(&cpu_before);
     phase.api_per_call = Requests::read(&target.client)
         .await
         .per_call_since(&api_before, outcomes.len());
@@ -218,13 +219,13 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
 
     say(target, &format!("re-creation: {} DELs at once", old.len()));
     let api_before = Requests::read(&target.client).await;
-    let cpu_before = cpu::Meter::read(target.controller_pid());
+    let cpu_before = cpu::Meter::read(target.controller_pid(), &target.agent_pids());
     let started = Instant::now();
     let dels = target
         .run("DEL", &network, &old, settings.inflight, cap)
         .await;
     let del_wall = started.elapsed();
-    let cpu_between = cpu::Meter::read(target.controller_pid());
+    let cpu_between = cpu::Meter::read(target.controller_pid(), &target.agent_pids());
     let api_between = Requests::read(&target.client).await;
     say(target, &format!("re-creation: {} ADDs at once", new.len()));
     let add_started = Instant::now();
@@ -232,7 +233,7 @@ pub async fn recreation(settings: &Settings, target: &mut Target) -> anyhow::Res
         .run("ADD", &network, &new, settings.inflight, cap)
         .await;
     let add_wall = add_started.elapsed();
-    let cpu_after = cpu::Meter::read(target.controller_pid());
+    let cpu_after = cpu::Meter::read(target.controller_pid(), &target.agent_pids());
     let total = started.elapsed();
     let api_after = Requests::read(&target.client).await;
 
@@ -330,7 +331,7 @@ pub async fn many_networks(settings: &Settings, target: &mut Target) -> anyhow::
         ),
     );
     let api_before = Requests::read(&target.client).await;
-    let cpu_before = cpu::Meter::read(target.controller_pid());
+    let cpu_before = cpu::Meter::read(target.controller_pid(), &target.agent_pids());
     let started = Instant::now();
     let per_pod = target
         .run_attachments("ADD", &networks, &calls, calls.len(), cap)
@@ -339,7 +340,7 @@ pub async fn many_networks(settings: &Settings, target: &mut Target) -> anyhow::
     let flat: Vec<Outcome> = per_pod.iter().flatten().cloned().collect();
     let mut add = Phase::new(target.kind, "networks", "add", &flat, wall);
     add.cap_s = cap.map(|c| c.as_secs_f64());
-    add.cpu_s = cpu::Meter::read(target.controller_pid()).since(&cpu_before);
+    add.cpu_s = cpu::Meter::read(target.controller_pid(), &target.agent_pids()).since(&cpu_before);
     add.api_per_call = Requests::read(&target.client)
         .await
         .per_call_since(&api_before, flat.len());
