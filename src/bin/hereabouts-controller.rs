@@ -9,6 +9,12 @@ use hereabouts::telemetry::{self, LogFormat};
 use hereabouts_controller::{Settings, gc::GcConfig, leader::LeaseConfig};
 use hereabouts_core::duration::{self, Bounds, DurationError};
 
+/// jemalloc rather than glibc's malloc: the controller's heap churns
+/// (watch events decoded, requests built, a task per release), and glibc
+/// kept what a fill had freed.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Cluster-wide IPAM for Multus secondary networks: the leader-elected
 /// operator that answers the hereabouts CNI plugin's claims.
 #[derive(Debug, Parser)]
