@@ -295,12 +295,12 @@ impl Target {
             .collect()
     }
 
-    /// The controller's name and process id, while it runs.
     /// The node agents' pids (hereabouts with agents; none otherwise).
     pub fn agent_pids(&self) -> Vec<u32> {
         self.agents.iter().map(Process::id).collect()
     }
 
+    /// The controller's name and process id, while it runs.
     pub fn controller_pid(&self) -> Option<(&'static str, u32)> {
         let name = match self.kind {
             Kind::Hereabouts => "hereabouts-controller",
