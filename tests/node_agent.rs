@@ -10,11 +10,16 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hereabouts_api::{IPClaim, IPPool};
 use hereabouts_kit::Process;
+use hereabouts_node::cni::env::Environment;
+use hereabouts_node::cni::verbs::Backend;
+use hereabouts_node::cni::watch::ClaimWatch;
 use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 mod common;
@@ -337,6 +342,104 @@ async fn an_agent_restart_in_a_burst_of_adds() {
     })
     .await
     .expect("DEL removed every claim");
+}
+
+/// DEL through the agent deletes what the agent's watch last saw of the
+/// claim, with no read first. A view gone stale (the claim re-pointed by a
+/// newer sandbox's ADD since) must not let the old sandbox's DEL take the
+/// newer one's claim or address; a fresh view deletes at once.
+#[tokio::test]
+async fn a_del_through_a_stale_agent_view_leaves_a_newer_sandboxs_claim() {
+    let (client, ns, _controller, kubeconfig, socket) = setup("agent-stale").await;
+    let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
+    let uid = pod(&client, &ns.name, "p").await;
+    let stdin = conf("1.0.0", "203.0.113.0/28", &kubeconfig);
+    let add =
+        |container: &str| plugin(&env("ADD", &ns.name, "p", &uid, container, &socket), &stdin);
+    let first = add("sandbox-old");
+    assert!(first.success, "{}", first.stdout);
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let only_claim = || async {
+        let mut items = claims
+            .list(&ListParams::default())
+            .await
+            .expect("claims")
+            .items;
+        assert!(items.len() <= 1, "one claim per attachment: {items:?}");
+        items.pop()
+    };
+    // A view of the claim as the old sandbox's, taken now and never updated.
+    let stale = Arc::new(ClaimWatch::default());
+    stale.observe(watcher::Event::Apply(
+        only_claim().await.expect("the claim"),
+    ));
+    let second = add("sandbox-new");
+    assert!(second.success, "{}", second.stdout);
+    assert_eq!(
+        second.stdout["ips"], first.stdout["ips"],
+        "the pod keeps its address"
+    );
+
+    let run_with = |command: &str, container: &str, view: &Arc<ClaimWatch>| {
+        let environment = Environment {
+            command: Some(command.to_owned()),
+            container_id: Some(container.to_owned()),
+            netns: Some("/var/run/netns/unused".to_owned()),
+            ifname: Some("net1".to_owned()),
+            args: Some(format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME=p;K8S_POD_UID={uid}",
+                ns.name
+            )),
+            path: Some("/usr/lib/cni".to_owned()),
+            node_name: Some(NODE.to_owned()),
+        };
+        let (client, namespace, view, stdin) = (
+            client.clone(),
+            ns.name.clone(),
+            view.clone(),
+            stdin.to_string(),
+        );
+        async move {
+            let backend = Backend::Agent {
+                client: &client,
+                namespace: &namespace,
+                claims: &view,
+                flat_file: None,
+            };
+            hereabouts_node::cni::run_with(environment, stdin.as_bytes(), backend).await
+        }
+    };
+    let del = run_with("DEL", "sandbox-old", &stale).await;
+    assert!(del.success, "{:?}", del.stdout);
+    let kept = only_claim()
+        .await
+        .expect("the newer sandbox's claim survives");
+    assert_eq!(kept.spec.container_id, "sandbox-new");
+    let address = first.stdout["ips"][0]["address"].as_str().expect("address");
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), &ns.name);
+    let holders: Vec<String> = pools
+        .list(&ListParams::default())
+        .await
+        .expect("pools")
+        .items
+        .iter()
+        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
+        .collect();
+    assert_eq!(
+        holders,
+        vec![format!("{}/p", ns.name)],
+        "{address} is still the pod's in the pool"
+    );
+
+    // A view that is current: the DEL deletes exactly that version.
+    let fresh = Arc::new(ClaimWatch::default());
+    fresh.observe(watcher::Event::Apply(kept));
+    let del = run_with("DEL", "sandbox-new", &fresh).await;
+    assert!(del.success, "{:?}", del.stdout);
+    assert!(
+        only_claim().await.is_none(),
+        "DEL of the current sandbox deletes the claim"
+    );
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ pub struct PodRef {
 }
 
 /// One range of the IPAM config, with its own limits.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimRange {
     /// CIDR (or `A-B/len`, as whereabouts accepts).

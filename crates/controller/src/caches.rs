@@ -2,7 +2,9 @@
 //! of NADs and IPAMClaims, and compact indexes of what they read of claims
 //! and pods (one of each per allocation).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -120,7 +122,8 @@ pub struct ClaimEntry {
     /// The NAD's name (in the pod's namespace, for the release policy).
     pub network: Box<str>,
     pub network_name: Option<Box<str>>,
-    pub ranges: Box<[ClaimRange]>,
+    /// Shared by every claim of the same configuration (see [`interned`]).
+    pub ranges: Arc<[ClaimRange]>,
     /// `Ready` True for the current generation: it holds addresses.
     pub answered: bool,
     /// `Ready` False for the current generation: it holds nothing.
@@ -148,7 +151,7 @@ impl ClaimEntry {
             container_id: spec.container_id.as_str().into(),
             network: spec.network.name.as_str().into(),
             network_name: spec.network_name.as_deref().map(Into::into),
-            ranges: spec.ranges.clone().into_boxed_slice(),
+            ranges: interned(&spec.ranges),
             answered: claim.answered(),
             refused: claim.refused(),
             deleting: claim.metadata.deletion_timestamp.is_some(),
@@ -174,6 +177,33 @@ impl ClaimEntry {
     }
 }
 
+/// The distinct range lists the claim index holds, shared: every claim of
+/// a network carries the same list (a static address makes a list its own,
+/// and it is not kept here). `make bench`'s scale run: about 190 bytes a
+/// claim otherwise.
+static RANGES: LazyLock<Mutex<HashSet<Arc<[ClaimRange]>>>> = LazyLock::new(Default::default);
+
+/// How many distinct lists [`RANGES`] keeps; past that it starts again
+/// (lists already shared stay shared, by their own counts).
+const RANGES_KEPT: usize = 4096;
+
+/// `ranges` as a list shared with every claim that asks the same.
+fn interned(ranges: &[ClaimRange]) -> Arc<[ClaimRange]> {
+    if ranges.iter().any(|r| r.static_ip.is_some()) {
+        return ranges.into();
+    }
+    let mut kept = RANGES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = kept.get(ranges) {
+        return shared.clone();
+    }
+    if kept.len() >= RANGES_KEPT {
+        kept.clear();
+    }
+    let shared: Arc<[ClaimRange]> = ranges.into();
+    kept.insert(shared.clone());
+    shared
+}
+
 /// `namespace/name` split in two.
 pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
@@ -190,4 +220,34 @@ fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
             .filter_map(|ip| hereabouts_core::parse_ip(ip.as_str()?))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(cidr: &str, static_ip: Option<&str>) -> ClaimRange {
+        ClaimRange {
+            range: cidr.to_owned(),
+            gateway: Some("100.64.0.254".to_owned()),
+            static_ip: static_ip.map(str::to_owned),
+            ..ClaimRange::default()
+        }
+    }
+
+    #[test]
+    fn claims_asking_the_same_ranges_share_one_list() {
+        let a = interned(&[range("100.64.0.0/24", None), range("2001:db8::/64", None)]);
+        let b = interned(&[range("100.64.0.0/24", None), range("2001:db8::/64", None)]);
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = interned(&[range("100.64.1.0/24", None)]);
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(&*other, &[range("100.64.1.0/24", None)]);
+        // A static address is the claim's own: its list is not kept.
+        let fixed = [range("100.64.0.0/24", Some("100.64.0.7"))];
+        let c = interned(&fixed);
+        let d = interned(&fixed);
+        assert!(!Arc::ptr_eq(&c, &d));
+        assert_eq!(&*c, &fixed);
+    }
 }

@@ -614,7 +614,9 @@ async fn wait_for_answer(
 
 /// [`wait_for_answer`] on the agent's watch of the node's claims: only this
 /// claim's versions (by UID) count, and the claim is read again when the
-/// watch has shown nothing for [`REREAD`].
+/// watch has shown nothing at all, of any claim, for [`REREAD`] (a live
+/// watch brings every version; under a storm an answer may well take
+/// longer than that, and a read per waiting ADD would only add load).
 async fn wait_on_shared_watch(
     api: &Api<IPClaim>,
     claim: IPClaim,
@@ -653,7 +655,10 @@ async fn wait_on_shared_watch(
                 )));
             }
             Ok(Some(Seen::Deleted(_))) => {}
-            // Nothing for a while (or the watch went away): read it.
+            // Nothing for this claim, but the watch is live: its next
+            // version will come through it.
+            Err(_) if registration.watch_is_live(REREAD) => {}
+            // The watch showed nothing for a while (or went away): read it.
             Ok(None) | Err(_) => {
                 let fresh = api
                     .get_opt(&name)
@@ -699,6 +704,24 @@ pub async fn del(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
     let (client, _) = connect(&plan, backend).await?;
     let name = claim_name(&pod_name, &inv.ifname, &network_name(inv));
     let api: Api<IPClaim> = Api::namespaced(client, &pod_namespace);
+    // The agent's watch saw the claim as this sandbox's: delete exactly that
+    // version, with no read. Anything else the watch says (another
+    // sandbox's, unseen) may be stale, and is read below.
+    if let Backend::Agent { claims, .. } = backend
+        && let Some(known) = claims.known(&pod_namespace, &name)
+        && known.container_id == inv.container_id
+    {
+        match delete_version(&api, &name, known.uid, known.resource_version).await {
+            Ok(Deleted::Done) => return Ok(Value::Null),
+            Ok(Deleted::Changed) => {}
+            Err(e) => {
+                return Err(api_error(
+                    &format!("deleting IPClaim {pod_namespace}/{name}"),
+                    &e,
+                ));
+            }
+        }
+    }
     // Read, compare the sandbox, delete exactly what was read (UID and
     // version): an ADD of a new sandbox that re-pointed the claim in
     // between changed its version, so this DEL cannot take it; it reads
@@ -753,7 +776,33 @@ async fn delete_exact(api: &Api<IPClaim>, claim: &IPClaim) -> Result<Deleted, ku
         }),
         ..Default::default()
     };
-    match api.delete(&claim.name_any(), &params).await {
+    delete_with(api, &claim.name_any(), &params).await
+}
+
+/// Deletes the claim `name` only while it is version `resource_version` of
+/// the object `uid`.
+async fn delete_version(
+    api: &Api<IPClaim>,
+    name: &str,
+    uid: String,
+    resource_version: String,
+) -> Result<Deleted, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: Some(resource_version),
+        }),
+        ..Default::default()
+    };
+    delete_with(api, name, &params).await
+}
+
+async fn delete_with(
+    api: &Api<IPClaim>,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<Deleted, kube::Error> {
+    match api.delete(name, params).await {
         Ok(_) => Ok(Deleted::Done),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(Deleted::Done),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Deleted::Changed),

@@ -1,8 +1,16 @@
 //! One watch of this node's IPClaims (all namespaces, by the node label the
-//! plugin puts on every claim), shared by every ADD the agent serves: an
-//! ADD registers for its claim before it creates it, and the watch hands it
-//! each new version. A claim the watch has not shown for a while is read
-//! again, so a stalled watch delays an answer but never loses it.
+//! plugin puts on every claim), shared by every verb the agent serves:
+//! - an ADD registers for its claim before it creates it, and the watch
+//!   hands it each new version. While the watch is live (it showed something
+//!   within [`REREAD`]) an ADD waits on it; a watch silent for that long
+//!   makes the ADD read its claim again, so a stalled watch delays an answer
+//!   but never loses it;
+//! - a DEL looks up what the watch last saw of its claim ([`Known`]) and
+//!   deletes exactly that version, with no read first; the API server's
+//!   preconditions refuse a stale version, and the DEL then reads.
+//!
+//! After a relist (the watch's history expired), claims the new list lacks
+//! were deleted meanwhile: their waiters hear so, and they leave the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +23,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use hereabouts_api::NODE_LABEL;
 
@@ -29,10 +38,53 @@ pub enum Seen {
     Deleted(Option<String>),
 }
 
-/// The waiters, by claim.
-#[derive(Debug, Default)]
+/// What a DEL needs of the version of a claim the watch saw last: whose
+/// sandbox it is, and the UID and version to delete exactly it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub uid: String,
+    pub resource_version: String,
+    pub container_id: String,
+}
+
+impl Known {
+    fn of(claim: &IPClaim) -> Option<Known> {
+        Some(Known {
+            uid: claim.uid()?,
+            resource_version: claim.resource_version()?,
+            container_id: claim.spec.container_id.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    waiters: HashMap<Key, Vec<mpsc::UnboundedSender<Seen>>>,
+    known: HashMap<Key, Known>,
+    /// The claims a relist in progress has shown so far.
+    relisting: Option<HashMap<Key, Known>>,
+    /// When the watch last showed anything (`None`: not since it started,
+    /// or since it failed).
+    last_seen: Option<Instant>,
+}
+
+/// The waiters and the cache, by claim.
+#[derive(Debug)]
 pub struct ClaimWatch {
-    waiters: Mutex<HashMap<Key, Vec<mpsc::UnboundedSender<Seen>>>>,
+    state: Mutex<State>,
+}
+
+impl Default for ClaimWatch {
+    fn default() -> Self {
+        ClaimWatch {
+            state: Mutex::new(State {
+                waiters: HashMap::new(),
+                known: HashMap::new(),
+                relisting: None,
+                last_seen: None,
+            }),
+        }
+    }
 }
 
 /// One ADD's interest in one claim; dropping it stops the deliveries.
@@ -43,27 +95,39 @@ pub struct Registration {
     pub events: mpsc::UnboundedReceiver<Seen>,
 }
 
+impl Registration {
+    /// Whether the watch showed anything within `within`: then it is live,
+    /// and this claim's next version will come through it.
+    pub fn watch_is_live(&self, within: Duration) -> bool {
+        self.watch
+            .lock()
+            .last_seen
+            .is_some_and(|at| at.elapsed() < within)
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.events.close();
-        let mut waiters = self.watch.lock();
-        if let Some(list) = waiters.get_mut(&self.key) {
+        let mut state = self.watch.lock();
+        if let Some(list) = state.waiters.get_mut(&self.key) {
             list.retain(|s| !s.is_closed());
             if list.is_empty() {
-                waiters.remove(&self.key);
+                state.waiters.remove(&self.key);
             }
         }
     }
 }
 
-/// How often a waiter reads its claim when the watch has shown nothing.
+/// How long the watch may show nothing at all before a waiter reads its
+/// claim itself.
 pub const REREAD: Duration = Duration::from_secs(5);
 
 impl ClaimWatch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<mpsc::UnboundedSender<Seen>>>> {
-        // A waiter that panicked holding the lock left only a list of
-        // senders behind: still usable.
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A waiter that panicked holding the lock left only senders and
+        // cached versions behind: still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers for `namespace/name`: every version the watch sees from
@@ -71,7 +135,7 @@ impl ClaimWatch {
     pub fn register(self: &Arc<Self>, namespace: &str, name: &str) -> Registration {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = (namespace.to_owned(), name.to_owned());
-        self.lock().entry(key.clone()).or_default().push(tx);
+        self.lock().waiters.entry(key.clone()).or_default().push(tx);
         Registration {
             watch: self.clone(),
             key,
@@ -81,18 +145,61 @@ impl ClaimWatch {
 
     /// How many claims have waiters (for tests and logs).
     pub fn waiting(&self) -> usize {
-        self.lock().len()
+        self.lock().waiters.len()
     }
 
-    fn deliver(&self, namespace: String, name: String, seen: &Seen) {
-        let key = (namespace, name);
-        let mut waiters = self.lock();
-        if let Some(list) = waiters.get_mut(&key) {
-            list.retain(|s| s.send(seen.clone()).is_ok());
-            if list.is_empty() {
-                waiters.remove(&key);
+    /// What the watch last saw of `namespace/name`, if it saw it (it may
+    /// have changed since: delete it with its UID and version as
+    /// preconditions).
+    pub fn known(&self, namespace: &str, name: &str) -> Option<Known> {
+        self.lock()
+            .known
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Takes in one event of the watch: the cache follows it and the
+    /// claim's waiters get it.
+    pub fn observe(&self, event: watcher::Event<IPClaim>) {
+        let mut state = self.lock();
+        state.last_seen = Some(Instant::now());
+        match event {
+            watcher::Event::Apply(claim) => {
+                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                match Known::of(&claim) {
+                    Some(known) => state.known.insert(key.clone(), known),
+                    None => state.known.remove(&key),
+                };
+                deliver(&mut state, &key, &Seen::Applied(Arc::new(claim)));
+            }
+            watcher::Event::Delete(claim) => {
+                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                state.known.remove(&key);
+                deliver(&mut state, &key, &Seen::Deleted(claim.uid()));
+            }
+            watcher::Event::Init => state.relisting = Some(HashMap::new()),
+            watcher::Event::InitApply(claim) => {
+                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                if let (Some(listed), Some(known)) = (state.relisting.as_mut(), Known::of(&claim)) {
+                    listed.insert(key.clone(), known);
+                }
+                deliver(&mut state, &key, &Seen::Applied(Arc::new(claim)));
+            }
+            watcher::Event::InitDone => {
+                let listed = state.relisting.take().unwrap_or_default();
+                let before = std::mem::replace(&mut state.known, listed);
+                for (key, known) in before {
+                    if !state.known.contains_key(&key) {
+                        deliver(&mut state, &key, &Seen::Deleted(Some(known.uid)));
+                    }
+                }
             }
         }
+    }
+
+    /// The watch failed: it is not live until it shows something again.
+    fn failed(&self) {
+        self.lock().last_seen = None;
     }
 
     /// Watches `node`'s claims until the stream ends (never, but for the
@@ -104,30 +211,38 @@ impl ClaimWatch {
             watcher::Config::default().labels(&format!("{NODE_LABEL}={}", label_value(&node)));
         let mut events = std::pin::pin!(watcher(api, config).default_backoff());
         while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(DeserializeGuard(Ok(claim))))
-                | Ok(watcher::Event::InitApply(DeserializeGuard(Ok(claim)))) => {
-                    let (namespace, name) =
-                        (claim.namespace().unwrap_or_default(), claim.name_any());
-                    self.deliver(namespace, name, &Seen::Applied(Arc::new(claim)));
-                }
-                Ok(watcher::Event::Delete(DeserializeGuard(Ok(claim)))) => {
-                    let (namespace, name) =
-                        (claim.namespace().unwrap_or_default(), claim.name_any());
-                    self.deliver(namespace, name, &Seen::Deleted(claim.uid()));
-                }
-                Ok(
-                    watcher::Event::Apply(DeserializeGuard(Err(e)))
-                    | watcher::Event::InitApply(DeserializeGuard(Err(e)))
-                    | watcher::Event::Delete(DeserializeGuard(Err(e))),
-                ) => {
-                    tracing::warn!(error = %e, "skipping a malformed IPClaim");
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            let event = match event {
+                Ok(event) => event,
                 Err(e) => {
-                    tracing::warn!(error = %e, "watch of this node's IPClaims failed; listing again")
+                    tracing::warn!(error = %e, "watch of this node's IPClaims failed; listing again");
+                    self.failed();
+                    continue;
                 }
-            }
+            };
+            let parsed = match event {
+                watcher::Event::Apply(DeserializeGuard(Ok(c))) => watcher::Event::Apply(c),
+                watcher::Event::InitApply(DeserializeGuard(Ok(c))) => watcher::Event::InitApply(c),
+                watcher::Event::Delete(DeserializeGuard(Ok(c))) => watcher::Event::Delete(c),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+                watcher::Event::Apply(DeserializeGuard(Err(e)))
+                | watcher::Event::InitApply(DeserializeGuard(Err(e)))
+                | watcher::Event::Delete(DeserializeGuard(Err(e))) => {
+                    tracing::warn!(error = %e, "skipping a malformed IPClaim");
+                    continue;
+                }
+            };
+            self.observe(parsed);
+        }
+    }
+}
+
+/// Hands `seen` to the waiters of `key`, dropping those gone.
+fn deliver(state: &mut State, key: &Key, seen: &Seen) {
+    if let Some(list) = state.waiters.get_mut(key) {
+        list.retain(|s| s.send(seen.clone()).is_ok());
+        if list.is_empty() {
+            state.waiters.remove(key);
         }
     }
 }
@@ -136,17 +251,17 @@ impl ClaimWatch {
 mod tests {
     use super::*;
 
-    fn claim(ns: &str, name: &str, uid: &str) -> IPClaim {
+    fn claim(ns: &str, name: &str, uid: &str, version: &str, container: &str) -> IPClaim {
         let mut c: IPClaim = serde_json::from_value(serde_json::json!({
             "apiVersion": "hereabouts.dev/v1alpha1",
             "kind": "IPClaim",
-            "metadata": {"name": name, "namespace": ns, "uid": uid},
+            "metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": version},
             "spec": {
                 "network": {"namespace": ns, "name": "n"},
                 "ranges": [],
                 "interface": "net1",
                 "pod": {"namespace": ns, "name": "p", "uid": "u"},
-                "containerID": "c",
+                "containerID": container,
                 "node": "node-a"
             }
         }))
@@ -160,11 +275,7 @@ mod tests {
         let watch = Arc::new(ClaimWatch::default());
         let mut a = watch.register("ns", "a");
         let mut b = watch.register("ns", "b");
-        watch.deliver(
-            "ns".into(),
-            "a".into(),
-            &Seen::Applied(Arc::new(claim("ns", "a", "1"))),
-        );
+        watch.observe(watcher::Event::Apply(claim("ns", "a", "1", "10", "c1")));
         assert!(
             matches!(a.events.try_recv(), Ok(Seen::Applied(c)) if c.uid().as_deref() == Some("1"))
         );
@@ -173,8 +284,75 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(watch.waiting(), 0);
-        // Nobody waits: nothing is kept.
-        watch.deliver("ns".into(), "a".into(), &Seen::Deleted(None));
+        // Nobody waits: no waiter is kept, but the cache follows.
+        watch.observe(watcher::Event::Delete(claim("ns", "a", "1", "11", "c1")));
         assert_eq!(watch.waiting(), 0);
+        assert_eq!(watch.known("ns", "a"), None);
+    }
+
+    #[test]
+    fn the_cache_holds_the_last_version_seen_of_each_claim() {
+        let watch = ClaimWatch::default();
+        assert_eq!(watch.known("ns", "a"), None);
+        watch.observe(watcher::Event::Apply(claim("ns", "a", "1", "10", "c1")));
+        watch.observe(watcher::Event::Apply(claim("ns", "a", "1", "12", "c2")));
+        assert_eq!(
+            watch.known("ns", "a"),
+            Some(Known {
+                uid: "1".into(),
+                resource_version: "12".into(),
+                container_id: "c2".into()
+            })
+        );
+        assert_eq!(watch.known("other", "a"), None, "by namespace too");
+        watch.observe(watcher::Event::Delete(claim("ns", "a", "1", "13", "c2")));
+        assert_eq!(watch.known("ns", "a"), None);
+    }
+
+    #[test]
+    fn a_relist_forgets_claims_deleted_meanwhile_and_tells_their_waiters() {
+        let watch = Arc::new(ClaimWatch::default());
+        watch.observe(watcher::Event::Apply(claim("ns", "kept", "1", "10", "c1")));
+        watch.observe(watcher::Event::Apply(claim("ns", "gone", "2", "11", "c2")));
+        let mut gone = watch.register("ns", "gone");
+        let mut kept = watch.register("ns", "kept");
+        watch.observe(watcher::Event::Init);
+        watch.observe(watcher::Event::InitApply(claim(
+            "ns", "kept", "1", "20", "c1",
+        )));
+        // Until the list is whole, the cache answers as before.
+        assert!(watch.known("ns", "gone").is_some());
+        assert!(
+            matches!(kept.events.try_recv(), Ok(Seen::Applied(c)) if c.resource_version().as_deref() == Some("20"))
+        );
+        watch.observe(watcher::Event::InitDone);
+        assert_eq!(watch.known("ns", "gone"), None);
+        assert_eq!(
+            watch.known("ns", "kept").map(|k| k.resource_version),
+            Some("20".to_owned())
+        );
+        assert!(matches!(gone.events.try_recv(), Ok(Seen::Deleted(Some(uid))) if uid == "2"));
+        assert!(kept.events.try_recv().is_err(), "still there: no deletion");
+    }
+
+    #[test]
+    fn the_watch_is_live_while_it_shows_something() {
+        let watch = Arc::new(ClaimWatch::default());
+        let waiting = watch.register("ns", "a");
+        assert!(!waiting.watch_is_live(REREAD), "nothing seen yet");
+        watch.observe(watcher::Event::Apply(claim("ns", "other", "1", "10", "c1")));
+        assert!(
+            waiting.watch_is_live(REREAD),
+            "another claim's event counts"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !waiting.watch_is_live(Duration::from_millis(10)),
+            "silent for the whole period"
+        );
+        watch.observe(watcher::Event::Init);
+        assert!(waiting.watch_is_live(REREAD));
+        watch.failed();
+        assert!(!waiting.watch_is_live(REREAD), "failed");
     }
 }
