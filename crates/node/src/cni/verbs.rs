@@ -629,6 +629,9 @@ async fn wait_on_shared_watch(
     let name = claim.name_any();
     let uid = claim.uid();
     let generation = claim.metadata.generation;
+    // The watch selects the node's claims by label: one this plugin did not
+    // label (an older plugin's) is read every REREAD instead.
+    let followed = claim.labels().get(NODE_LABEL) == Some(&label_value(&claim.spec.node));
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -655,11 +658,12 @@ async fn wait_on_shared_watch(
                 )));
             }
             Ok(Some(Seen::Deleted(_))) => {}
-            // Nothing for this claim, but the watch is live: its next
-            // version will come through it.
-            Err(_) if registration.watch_is_live(REREAD) => {}
-            // The watch showed nothing for a while (or went away): read it.
-            Ok(None) | Err(_) => {
+            // Nothing for this claim, but the watch is live (and follows
+            // it): its next version will come through it.
+            Err(_) if followed && registration.watch_is_live(REREAD) => {}
+            // The watch showed nothing for a while (or went away, or listed
+            // again after a gap): read it.
+            Ok(None) | Ok(Some(Seen::Relisted)) | Err(_) => {
                 let fresh = api
                     .get_opt(&name)
                     .await

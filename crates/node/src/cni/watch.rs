@@ -10,7 +10,9 @@
 //!   preconditions refuse a stale version, and the DEL then reads.
 //!
 //! After a relist (the watch's history expired), claims the new list lacks
-//! were deleted meanwhile: their waiters hear so, and they leave the cache.
+//! (or lists with another UID) were deleted meanwhile: their waiters hear
+//! so, and they leave the cache. Every waiter then reads its claim once: a
+//! claim made and deleted within the gap was never seen at all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,9 @@ pub enum Seen {
     Applied(Arc<IPClaim>),
     /// Deleted; the UID of what was deleted.
     Deleted(Option<String>),
+    /// The watch listed everything again after a gap: what happened to the
+    /// claim in the gap may not have been delivered (read it).
+    Relisted,
 }
 
 /// What a DEL needs of the version of a claim the watch saw last: whose
@@ -186,12 +191,18 @@ impl ClaimWatch {
                 deliver(&mut state, &key, &Seen::Applied(Arc::new(claim)));
             }
             watcher::Event::InitDone => {
-                let listed = state.relisting.take().unwrap_or_default();
-                let before = std::mem::replace(&mut state.known, listed);
-                for (key, known) in before {
-                    if !state.known.contains_key(&key) {
-                        deliver(&mut state, &key, &Seen::Deleted(Some(known.uid)));
+                if let Some(listed) = state.relisting.take() {
+                    let before = std::mem::replace(&mut state.known, listed);
+                    // Gone, or made again under its name (another UID).
+                    for (key, known) in before {
+                        if state.known.get(&key).is_none_or(|now| now.uid != known.uid) {
+                            deliver(&mut state, &key, &Seen::Deleted(Some(known.uid)));
+                        }
                     }
+                }
+                let waited: Vec<Key> = state.waiters.keys().cloned().collect();
+                for key in waited {
+                    deliver(&mut state, &key, &Seen::Relisted);
                 }
             }
         }
@@ -332,6 +343,9 @@ mod tests {
             Some("20".to_owned())
         );
         assert!(matches!(gone.events.try_recv(), Ok(Seen::Deleted(Some(uid))) if uid == "2"));
+        // Every waiter reads its claim once after a relist: not a deletion.
+        assert!(matches!(gone.events.try_recv(), Ok(Seen::Relisted)));
+        assert!(matches!(kept.events.try_recv(), Ok(Seen::Relisted)));
         assert!(kept.events.try_recv().is_err(), "still there: no deletion");
     }
 
