@@ -12,6 +12,7 @@ use kube::runtime::reflector::Store;
 
 use hereabouts_api::{ClaimRange, ClaimReference, IPAMClaim, IPClaim, NetworkAttachmentDefinition};
 
+use super::compact::Uid;
 use super::index::Index;
 
 /// Multus' record of a pod's attachments.
@@ -31,7 +32,7 @@ pub struct Lookups {
 /// What the reconcilers read of a pod.
 #[derive(Clone, Debug)]
 pub struct PodEntry {
-    uid: Box<str>,
+    uid: Uid,
     /// The node it is bound to (`None` while unscheduled).
     node: Option<Box<str>>,
     /// Addresses Multus recorded; `None` when the pod has no record (yet).
@@ -49,7 +50,7 @@ impl PodEntry {
     pub fn of(pod: &Pod) -> (String, PodEntry) {
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
         let entry = PodEntry {
-            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
+            uid: Uid::new(pod.metadata.uid.as_deref().unwrap_or_default()),
             node: pod
                 .spec
                 .as_ref()
@@ -79,7 +80,7 @@ impl PodEntry {
         (key, Box::new(entry))
     }
 
-    pub fn uid(&self) -> &str {
+    pub fn uid(&self) -> &Uid {
         &self.uid
     }
 
@@ -110,13 +111,13 @@ impl PodEntry {
 /// cost about 2 KiB, one per allocation).
 #[derive(Clone, Debug)]
 pub struct ClaimEntry {
-    pub uid: Box<str>,
+    pub uid: Uid,
     pub resource_version: Box<str>,
     /// The namespace of the pod it names, when not the claim's own (such a
     /// claim backs nothing: a claim acts for a pod of its namespace only).
     pub foreign_pod_namespace: Option<Box<str>>,
     pub pod_name: Box<str>,
-    pub pod_uid: Box<str>,
+    pub pod_uid: Uid,
     pub interface: Box<str>,
     pub container_id: Box<str>,
     /// The NAD's name (in the pod's namespace, for the release policy).
@@ -141,12 +142,12 @@ impl ClaimEntry {
         let key = format!("{namespace}/{}", claim.name_any());
         let spec = &claim.spec;
         let entry = Box::new(ClaimEntry {
-            uid: claim.uid().unwrap_or_default().into(),
+            uid: Uid::new(&claim.uid().unwrap_or_default()),
             resource_version: claim.resource_version().unwrap_or_default().into(),
             foreign_pod_namespace: (spec.pod.namespace != namespace)
                 .then(|| spec.pod.namespace.as_str().into()),
             pod_name: spec.pod.name.as_str().into(),
-            pod_uid: spec.pod.uid.as_str().into(),
+            pod_uid: Uid::new(&spec.pod.uid),
             interface: spec.interface.as_str().into(),
             container_id: spec.container_id.as_str().into(),
             network: spec.network.name.as_str().into(),
@@ -167,8 +168,8 @@ impl ClaimEntry {
     }
 
     /// Whether it acts for the pod of its own namespace with `pod_uid`.
-    pub fn of_own_pod(&self, pod_uid: &str) -> bool {
-        self.foreign_pod_namespace.is_none() && *self.pod_uid == *pod_uid
+    pub fn of_own_pod(&self, pod_uid: &Uid) -> bool {
+        self.foreign_pod_namespace.is_none() && self.pod_uid == *pod_uid
     }
 
     /// Its `network_name`, when set.

@@ -6,7 +6,7 @@
 //! claim's status. A deleted claim releases its addresses. Only the leader
 //! acts; standbys keep the cache warm and take over on leadership.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use hereabouts_core::{
 };
 
 use super::caches::{ClaimEntry, Lookups, split_key};
+use super::compact::Uid;
 use super::context::Context;
 use super::index::{self, Index};
 use super::leader::Leadership;
@@ -373,12 +374,12 @@ async fn releaser(
                 let _ = reconcile_all.send(());
             }
             Some((claim, done)) = released_rx.recv() => {
-                let key = &*claim.claim.uid;
+                let key = claim.claim.uid.to_string();
                 if done {
-                    if unreleased.remove(key).is_some() {
+                    if unreleased.remove(&key).is_some() {
                         forget(1);
                     }
-                } else if let Some(u) = unreleased.get_mut(key) {
+                } else if let Some(u) = unreleased.get_mut(&key) {
                     u.in_flight = false;
                 }
             }
@@ -390,7 +391,7 @@ async fn releaser(
 /// The claims of `before` that `index` no longer holds (by UID: one made
 /// again under the same name is another claim).
 fn vanished(
-    before: HashMap<Box<str>, Box<ClaimEntry>>,
+    before: BTreeMap<Box<str>, Box<ClaimEntry>>,
     index: &Index<Box<ClaimEntry>>,
 ) -> Vec<Gone> {
     let now = index.read();
@@ -733,7 +734,7 @@ async fn authorize(
         ));
     }
     let key = format!("{namespace}/{}", spec.pod.name);
-    let matches = |uid: &str, node: Option<&str>| uid == spec.pod.uid && node == Some(&spec.node);
+    let matches = |uid: &Uid, node: Option<&str>| uid.is(&spec.pod.uid) && node == Some(&spec.node);
     let cached = lookups
         .pods
         .get(&key)
@@ -786,7 +787,7 @@ async fn authorize(
             n != name
                 && ns == namespace
                 && *c.pod_name == *spec.pod.name
-                && *c.pod_uid == *spec.pod.uid
+                && c.pod_uid.is(&spec.pod.uid)
                 && *c.interface == *spec.interface
                 && !c.deleting
                 && !c.refused
@@ -1194,8 +1195,8 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
 /// that an earlier leader answered).
 async fn successor(ctx: &Context, lookups: &Lookups, gone: &Gone) -> Result<bool, kube::Error> {
     let key = format!("{}/{}", gone.namespace, gone.name);
-    let same_sandbox = |uid: &str, pod_name: &str, interface: &str, container_id: &str| {
-        uid != &*gone.claim.uid
+    let same_sandbox = |uid: &Uid, pod_name: &str, interface: &str, container_id: &str| {
+        *uid != gone.claim.uid
             && pod_name == &*gone.claim.pod_name
             && interface == &*gone.claim.interface
             && container_id == &*gone.claim.container_id
@@ -1215,7 +1216,7 @@ async fn successor(ctx: &Context, lookups: &Lookups, gone: &Gone) -> Result<bool
     Ok(api.get_opt(&gone.name).await?.is_some_and(|current| {
         current.metadata.deletion_timestamp.is_none()
             && same_sandbox(
-                &current.uid().unwrap_or_default(),
+                &Uid::new(&current.uid().unwrap_or_default()),
                 &current.spec.pod.name,
                 &current.spec.interface,
                 &current.spec.container_id,
@@ -1350,13 +1351,13 @@ mod tests {
         let (key, entry) = ClaimEntry::of(&own);
         assert_eq!(key, "ns/a");
         assert!(entry.answered && !entry.refused && !entry.deleting);
-        assert!(entry.of_own_pod("pod-uid"));
-        assert!(!entry.of_own_pod("another-uid"));
+        assert!(entry.of_own_pod(&Uid::new("pod-uid")));
+        assert!(!entry.of_own_pod(&Uid::new("another-uid")));
         assert_eq!(entry.pod_namespace("ns"), "ns");
         let mut elsewhere = own;
         elsewhere.spec.pod.namespace = "other".into();
         let (_, entry) = ClaimEntry::of(&elsewhere);
-        assert!(!entry.of_own_pod("pod-uid"));
+        assert!(!entry.of_own_pod(&Uid::new("pod-uid")));
         assert_eq!(entry.pod_namespace("ns"), "other");
     }
 

@@ -51,6 +51,7 @@ use hereabouts_core::ledger::{resting_until, rests};
 use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
 
 use super::caches::{ClaimEntry, PodEntry, split_key};
+use super::compact::Uid;
 use super::context::Context;
 use super::index::Index;
 use super::pools::{ReleaseBy, ReleaseReason};
@@ -351,7 +352,7 @@ impl Collector {
                     .filter(|(key, c)| {
                         format!("{}/{}", c.pod_namespace(split_key(key).0), c.pod_name) == *podref
                             && *c.interface == **ifname
-                            && c.of_own_pod(&uid)
+                            && c.of_own_pod(&Uid::new(&uid))
                             && !c.refused
                     })
                     .map(|(_, c)| c)

@@ -6,7 +6,7 @@
 //! relist rule: a relist is buffered and swapped in whole, so what was
 //! deleted during the gap disappears.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use futures::{Stream, StreamExt};
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 /// The entries of one kind, by key; cloned handles share them.
 #[derive(Debug)]
 pub struct Index<V> {
-    entries: Arc<RwLock<HashMap<Box<str>, V>>>,
+    entries: Arc<RwLock<BTreeMap<Box<str>, V>>>,
     ready: watch::Receiver<bool>,
 }
 
@@ -31,7 +31,7 @@ impl<V> Clone for Index<V> {
 
 impl<V> Index<V> {
     /// A read view; hold it only briefly (never across an await).
-    pub fn read(&self) -> RwLockReadGuard<'_, HashMap<Box<str>, V>> {
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Box<str>, V>> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -56,16 +56,16 @@ type Project<K, V> = fn(&K) -> (String, V);
 /// Applies watch events to an [`Index`].
 #[derive(Debug)]
 pub struct Writer<K, V> {
-    entries: Arc<RwLock<HashMap<Box<str>, V>>>,
+    entries: Arc<RwLock<BTreeMap<Box<str>, V>>>,
     ready: watch::Sender<bool>,
     /// Entries of a relist in progress.
-    buffer: HashMap<Box<str>, V>,
+    buffer: BTreeMap<Box<str>, V>,
     project: Project<K, V>,
 }
 
 /// An empty index and the writer that fills it from watch events.
 pub fn index<K, V>(project: Project<K, V>) -> (Index<V>, Writer<K, V>) {
-    let entries = Arc::new(RwLock::new(HashMap::new()));
+    let entries = Arc::new(RwLock::new(BTreeMap::new()));
     let (ready_tx, ready) = watch::channel(false);
     (
         Index {
@@ -75,20 +75,20 @@ pub fn index<K, V>(project: Project<K, V>) -> (Index<V>, Writer<K, V>) {
         Writer {
             entries,
             ready: ready_tx,
-            buffer: HashMap::new(),
+            buffer: BTreeMap::new(),
             project,
         },
     )
 }
 
 impl<K, V> Writer<K, V> {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, V>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Box<str>, V>> {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `event`; a completed relist returns the view it replaced
     /// (what vanished while the watch was down is in there only).
-    pub fn apply(&mut self, event: &watcher::Event<K>) -> Option<HashMap<Box<str>, V>> {
+    pub fn apply(&mut self, event: &watcher::Event<K>) -> Option<BTreeMap<Box<str>, V>> {
         match event {
             watcher::Event::Apply(object) => {
                 let (key, value) = (self.project)(object);
@@ -98,14 +98,13 @@ impl<K, V> Writer<K, V> {
                 let (key, _) = (self.project)(object);
                 self.write().remove(key.as_str());
             }
-            watcher::Event::Init => self.buffer = HashMap::new(),
+            watcher::Event::Init => self.buffer = BTreeMap::new(),
             watcher::Event::InitApply(object) => {
                 let (key, value) = (self.project)(object);
                 self.buffer.insert(key.into_boxed_str(), value);
             }
             watcher::Event::InitDone => {
-                let mut listed = std::mem::take(&mut self.buffer);
-                listed.shrink_to_fit();
+                let listed = std::mem::take(&mut self.buffer);
                 let replaced = std::mem::replace(&mut *self.write(), listed);
                 self.ready.send_replace(true);
                 return Some(replaced);

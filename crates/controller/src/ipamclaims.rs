@@ -21,7 +21,7 @@
 //!   deletes only its IPClaim, whose release finds nothing under the pod's
 //!   name: the address stays.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -99,7 +99,7 @@ pub async fn bind(
     let references = match lookups
         .pods
         .get(&format!("{namespace}/{}", spec.pod.name))
-        .filter(|p| p.uid() == spec.pod.uid)
+        .filter(|p| p.uid().is(&spec.pod.uid))
     {
         Some(entry) => entry.claim_references().to_vec(),
         // No NAD of this network opts in: nothing to read (a pod storm
@@ -635,7 +635,7 @@ pub async fn referenced_now(
 
 /// The IPAMClaims (namespace, name) that existing pods (the pod index's
 /// entries, by `namespace/name`) reference.
-pub fn referenced(pods: &HashMap<Box<str>, Box<PodEntry>>) -> HashSet<(String, String)> {
+pub fn referenced(pods: &BTreeMap<Box<str>, Box<PodEntry>>) -> HashSet<(String, String)> {
     pods.iter()
         .filter(|(_, p)| !p.claim_references().is_empty())
         .flat_map(|(key, p)| {
@@ -860,7 +860,7 @@ mod tests {
             let (key, entry) = PodEntry::boxed(&pod);
             (key.into_boxed_str(), entry)
         };
-        let pods: HashMap<Box<str>, Box<PodEntry>> = [
+        let pods: BTreeMap<Box<str>, Box<PodEntry>> = [
             pod(
                 "virt-launcher-vm1-a",
                 Some(r#"[{"name":"tenant","ipam-claim-reference":"vm1.tenant"}]"#),

@@ -16,6 +16,7 @@
 
 pub mod caches;
 pub mod claims;
+pub mod compact;
 pub mod context;
 pub mod gc;
 mod http;

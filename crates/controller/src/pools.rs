@@ -315,7 +315,7 @@ struct Actor {
     ledger: Ledger,
     /// The reservations of this pool's allocations as they were written,
     /// so a release deletes its reservation without reading it first.
-    reservations: HashMap<u128, reservations::Written>,
+    reservations: BTreeMap<u128, reservations::Written>,
     /// Released addresses whose reservations are still being removed, each
     /// by a task of its own. The actor goes on meanwhile; a batch handing
     /// out one of those offsets waits for that offset's removal only.
@@ -359,7 +359,7 @@ impl Actor {
             loaded: false,
             shards: BTreeMap::new(),
             ledger,
-            reservations: HashMap::new(),
+            reservations: BTreeMap::new(),
             unreserving: HashMap::new(),
             unreserve_slots: Arc::new(Semaphore::new(UNRESERVE_CONCURRENCY)),
             status_dirty: false,
@@ -605,7 +605,7 @@ impl Actor {
     async fn commit(
         &mut self,
         decided: &ledger::Decision,
-    ) -> Result<HashMap<u128, reservations::Written>, CommitError> {
+    ) -> Result<BTreeMap<u128, reservations::Written>, CommitError> {
         if !self.ctx.leadership.is_leader() {
             return Err(CommitError::NotLeader);
         }
@@ -822,7 +822,7 @@ impl Actor {
         allocs: Vec<Pending>,
         releases: Vec<PendingRelease>,
         decided: ledger::Decision,
-        mut written: HashMap<u128, reservations::Written>,
+        mut written: BTreeMap<u128, reservations::Written>,
     ) -> Vec<(IpAddr, Allocation, Option<reservations::Written>)> {
         let prefix_len = self.cidr.prefix_len();
         let mut allocs: Vec<Option<Pending>> = allocs.into_iter().map(Some).collect();

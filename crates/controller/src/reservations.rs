@@ -18,25 +18,31 @@ use hereabouts_api::{
 };
 use hereabouts_core::Allocation;
 
+use super::compact::{self, Uid};
 use super::shared::Shared;
 
 /// A reservation as this controller last wrote or read it: enough to
 /// delete exactly that object later without reading it first. One per
-/// allocation in two maps (boxed strings: a third smaller than `String`s).
+/// allocation in two maps: the UID as its bytes, the namespace shared, the
+/// version a boxed string (a third smaller than a `String`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Written {
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     resource_version: Option<Box<str>>,
     /// The namespace of the pod it names (its `podref`).
-    pod_namespace: Option<Box<str>>,
+    pod_namespace: Option<Arc<str>>,
 }
 
 impl Written {
     pub fn of(object: &OverlappingRangeIPReservation) -> Self {
         Written {
-            uid: object.metadata.uid.as_deref().map(Into::into),
+            uid: object.metadata.uid.as_deref().map(Uid::new),
             resource_version: object.metadata.resource_version.as_deref().map(Into::into),
-            pod_namespace: object.spec.podref.split_once('/').map(|(ns, _)| ns.into()),
+            pod_namespace: object
+                .spec
+                .podref
+                .split_once('/')
+                .map(|(ns, _)| compact::namespace(ns)),
         }
     }
 
@@ -442,7 +448,7 @@ async fn delete_if_unchanged(
 ) -> Result<(), kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: written.uid.as_deref().map(str::to_owned),
+            uid: written.uid.as_ref().map(ToString::to_string),
             resource_version: written.resource_version.as_deref().map(str::to_owned),
         }),
         ..Default::default()

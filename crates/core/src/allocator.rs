@@ -241,7 +241,7 @@ pub struct Pool {
     range: IpRange,
     allocations: BTreeMap<u128, Allocation>,
     /// (pod_ref, ifname) -> offset.
-    by_owner: HashMap<Owner, u128>,
+    by_owner: BTreeMap<Owner, u128>,
     /// (container_id, ifname, offset).
     by_container: BTreeSet<(Arc<str>, Arc<str>, u128)>,
     /// Further offsets of owners that hold more than one (only ever filled
@@ -279,7 +279,7 @@ impl Pool {
         Pool {
             range,
             allocations: BTreeMap::new(),
-            by_owner: HashMap::new(),
+            by_owner: BTreeMap::new(),
             by_container: BTreeSet::new(),
             doubled_owners: HashMap::new(),
             foreign: BTreeSet::new(),

@@ -292,7 +292,7 @@ pub struct Ledger {
     /// The truth: every committed allocation, by offset...
     allocations: BTreeMap<u128, Allocation>,
     /// ...and by (pod reference, interface).
-    owners: HashMap<Owner, u128>,
+    owners: BTreeMap<Owner, u128>,
     /// Offsets found in a shard other than their block's, with that shard.
     strays: HashMap<u128, u128>,
     variants: HashMap<IpRange, (Pool, u64)>,
@@ -314,7 +314,7 @@ impl Ledger {
         Ledger {
             cidr,
             allocations: BTreeMap::new(),
-            owners: HashMap::new(),
+            owners: BTreeMap::new(),
             strays: HashMap::new(),
             variants: HashMap::new(),
             configured: HashSet::new(),

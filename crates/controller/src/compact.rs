@@ -1,0 +1,163 @@
+//! Compact forms of what the indexes keep once per allocation: a UID as its
+//! 16 bytes when it is a UUID (as the API server makes every UID), and
+//! namespace names shared. At 60,000 allocations each saved byte of an
+//! entry kept in the claim, pod and reservation indexes is about 60 KB
+//! (`make bench`'s scale run).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+/// An object's UID: the bytes of a lowercase hyphenated UUID, or the text
+/// of anything else (kept as it came: UIDs are opaque to clients).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Uid {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl Uid {
+    pub fn new(text: &str) -> Uid {
+        uuid_bytes(text).map_or_else(|| Uid::Text(text.into()), Uid::Uuid)
+    }
+
+    /// Whether it is the UID `text`.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            Uid::Uuid(bytes) => uuid_bytes(text).is_some_and(|b| b == *bytes),
+            Uid::Text(own) => **own == *text,
+        }
+    }
+}
+
+impl Default for Uid {
+    fn default() -> Self {
+        Uid::Text("".into())
+    }
+}
+
+/// The 16 bytes of `text` when it is a UUID written as `Uid` writes one
+/// back (lowercase hex, hyphens after the 8th, 12th, 16th and 20th digit),
+/// so that every UID reads back exactly as it came.
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let raw = text.as_bytes();
+    if raw.len() != 36 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    let mut digits = raw
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
+    if [8, 13, 18, 23].iter().any(|&i| raw[i] != b'-') {
+        return None;
+    }
+    for byte in &mut bytes {
+        let (_, high) = digits.next()?;
+        let (_, low) = digits.next()?;
+        *byte = (hex_digit(*high)? << 4) | hex_digit(*low)?;
+    }
+    Some(bytes)
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uid::Text(text) => f.write_str(text),
+            Uid::Uuid(bytes) => {
+                for (i, byte) in bytes.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// The namespace names the indexes hold, shared (a cluster has few).
+static NAMESPACES: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+
+/// How many names [`NAMESPACES`] keeps; past that it starts again (names
+/// already shared stay shared, by their own counts).
+const NAMESPACES_KEPT: usize = 4096;
+
+/// `name` as a string shared with every entry that names it.
+pub fn namespace(name: &str) -> Arc<str> {
+    let mut kept = NAMESPACES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = kept.get(name) {
+        return shared.clone();
+    }
+    if kept.len() >= NAMESPACES_KEPT {
+        kept.clear();
+    }
+    let shared: Arc<str> = name.into();
+    kept.insert(shared.clone());
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_read_back_exactly_as_they_came() {
+        for text in [
+            "0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b3",
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            // Not as the API server writes them: kept as text.
+            "0F8A6B2C-1D3E-4F50-9A7B-C8D9E0F1A2B3",
+            "0f8a6b2c1d3e4f509a7bc8d9e0f1a2b3",
+            "0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2bz",
+            "0f8a6b2c-1d3e-4f50-9a7b+c8d9e0f1a2b3",
+            "pod-uid",
+            "",
+            "é8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b",
+        ] {
+            let uid = Uid::new(text);
+            assert_eq!(uid.to_string(), text);
+            assert!(uid.is(text), "{text:?}");
+        }
+        assert!(matches!(
+            Uid::new("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b3"),
+            Uid::Uuid(_)
+        ));
+        assert!(matches!(Uid::new("pod-uid"), Uid::Text(_)));
+        assert_eq!(Uid::default().to_string(), "");
+    }
+
+    #[test]
+    fn uids_differ_as_their_text_does() {
+        let a = Uid::new("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b3");
+        let b = Uid::new("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b4");
+        assert_ne!(a, b);
+        assert!(!a.is("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b4"));
+        assert!(!a.is("0F8A6B2C-1D3E-4F50-9A7B-C8D9E0F1A2B3"));
+        assert!(!Uid::new("pod-uid").is("pod-uid2"));
+        assert_eq!(a, Uid::new("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b3"));
+    }
+
+    #[test]
+    fn namespaces_are_shared() {
+        let a = namespace("team-a");
+        assert!(Arc::ptr_eq(&a, &namespace("team-a")));
+        assert_eq!(&*namespace("team-b"), "team-b");
+    }
+}
