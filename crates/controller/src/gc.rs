@@ -202,8 +202,11 @@ impl Collector {
     fn suspects(&self) -> HashSet<Suspect> {
         let pods = self.caches.pods.read();
         let claims = self.caches.claims.read();
-        // The pools the claims of live pods ask for, by (pod ref, interface).
-        let mut asked: HashMap<(String, String), HashSet<String>> = HashMap::new();
+        // The claims of live pods, by (pod namespace, pod name, interface),
+        // sorted: borrowed from the index, one pair per claim (a map of
+        // owned keys and pool name sets cost several allocations per claim
+        // on every pass).
+        let mut asked: Vec<(Attachment<'_>, &ClaimEntry)> = Vec::new();
         let mut suspects: HashSet<Suspect> = HashSet::new();
         for (key, claim) in claims.iter() {
             let (namespace, name) = split_key(key);
@@ -215,10 +218,12 @@ impl Collector {
             if own_pod_lives && claim.refused {
                 // Refused: asks for nothing, and stays while its pod does.
             } else if own_pod_lives {
-                asked
-                    .entry((pod_ref, claim.interface.to_string()))
-                    .or_default()
-                    .extend(claim_pools(claim.network_name(), &claim.ranges));
+                let attachment = (
+                    claim.pod_namespace(namespace),
+                    &*claim.pod_name,
+                    &*claim.interface,
+                );
+                asked.push((attachment, &**claim));
             } else if !claim.deleting {
                 suspects.insert(Suspect::Claim {
                     namespace: namespace.to_owned(),
@@ -237,6 +242,7 @@ impl Collector {
                     .is_some_and(|(pod_ns, _)| pod_ns == ns)
             })
         };
+        asked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let declared = declared_network_names(&self.caches.nads);
         let ipamclaims_referenced = super::ipamclaims::referenced(&pods);
         let mut reserved_names: HashSet<String> = HashSet::new();
@@ -270,15 +276,17 @@ impl Collector {
                         .is_some()
                         || ipamclaims_referenced.contains(&(ns.to_owned(), name.to_owned()))
                 } else {
-                    match asked.get(&(a.podref.clone(), a.ifname.clone())) {
+                    let mut asking = claims_of(&asked, &a.podref, &a.ifname).peekable();
+                    if asking.peek().is_some() {
                         // Claims are the record of hereabouts' attachments:
                         // the address lives while one of them asks for its
                         // pool.
-                        Some(pools) => pools.contains(&base),
+                        asking.any(|c| claim_pools(c.network_name(), &c.ranges).contains(&base))
+                    } else {
                         // No claim (an adopted whereabouts allocation): the
                         // pod object, Terminating or not, and what Multus
                         // recorded.
-                        None => pods.get(a.podref.as_str()).is_some_and(|p| p.lists(ip)),
+                        pods.get(a.podref.as_str()).is_some_and(|p| p.lists(ip))
                     }
                 };
                 if !live {
@@ -591,6 +599,26 @@ impl Fresh {
 }
 
 /// The base pool names a claim's ranges live in.
+/// (pod namespace, pod name, interface).
+type Attachment<'a> = (&'a str, &'a str, &'a str);
+
+/// The claims of `asked` (sorted by attachment) for the pod `podref`
+/// (`namespace/name`) and `ifname`.
+fn claims_of<'a>(
+    asked: &'a [(Attachment<'a>, &'a ClaimEntry)],
+    podref: &'a str,
+    ifname: &'a str,
+) -> impl Iterator<Item = &'a ClaimEntry> {
+    let wanted = podref
+        .split_once('/')
+        .map(|(namespace, name)| (namespace, name, ifname));
+    let start = wanted.map_or(asked.len(), |w| asked.partition_point(|(a, _)| *a < w));
+    asked[start..]
+        .iter()
+        .take_while(move |(a, _)| Some(*a) == wanted)
+        .map(|(_, claim)| *claim)
+}
+
 fn claim_pools(network_name: Option<&str>, ranges: &[ClaimRange]) -> Vec<String> {
     ranges
         .iter()
@@ -620,4 +648,57 @@ fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<
                 .map(str::to_owned)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(pod: &str, interface: &str, network: &str) -> Box<ClaimEntry> {
+        let claim: hereabouts_api::IPClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hereabouts.dev/v1alpha1",
+            "kind": "IPClaim",
+            "metadata": {"name": format!("{pod}-{interface}"), "namespace": "ns", "uid": "u"},
+            "spec": {
+                "network": {"namespace": "ns", "name": network},
+                "ranges": [{"range": "100.64.0.0/24"}],
+                "interface": interface,
+                "pod": {"namespace": "ns", "name": pod, "uid": "pu"},
+                "containerID": "c",
+                "node": "n"
+            }
+        }))
+        .expect("claim");
+        ClaimEntry::of(&claim).1
+    }
+
+    #[test]
+    fn the_claims_of_an_attachment_are_found_by_its_pool_entry() {
+        let claims = [
+            claim("b", "net1", "x"),
+            claim("a", "net2", "x"),
+            claim("a", "net1", "x"),
+            claim("a", "net1", "y"),
+        ];
+        let mut asked: Vec<(Attachment<'_>, &ClaimEntry)> = claims
+            .iter()
+            .map(|c| (("ns", &*c.pod_name, &*c.interface), &**c))
+            .collect();
+        asked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let networks = |podref, ifname| -> Vec<String> {
+            claims_of(&asked, podref, ifname)
+                .map(|c| c.network.to_string())
+                .collect()
+        };
+        let mut both = networks("ns/a", "net1");
+        both.sort();
+        assert_eq!(both, ["x", "y"]);
+        assert_eq!(networks("ns/a", "net2"), ["x"]);
+        assert_eq!(networks("ns/b", "net1"), ["x"]);
+        assert!(networks("ns/b", "net2").is_empty());
+        assert!(networks("other/a", "net1").is_empty());
+        assert!(networks("a", "net1").is_empty(), "no namespace");
+        assert!(networks("ns/a/net1", "net1").is_empty());
+        assert!(networks("ns/c", "net1").is_empty(), "past the last");
+    }
 }
