@@ -285,6 +285,25 @@ fn claim(ns: &str, pod: &(String, String), name: &str, ranges: Vec<ClaimRange>) 
     )
 }
 
+/// The NAD `blue` in `ns`: hereabouts on `range`.
+async fn blue_nad(client: &Client, ns: &str, range: &str) {
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), ns);
+    nads.create(
+        &PostParams::default(),
+        &NetworkAttachmentDefinition::new(
+            "blue",
+            hereabouts_api::NetworkAttachmentDefinitionSpec {
+                config: json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan",
+                               "master": "eth1",
+                               "ipam": {"type": "hereabouts", "range": range}})
+                .to_string(),
+            },
+        ),
+    )
+    .await
+    .expect("NAD");
+}
+
 fn ready_condition(claim: &IPClaim) -> Option<(String, String, String)> {
     let status = claim.status.as_ref()?;
     if status.observed_generation != claim.metadata.generation {
@@ -320,21 +339,7 @@ async fn claims_naming_a_pod_by_another_spelling_of_its_uid_take_nothing_from_it
         &["--gc-schedule", "* * * * * *", "--gc-grace", "3s"],
     );
     replica.wait_ready().await.expect("controller ready");
-    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
-    nads.create(
-        &PostParams::default(),
-        &NetworkAttachmentDefinition::new(
-            "blue",
-            hereabouts_api::NetworkAttachmentDefinitionSpec {
-                config: json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan",
-                               "master": "eth1",
-                               "ipam": {"type": "hereabouts", "range": "100.64.9.0/28"}})
-                .to_string(),
-            },
-        ),
-    )
-    .await
-    .expect("NAD");
+    blue_nad(&kit.client, &ns.name, "100.64.9.0/28").await;
     let victim = pods(&kit.client, &ns.name, "victim", 1).await.remove(0);
     let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
     let ranges = vec![range("100.64.9.0/28")];
@@ -442,21 +447,7 @@ async fn a_deleted_claims_release_finishes_and_its_reservation_goes() {
     // Collection far away: only the release removes the reservation.
     let replica = replica(&ns, "a", &["--release-cooldown", "30s"]);
     replica.wait_ready().await.expect("controller ready");
-    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(kit.client.clone(), &ns.name);
-    nads.create(
-        &PostParams::default(),
-        &NetworkAttachmentDefinition::new(
-            "blue",
-            hereabouts_api::NetworkAttachmentDefinitionSpec {
-                config: json!({"cniVersion": "1.0.0", "name": "blue", "type": "macvlan",
-                               "master": "eth1",
-                               "ipam": {"type": "hereabouts", "range": "203.0.113.64/30"}})
-                .to_string(),
-            },
-        ),
-    )
-    .await
-    .expect("NAD");
+    blue_nad(&kit.client, &ns.name, "203.0.113.64/30").await;
     let ranges = vec![range("203.0.113.64/30")];
     let ps = pods(&kit.client, &ns.name, "rel", 4).await;
     let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);

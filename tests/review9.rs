@@ -157,30 +157,78 @@ fn a_relist_tells_the_waiter_of_a_claim_remade_in_the_gap() {
     );
 }
 
+/// An ADD of pod `p` on `range` through an in-process view of the node's
+/// claims, kept live by another claim's events (a busy node), with no
+/// controller to answer it: it waits, as during a storm.
+struct WaitingAdd {
+    _kit: hereabouts_kit::Kit,
+    _ns: hereabouts_kit::TestNamespace,
+    namespace: String,
+    view: Arc<ClaimWatch>,
+    live: Arc<AtomicBool>,
+    claims: Api<IPClaim>,
+    started: Instant,
+    add: tokio::task::JoinHandle<hereabouts_node::cni::Outcome>,
+}
+
+impl WaitingAdd {
+    async fn start(prefix: &str, range: &str) -> WaitingAdd {
+        let (kit, ns) = common::setup(prefix).await;
+        let client = kit.client.clone();
+        let kubeconfig = ns.kubeconfig().expect("kubeconfig");
+        let uid = pod(&client, &ns.name, "p").await;
+        let view = Arc::new(ClaimWatch::default());
+        let live = keep_live(view.clone(), ns.name.clone());
+        let stdin = conf(range, &kubeconfig, 30).to_string();
+        let started = Instant::now();
+        let add = tokio::spawn(run_through(
+            client.clone(),
+            ns.name.clone(),
+            view.clone(),
+            stdin,
+            environment("ADD", &ns.name, &uid, "sandbox-1"),
+        ));
+        WaitingAdd {
+            claims: Api::namespaced(client, &ns.name),
+            namespace: ns.name.clone(),
+            _kit: kit,
+            _ns: ns,
+            view,
+            live,
+            started,
+            add,
+        }
+    }
+
+    /// The ADD fails well before its 30 s timeout, with a message that
+    /// says `why`; `when` is what happened to its claim, for the message.
+    async fn fails_fast(self, why: &[&str], when: &str) {
+        let out = self.add.await.expect("ADD task");
+        let took = self.started.elapsed();
+        self.live.store(false, Ordering::SeqCst);
+        assert!(!out.success, "{:?}", out.stdout);
+        let msg = out
+            .stdout
+            .as_ref()
+            .map(|v| v["msg"].to_string())
+            .unwrap_or_default();
+        assert!(
+            took < Duration::from_secs(15),
+            "the ADD took {took:?} (its whole timeout) to fail with {msg}; its claim was {when} at about 1 s"
+        );
+        assert!(why.iter().any(|w| msg.contains(w)), "{msg}");
+    }
+}
+
 /// A waiting ADD whose claim was deleted and made again under its name
 /// while the watch was relisting fails at once ("replaced by another ADD"),
 /// even while other claims keep the watch live (found by review: it waited
 /// out its whole timeout and blamed the allocator).
 #[tokio::test]
 async fn an_add_whose_claim_is_remade_in_a_relist_gap_fails_fast_on_a_busy_node() {
-    let (kit, ns) = common::setup("r9-remade").await;
-    let client = kit.client.clone();
-    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
-    let uid = pod(&client, &ns.name, "p").await;
-    let view = Arc::new(ClaimWatch::default());
-    let live = keep_live(view.clone(), ns.name.clone());
-    // No controller: the claim stays unanswered, as during a storm.
-    let stdin = conf("203.0.113.32/28", &kubeconfig, 30).to_string();
-    let started = Instant::now();
-    let add = tokio::spawn(run_through(
-        client.clone(),
-        ns.name.clone(),
-        view.clone(),
-        stdin,
-        environment("ADD", &ns.name, &uid, "sandbox-1"),
-    ));
-    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let first = the_claim(&claims).await;
+    let waiting = WaitingAdd::start("r9-remade", "203.0.113.32/28").await;
+    let (view, claims) = (&waiting.view, &waiting.claims);
+    let first = the_claim(claims).await;
     view.observe(watcher::Event::Apply(first.clone()));
     // The watch fails and lists again; in the gap the claim is deleted and
     // made again for another sandbox.
@@ -195,20 +243,9 @@ async fn an_add_whose_claim_is_remade_in_a_relist_gap_fails_fast_on_a_busy_node(
         .expect("remake");
     view.observe(watcher::Event::InitApply(second));
     view.observe(watcher::Event::InitDone);
-    let out = add.await.expect("ADD task");
-    let took = started.elapsed();
-    live.store(false, Ordering::SeqCst);
-    assert!(!out.success, "{:?}", out.stdout);
-    let msg = out
-        .stdout
-        .as_ref()
-        .map(|v| v["msg"].to_string())
-        .unwrap_or_default();
-    assert!(
-        took < Duration::from_secs(15),
-        "the ADD took {took:?} (its whole timeout) to fail with {msg}; its claim was replaced at about 1 s"
-    );
-    assert!(msg.contains("replaced") || msg.contains("deleted"), "{msg}");
+    waiting
+        .fails_fast(&["replaced", "deleted"], "replaced")
+        .await;
 }
 
 /// Same, for a claim the watch never showed before the gap (the watch
@@ -218,44 +255,20 @@ async fn an_add_whose_claim_is_remade_in_a_relist_gap_fails_fast_on_a_busy_node(
 /// waiters of claims the watch knew were told).
 #[tokio::test]
 async fn an_add_whose_unseen_claim_vanished_in_a_relist_gap_fails_fast_on_a_busy_node() {
-    let (kit, ns) = common::setup("r9-vanish").await;
-    let client = kit.client.clone();
-    let kubeconfig = ns.kubeconfig().expect("kubeconfig");
-    let uid = pod(&client, &ns.name, "p").await;
-    let view = Arc::new(ClaimWatch::default());
-    let live = keep_live(view.clone(), ns.name.clone());
-    let stdin = conf("203.0.113.48/28", &kubeconfig, 30).to_string();
-    let started = Instant::now();
-    let add = tokio::spawn(run_through(
-        client.clone(),
-        ns.name.clone(),
-        view.clone(),
-        stdin,
-        environment("ADD", &ns.name, &uid, "sandbox-1"),
-    ));
-    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let first = the_claim(&claims).await;
+    let waiting = WaitingAdd::start("r9-vanish", "203.0.113.48/28").await;
+    let (view, claims) = (&waiting.view, &waiting.claims);
+    let first = the_claim(claims).await;
     view.observe(watcher::Event::Init);
     claims
         .delete(&first.name_any(), &DeleteParams::default())
         .await
         .expect("delete");
-    view.observe(watcher::Event::InitApply(bystander(&ns.name, 1000)));
+    view.observe(watcher::Event::InitApply(bystander(
+        &waiting.namespace,
+        1000,
+    )));
     view.observe(watcher::Event::InitDone);
-    let out = add.await.expect("ADD task");
-    let took = started.elapsed();
-    live.store(false, Ordering::SeqCst);
-    assert!(!out.success, "{:?}", out.stdout);
-    let msg = out
-        .stdout
-        .as_ref()
-        .map(|v| v["msg"].to_string())
-        .unwrap_or_default();
-    assert!(
-        took < Duration::from_secs(15),
-        "the ADD took {took:?} (its whole timeout) to fail with {msg}; its claim was deleted at about 1 s"
-    );
-    assert!(msg.contains("deleted"), "{msg}");
+    waiting.fails_fast(&["deleted"], "deleted").await;
 }
 
 /// DEL with a view naming this sandbox's claim of an older UID, the claim
