@@ -23,8 +23,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hereabouts_api::{
-    ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, IPPoolSpec,
-    NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec, NetworkRef, PodRef,
+    ClaimRange, IPAllocation, IPClaim, IPPool, IPPoolSpec, NetworkAttachmentDefinition,
+    NetworkAttachmentDefinitionSpec,
 };
 use hereabouts_kit::{TestNamespace, eventually};
 
@@ -129,24 +129,7 @@ fn controller(ns: &TestNamespace, extra: &[&str]) -> hereabouts_kit::Controller 
 fn claim_of(ns: &str, name: &str, pod: &(String, String), ranges: Vec<ClaimRange>) -> IPClaim {
     IPClaim::new(
         name,
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "bad-input".to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: "net1".to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        common::claim_spec(ns, "bad-input", "net1", pod, ranges),
     )
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use hereabouts_api::{
-    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef,
-    OverlappingRangeIPReservation, PodRef,
+    ClaimRange, IPClaim, IPPool, NetworkAttachmentDefinition, OverlappingRangeIPReservation,
 };
 use hereabouts_kit::eventually;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -25,24 +24,7 @@ use common::{adopt, pods, pool_allocations, range, ready_addresses, replica, set
 fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>) -> IPClaim {
     IPClaim::new(
         &format!("{}-{ifname}", pod.0),
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "test-network".to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: ifname.to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        common::claim_spec(ns, "test-network", ifname, pod, ranges),
     )
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hereabouts_api::{IPClaim, IPPool};
+use hereabouts_api::IPClaim;
 use hereabouts_kit::Process;
 use hereabouts_node::cni::env::Environment;
 use hereabouts_node::cni::verbs::Backend;
@@ -308,14 +308,9 @@ async fn an_agent_restart_in_a_burst_of_adds() {
     }
     assert_eq!(addresses.len(), PODS);
     // The pool holds each pod's address once, for that pod.
-    let pools: Api<IPPool> = Api::namespaced(client.clone(), &ns.name);
-    let held: BTreeSet<String> = pools
-        .list(&ListParams::default())
+    let held: BTreeSet<String> = common::pool_holders(&client, &ns.name)
         .await
-        .expect("pools")
-        .items
-        .iter()
-        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
+        .into_iter()
         .collect();
     assert_eq!(held.len(), PODS, "{held:?}");
     // DEL of everything through the agent leaves no claim.
@@ -416,15 +411,7 @@ async fn a_del_through_a_stale_agent_view_leaves_a_newer_sandboxs_claim() {
         .expect("the newer sandbox's claim survives");
     assert_eq!(kept.spec.container_id, "sandbox-new");
     let address = first.stdout["ips"][0]["address"].as_str().expect("address");
-    let pools: Api<IPPool> = Api::namespaced(client.clone(), &ns.name);
-    let holders: Vec<String> = pools
-        .list(&ListParams::default())
-        .await
-        .expect("pools")
-        .items
-        .iter()
-        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
-        .collect();
+    let holders = common::pool_holders(&client, &ns.name).await;
     assert_eq!(
         holders,
         vec![format!("{}/p", ns.name)],

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, IPPoolStatus, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim, IPPool, IPPoolStatus};
 use hereabouts_kit::{eventually, kubeconfig_path};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -21,31 +21,20 @@ const SHARD_1: &str = "198.51.100.0-24-s1";
 fn claim(ns: &str, pod: &(String, String)) -> IPClaim {
     IPClaim::new(
         &format!("{}-net1", pod.0),
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "status-network".to_owned(),
-            },
+        common::claim_spec(
+            ns,
+            "status-network",
+            "net1",
+            pod,
             // 191 addresses: .10 to .200, .150-.159 excluded.
-            ranges: vec![ClaimRange {
+            vec![ClaimRange {
                 range: RANGE.to_owned(),
                 range_start: Some("198.51.100.10".to_owned()),
                 range_end: Some("198.51.100.200".to_owned()),
                 exclude: vec!["198.51.100.150/31".to_owned()],
                 ..Default::default()
             }],
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: "net1".to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        ),
     )
 }
 

@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hereabouts_api::{
-    ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, NetworkRef,
-    OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec, PodRef,
+    ClaimRange, IPAllocation, IPClaim, IPPool, OverlappingRangeIPReservation,
+    OverlappingRangeIPReservationSpec,
 };
 use hereabouts_kit::eventually;
 
@@ -34,27 +34,7 @@ fn claim(
     network: &str,
     ranges: Vec<ClaimRange>,
 ) -> IPClaim {
-    IPClaim::new(
-        name,
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: network.to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: ifname.to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
-    )
+    IPClaim::new(name, common::claim_spec(ns, network, ifname, pod, ranges))
 }
 
 async fn create_claim(client: &Client, ns: &str, claim: &IPClaim) {

@@ -16,8 +16,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hereabouts_api::{
-    ClaimRange, IPClaim, IPClaimSpec, NetworkAttachmentDefinition, NetworkRef,
-    OverlappingRangeIPReservation, PodRef,
+    ClaimRange, IPClaim, NetworkAttachmentDefinition, OverlappingRangeIPReservation,
 };
 use hereabouts_controller::caches::{ClaimEntry, PodEntry};
 use hereabouts_controller::compact::Uid;
@@ -262,27 +261,7 @@ fn a_relist_hands_back_the_view_it_replaced() {
 // === Integration: the real controller ===
 
 fn claim(ns: &str, pod: &(String, String), name: &str, ranges: Vec<ClaimRange>) -> IPClaim {
-    IPClaim::new(
-        name,
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "blue".to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: "net1".to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
-    )
+    IPClaim::new(name, common::claim_spec(ns, "blue", "net1", pod, ranges))
 }
 
 /// The NAD `blue` in `ns`: hereabouts on `range`.

@@ -14,9 +14,7 @@
 //! 3. CNI CHECK fails for an IPAMClaim-bound attachment (the pool entry
 //!    names the IPAMClaim, CHECK wants the pod).
 
-use hereabouts_api::{
-    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, OverlappingRangeIPReservation, PodRef,
-};
+use hereabouts_api::{ClaimRange, IPClaim, IPPool, OverlappingRangeIPReservation};
 use hereabouts_kit::eventually;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -30,24 +28,7 @@ use common::{pods, range, ready_addresses, replica, setup};
 fn claim(ns: &str, pod: &(String, String), ifname: &str, ranges: Vec<ClaimRange>) -> IPClaim {
     IPClaim::new(
         &format!("{}-{ifname}", pod.0),
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "test-network".to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: ifname.to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        common::claim_spec(ns, "test-network", ifname, pod, ranges),
     )
 }
 

@@ -17,7 +17,7 @@
 //!    prunes it): the plugin never checks the answer against what it
 //!    asked for.
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim};
 use hereabouts_kit::eventually;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -35,24 +35,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn claim(ns: &str, pod: &(String, String), ranges: Vec<ClaimRange>) -> IPClaim {
     IPClaim::new(
         &format!("{}-net1", pod.0),
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "test-network".to_owned(),
-            },
-            ranges,
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: "net1".to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        common::claim_spec(ns, "test-network", "net1", pod, ranges),
     )
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, IPPoolStatus, NetworkRef, PodRef};
+use hereabouts_api::{ClaimRange, IPClaim, IPPool, IPPoolStatus};
 use hereabouts_kit::eventually;
 use kube::api::{Api, DeleteParams, PostParams};
 
@@ -18,29 +18,18 @@ const POOL: &str = "203.0.113.0-24";
 fn claim(ns: &str, pod: &(String, String)) -> IPClaim {
     IPClaim::new(
         &format!("{}-net1", pod.0),
-        IPClaimSpec {
-            network: NetworkRef {
-                namespace: ns.to_owned(),
-                name: "review6-network".to_owned(),
-            },
-            ranges: vec![ClaimRange {
+        common::claim_spec(
+            ns,
+            "review6-network",
+            "net1",
+            pod,
+            vec![ClaimRange {
                 range: RANGE.to_owned(),
                 range_start: Some("203.0.113.10".to_owned()),
                 range_end: Some("203.0.113.20".to_owned()),
                 ..Default::default()
             }],
-            network_name: None,
-            enable_overlapping_ranges: true,
-            interface: "net1".to_owned(),
-            pod: PodRef {
-                namespace: ns.to_owned(),
-                name: pod.0.clone(),
-                uid: pod.1.clone(),
-            },
-            container_id: format!("container-{}", pod.1),
-            node: "simulated".to_owned(),
-            static_ips: Vec::new(),
-        },
+        ),
     )
 }
 

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use futures::future::join_all;
-use hereabouts_api::{ClaimRange, IPClaim, IPPool};
+use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
 use hereabouts_kit::{Controller, Kit, TestNamespace, kit};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -27,6 +27,49 @@ pub async fn setup(prefix: &str) -> (Kit, TestNamespace) {
         .expect("install CRDs");
     let ns = kit.namespace(prefix).await.expect("namespace");
     (kit, ns)
+}
+
+/// The spec of the claim of `pod` (name, UID) in `ns` for its interface
+/// `ifname` on `network`, asking `ranges`, as a plugin on a simulated node
+/// files it.
+pub fn claim_spec(
+    ns: &str,
+    network: &str,
+    ifname: &str,
+    pod: &(String, String),
+    ranges: Vec<ClaimRange>,
+) -> IPClaimSpec {
+    IPClaimSpec {
+        network: NetworkRef {
+            namespace: ns.to_owned(),
+            name: network.to_owned(),
+        },
+        ranges,
+        network_name: None,
+        enable_overlapping_ranges: true,
+        interface: ifname.to_owned(),
+        pod: PodRef {
+            namespace: ns.to_owned(),
+            name: pod.0.clone(),
+            uid: pod.1.clone(),
+        },
+        container_id: format!("container-{}", pod.1),
+        node: "simulated".to_owned(),
+        static_ips: Vec::new(),
+    }
+}
+
+/// The pod reference of every allocation of every pool in `ns`.
+pub async fn pool_holders(client: &Client, ns: &str) -> Vec<String> {
+    let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    pools
+        .list(&ListParams::default())
+        .await
+        .expect("pools")
+        .items
+        .iter()
+        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
+        .collect()
 }
 
 /// One controller replica, killed when dropped.
