@@ -264,6 +264,24 @@ fn claim(ns: &str, pod: &(String, String), name: &str, ranges: Vec<ClaimRange>) 
     IPClaim::new(name, common::claim_spec(ns, "blue", "net1", pod, ranges))
 }
 
+/// One claim `<pod>-net1` per pod of `pods`, asking `ranges`.
+async fn file_claims(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    pods: &[(String, String)],
+    ranges: &[ClaimRange],
+) {
+    for p in pods {
+        claims
+            .create(
+                &PostParams::default(),
+                &claim(ns, p, &format!("{}-net1", p.0), ranges.to_vec()),
+            )
+            .await
+            .expect("claim");
+    }
+}
+
 /// The NAD `blue` in `ns`: hereabouts on `range`.
 async fn blue_nad(client: &Client, ns: &str, range: &str) {
     let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), ns);
@@ -430,15 +448,7 @@ async fn a_deleted_claims_release_finishes_and_its_reservation_goes() {
     let ranges = vec![range("203.0.113.64/30")];
     let ps = pods(&kit.client, &ns.name, "rel", 4).await;
     let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
-    for p in &ps[..2] {
-        claims
-            .create(
-                &PostParams::default(),
-                &claim(&ns.name, p, &format!("{}-net1", p.0), ranges.clone()),
-            )
-            .await
-            .expect("claim");
-    }
+    file_claims(&claims, &ns.name, &ps[..2], &ranges).await;
     let mut ips = Vec::new();
     for p in &ps[..2] {
         let a = eventually("answered", 30, || async {
@@ -470,15 +480,7 @@ async fn a_deleted_claims_release_finishes_and_its_reservation_goes() {
     // Two more pods ask on the /30 (two addresses, one resting): one may
     // be served, the other finds the range full; with the release finished
     // that is a refusal now, not a retry for as long as a release waits.
-    for p in &ps[2..] {
-        claims
-            .create(
-                &PostParams::default(),
-                &claim(&ns.name, p, &format!("{}-net1", p.0), ranges.clone()),
-            )
-            .await
-            .expect("claim");
-    }
+    file_claims(&claims, &ns.name, &ps[2..], &ranges).await;
     let mut answers = Vec::new();
     for p in &ps[2..] {
         let answer = eventually("later claims answered", 25, || async {
