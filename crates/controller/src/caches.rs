@@ -2,9 +2,8 @@
 //! of NADs and IPAMClaims, and compact indexes of what they read of claims
 //! and pods (one of each per allocation).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -12,7 +11,7 @@ use kube::runtime::reflector::Store;
 
 use hereabouts_api::{ClaimRange, ClaimReference, IPAMClaim, IPClaim, NetworkAttachmentDefinition};
 
-use super::compact::Uid;
+use super::compact::{self, Uid};
 use super::index::Index;
 
 /// Multus' record of a pod's attachments.
@@ -182,27 +181,14 @@ impl ClaimEntry {
 /// a network carries the same list (a static address makes a list its own,
 /// and it is not kept here). `make bench`'s scale run: about 190 bytes a
 /// claim otherwise.
-static RANGES: LazyLock<Mutex<HashSet<Arc<[ClaimRange]>>>> = LazyLock::new(Default::default);
-
-/// How many distinct lists [`RANGES`] keeps; past that it starts again
-/// (lists already shared stay shared, by their own counts).
-const RANGES_KEPT: usize = 4096;
+static RANGES: compact::Shared<[ClaimRange]> = LazyLock::new(Default::default);
 
 /// `ranges` as a list shared with every claim that asks the same.
 fn interned(ranges: &[ClaimRange]) -> Arc<[ClaimRange]> {
     if ranges.iter().any(|r| r.static_ip.is_some()) {
         return ranges.into();
     }
-    let mut kept = RANGES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = kept.get(ranges) {
-        return shared.clone();
-    }
-    if kept.len() >= RANGES_KEPT {
-        kept.clear();
-    }
-    let shared: Arc<[ClaimRange]> = ranges.into();
-    kept.insert(shared.clone());
-    shared
+    compact::shared(&RANGES, ranges)
 }
 
 /// `namespace/name` split in two.

@@ -327,7 +327,7 @@ async fn releaser(
     mut gone: mpsc::UnboundedReceiver<Gone>,
     reconcile_all: mpsc::UnboundedSender<()>,
 ) {
-    let mut unreleased: HashMap<String, Unreleased> = HashMap::new();
+    let mut unreleased: HashMap<Uid, Unreleased> = HashMap::new();
     let (released_tx, mut released_rx) = mpsc::unbounded_channel::<(Gone, bool)>();
     let start_release = |u: &mut Unreleased| {
         if u.in_flight || !ctx.leadership.is_leader() {
@@ -344,7 +344,7 @@ async fn releaser(
     let forget = |n: usize| {
         ctx.releases_pending.fetch_sub(n, Ordering::SeqCst);
     };
-    let release_all = |unreleased: &mut HashMap<String, Unreleased>| {
+    let release_all = |unreleased: &mut HashMap<Uid, Unreleased>| {
         let now = tokio::time::Instant::now();
         let before = unreleased.len();
         unreleased.retain(|_, u| now.duration_since(u.since) < RELEASE_PATIENCE);
@@ -357,7 +357,7 @@ async fn releaser(
         tokio::select! {
             claim = gone.recv() => {
                 let Some(claim) = claim else { return };
-                let entry = match unreleased.entry(claim.claim.uid.to_string()) {
+                let entry = match unreleased.entry(claim.claim.uid.clone()) {
                     // Counted once already.
                     std::collections::hash_map::Entry::Occupied(o) => {
                         forget(1);
@@ -374,12 +374,12 @@ async fn releaser(
                 let _ = reconcile_all.send(());
             }
             Some((claim, done)) = released_rx.recv() => {
-                let key = claim.claim.uid.to_string();
+                let key = &claim.claim.uid;
                 if done {
-                    if unreleased.remove(&key).is_some() {
+                    if unreleased.remove(key).is_some() {
                         forget(1);
                     }
-                } else if let Some(u) = unreleased.get_mut(&key) {
+                } else if let Some(u) = unreleased.get_mut(key) {
                     u.in_flight = false;
                 }
             }

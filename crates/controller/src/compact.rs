@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// An object's UID: the bytes of a lowercase hyphenated UUID, or the text
@@ -91,25 +92,37 @@ impl fmt::Debug for Uid {
     }
 }
 
-/// The namespace names the indexes hold, shared (a cluster has few).
-static NAMESPACES: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+/// Values the indexes share, one set per kind.
+pub type Shared<T> = LazyLock<Mutex<HashSet<Arc<T>>>>;
 
-/// How many names [`NAMESPACES`] keeps; past that it starts again (names
-/// already shared stay shared, by their own counts).
-const NAMESPACES_KEPT: usize = 4096;
+/// How many values a [`Shared`] set keeps; past that it starts again
+/// (values already shared stay shared, by their own counts).
+const KEPT: usize = 4096;
+
+/// `value` as the copy in `set` every entry holding the same value shares.
+pub fn shared<T>(set: &Shared<T>, value: &T) -> Arc<T>
+where
+    T: Hash + Eq + ?Sized,
+    for<'a> Arc<T>: From<&'a T>,
+{
+    let mut kept = set.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(copy) = kept.get(value) {
+        return copy.clone();
+    }
+    if kept.len() >= KEPT {
+        kept.clear();
+    }
+    let copy = Arc::from(value);
+    kept.insert(copy.clone());
+    copy
+}
+
+/// The namespace names the indexes hold (a cluster has few).
+static NAMESPACES: Shared<str> = LazyLock::new(Default::default);
 
 /// `name` as a string shared with every entry that names it.
 pub fn namespace(name: &str) -> Arc<str> {
-    let mut kept = NAMESPACES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = kept.get(name) {
-        return shared.clone();
-    }
-    if kept.len() >= NAMESPACES_KEPT {
-        kept.clear();
-    }
-    let shared: Arc<str> = name.into();
-    kept.insert(shared.clone());
-    shared
+    shared(&NAMESPACES, name)
 }
 
 #[cfg(test)]

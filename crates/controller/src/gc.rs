@@ -350,7 +350,7 @@ impl Collector {
                     return Ok(true);
                 };
                 let namespace = pod.namespace().unwrap_or_default();
-                let uid = pod.uid().unwrap_or_default();
+                let uid = Uid::new(&pod.uid().unwrap_or_default());
                 let claims = fresh.claims(ctx, &namespace).await?;
                 // The same rule as `suspects`, on what the API server says
                 // (each claim read as the cache's index reads it).
@@ -360,7 +360,7 @@ impl Collector {
                     .filter(|(key, c)| {
                         format!("{}/{}", c.pod_namespace(split_key(key).0), c.pod_name) == *podref
                             && *c.interface == **ifname
-                            && c.of_own_pod(&Uid::new(&uid))
+                            && c.of_own_pod(&uid)
                             && !c.refused
                     })
                     .map(|(_, c)| c)
@@ -598,7 +598,6 @@ impl Fresh {
     }
 }
 
-/// The base pool names a claim's ranges live in.
 /// (pod namespace, pod name, interface).
 type Attachment<'a> = (&'a str, &'a str, &'a str);
 
@@ -619,6 +618,7 @@ fn claims_of<'a>(
         .map(|(_, claim)| *claim)
 }
 
+/// The base pool names a claim's ranges live in.
 fn claim_pools(network_name: Option<&str>, ranges: &[ClaimRange]) -> Vec<String> {
     ranges
         .iter()

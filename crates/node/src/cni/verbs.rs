@@ -715,7 +715,7 @@ pub async fn del(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
         && let Some(known) = claims.known(&pod_namespace, &name)
         && known.container_id == inv.container_id
     {
-        match delete_version(&api, &name, known.uid, known.resource_version).await {
+        match delete_version(&api, &name, Some(known.uid), Some(known.resource_version)).await {
             Ok(Deleted::Done) => return Ok(Value::Null),
             Ok(Deleted::Changed) => {}
             Err(e) => {
@@ -773,14 +773,13 @@ enum Deleted {
 
 /// Deletes exactly `claim` as read (UID and version as preconditions).
 async fn delete_exact(api: &Api<IPClaim>, claim: &IPClaim) -> Result<Deleted, kube::Error> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: claim.uid(),
-            resource_version: claim.resource_version(),
-        }),
-        ..Default::default()
-    };
-    delete_with(api, &claim.name_any(), &params).await
+    delete_version(
+        api,
+        &claim.name_any(),
+        claim.uid(),
+        claim.resource_version(),
+    )
+    .await
 }
 
 /// Deletes the claim `name` only while it is version `resource_version` of
@@ -788,25 +787,17 @@ async fn delete_exact(api: &Api<IPClaim>, claim: &IPClaim) -> Result<Deleted, ku
 async fn delete_version(
     api: &Api<IPClaim>,
     name: &str,
-    uid: String,
-    resource_version: String,
+    uid: Option<String>,
+    resource_version: Option<String>,
 ) -> Result<Deleted, kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: Some(uid),
-            resource_version: Some(resource_version),
+            uid,
+            resource_version,
         }),
         ..Default::default()
     };
-    delete_with(api, name, &params).await
-}
-
-async fn delete_with(
-    api: &Api<IPClaim>,
-    name: &str,
-    params: &DeleteParams,
-) -> Result<Deleted, kube::Error> {
-    match api.delete(name, params).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(Deleted::Done),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(Deleted::Done),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Deleted::Changed),

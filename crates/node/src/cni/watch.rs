@@ -62,7 +62,7 @@ impl Known {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     waiters: HashMap<Key, Vec<mpsc::UnboundedSender<Seen>>>,
     known: HashMap<Key, Known>,
@@ -74,22 +74,9 @@ struct State {
 }
 
 /// The waiters and the cache, by claim.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ClaimWatch {
     state: Mutex<State>,
-}
-
-impl Default for ClaimWatch {
-    fn default() -> Self {
-        ClaimWatch {
-            state: Mutex::new(State {
-                waiters: HashMap::new(),
-                known: HashMap::new(),
-                relisting: None,
-                last_seen: None,
-            }),
-        }
-    }
 }
 
 /// One ADD's interest in one claim; dropping it stops the deliveries.
@@ -170,7 +157,7 @@ impl ClaimWatch {
         state.last_seen = Some(Instant::now());
         match event {
             watcher::Event::Apply(claim) => {
-                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                let key = key_of(&claim);
                 match Known::of(&claim) {
                     Some(known) => state.known.insert(key.clone(), known),
                     None => state.known.remove(&key),
@@ -178,13 +165,13 @@ impl ClaimWatch {
                 deliver(&mut state, &key, &Seen::Applied(Arc::new(claim)));
             }
             watcher::Event::Delete(claim) => {
-                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                let key = key_of(&claim);
                 state.known.remove(&key);
                 deliver(&mut state, &key, &Seen::Deleted(claim.uid()));
             }
             watcher::Event::Init => state.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(claim) => {
-                let key = (claim.namespace().unwrap_or_default(), claim.name_any());
+                let key = key_of(&claim);
                 if let (Some(listed), Some(known)) = (state.relisting.as_mut(), Known::of(&claim)) {
                     listed.insert(key.clone(), known);
                 }
@@ -246,6 +233,10 @@ impl ClaimWatch {
             self.observe(parsed);
         }
     }
+}
+
+fn key_of(claim: &IPClaim) -> Key {
+    (claim.namespace().unwrap_or_default(), claim.name_any())
 }
 
 /// Hands `seen` to the waiters of `key`, dropping those gone.
