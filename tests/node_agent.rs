@@ -15,15 +15,13 @@ use std::time::Duration;
 
 use hereabouts_api::IPClaim;
 use hereabouts_kit::Process;
-use hereabouts_node::cni::env::Environment;
-use hereabouts_node::cni::verbs::Backend;
 use hereabouts_node::cni::watch::ClaimWatch;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 mod common;
-use common::agent::{Agent, NODE, Run, env, plugin, pod, setup};
+use common::agent::{Agent, NODE, Run, env, environment, plugin, pod, run_through, setup};
 
 fn code_of(run: &Run) -> u64 {
     assert!(!run.success, "expected a failure, got {}", run.stdout);
@@ -376,33 +374,13 @@ async fn a_del_through_a_stale_agent_view_leaves_a_newer_sandboxs_claim() {
     );
 
     let run_with = |command: &str, container: &str, view: &Arc<ClaimWatch>| {
-        let environment = Environment {
-            command: Some(command.to_owned()),
-            container_id: Some(container.to_owned()),
-            netns: Some("/var/run/netns/unused".to_owned()),
-            ifname: Some("net1".to_owned()),
-            args: Some(format!(
-                "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME=p;K8S_POD_UID={uid}",
-                ns.name
-            )),
-            path: Some("/usr/lib/cni".to_owned()),
-            node_name: Some(NODE.to_owned()),
-        };
-        let (client, namespace, view, stdin) = (
+        run_through(
             client.clone(),
             ns.name.clone(),
             view.clone(),
             stdin.to_string(),
-        );
-        async move {
-            let backend = Backend::Agent {
-                client: &client,
-                namespace: &namespace,
-                claims: &view,
-                flat_file: None,
-            };
-            hereabouts_node::cni::run_with(environment, stdin.as_bytes(), backend).await
-        }
+            environment(command, &ns.name, &uid, container),
+        )
     };
     let del = run_with("DEL", "sandbox-old", &stale).await;
     assert!(del.success, "{:?}", del.stdout);

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use hereabouts_api::{ClaimRange, IPClaim};
 use hereabouts_controller::caches::ClaimEntry;
-use hereabouts_node::cni::env::Environment;
-use hereabouts_node::cni::verbs::Backend;
 use hereabouts_node::cni::watch::{ClaimWatch, Seen};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -23,43 +21,12 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 mod common;
-use common::agent::{Agent, NODE, env, plugin, pod, setup};
+use common::agent::{Agent, NODE, env, environment, plugin, pod, run_through, setup};
 
 fn conf(range: &str, kubeconfig: &std::path::Path, timeout_s: u64) -> Value {
     json!({"cniVersion": "1.0.0", "name": "r9net", "type": "macvlan", "master": "eth1",
            "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout_s,
                     "kubernetes": {"kubeconfig": kubeconfig}}})
-}
-
-fn environment(command: &str, ns: &str, uid: &str, container: &str) -> Environment {
-    Environment {
-        command: Some(command.to_owned()),
-        container_id: Some(container.to_owned()),
-        netns: Some("/var/run/netns/unused".to_owned()),
-        ifname: Some("net1".to_owned()),
-        args: Some(format!(
-            "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME=p;K8S_POD_UID={uid}"
-        )),
-        path: Some("/usr/lib/cni".to_owned()),
-        node_name: Some(NODE.to_owned()),
-    }
-}
-
-/// One verb, in process, through `view` as the agent's watch.
-async fn run_through(
-    client: kube::Client,
-    ns: String,
-    view: Arc<ClaimWatch>,
-    stdin: String,
-    environment: Environment,
-) -> hereabouts_node::cni::Outcome {
-    let backend = Backend::Agent {
-        client: &client,
-        namespace: &ns,
-        claims: &view,
-        flat_file: None,
-    };
-    hereabouts_node::cni::run_with(environment, stdin.as_bytes(), backend).await
 }
 
 /// A claim of this node that is no waiter's (another pod's attachment).

@@ -5,9 +5,14 @@
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hereabouts_kit::{Controller, Process, TestNamespace};
+use hereabouts_node::cni::Outcome;
+use hereabouts_node::cni::env::Environment;
+use hereabouts_node::cni::verbs::Backend;
+use hereabouts_node::cni::watch::ClaimWatch;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -74,6 +79,40 @@ pub fn env(
         ("NODENAME", NODE.to_owned()),
         ("HEREABOUTS_AGENT_SOCKET", socket.display().to_string()),
     ]
+}
+
+/// The environment of `command` for interface `net1` of pod `p` (UID
+/// `uid`) in `ns`, sandbox `container`, on [`NODE`].
+pub fn environment(command: &str, ns: &str, uid: &str, container: &str) -> Environment {
+    Environment {
+        command: Some(command.to_owned()),
+        container_id: Some(container.to_owned()),
+        netns: Some("/var/run/netns/unused".to_owned()),
+        ifname: Some("net1".to_owned()),
+        args: Some(format!(
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME=p;K8S_POD_UID={uid}"
+        )),
+        path: Some("/usr/lib/cni".to_owned()),
+        node_name: Some(NODE.to_owned()),
+    }
+}
+
+/// One verb, in process, as the agent runs it, with `view` as the agent's
+/// watch of the node's claims (which a test can make stale or silent).
+pub async fn run_through(
+    client: kube::Client,
+    ns: String,
+    view: Arc<ClaimWatch>,
+    stdin: String,
+    environment: Environment,
+) -> Outcome {
+    let backend = Backend::Agent {
+        client: &client,
+        namespace: &ns,
+        claims: &view,
+        flat_file: None,
+    };
+    hereabouts_node::cni::run_with(environment, stdin.as_bytes(), backend).await
 }
 
 /// A node agent (`hereabouts-install --agent-only`), killed when dropped.
