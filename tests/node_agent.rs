@@ -407,6 +407,133 @@ async fn a_del_through_a_stale_agent_view_leaves_a_newer_sandboxs_claim() {
     );
 }
 
+/// A connection closed under a request (by the API server, or a load
+/// balancer before it) loses the answer of a claim create that landed: the
+/// agent sends the create again, meets its own claim, and the ADD succeeds
+/// with that one claim and its one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_create_whose_answer_is_lost_is_sent_again() {
+    use common::shaping::{Down, at_once, forwarder, kubectl_proxy, plain_kubeconfig};
+    let (client, ns, _controller, _kubeconfig, socket) = setup("agent-resend").await;
+    let (_proxy, upstream) = kubectl_proxy().await;
+    // The first create's answer is thrown away for half a second (it has
+    // long landed by then), then its connection is closed.
+    let cut: Arc<std::sync::Mutex<(Option<std::time::Instant>, bool)>> = Arc::default();
+    let state = cut.clone();
+    let port = forwarder(
+        upstream,
+        |_, _, chunk| at_once(chunk),
+        move |_, line| {
+            if !(line.starts_with("POST ") && line.contains("/ipclaims")) {
+                return Down::Pass;
+            }
+            let mut state = state.lock().expect("state");
+            match *state {
+                (_, true) => Down::Pass,
+                (None, false) => {
+                    state.0 = Some(std::time::Instant::now());
+                    Down::Drop
+                }
+                (Some(at), false) if at.elapsed() < Duration::from_millis(500) => Down::Drop,
+                (Some(_), false) => {
+                    state.1 = true;
+                    Down::Close
+                }
+            }
+        },
+    )
+    .await;
+    let kubeconfig = plain_kubeconfig(&format!("{}-resend", ns.name), port, &ns.name);
+    let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
+    let uid = pod(&client, &ns.name, "p").await;
+    let stdin = conf("1.0.0", "203.0.113.16/28", &kubeconfig);
+    let run = plugin(&env("ADD", &ns.name, "p", &uid, "sandbox", &socket), &stdin);
+    assert!(
+        cut.lock().expect("state").1,
+        "the forwarder closed the first create's connection"
+    );
+    assert!(run.success, "the ADD succeeds: {}", run.stdout);
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let items = claims
+        .list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items;
+    assert_eq!(items.len(), 1, "one claim for the attachment: {items:?}");
+    let address = run.stdout["ips"][0]["address"].as_str().expect("address");
+    let granted = &items[0].status.as_ref().expect("answered").ips;
+    assert_eq!(
+        granted
+            .iter()
+            .map(|a| a.address.as_str())
+            .collect::<Vec<_>>(),
+        vec![address],
+        "the ADD answers the claim's address"
+    );
+    assert_eq!(
+        common::pool_holders(&client, &ns.name).await,
+        vec![format!("{}/p", ns.name)],
+        "{address} is the pod's, once"
+    );
+}
+
+/// An API server that takes a claim create and never answers it (a hung
+/// proxy before it, say) does not hold the ADD for ever: the agent answers
+/// "try again later" within the attachment's `request_timeout` and a
+/// little more, before the plugin stops waiting for it, and lives on; the
+/// runtime's DEL then leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_whose_create_is_never_answered_gives_up_in_time() {
+    use common::shaping::{Down, at_once, forwarder, kubectl_proxy, plain_kubeconfig};
+    let (client, ns, _controller, _kubeconfig, socket) = setup("agent-hung").await;
+    let (_proxy, upstream) = kubectl_proxy().await;
+    let port = forwarder(
+        upstream,
+        |_, _, chunk| at_once(chunk),
+        |_, line| {
+            if line.starts_with("POST ") && line.contains("/ipclaims") {
+                Down::Drop
+            } else {
+                Down::Pass
+            }
+        },
+    )
+    .await;
+    let kubeconfig = plain_kubeconfig(&format!("{}-hung", ns.name), port, &ns.name);
+    let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
+    let uid = pod(&client, &ns.name, "p").await;
+    let mut stdin = conf("1.0.0", "203.0.113.32/28", &kubeconfig);
+    stdin["ipam"]["request_timeout"] = json!("2s");
+    let started = std::time::Instant::now();
+    let add = plugin(&env("ADD", &ns.name, "p", &uid, "sandbox", &socket), &stdin);
+    let took = started.elapsed();
+    assert_eq!(code_of(&add), 11, "try again later: {}", add.stdout);
+    let message = add.stdout["msg"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("did not answer within 7s"),
+        "the agent's own answer, not the plugin's fallback: {}",
+        add.stdout
+    );
+    assert!(
+        took < Duration::from_secs(11),
+        "answered within request_timeout and the agent's overrun: {took:?}"
+    );
+    let del = plugin(&env("DEL", &ns.name, "p", &uid, "sandbox", &socket), &stdin);
+    assert!(del.success, "DEL: {}", del.stdout);
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let left = || async {
+        let claims = claims.list(&ListParams::default()).await.ok()?.items;
+        let held = common::pool_holders(&client, &ns.name).await;
+        Some((claims, held))
+    };
+    let gone = hereabouts_kit::eventually("the claim and its address gone", 20, || async {
+        let (claims, held) = left().await?;
+        (claims.is_empty() && held.is_empty()).then_some(())
+    })
+    .await;
+    assert!(gone.is_ok(), "nothing left behind: {:?}", left().await);
+}
+
 #[tokio::test]
 async fn bad_requests_get_a_clear_error_and_the_agent_lives_on() {
     let (client, ns, _controller, kubeconfig, socket) = setup("agent-bad").await;

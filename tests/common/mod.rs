@@ -59,7 +59,8 @@ pub fn claim_spec(
     }
 }
 
-/// The pod reference of every allocation of every pool in `ns`.
+/// The pod reference of every allocation of every pool in `ns` (holds and
+/// cooldowns left out: they keep an address for no one live).
 pub async fn pool_holders(client: &Client, ns: &str) -> Vec<String> {
     let pools: Api<IPPool> = Api::namespaced(client.clone(), ns);
     pools
@@ -68,7 +69,9 @@ pub async fn pool_holders(client: &Client, ns: &str) -> Vec<String> {
         .expect("pools")
         .items
         .iter()
-        .flat_map(|p| p.spec.allocations.values().map(|a| a.podref.clone()))
+        .flat_map(|p| p.spec.allocations.values())
+        .filter(|a| hereabouts_core::ledger::resting_until(&a.id).is_none())
+        .map(|a| a.podref.clone())
         .collect()
 }
 

@@ -16,8 +16,9 @@ use crate::protocol::{self, FlatFile, Request, Response};
 /// direct path's default too).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a verb other than ADD may take the agent: a DEL, CHECK, GC or
-/// STATUS is a few API calls.
-const VERB_TIMEOUT: Duration = Duration::from_secs(20);
+/// STATUS is a few API calls (the agent and the direct path give such a
+/// verb up after that long).
+pub const VERB_TIMEOUT: Duration = Duration::from_secs(20);
 /// Room beyond that for the agent's own API calls.
 const AGENT_MARGIN: Duration = Duration::from_secs(10);
 

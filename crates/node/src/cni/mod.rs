@@ -13,6 +13,7 @@ pub use hereabouts_plugin::{Outcome, env, error, error_version};
 
 use env::{Command, Environment, Invocation};
 use error::CniError;
+use hereabouts_plugin::client::VERB_TIMEOUT;
 
 /// Runs one invocation of the plugin on its own (the direct path).
 pub async fn run(environment: Environment, stdin: &[u8]) -> Outcome {
@@ -33,10 +34,14 @@ pub async fn run_with(
         let invocation = Invocation::parse(command, environment, stdin)?;
         let value = match command {
             Command::Add => verbs::add(&invocation, backend).await?,
-            Command::Del => verbs::del(&invocation, backend).await?,
-            Command::Check => verbs::check(&invocation, backend).await?,
-            Command::Gc => verbs::gc(&invocation, backend).await?,
-            Command::Status => verbs::status(&invocation, backend).await?,
+            Command::Del => verbs::bounded(VERB_TIMEOUT, verbs::del(&invocation, backend)).await?,
+            Command::Check => {
+                verbs::bounded(VERB_TIMEOUT, verbs::check(&invocation, backend)).await?
+            }
+            Command::Gc => verbs::bounded(VERB_TIMEOUT, verbs::gc(&invocation, backend)).await?,
+            Command::Status => {
+                verbs::bounded(VERB_TIMEOUT, verbs::status(&invocation, backend)).await?
+            }
             Command::Version => unreachable!("answered above"),
         };
         Ok::<_, CniError>((!value.is_null()).then_some(value))

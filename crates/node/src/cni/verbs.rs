@@ -217,6 +217,31 @@ async fn connect_direct(plan: &Plan) -> Result<(Client, String), CniError> {
     Ok((client, namespace))
 }
 
+/// `send`, sent again (twice at most, shortly after) when its connection
+/// failed under it: the API server closes connections (a restart, its
+/// idle and per-connection limits) and a load balancer before it may too.
+/// The answer is lost, not the request, so only what is safe to repeat is
+/// sent this way: a read, or a create, which meets itself as a conflict
+/// when the first one landed.
+async fn resent<T, F, Fut>(mut send: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..2 {
+        match send().await {
+            Err(e @ (kube::Error::HyperError(_) | kube::Error::Service(_))) => {
+                tracing::debug!(error = %e, "connection failed under a request; sending it again");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+            answered => return answered,
+        }
+    }
+    send().await
+}
+
 fn api_error(action: &str, e: &kube::Error) -> CniError {
     CniError::try_again(format!("{action}: {e}"))
 }
@@ -310,9 +335,40 @@ fn claim_ranges(plan: &Plan, matched: &[RangeRequest]) -> Vec<ClaimRange> {
         .collect()
 }
 
-/// ADD: the attachment's addresses, committed by the allocator.
+/// How much longer than its `request_timeout` an ADD may take in all: its
+/// create and reads come before the wait. Less than the plugin's margin
+/// for the agent, so the agent's answer reaches the runtime.
+const ADD_OVERRUN: Duration = Duration::from_secs(5);
+
+/// A verb given up after `limit`, with "try again later". An API server (or
+/// a proxy before it) may take a request and never answer, and the client
+/// has no read timeout (a quiet watch must outlive any); without this, a
+/// plugin process, or an agent's request, would wait for ever.
+pub async fn bounded<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, CniError>>,
+) -> Result<T, CniError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(CniError::try_again(format!(
+            "the API server did not answer within {}s",
+            limit.as_secs_f64()
+        )))
+    })
+}
+
+/// ADD: the attachment's addresses, committed by the allocator, within its
+/// `request_timeout` and [`ADD_OVERRUN`].
 pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
     let plan = plan(inv, backend)?;
+    let limit = plan.timeout.saturating_add(ADD_OVERRUN);
+    bounded(limit, add_planned(inv, backend, plan)).await
+}
+
+async fn add_planned(
+    inv: &Invocation,
+    backend: Backend<'_>,
+    plan: Plan,
+) -> Result<Value, CniError> {
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
     let matched =
@@ -389,12 +445,13 @@ pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
         Backend::Agent { claims, .. } => Some(claims.register(&pod_namespace, &name)),
         Backend::Direct => None,
     };
-    let current = match api.create(&PostParams::default(), &claim).await {
+    let post = PostParams::default();
+    let current = match resent(|| api.create(&post, &claim)).await {
         Ok(created) => created,
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            // A repeated ADD, or a pod recreated under the same name.
-            let mut existing = api
-                .get(&name)
+            // A repeated ADD, a pod recreated under the same name, or this
+            // create sent again after its answer was lost.
+            let mut existing = resent(|| api.get(&name))
                 .await
                 .map_err(|e| api_error(&format!("reading IPClaim {pod_namespace}/{name}"), &e))?;
             if existing.spec == spec && answer_of(&existing).is_some_and(|a| a.is_err()) {
