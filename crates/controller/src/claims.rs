@@ -30,7 +30,7 @@ use hereabouts_core::{
     AllocError, Allocation, IpRange, RangeRequest, RequestError, attachment, excerpt,
 };
 
-use super::caches::{ClaimEntry, Lookups, split_key};
+use super::caches::{ClaimEntry, Lookups, PodEntry, split_key};
 use super::compact::Uid;
 use super::context::Context;
 use super::index::{self, Index};
@@ -145,6 +145,9 @@ struct Unreleased {
     claim: Gone,
     since: tokio::time::Instant,
     in_flight: bool,
+    /// Handed over again while in flight (a grant committed after the
+    /// deletion's release read the pool): released once more after.
+    again: bool,
 }
 
 impl Unreleased {
@@ -153,6 +156,7 @@ impl Unreleased {
             claim,
             since: tokio::time::Instant::now(),
             in_flight: false,
+            again: false,
         }
     }
 }
@@ -200,11 +204,20 @@ struct State {
     lookups: Lookups,
     /// Failed attempts by claim UID, for the backoff.
     attempts: Mutex<HashMap<String, u32>>,
+    /// The [`releaser`]'s inbox.
+    gone: mpsc::UnboundedSender<Gone>,
 }
 
 impl State {
     fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands a deleted claim to the [`releaser`], counted before the
+    /// reconciler can see anything later.
+    fn release(&self, claim: Gone) {
+        self.ctx.releases_pending.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gone.send(claim);
     }
 }
 
@@ -226,24 +239,21 @@ pub async fn run(
     mut claims: index::Writer<IPClaim, Box<ClaimEntry>>,
     lookups: Lookups,
 ) {
+    let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
     let state = Arc::new(State {
         ctx: ctx.clone(),
         lookups,
         attempts: Mutex::default(),
+        gone: gone_tx,
     });
     // Releases look up the network's policy and the pod.
     let release_lookups = state.lookups.clone();
-    let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let (pending, mut pending_writer) = reflector::store::<IPClaim>();
     let (drive, applied) = {
-        let (index, attempts, counted) =
+        let (index, attempts, releases) =
             (state.lookups.claims.clone(), state.clone(), state.clone());
-        let gone = move |claim: Gone| {
-            // Counted before the reconciler can see anything later.
-            counted.ctx.releases_pending.fetch_add(1, Ordering::SeqCst);
-            let _ = gone_tx.send(claim);
-        };
+        let gone = move |claim: Gone| releases.release(claim);
         watches::applied(
             events,
             move |event| {
@@ -288,7 +298,7 @@ async fn reconcile(claim: Arc<IPClaim>, state: Arc<State>) -> Result<Action, Err
         return Ok(not_leading(&ctx.leadership));
     }
     let started = std::time::Instant::now();
-    let answered = answer(ctx, &state.lookups, &claim).await;
+    let answered = answer(&state, &claim).await;
     ctx.metrics.reconciled("claim", started.elapsed());
     answered?;
     state.attempts().remove(&claim.uid().unwrap_or_default());
@@ -361,7 +371,9 @@ async fn releaser(
                     // Counted once already.
                     std::collections::hash_map::Entry::Occupied(o) => {
                         forget(1);
-                        o.into_mut()
+                        let u = o.into_mut();
+                        u.again |= u.in_flight;
+                        u
                     }
                     std::collections::hash_map::Entry::Vacant(v) => v.insert(Unreleased::new(claim)),
                 };
@@ -375,12 +387,18 @@ async fn releaser(
             }
             Some((claim, done)) = released_rx.recv() => {
                 let key = &claim.claim.uid;
-                if done {
-                    if unreleased.remove(key).is_some() {
+                match unreleased.get_mut(key) {
+                    Some(u) if u.again => {
+                        u.again = false;
+                        u.in_flight = false;
+                        start_release(u);
+                    }
+                    Some(_) if done => {
+                        unreleased.remove(key);
                         forget(1);
                     }
-                } else if let Some(u) = unreleased.get_mut(key) {
-                    u.in_flight = false;
+                    Some(u) => u.in_flight = false,
+                    None => {}
                 }
             }
             _ = release_retry.tick() => release_all(&mut unreleased),
@@ -421,12 +439,13 @@ fn pending_only(event: &watcher::Event<IPClaim>) -> Option<watcher::Event<IPClai
 }
 
 /// Allocates and publishes.
-async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Result<(), Error> {
+async fn answer(state: &State, claim: &IPClaim) -> Result<(), Error> {
+    let (ctx, lookups) = (&state.ctx, &state.lookups);
     let mut requests = match requests(claim) {
         Ok(r) => r,
         Err(refused) => {
             ctx.metrics.failed("invalid_claim");
-            return publish(ctx, claim, Err(refused)).await;
+            return publish(ctx, claim, Err(refused)).await.map(drop);
         }
     };
     match authorize(ctx, lookups, claim, &requests).await {
@@ -522,7 +541,7 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Resul
                 }
             }
         }
-        return publish(ctx, claim, Err(refused)).await;
+        return publish(ctx, claim, Err(refused)).await.map(drop);
     }
     // `requests` follows `spec.ranges` one to one.
     let granted = requests
@@ -549,7 +568,16 @@ async fn answer(ctx: &Arc<Context>, lookups: &Lookups, claim: &IPClaim) -> Resul
             }
         }
     }
-    publish(ctx, claim, Ok(granted)).await
+    if !publish(ctx, claim, Ok(granted)).await? && persistent.is_none() {
+        // Committed, and no one will be told: the claim went (or was made
+        // again) before its answer landed. What it was granted goes back
+        // as a deleted claim's does (its release may have run already,
+        // before the commit, or found the pod unknown to the cache).
+        let mut gone = Gone::of(claim);
+        gone.claim.answered = true;
+        state.release(gone);
+    }
+    Ok(())
 }
 
 /// Refuses `claim` for good: a Warning Event and `Ready=False`.
@@ -569,7 +597,7 @@ async fn refuse(
         refused.message.clone(),
     )
     .await;
-    publish(ctx, claim, Err(refused)).await
+    publish(ctx, claim, Err(refused)).await.map(drop)
 }
 
 /// One request per range of the claim, with static addresses matched to
@@ -989,12 +1017,13 @@ fn bounded(mut message: String) -> String {
     message
 }
 
-/// Writes the answer to the claim's status.
+/// Writes the answer to the claim's status; `Ok(false)`: the claim is
+/// gone, or made again under its name, so the answer reached no one.
 async fn publish(
     ctx: &Context,
     claim: &IPClaim,
     answer: Result<Vec<ClaimedAddress>, Refused>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = claim.metadata.generation;
     let (status, ready) = match answer {
@@ -1045,11 +1074,11 @@ async fn publish(
                     ctx.metrics.claim_answered(waited);
                 }
             }
-            Ok(())
+            Ok(true)
         }
         // Gone, or replaced by a claim of another UID (its own answer
         // comes from its own events).
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => {
             tracing::warn!(claim = %claim.name_any(), error = %e, "could not publish claim status");
             Err(Error::Publish(e))
@@ -1123,21 +1152,38 @@ pub async fn write_status(
     }
 }
 
-/// Gives back the addresses of a deleted claim, if it was granted them: a
-/// claim that was refused (naming another pod, say) or never answered
-/// owns nothing, and its deletion must not free what its spec names. What
-/// such a claim's pod does hold, the collector returns when no claim asks
-/// for it any more.
+/// Whether a deleted claim may hold what the pools give its sandbox (pod,
+/// interface, container ID), so that its deletion gives that back:
+/// - answered: it was granted it;
+/// - refused: it holds nothing, and may name another pod (whose addresses
+///   its deletion must not free);
+/// - not answered (yet, or for its latest spec): its grant may be in the
+///   pools unpublished (the status write lost, failed or outrun by the
+///   deletion, the leader gone in between); it is given back when the
+///   claim acts for its own pod as the cache knows it (by UID). Otherwise
+///   the collector decides, when no claim asks for the address any more.
+fn may_hold(claim: &ClaimEntry, pod: Option<&PodEntry>) -> bool {
+    claim.answered || (!claim.refused && pod.is_some_and(|p| claim.of_own_pod(p.uid())))
+}
+
+/// Gives back what a deleted claim's sandbox holds, if the claim
+/// [`may_hold`] it. A release names the sandbox exactly (its container
+/// ID), so it never takes what a newer sandbox of the pod holds.
 ///
 /// Returns false when a release must be tried again (not leading now, the
 /// pool could not be written): the reconciler keeps the claim for that.
 #[tracing::instrument(skip_all, fields(claim = %claim.name, namespace = %claim.namespace))]
 async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
-    if !claim.claim.answered {
+    let entry = &claim.claim;
+    let pod_namespace = entry.pod_namespace(&claim.namespace);
+    let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
+    // The pod of that name as the cache knows it (a successor under the
+    // same name tells as much as the pod itself).
+    let pod = lookups.pods.get(&pod_ref);
+    if !may_hold(entry, pod.as_deref()) {
         tracing::debug!(claim = %claim.name, "deleted claim held nothing");
         return true;
     }
-    let entry = &claim.claim;
     match successor(&ctx, lookups, &claim).await {
         Ok(true) => {
             tracing::debug!(claim = %claim.name, "a newer claim of the same sandbox holds what it held");
@@ -1150,13 +1196,8 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
         }
     }
     let mut done = true;
-    let pod_namespace = entry.pod_namespace(&claim.namespace);
-    let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
     let policy =
         super::policy::of_network(&lookups.nads, pod_namespace, &entry.network, ctx.release);
-    // The pod of that name as the cache knows it (a successor under the
-    // same name tells as much as the pod itself).
-    let pod = lookups.pods.get(&pod_ref);
     let reason = super::policy::claim_deleted(policy, pod.as_deref());
     for (i, r) in entry.ranges.iter().enumerate() {
         let Ok(range) = r.parse(i) else {
@@ -1359,6 +1400,46 @@ mod tests {
         let (_, entry) = ClaimEntry::of(&elsewhere);
         assert!(!entry.of_own_pod(&Uid::new("pod-uid")));
         assert_eq!(entry.pod_namespace("ns"), "other");
+    }
+
+    #[test]
+    fn a_deleted_claim_gives_back_what_it_may_hold_and_nothing_of_another_pod() {
+        let pod = |uid: &str| {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-0", "namespace": "ns", "uid": uid}
+            }))
+            .expect("pod");
+            PodEntry::of(&pod).1
+        };
+        let (own, other) = (pod("pod-uid"), pod("another-uid"));
+        let entry = |ready: Option<&str>, generation: i64| {
+            ClaimEntry::of(&claim("a", "u1", generation, ready)).1
+        };
+        let answered = entry(Some("True"), 1);
+        assert!(may_hold(&answered, None), "granted: given back");
+        assert!(may_hold(&answered, Some(&other)));
+        let refused = entry(Some("False"), 1);
+        for pod in [None, Some(&own), Some(&other)] {
+            assert!(!may_hold(&refused, pod), "a refused claim holds nothing");
+        }
+        // Never answered, or not for its latest spec: its grant may be in
+        // the pools unpublished.
+        for unanswered in [entry(None, 1), entry(Some("True"), 2)] {
+            assert!(!unanswered.answered && !unanswered.refused);
+            assert!(may_hold(&unanswered, Some(&own)), "its own pod: given back");
+            assert!(
+                !may_hold(&unanswered, Some(&other)),
+                "another pod of that name"
+            );
+            assert!(!may_hold(&unanswered, None), "no pod: the collector's");
+        }
+        let mut elsewhere = claim("a", "u1", 1, None);
+        elsewhere.spec.pod.namespace = "other".into();
+        let elsewhere = ClaimEntry::of(&elsewhere).1;
+        assert!(
+            !may_hold(&elsewhere, Some(&own)),
+            "a claim naming another namespace's pod frees nothing"
+        );
     }
 
     #[test]
