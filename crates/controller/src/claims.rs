@@ -42,6 +42,14 @@ use super::watches;
 const RELEASE_RETRY: Duration = Duration::from_secs(2);
 /// ...and for how long (by then the collector has returned what they held).
 const RELEASE_PATIENCE: Duration = Duration::from_secs(600);
+/// How long one release may take (its read, its pool writes) before it
+/// counts as failed and is tried again: a request the API server never
+/// answers must not hold it, nor the claim name it locks.
+const RELEASE_BOUND: Duration = Duration::from_secs(20);
+/// How long a release keeps claims on full ranges waiting (asked again
+/// rather than refused): one that has not happened by then is not about
+/// to make room.
+const RELEASE_AWAITED: Duration = Duration::from_secs(30);
 /// How soon a leader whose Lease renewal is late looks at a claim again.
 const LEASE_RECHECK: Duration = Duration::from_secs(1);
 /// The first retry of a claim that could not be served for now...
@@ -139,6 +147,53 @@ impl Gone {
     }
 }
 
+/// One claim name (`namespace/name`) at a time: answering a claim and
+/// releasing a deleted claim of the same name exclude each other. A
+/// release reads whether a newer claim of the same sandbox holds what the
+/// deleted one held ([`successor`]) and then releases the sandbox's entry;
+/// a newer claim answered from that entry in between would have its
+/// address taken from under it, and the address handed out again.
+#[derive(Default)]
+struct ClaimNames(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A claim name held (see [`ClaimNames`]); let go when dropped.
+struct NameHeld<'a> {
+    names: &'a ClaimNames,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ClaimNames {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn hold(&self, key: String) -> NameHeld<'_> {
+        let lock = self.map().entry(key.clone()).or_default().clone();
+        // Made before the wait, so a wait given up still tidies the map.
+        let mut held = NameHeld {
+            names: self,
+            key,
+            lock: lock.clone(),
+            guard: None,
+        };
+        held.guard = Some(lock.lock_owned().await);
+        held
+    }
+}
+
+impl Drop for NameHeld<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut map = self.names.map();
+        // The map's and this one: no one else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// A deleted claim whose addresses are still to be released.
 #[derive(Debug)]
 struct Unreleased {
@@ -148,15 +203,20 @@ struct Unreleased {
     /// Handed over again while in flight (a grant committed after the
     /// deletion's release read the pool): released once more after.
     again: bool,
+    /// Since when it counts in `Context::releases_pending` (`None`: no
+    /// more, after [`RELEASE_AWAITED`]).
+    awaited: Option<tokio::time::Instant>,
 }
 
 impl Unreleased {
     fn new(claim: Gone) -> Self {
+        let now = tokio::time::Instant::now();
         Unreleased {
             claim,
-            since: tokio::time::Instant::now(),
+            since: now,
             in_flight: false,
             again: false,
+            awaited: Some(now),
         }
     }
 }
@@ -206,6 +266,7 @@ struct State {
     attempts: Mutex<HashMap<String, u32>>,
     /// The [`releaser`]'s inbox.
     gone: mpsc::UnboundedSender<Gone>,
+    names: Arc<ClaimNames>,
 }
 
 impl State {
@@ -245,9 +306,10 @@ pub async fn run(
         lookups,
         attempts: Mutex::default(),
         gone: gone_tx,
+        names: Arc::default(),
     });
     // Releases look up the network's policy and the pod.
-    let release_lookups = state.lookups.clone();
+    let (release_lookups, names) = (state.lookups.clone(), state.names.clone());
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let (pending, mut pending_writer) = reflector::store::<IPClaim>();
     let (drive, applied) = {
@@ -283,7 +345,7 @@ pub async fn run(
     tokio::select! {
         () = drive => {}
         () = controller => {}
-        () = releaser(ctx, release_lookups, gone_rx, all_tx) => {}
+        () = releaser(ctx, release_lookups, names, gone_rx, all_tx) => {}
     }
 }
 
@@ -298,7 +360,14 @@ async fn reconcile(claim: Arc<IPClaim>, state: Arc<State>) -> Result<Action, Err
         return Ok(not_leading(&ctx.leadership));
     }
     let started = std::time::Instant::now();
+    let key = format!(
+        "{}/{}",
+        claim.namespace().unwrap_or_default(),
+        claim.name_any()
+    );
+    let held = state.names.hold(key).await;
     let answered = answer(&state, &claim).await;
+    drop(held);
     ctx.metrics.reconciled("claim", started.elapsed());
     answered?;
     state.attempts().remove(&claim.uid().unwrap_or_default());
@@ -334,6 +403,7 @@ fn error_policy(claim: Arc<IPClaim>, error: &Error, state: Arc<State>) -> Action
 async fn releaser(
     ctx: Arc<Context>,
     lookups: Lookups,
+    names: Arc<ClaimNames>,
     mut gone: mpsc::UnboundedReceiver<Gone>,
     reconcile_all: mpsc::UnboundedSender<()>,
 ) {
@@ -345,20 +415,34 @@ async fn releaser(
         }
         u.in_flight = true;
         let (ctx, claim, released_tx) = (ctx.clone(), u.claim.clone(), released_tx.clone());
-        let lookups = lookups.clone();
+        let (lookups, names) = (lookups.clone(), names.clone());
         tokio::spawn(async move {
-            let done = release(ctx, &lookups, claim.clone()).await;
+            let released = release(ctx, &lookups, &names, claim.clone());
+            let done = tokio::time::timeout(RELEASE_BOUND, released)
+                .await
+                .unwrap_or(false);
             let _ = released_tx.send((claim, done));
         });
     };
-    let forget = |n: usize| {
-        ctx.releases_pending.fetch_sub(n, Ordering::SeqCst);
+    let forget = |u: &mut Unreleased| {
+        if u.awaited.take().is_some() {
+            ctx.releases_pending.fetch_sub(1, Ordering::SeqCst);
+        }
     };
     let release_all = |unreleased: &mut HashMap<Uid, Unreleased>| {
         let now = tokio::time::Instant::now();
-        let before = unreleased.len();
-        unreleased.retain(|_, u| now.duration_since(u.since) < RELEASE_PATIENCE);
-        forget(before - unreleased.len());
+        unreleased.retain(|_, u| {
+            if u.awaited
+                .is_some_and(|t| now.duration_since(t) >= RELEASE_AWAITED)
+            {
+                forget(u);
+            }
+            let patient = now.duration_since(u.since) < RELEASE_PATIENCE;
+            if !patient {
+                forget(u);
+            }
+            patient
+        });
         unreleased.values_mut().for_each(start_release);
     };
     let mut leadership = ctx.leadership.clone();
@@ -368,10 +452,11 @@ async fn releaser(
             claim = gone.recv() => {
                 let Some(claim) = claim else { return };
                 let entry = match unreleased.entry(claim.claim.uid.clone()) {
-                    // Counted once already.
+                    // Counted once already, and awaited anew.
                     std::collections::hash_map::Entry::Occupied(o) => {
-                        forget(1);
                         let u = o.into_mut();
+                        forget(u);
+                        u.awaited = Some(tokio::time::Instant::now());
                         u.again |= u.in_flight;
                         u
                     }
@@ -393,9 +478,9 @@ async fn releaser(
                         u.in_flight = false;
                         start_release(u);
                     }
-                    Some(_) if done => {
+                    Some(u) if done => {
+                        forget(u);
                         unreleased.remove(key);
-                        forget(1);
                     }
                     Some(u) => u.in_flight = false,
                     None => {}
@@ -1173,7 +1258,10 @@ fn may_hold(claim: &ClaimEntry, pod: Option<&PodEntry>) -> bool {
 /// Returns false when a release must be tried again (not leading now, the
 /// pool could not be written): the reconciler keeps the claim for that.
 #[tracing::instrument(skip_all, fields(claim = %claim.name, namespace = %claim.namespace))]
-async fn release(ctx: Arc<Context>, lookups: &Lookups, claim: Gone) -> bool {
+async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim: Gone) -> bool {
+    let _held = names
+        .hold(format!("{}/{}", claim.namespace, claim.name))
+        .await;
     let entry = &claim.claim;
     let pod_namespace = entry.pod_namespace(&claim.namespace);
     let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
@@ -1440,6 +1528,31 @@ mod tests {
             !may_hold(&elsewhere, Some(&own)),
             "a claim naming another namespace's pod frees nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn one_holder_of_a_claim_name_at_a_time_and_nothing_kept_after() {
+        let names = Arc::new(ClaimNames::default());
+        let first = names.hold("ns/a".to_owned()).await;
+        let other = names.hold("ns/b".to_owned()).await;
+        let waiting = {
+            let names = names.clone();
+            tokio::spawn(async move {
+                let _held = names.hold("ns/a".to_owned()).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the same name waits");
+        drop(other);
+        drop(first);
+        waiting.await.expect("held after the first let go");
+        // A wait given up (a release's time bound) tidies too.
+        let held = names.hold("ns/c".to_owned()).await;
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(20), names.hold("ns/c".to_owned())).await;
+        assert!(given_up.is_err());
+        drop(held);
+        assert!(names.map().is_empty(), "no name kept: {:?}", names.map().keys());
     }
 
     #[test]
