@@ -21,7 +21,9 @@
 //! Fixed: a claim name is answered or released by one task at a time
 //! (claims.rs `ClaimNames`), so the successor read is made after any
 //! answer of the name; a release is bounded in time, and counts as awaited
-//! by full ranges for 30 s only.
+//! by full ranges for 30 s only. A claim carries when its ADD gives up
+//! (`hereabouts.dev/answer-by`); the controller deletes one created at or
+//! after that second, unanswered.
 //!
 //! Everything runs against the real API server, the real controller and
 //! (where it matters) the real node agent and plugin binary; where timing

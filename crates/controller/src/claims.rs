@@ -15,7 +15,8 @@ use futures::future::join_all;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, PostParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
@@ -24,7 +25,8 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use hereabouts_api::{
-    ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition, Refusal, Refused,
+    ANSWER_BY_ANNOTATION, ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition,
+    Refusal, Refused,
 };
 use hereabouts_core::{
     AllocError, Allocation, IpRange, RangeRequest, RequestError, attachment, excerpt,
@@ -69,6 +71,8 @@ pub enum Error {
     Pool(#[source] pools::Error),
     #[error("publishing the answer: {0}")]
     Publish(#[source] kube::Error),
+    #[error("deleting a claim created after its ADD gave up: {0}")]
+    Abandoned(#[source] kube::Error),
     /// The answer was not published: this replica's leadership went (or its
     /// renewal is late) after the addresses were committed.
     #[error("not (surely) the leader: the answer is published under leadership")]
@@ -79,7 +83,7 @@ impl Error {
     /// How long the API server asked us to wait, if it did.
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Pod(e) | Error::IpamClaim(e) | Error::Publish(e) => {
+            Error::Pod(e) | Error::IpamClaim(e) | Error::Publish(e) | Error::Abandoned(e) => {
                 super::shared::retry_after(e)
             }
             Error::Pool(e) => e.retry_after(),
@@ -243,7 +247,12 @@ pub fn slim(claim: &mut IPClaim) {
     let meta = &mut claim.metadata;
     meta.managed_fields = None;
     meta.labels = None;
-    meta.annotations = None;
+    // Of the annotations, only what [`abandoned`] reads.
+    meta.annotations = meta
+        .annotations
+        .take()
+        .and_then(|mut a| a.remove_entry(ANSWER_BY_ANNOTATION))
+        .map(|(k, v)| BTreeMap::from([(k, v)]));
     meta.owner_references = None;
     meta.finalizers = None;
     if let Some(status) = &mut claim.status {
@@ -523,9 +532,44 @@ fn pending_only(event: &watcher::Event<IPClaim>) -> Option<watcher::Event<IPClai
     })
 }
 
-/// Allocates and publishes.
+/// When `claim` was created after the ADD that filed it gave up (its
+/// [`ANSWER_BY_ANNOTATION`]), the two times. A creation time has whole
+/// seconds: one in the second the ADD gave up counts as late (an ADD
+/// answered in its last second is the only one this can turn away).
+fn abandoned(claim: &IPClaim) -> Option<(Timestamp, Timestamp)> {
+    let by: Timestamp = claim
+        .annotations()
+        .get(ANSWER_BY_ANNOTATION)?
+        .parse()
+        .ok()?;
+    let created = claim.metadata.creation_timestamp.as_ref()?.0;
+    let second = Timestamp::from_second(by.as_second()).ok()?;
+    (created >= second).then_some((created, by))
+}
+
+/// Allocates and publishes; deletes an [`abandoned`] claim instead.
 async fn answer(state: &State, claim: &IPClaim) -> Result<(), Error> {
     let (ctx, lookups) = (&state.ctx, &state.lookups);
+    if let Some((created, by)) = abandoned(claim) {
+        // A create that landed after its ADD failed (and after the DEL that
+        // followed found nothing): its sandbox is gone.
+        tracing::info!(claim = %claim.name_any(), %created, answer_by = %by, "deleting a claim created after its ADD gave up");
+        ctx.metrics.failed("abandoned_claim");
+        let api: Api<IPClaim> =
+            Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+        let exactly = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: claim.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        return match api.delete(&claim.name_any(), &exactly).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(Error::Abandoned(e)),
+        };
+    }
     let mut requests = match requests(claim) {
         Ok(r) => r,
         Err(refused) => {
@@ -1109,7 +1153,7 @@ async fn publish(
     claim: &IPClaim,
     answer: Result<Vec<ClaimedAddress>, Refused>,
 ) -> Result<bool, Error> {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now = Time(Timestamp::now());
     let generation = claim.metadata.generation;
     let (status, ready) = match answer {
         Ok(ips) => (
@@ -1154,7 +1198,7 @@ async fn publish(
     match write_status(&api, claim, status).await {
         Ok(()) => {
             if ready && let Some(created) = &claim.metadata.creation_timestamp {
-                let waited = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+                let waited = Timestamp::now().duration_since(created.0);
                 if let Ok(waited) = Duration::try_from(waited) {
                     ctx.metrics.claim_answered(waited);
                 }
@@ -1552,7 +1596,52 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(20), names.hold("ns/c".to_owned())).await;
         assert!(given_up.is_err());
         drop(held);
-        assert!(names.map().is_empty(), "no name kept: {:?}", names.map().keys());
+        assert!(
+            names.map().is_empty(),
+            "no name kept: {:?}",
+            names.map().keys()
+        );
+    }
+
+    #[test]
+    fn a_claim_created_after_its_add_gave_up_is_abandoned() {
+        let at = |created: &str, by: Option<&str>| {
+            let mut c = claim("a", "u1", 1, None);
+            c.metadata.creation_timestamp = Some(Time(created.parse().expect("time")));
+            c.metadata.annotations =
+                by.map(|by| BTreeMap::from([(ANSWER_BY_ANNOTATION.to_owned(), by.to_owned())]));
+            c
+        };
+        let by = Some("2026-12-02T10:00:07.300Z");
+        assert!(
+            abandoned(&at("2026-12-02T10:00:06Z", by)).is_none(),
+            "in time"
+        );
+        assert!(
+            abandoned(&at("2026-12-02T10:00:07Z", by)).is_some(),
+            "its last second"
+        );
+        assert!(abandoned(&at("2026-12-02T10:00:09Z", by)).is_some(), "late");
+        for by in [None, Some("soon"), Some("")] {
+            assert!(
+                abandoned(&at("2026-12-02T10:00:09Z", by)).is_none(),
+                "no deadline to miss: {by:?}"
+            );
+        }
+        let mut slimmed = at("2026-12-02T10:00:09Z", by);
+        slimmed
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert("other".into(), "x".repeat(1000));
+        slim(&mut slimmed);
+        assert_eq!(
+            slimmed.metadata.annotations.as_ref().map(BTreeMap::len),
+            Some(1),
+            "the cache keeps the deadline only"
+        );
+        assert!(abandoned(&slimmed).is_some());
     }
 
     #[test]

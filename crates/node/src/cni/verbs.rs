@@ -22,10 +22,10 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
+use hereabouts_api::{ANSWER_BY_ANNOTATION, NETWORK_LABEL, NODE_LABEL, label_value, stable_hash};
 use hereabouts_api::{
     ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal,
 };
-use hereabouts_api::{NETWORK_LABEL, NODE_LABEL, label_value, stable_hash};
 use hereabouts_core::{IpamConfig, RangeRequest};
 
 use super::env::{Command, Invocation};
@@ -361,13 +361,17 @@ pub async fn bounded<T>(
 pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
     let plan = plan(inv, backend)?;
     let limit = plan.timeout.saturating_add(ADD_OVERRUN);
-    bounded(limit, add_planned(inv, backend, plan)).await
+    let answer_by = k8s_openapi::jiff::SignedDuration::try_from(limit)
+        .ok()
+        .and_then(|d| k8s_openapi::jiff::Timestamp::now().checked_add(d).ok());
+    bounded(limit, add_planned(inv, backend, plan, answer_by)).await
 }
 
 async fn add_planned(
     inv: &Invocation,
     backend: Backend<'_>,
     plan: Plan,
+    answer_by: Option<k8s_openapi::jiff::Timestamp>,
 ) -> Result<Value, CniError> {
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
@@ -428,6 +432,8 @@ async fn add_planned(
             (NODE_LABEL.to_owned(), label_value(&node)),
             (NETWORK_LABEL.to_owned(), label_value(&network)),
         ])),
+        annotations: answer_by
+            .map(|t| BTreeMap::from([(ANSWER_BY_ANNOTATION.to_owned(), format!("{t:.3}"))])),
         owner_references: (!pod_uid.is_empty()).then(|| {
             vec![OwnerReference {
                 api_version: "v1".into(),
