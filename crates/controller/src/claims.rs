@@ -464,6 +464,8 @@ async fn releaser(
                     // Counted once already, and awaited anew.
                     std::collections::hash_map::Entry::Occupied(o) => {
                         let u = o.into_mut();
+                        // A grant found after the deletion was handed over.
+                        u.claim.claim.answered |= claim.claim.answered;
                         forget(u);
                         u.awaited = Some(tokio::time::Instant::now());
                         u.again |= u.in_flight;
