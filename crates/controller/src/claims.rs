@@ -151,16 +151,19 @@ impl Gone {
     }
 }
 
-/// One claim name (`namespace/name`) at a time: answering a claim and
-/// releasing a deleted claim of the same name exclude each other. A
-/// release reads whether a newer claim of the same sandbox holds what the
-/// deleted one held ([`successor`]) and then releases the sandbox's entry;
-/// a newer claim answered from that entry in between would have its
-/// address taken from under it, and the address handed out again.
+/// One pod interface (`pod namespace/pod name/interface`, what a pool
+/// entry is owned by with the container ID) at a time: answering a claim
+/// and releasing a deleted claim of the same interface exclude each other,
+/// whatever their names (a claim made again, or the interface re-plugged
+/// on another network sharing the pool). A release reads whether another
+/// claim of the same sandbox holds what the deleted one held
+/// ([`successor`]) and then releases the sandbox's entry; a claim answered
+/// from that entry in between would have its address taken from under it,
+/// and the address handed out again.
 #[derive(Default)]
 struct ClaimNames(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-/// A claim name held (see [`ClaimNames`]); let go when dropped.
+/// A pod interface held (see [`ClaimNames`]); let go when dropped.
 struct NameHeld<'a> {
     names: &'a ClaimNames,
     key: String,
@@ -369,12 +372,12 @@ async fn reconcile(claim: Arc<IPClaim>, state: Arc<State>) -> Result<Action, Err
         return Ok(not_leading(&ctx.leadership));
     }
     let started = std::time::Instant::now();
-    let key = format!(
-        "{}/{}",
-        claim.namespace().unwrap_or_default(),
-        claim.name_any()
+    let spec = &claim.spec;
+    let owner = format!(
+        "{}/{}/{}",
+        spec.pod.namespace, spec.pod.name, spec.interface
     );
-    let held = state.names.hold(key).await;
+    let held = state.names.hold(owner).await;
     let answered = answer(&state, &claim).await;
     drop(held);
     ctx.metrics.reconciled("claim", started.elapsed());
@@ -1305,10 +1308,15 @@ fn may_hold(claim: &ClaimEntry, pod: Option<&PodEntry>) -> bool {
 /// pool could not be written): the reconciler keeps the claim for that.
 #[tracing::instrument(skip_all, fields(claim = %claim.name, namespace = %claim.namespace))]
 async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim: Gone) -> bool {
-    let _held = names
-        .hold(format!("{}/{}", claim.namespace, claim.name))
-        .await;
     let entry = &claim.claim;
+    let _held = names
+        .hold(format!(
+            "{}/{}/{}",
+            entry.pod_namespace(&claim.namespace),
+            entry.pod_name,
+            entry.interface
+        ))
+        .await;
     let pod_namespace = entry.pod_namespace(&claim.namespace);
     let pod_ref = format!("{pod_namespace}/{}", entry.pod_name);
     // The pod of that name as the cache knows it (a successor under the
@@ -1359,6 +1367,37 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim
     done
 }
 
+/// Whether the cache holds another claim (another UID) of the same
+/// sandbox's interface (pod, interface, container ID) that may hold what
+/// `gone` held: one not being deleted and not refused, of the same name or
+/// of another network (the same interface re-plugged on a network that
+/// shares the pool). The plugin names a claim after its pod, so the pod's
+/// claims are the keys that start with `namespace/<pod name>`; a claim
+/// named otherwise is found by its own name only.
+fn cached_successor(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -> bool {
+    let namespace = &gone.namespace;
+    let pod_namespace = gone.claim.pod_namespace(namespace);
+    let holds = |c: &ClaimEntry| {
+        c.uid != gone.claim.uid
+            && !c.deleting
+            && !c.refused
+            && c.pod_namespace(namespace) == pod_namespace
+            && c.pod_name == gone.claim.pod_name
+            && c.interface == gone.claim.interface
+            && c.container_id == gone.claim.container_id
+    };
+    let own = format!("{namespace}/{}", gone.name);
+    let pods = format!("{namespace}/{}", gone.claim.pod_name);
+    claims.get(own.as_str()).is_some_and(|c| holds(c))
+        || claims
+            .range::<str, _>((
+                std::ops::Bound::Included(pods.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(&pods))
+            .any(|(_, c)| holds(c))
+}
+
 /// Whether a newer claim of the same name (another UID) asks for the same
 /// sandbox's interface (pod, interface, container ID) and so holds, or is
 /// about to be given, what the deleted one held: a pool entry names its
@@ -1369,27 +1408,19 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim
 /// knows of none, the API server (the cache may lag behind a successor
 /// that an earlier leader answered).
 async fn successor(ctx: &Context, lookups: &Lookups, gone: &Gone) -> Result<bool, kube::Error> {
-    let key = format!("{}/{}", gone.namespace, gone.name);
     let same_sandbox = |uid: &Uid, pod_name: &str, interface: &str, container_id: &str| {
         *uid != gone.claim.uid
             && pod_name == &*gone.claim.pod_name
             && interface == &*gone.claim.interface
             && container_id == &*gone.claim.container_id
     };
-    if let Some(cached) = lookups.claims.get(&key)
-        && !cached.deleting
-        && same_sandbox(
-            &cached.uid,
-            &cached.pod_name,
-            &cached.interface,
-            &cached.container_id,
-        )
-    {
+    if cached_successor(&lookups.claims.read(), gone) {
         return Ok(true);
     }
     let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), &gone.namespace);
     Ok(api.get_opt(&gone.name).await?.is_some_and(|current| {
         current.metadata.deletion_timestamp.is_none()
+            && !current.refused()
             && same_sandbox(
                 &Uid::new(&current.uid().unwrap_or_default()),
                 &current.spec.pod.name,
@@ -1644,6 +1675,43 @@ mod tests {
             "the cache keeps the deadline only"
         );
         assert!(abandoned(&slimmed).is_some());
+    }
+
+    #[test]
+    fn a_successor_is_any_live_claim_of_the_same_sandboxs_interface() {
+        let gone = Gone::of(&claim("web-0-net1-blue", "u1", 1, Some("True")));
+        let index = |claims: Vec<IPClaim>| {
+            claims
+                .iter()
+                .map(|c| {
+                    let (key, entry) = ClaimEntry::of(c);
+                    (key.into_boxed_str(), entry)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(!cached_successor(&index(vec![]), &gone));
+        let itself = claim("web-0-net1-blue", "u1", 1, Some("True"));
+        assert!(!cached_successor(&index(vec![itself]), &gone), "not itself");
+        let remade = claim("web-0-net1-blue", "u2", 1, None);
+        assert!(cached_successor(&index(vec![remade]), &gone), "made again");
+        // The same interface re-plugged on another network of the pool.
+        let replugged = claim("web-0-net1-green", "u3", 1, Some("True"));
+        assert!(cached_successor(&index(vec![replugged.clone()]), &gone));
+        let mut refused = replugged.clone();
+        refused.status.as_mut().expect("status").conditions[0].status = "False".into();
+        assert!(
+            !cached_successor(&index(vec![refused]), &gone),
+            "refused: holds nothing"
+        );
+        let mut elsewhere = replugged.clone();
+        elsewhere.spec.container_id = "another-sandbox".into();
+        assert!(!cached_successor(&index(vec![elsewhere]), &gone));
+        let mut other_interface = replugged.clone();
+        other_interface.spec.interface = "net2".into();
+        assert!(!cached_successor(&index(vec![other_interface]), &gone));
+        let mut deleting = replugged;
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert!(!cached_successor(&index(vec![deleting]), &gone));
     }
 
     #[test]
