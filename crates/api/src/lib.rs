@@ -39,8 +39,8 @@ pub const POOL_LABEL: &str = "hereabouts.dev/pool";
 /// its node's claims by it), and its network.
 pub const NODE_LABEL: &str = "hereabouts.dev/node";
 pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
-/// On IPClaims: when the ADD that files the claim gives up (RFC 3339, the
-/// node's clock). A claim the API server creates after that (a create held
+/// On IPClaims: when the ADD that files the claim gives up (RFC 3339, on
+/// the API server's clock as the node agent learned it). A claim the API server creates after that (a create held
 /// on its way, landing after the ADD failed and its DEL found nothing) is
 /// deleted by the controller unanswered: no one would ever be given, or
 /// release, its address.

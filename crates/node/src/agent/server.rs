@@ -105,6 +105,40 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// How often the agent reads the API server's clock.
+const CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Reads the API server's clock (the `Date` of its answer to `GET
+/// /version`, which every client may read) now and every [`CLOCK_EVERY`],
+/// so the deadline each claim carries (`hereabouts.dev/answer-by`) is on
+/// the clock its creation time is read on.
+async fn learn_clock(client: Client, claims: Arc<ClaimWatch>) {
+    use k8s_openapi::jiff::Timestamp;
+    static HTTP_DATE: k8s_openapi::jiff::fmt::rfc2822::DateTimeParser =
+        k8s_openapi::jiff::fmt::rfc2822::DateTimeParser::new();
+    loop {
+        let sent = Timestamp::now();
+        match http::Request::get("/version").body(kube::client::Body::empty()) {
+            Ok(request) => match client.send(request).await {
+                Ok(response) => {
+                    let answered = Timestamp::now();
+                    let date = response
+                        .headers()
+                        .get(http::header::DATE)
+                        .and_then(|d| HTTP_DATE.parse_timestamp(d.as_bytes()).ok());
+                    match date {
+                        Some(date) => claims.clock_sample(date, sent, answered),
+                        None => tracing::debug!("the API server's answer has no Date"),
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "could not read the API server's clock"),
+            },
+            Err(e) => tracing::debug!(error = %e, "could not ask for the API server's clock"),
+        }
+        tokio::time::sleep(CLOCK_EVERY).await;
+    }
+}
+
 impl Agent {
     /// An agent for `node`; its claim watch starts at once.
     pub fn start(
@@ -115,6 +149,7 @@ impl Agent {
     ) -> Arc<Self> {
         let claims = Arc::new(ClaimWatch::default());
         tokio::spawn(claims.clone().run(client.clone(), node.clone()));
+        tokio::spawn(learn_clock(client.clone(), claims.clone()));
         Arc::new(Agent {
             client,
             namespace,

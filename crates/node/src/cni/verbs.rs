@@ -14,6 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{
     Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
@@ -361,9 +362,17 @@ pub async fn bounded<T>(
 pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniError> {
     let plan = plan(inv, backend)?;
     let limit = plan.timeout.saturating_add(ADD_OVERRUN);
-    let answer_by = k8s_openapi::jiff::SignedDuration::try_from(limit)
-        .ok()
-        .and_then(|d| k8s_openapi::jiff::Timestamp::now().checked_add(d).ok());
+    // On the API server's clock, which the claim's creation time is read
+    // on: only an agent that has created a claim knows it. Elsewhere (the
+    // direct path, a fresh agent) a claim carries no deadline: a node's
+    // clock behind the API server's must not make every claim late.
+    let answer_by = match backend {
+        Backend::Agent { claims, .. } => SignedDuration::try_from(limit)
+            .ok()
+            .and_then(|d| Timestamp::now().checked_add(d).ok())
+            .and_then(|local| claims.on_server_clock(local)),
+        Backend::Direct => None,
+    };
     bounded(limit, add_planned(inv, backend, plan, answer_by)).await
 }
 
@@ -371,7 +380,7 @@ async fn add_planned(
     inv: &Invocation,
     backend: Backend<'_>,
     plan: Plan,
-    answer_by: Option<k8s_openapi::jiff::Timestamp>,
+    answer_by: Option<Timestamp>,
 ) -> Result<Value, CniError> {
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
@@ -452,8 +461,16 @@ async fn add_planned(
         Backend::Direct => None,
     };
     let post = PostParams::default();
+    let sent = Timestamp::now();
     let current = match resent(|| api.create(&post, &claim)).await {
-        Ok(created) => created,
+        Ok(created) => {
+            if let Backend::Agent { claims, .. } = backend
+                && let Some(at) = &created.metadata.creation_timestamp
+            {
+                claims.clock_sample(at.0, sent, Timestamp::now());
+            }
+            created
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             // A repeated ADD, a pod recreated under the same name, or this
             // create sent again after its answer was lost.

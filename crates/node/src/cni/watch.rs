@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hereabouts_api::{IPClaim, label_value};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -71,6 +72,9 @@ struct State {
     /// When the watch last showed anything (`None`: not since it started,
     /// or since it failed).
     last_seen: Option<Instant>,
+    /// The API server's clock less this node's, as the last claim this
+    /// agent created told ([`ClaimWatch::clock_sample`]).
+    server_ahead: Option<SignedDuration>,
 }
 
 /// The waiters and the cache, by claim.
@@ -120,6 +124,26 @@ impl ClaimWatch {
         // A waiter that panicked holding the lock left only senders and
         // cached versions behind: still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Learns how far the API server's clock is ahead of this node's from
+    /// a claim this agent created: the server stamped `created` (whole
+    /// seconds, rounded down) between `sent` and `answered` on this
+    /// node's clock; the middle of what that allows.
+    pub fn clock_sample(&self, created: Timestamp, sent: Timestamp, answered: Timestamp) {
+        let earliest = created.duration_since(answered);
+        let latest = created
+            .duration_since(sent)
+            .saturating_add(SignedDuration::from_secs(1));
+        let middle = earliest.saturating_add(latest) / 2;
+        self.lock().server_ahead = Some(middle);
+    }
+
+    /// `local` on the API server's clock, once a created claim told how
+    /// the two clocks differ (`None` before).
+    pub fn on_server_clock(&self, local: Timestamp) -> Option<Timestamp> {
+        let ahead = self.lock().server_ahead?;
+        local.checked_add(ahead).ok()
     }
 
     /// Registers for `namespace/name`: every version the watch sees from
@@ -252,6 +276,38 @@ fn deliver(state: &mut State, key: &Key, seen: &Seen) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_clock_is_learned_within_what_its_whole_seconds_allow() {
+        let view = ClaimWatch::default();
+        let at = |s: &str| s.parse::<Timestamp>().expect("time");
+        assert_eq!(view.on_server_clock(at("2026-12-02T10:00:00Z")), None);
+        // This node is 60.4 s behind; the server stamped 10:01:00.5 as
+        // 10:01:00, between the node's 10:00:00.0 and 10:00:00.2.
+        view.clock_sample(
+            at("2026-12-02T10:01:00Z"),
+            at("2026-12-02T10:00:00.0Z"),
+            at("2026-12-02T10:00:00.2Z"),
+        );
+        let server = view
+            .on_server_clock(at("2026-12-02T10:00:35Z"))
+            .expect("learned");
+        let error = server.duration_since(at("2026-12-02T10:01:35.4Z")).abs();
+        assert!(
+            error <= SignedDuration::from_millis(600),
+            "{server} ({error})"
+        );
+        // A node ahead of the server, learned again.
+        view.clock_sample(
+            at("2026-12-02T10:00:00Z"),
+            at("2026-12-02T10:00:30.0Z"),
+            at("2026-12-02T10:00:30.1Z"),
+        );
+        let server = view
+            .on_server_clock(at("2026-12-02T10:00:40Z"))
+            .expect("learned");
+        assert!(server < at("2026-12-02T10:00:11Z") && server > at("2026-12-02T10:00:09Z"));
+    }
 
     fn claim(ns: &str, name: &str, uid: &str, version: &str, container: &str) -> IPClaim {
         let mut c: IPClaim = serde_json::from_value(serde_json::json!({
