@@ -18,15 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hereabouts_api::{IPClaim, NetworkAttachmentDefinition};
+use hereabouts_api::IPClaim;
 use hereabouts_kit::{Controller, eventually};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 mod common;
 use common::agent::{Agent, env, plugin, pod, setup};
-use common::{pool_allocations, range, ready_addresses, shaping};
+use common::{ip_of, pool_allocations, range, range_nad, ready_addresses, shaping};
 
 fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout_s: u64) -> Value {
     json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
@@ -36,14 +36,6 @@ fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout_s: u64) -
 
 fn address_of(run: &common::agent::Run) -> Option<String> {
     run.stdout["ips"][0]["address"].as_str().map(str::to_owned)
-}
-
-fn ip_of(address: &str) -> std::net::IpAddr {
-    address
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {address}"))
 }
 
 /// The one claim of pod `pod` in `ns`, if any.
@@ -140,25 +132,6 @@ async fn an_add_that_meets_its_terminating_claim_gets_an_address_the_pool_keeps(
     );
 }
 
-/// A NAD `name` in `ns`: hereabouts on `range`.
-async fn nad(client: &Client, ns: &str, name: &str, range: &str) {
-    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), ns);
-    nads.create(
-        &PostParams::default(),
-        &NetworkAttachmentDefinition::new(
-            name,
-            hereabouts_api::NetworkAttachmentDefinitionSpec {
-                config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
-                               "master": "eth1",
-                               "ipam": {"type": "hereabouts", "range": range}})
-                .to_string(),
-            },
-        ),
-    )
-    .await
-    .expect("NAD");
-}
-
 /// A forwarder to `upstream` that holds every IPClaim status write while
 /// `hold` is set (counting them in `held`): the controller has committed
 /// the address to the pool and is about to publish it.
@@ -221,7 +194,7 @@ async fn committed_then_deleted_before_the_answer(
     )
     .expect("controller");
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     if pod_recorded {
         let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns.name);
@@ -376,7 +349,7 @@ async fn an_address_committed_after_its_claims_release_is_given_back() {
     controller.wait_ready().await.expect("ready");
     stall.store(true, Ordering::SeqCst);
     let (cidr, pool) = ("198.51.100.48/28", "198.51.100.48-28");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
     let claim = IPClaim::new(
@@ -470,7 +443,7 @@ async fn an_address_committed_whose_answer_failed_is_released_with_its_claim() {
     .expect("controller");
     controller.wait_ready().await.expect("ready");
     let (cidr, pool) = ("198.51.100.64/28", "198.51.100.64-28");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);

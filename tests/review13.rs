@@ -27,41 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim, NetworkAttachmentDefinition};
+use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim};
 use hereabouts_kit::{Controller, eventually};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
-use serde_json::json;
 
 mod common;
-use common::{pool_allocations, range, ready_addresses, shaping};
-
-fn ip_of(address: &str) -> std::net::IpAddr {
-    address
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("not an address: {address}"))
-}
-
-/// A NAD `name` in `ns`: hereabouts on `range` (CNI network name `name`).
-async fn nad(client: &Client, ns: &str, name: &str, range: &str) {
-    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), ns);
-    nads.create(
-        &PostParams::default(),
-        &NetworkAttachmentDefinition::new(
-            name,
-            hereabouts_api::NetworkAttachmentDefinitionSpec {
-                config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
-                               "master": "eth1",
-                               "ipam": {"type": "hereabouts", "range": range}})
-                .to_string(),
-            },
-        ),
-    )
-    .await
-    .expect("NAD");
-}
+use common::{ip_of, pool_allocations, range, range_nad, ready_addresses, shaping};
 
 /// The claim `name`'s Ready addresses, once answered (and of `uid`, if given).
 async fn answered(claims: &Api<IPClaim>, name: &str, uid: Option<String>) -> Option<String> {
@@ -146,8 +118,8 @@ async fn a_same_sandbox_claim_of_another_network_on_the_same_pool_keeps_its_addr
     )
     .expect("controller");
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
-    nad(&client, &ns.name, "green", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "green", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
@@ -263,7 +235,7 @@ async fn a_node_whose_clock_is_behind_still_gets_addresses() {
     let client = kit.client.clone();
     let controller = common::replica(&ns, "a", &[]);
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
     let mut outcomes = Vec::new();
@@ -388,7 +360,7 @@ async fn an_address_committed_for_a_deleted_pods_claim_deleted_before_its_answer
     )
     .expect("controller");
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
@@ -511,8 +483,8 @@ async fn a_refused_second_attachment_deleted_before_its_refusal_lands_frees_noth
     )
     .expect("controller");
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
-    nad(&client, &ns.name, "green", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "green", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
@@ -608,7 +580,7 @@ async fn an_answered_claim_changed_after_its_answer_by_is_answered_again_not_del
     let client = kit.client.clone();
     let controller = common::replica(&ns, "a", &[]);
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
     let answer_by = k8s_openapi::jiff::Timestamp::now()
@@ -668,8 +640,8 @@ async fn back_to_back_del_and_add_on_another_network_of_the_same_pool_keep_the_a
     let client = kit.client.clone();
     let controller = common::replica(&ns, "a", &[]);
     controller.wait_ready().await.expect("ready");
-    nad(&client, &ns.name, "blue", cidr).await;
-    nad(&client, &ns.name, "green", cidr).await;
+    range_nad(&client, &ns.name, "blue", cidr).await;
+    range_nad(&client, &ns.name, "green", cidr).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
     let mut lost = Vec::new();
     for (i, pod) in common::pods(&client, &ns.name, "p", 6)

@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use futures::future::join_all;
-use hereabouts_api::{ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef};
+use hereabouts_api::{
+    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef, PodRef,
+};
 use hereabouts_kit::{Controller, Kit, TestNamespace, kit};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
@@ -84,6 +86,34 @@ pub fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
         extra,
     )
     .expect("start controller")
+}
+
+/// The address of `198.51.100.7/24`-style text.
+pub fn ip_of(address: &str) -> IpAddr {
+    address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {address}"))
+}
+
+/// A NAD `name` in `ns`: hereabouts on `range` (CNI network name `name`).
+pub async fn range_nad(client: &Client, ns: &str, name: &str, range: &str) {
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(client.clone(), ns);
+    nads.create(
+        &PostParams::default(),
+        &NetworkAttachmentDefinition::new(
+            name,
+            hereabouts_api::NetworkAttachmentDefinitionSpec {
+                config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan",
+                               "master": "eth1",
+                               "ipam": {"type": "hereabouts", "range": range}})
+                .to_string(),
+            },
+        ),
+    )
+    .await
+    .expect("NAD");
 }
 
 /// A range of a claim, the whole CIDR.

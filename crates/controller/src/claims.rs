@@ -1371,9 +1371,10 @@ async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim
 /// sandbox's interface (pod, interface, container ID) that may hold what
 /// `gone` held: one not being deleted and not refused, of the same name or
 /// of another network (the same interface re-plugged on a network that
-/// shares the pool). The plugin names a claim after its pod, so the pod's
-/// claims are the keys that start with `namespace/<pod name>`; a claim
-/// named otherwise is found by its own name only.
+/// shares the pool). The plugin names a claim `<pod>-<interface>-<hash>`,
+/// so the pod's claims are the keys that start with `namespace/<pod>-`
+/// (a pod `web-1`'s are not read for a pod `web`); a claim named otherwise
+/// is found by its own name only.
 fn cached_successor(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -> bool {
     let namespace = &gone.namespace;
     let pod_namespace = gone.claim.pod_namespace(namespace);
@@ -1387,7 +1388,10 @@ fn cached_successor(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -
             && c.container_id == gone.claim.container_id
     };
     let own = format!("{namespace}/{}", gone.name);
-    let pods = format!("{namespace}/{}", gone.claim.pod_name);
+    let pods = format!(
+        "{namespace}/{}-",
+        gone.claim.pod_name.trim_end_matches(['-', '.'])
+    );
     claims.get(own.as_str()).is_some_and(|c| holds(c))
         || claims
             .range::<str, _>((
