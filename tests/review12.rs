@@ -19,8 +19,9 @@
 //!   (`a_claim_on_a_full_range_is_answered_though_a_release_read_hangs`).
 //!
 //! Fixed: a claim name is answered or released by one task at a time
-//! (claims.rs `ClaimNames`), so the successor read is made after any
-//! answer of the name; a release is bounded in time, and counts as awaited
+//! (claims.rs `Interfaces`, per pod interface since 8e3340e), so the
+//! successor read is made after any answer of the name; a release is
+//! bounded in time, and counts as awaited
 //! by full ranges for 30 s only. A claim carries when its ADD gives up
 //! (`hereabouts.dev/answer-by`); the controller deletes one created at or
 //! after that second, unanswered.

@@ -64,9 +64,9 @@ async fn settled(claims: &Api<IPClaim>, name: &str) {
 /// net1 of pod p-0 is attached to network `blue` (claim p-0-blue, address
 /// a), then detached (DEL: the claim goes) and attached again as net1 to
 /// network `green`, a NAD on the same range (same pool: no network_name).
-/// The second claim, p-0-green, has another name: `ClaimNames` does not
-/// order it against p-0-blue's release, and `successor` only looks at the
-/// deleted claim's name. The pool is idempotent per (pod, interface) and
+/// The second claim, p-0-green, has another name: the claim-name lock of
+/// a667569 did not order it against p-0-blue's release, and `successor`
+/// only looked at the deleted claim's name. The pool is idempotent per (pod, interface) and
 /// the container ID is the same, so p-0-green is answered with p-0-blue's
 /// entry; the release of p-0-blue (its `successor` read slow here, a race
 /// otherwise: both are started by adjacent watch events) then removes that
@@ -306,8 +306,8 @@ async fn a_node_whose_clock_is_behind_still_gets_addresses() {
 /// controller commits an address for a claim and its status write is slow;
 /// meanwhile the pod is deleted and so is its claim (the runtime gave up).
 /// The deletion's release waits for the claim name, which the answer holds
-/// (`ClaimNames`), so it is in flight when the answer meets the 404 and
-/// hands the claim over "as granted": the releaser finds the UID in flight
+/// (the claim-name lock, now `Interfaces`), so it is in flight when the
+/// answer meets the 404 and hands the claim over "as granted": the releaser finds the UID in flight
 /// (`Entry::Occupied`), sets `again`, and drops the handed-over entry (the
 /// one with `answered = true`). Both runs of the release then read the
 /// deletion's entry (never answered) with no pod in the cache:

@@ -40,10 +40,10 @@ pub const POOL_LABEL: &str = "hereabouts.dev/pool";
 pub const NODE_LABEL: &str = "hereabouts.dev/node";
 pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
 /// On IPClaims: when the ADD that files the claim gives up (RFC 3339, on
-/// the API server's clock as the node agent learned it). A claim the API server creates after that (a create held
-/// on its way, landing after the ADD failed and its DEL found nothing) is
-/// deleted by the controller unanswered: no one would ever be given, or
-/// release, its address.
+/// the API server's clock as the node agent learned it). A claim the API
+/// server creates after that (a create held on its way, landing after the
+/// ADD failed and its DEL found nothing) is deleted by the controller
+/// unanswered: no one would ever be given, or release, its address.
 pub const ANSWER_BY_ANNOTATION: &str = "hereabouts.dev/answer-by";
 /// Label on every shard of a sharded range: its index.
 pub const SHARD_LABEL: &str = "hereabouts.dev/shard";

@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
@@ -46,7 +46,7 @@ const RELEASE_RETRY: Duration = Duration::from_secs(2);
 const RELEASE_PATIENCE: Duration = Duration::from_secs(600);
 /// How long one release may take (its read, its pool writes) before it
 /// counts as failed and is tried again: a request the API server never
-/// answers must not hold it, nor the claim name it locks.
+/// answers must not hold it, nor the pod interface it locks.
 const RELEASE_BOUND: Duration = Duration::from_secs(20);
 /// How long a release keeps claims on full ranges waiting (asked again
 /// rather than refused): one that has not happened by then is not about
@@ -161,26 +161,31 @@ impl Gone {
 /// from that entry in between would have its address taken from under it,
 /// and the address handed out again.
 #[derive(Default)]
-struct ClaimNames(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+struct Interfaces(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-/// A pod interface held (see [`ClaimNames`]); let go when dropped.
-struct NameHeld<'a> {
-    names: &'a ClaimNames,
+/// A pod interface held (see [`Interfaces`]); let go when dropped.
+struct InterfaceHeld<'a> {
+    interfaces: &'a Interfaces,
     key: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl ClaimNames {
+impl Interfaces {
+    /// The key of a pod interface: what `hold` takes.
+    fn key(pod_namespace: &str, pod_name: &str, interface: &str) -> String {
+        format!("{pod_namespace}/{pod_name}/{interface}")
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn hold(&self, key: String) -> NameHeld<'_> {
+    async fn hold(&self, key: String) -> InterfaceHeld<'_> {
         let lock = self.map().entry(key.clone()).or_default().clone();
         // Made before the wait, so a wait given up still tidies the map.
-        let mut held = NameHeld {
-            names: self,
+        let mut held = InterfaceHeld {
+            interfaces: self,
             key,
             lock: lock.clone(),
             guard: None,
@@ -190,10 +195,10 @@ impl ClaimNames {
     }
 }
 
-impl Drop for NameHeld<'_> {
+impl Drop for InterfaceHeld<'_> {
     fn drop(&mut self) {
         self.guard = None;
-        let mut map = self.names.map();
+        let mut map = self.interfaces.map();
         // The map's and this one: no one else holds or waits for it.
         if Arc::strong_count(&self.lock) == 2 {
             map.remove(&self.key);
@@ -278,7 +283,7 @@ struct State {
     attempts: Mutex<HashMap<String, u32>>,
     /// The [`releaser`]'s inbox.
     gone: mpsc::UnboundedSender<Gone>,
-    names: Arc<ClaimNames>,
+    interfaces: Arc<Interfaces>,
 }
 
 impl State {
@@ -318,10 +323,10 @@ pub async fn run(
         lookups,
         attempts: Mutex::default(),
         gone: gone_tx,
-        names: Arc::default(),
+        interfaces: Arc::default(),
     });
     // Releases look up the network's policy and the pod.
-    let (release_lookups, names) = (state.lookups.clone(), state.names.clone());
+    let (release_lookups, interfaces) = (state.lookups.clone(), state.interfaces.clone());
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let (pending, mut pending_writer) = reflector::store::<IPClaim>();
     let (drive, applied) = {
@@ -357,7 +362,7 @@ pub async fn run(
     tokio::select! {
         () = drive => {}
         () = controller => {}
-        () = releaser(ctx, release_lookups, names, gone_rx, all_tx) => {}
+        () = releaser(ctx, release_lookups, interfaces, gone_rx, all_tx) => {}
     }
 }
 
@@ -373,11 +378,8 @@ async fn reconcile(claim: Arc<IPClaim>, state: Arc<State>) -> Result<Action, Err
     }
     let started = std::time::Instant::now();
     let spec = &claim.spec;
-    let owner = format!(
-        "{}/{}/{}",
-        spec.pod.namespace, spec.pod.name, spec.interface
-    );
-    let held = state.names.hold(owner).await;
+    let interface = Interfaces::key(&spec.pod.namespace, &spec.pod.name, &spec.interface);
+    let held = state.interfaces.hold(interface).await;
     let answered = answer(&state, &claim).await;
     drop(held);
     ctx.metrics.reconciled("claim", started.elapsed());
@@ -415,7 +417,7 @@ fn error_policy(claim: Arc<IPClaim>, error: &Error, state: Arc<State>) -> Action
 async fn releaser(
     ctx: Arc<Context>,
     lookups: Lookups,
-    names: Arc<ClaimNames>,
+    interfaces: Arc<Interfaces>,
     mut gone: mpsc::UnboundedReceiver<Gone>,
     reconcile_all: mpsc::UnboundedSender<()>,
 ) {
@@ -427,9 +429,9 @@ async fn releaser(
         }
         u.in_flight = true;
         let (ctx, claim, released_tx) = (ctx.clone(), u.claim.clone(), released_tx.clone());
-        let (lookups, names) = (lookups.clone(), names.clone());
+        let (lookups, interfaces) = (lookups.clone(), interfaces.clone());
         tokio::spawn(async move {
-            let released = release(ctx, &lookups, &names, claim.clone());
+            let released = release(ctx, &lookups, &interfaces, claim.clone());
             let done = tokio::time::timeout(RELEASE_BOUND, released)
                 .await
                 .unwrap_or(false);
@@ -562,18 +564,10 @@ async fn answer(state: &State, claim: &IPClaim) -> Result<(), Error> {
         ctx.metrics.failed("abandoned_claim");
         let api: Api<IPClaim> =
             Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-        let exactly = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: claim.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        return match api.delete(&claim.name_any(), &exactly).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(Error::Abandoned(e)),
-        };
+        return super::shared::delete_exactly(&api, &claim.name_any(), claim.uid(), None)
+            .await
+            .map(drop)
+            .map_err(Error::Abandoned);
     }
     let mut requests = match requests(claim) {
         Ok(r) => r,
@@ -1307,14 +1301,18 @@ fn may_hold(claim: &ClaimEntry, pod: Option<&PodEntry>) -> bool {
 /// Returns false when a release must be tried again (not leading now, the
 /// pool could not be written): the reconciler keeps the claim for that.
 #[tracing::instrument(skip_all, fields(claim = %claim.name, namespace = %claim.namespace))]
-async fn release(ctx: Arc<Context>, lookups: &Lookups, names: &ClaimNames, claim: Gone) -> bool {
+async fn release(
+    ctx: Arc<Context>,
+    lookups: &Lookups,
+    interfaces: &Interfaces,
+    claim: Gone,
+) -> bool {
     let entry = &claim.claim;
-    let _held = names
-        .hold(format!(
-            "{}/{}/{}",
+    let _held = interfaces
+        .hold(Interfaces::key(
             entry.pod_namespace(&claim.namespace),
-            entry.pod_name,
-            entry.interface
+            &entry.pod_name,
+            &entry.interface,
         ))
         .await;
     let pod_namespace = entry.pod_namespace(&claim.namespace);
@@ -1612,8 +1610,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_holder_of_a_claim_name_at_a_time_and_nothing_kept_after() {
-        let names = Arc::new(ClaimNames::default());
+    async fn one_holder_of_a_pod_interface_at_a_time_and_nothing_kept_after() {
+        let names = Arc::new(Interfaces::default());
         let first = names.hold("ns/a".to_owned()).await;
         let other = names.hold("ns/b".to_owned()).await;
         let waiting = {
@@ -1623,7 +1621,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "the same name waits");
+        assert!(!waiting.is_finished(), "the same interface waits");
         drop(other);
         drop(first);
         waiting.await.expect("held after the first let go");
@@ -1635,7 +1633,7 @@ mod tests {
         drop(held);
         assert!(
             names.map().is_empty(),
-            "no name kept: {:?}",
+            "no key kept: {:?}",
             names.map().keys()
         );
     }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -475,20 +475,19 @@ impl Collector {
                 ..
             } => {
                 let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(uid.clone()),
-                        resource_version: Some(resource_version.clone()),
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(name, &params).await {
-                    Ok(_) => {
+                let exactly = super::shared::delete_exactly(
+                    &api,
+                    name,
+                    Some(uid.clone()),
+                    Some(resource_version.clone()),
+                );
+                match exactly.await {
+                    Ok(true) => {
                         ctx.metrics.reclaimed("claim");
                         tracing::info!(namespace, name, "deleted a claim whose pod is gone");
                         true
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => true,
+                    Ok(false) => true,
                     Err(e) => {
                         tracing::warn!(namespace, name, error = %e, "could not delete orphaned claim");
                         false

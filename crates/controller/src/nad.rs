@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::Stream;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -205,19 +205,13 @@ pub async fn prune(
         if !ctx.leadership.is_leader() {
             return;
         }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pool.uid(),
-                resource_version: pool.resource_version(),
-            }),
-            ..Default::default()
-        };
-        match api.delete(&pool.name_any(), &params).await {
-            Ok(_) => tracing::info!(pool = %pool.name_any(), "deleted an empty pool no NAD uses"),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => {
-                tracing::warn!(pool = %pool.name_any(), error = %e, "could not delete unused pool")
-            }
+        let name = pool.name_any();
+        let exactly =
+            super::shared::delete_exactly(&api, &name, pool.uid(), pool.resource_version());
+        match exactly.await {
+            Ok(true) => tracing::info!(pool = %name, "deleted an empty pool no NAD uses"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(pool = %name, error = %e, "could not delete unused pool"),
         }
     }
 }

@@ -82,6 +82,33 @@ impl Shared {
     }
 }
 
+/// Deletes `name` only while it is still the object `uid` (and, when
+/// given, at `resource_version`): `Ok(false)` when it is gone already or
+/// is another object or version by now (404, 409), which callers take as
+/// done (whoever changed it decides about it).
+pub async fn delete_exactly<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    uid: Option<String>,
+    resource_version: Option<String>,
+) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid,
+            resource_version,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// How long the API server asked a client to wait before the next try:
 /// a 429 (too many requests, or a priority level's queue full) carries
 /// Retry-After, which the server also puts in the Status' details.

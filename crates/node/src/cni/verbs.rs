@@ -363,9 +363,10 @@ pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
     let plan = plan(inv, backend)?;
     let limit = plan.timeout.saturating_add(ADD_OVERRUN);
     // On the API server's clock, which the claim's creation time is read
-    // on: only an agent that has created a claim knows it. Elsewhere (the
-    // direct path, a fresh agent) a claim carries no deadline: a node's
-    // clock behind the API server's must not make every claim late.
+    // on: only an agent knows it (once it has read the server's `Date` or
+    // created a claim). Elsewhere (the direct path, an agent that could
+    // not read it yet) a claim carries no deadline: a node's clock behind
+    // the API server's must not make every claim late.
     let answer_by = match backend {
         Backend::Agent { claims, .. } => SignedDuration::try_from(limit)
             .ok()

@@ -72,8 +72,8 @@ struct State {
     /// When the watch last showed anything (`None`: not since it started,
     /// or since it failed).
     last_seen: Option<Instant>,
-    /// The API server's clock less this node's, as the last claim this
-    /// agent created told ([`ClaimWatch::clock_sample`]).
+    /// The API server's clock less this node's, as its last answer told
+    /// ([`ClaimWatch::clock_sample`]).
     server_ahead: Option<SignedDuration>,
 }
 
@@ -127,9 +127,10 @@ impl ClaimWatch {
     }
 
     /// Learns how far the API server's clock is ahead of this node's from
-    /// a claim this agent created: the server stamped `created` (whole
-    /// seconds, rounded down) between `sent` and `answered` on this
-    /// node's clock; the middle of what that allows.
+    /// one of its answers (a `Date`, a created claim's creation time): the
+    /// server stamped `created` (whole seconds, rounded down) between
+    /// `sent` and `answered` on this node's clock; the middle of what that
+    /// allows.
     pub fn clock_sample(&self, created: Timestamp, sent: Timestamp, answered: Timestamp) {
         let earliest = created.duration_since(answered);
         let latest = created
