@@ -222,10 +222,10 @@ async fn a_same_sandbox_claim_of_another_network_on_the_same_pool_keeps_its_addr
 /// `add()` computes it, from a clock 60 s behind).
 ///
 /// Fixed: the agent stamps on the API server's clock (it reads the `Date`
-/// of the server's answers, and the creation time of the claims it files),
-/// and the direct path stamps nothing. The stamp below is what the agent's
-/// own `ClaimWatch` computes on a node whose clock is 60 s behind, having
-/// read the server's clock once.
+/// of the server's answers, and the creation time of the claims it files,
+/// and carries them on its monotonic clock), and the direct path stamps
+/// nothing. The stamp below is what the agent's own `ClaimWatch` computes,
+/// having read the server's clock once.
 ///
 /// The user's check: the pod's (repeated) ADD gets an address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -241,25 +241,16 @@ async fn a_node_whose_clock_is_behind_still_gets_addresses() {
     let mut outcomes = Vec::new();
     // The first ADD, and the runtime's retry (a new sandbox, a new claim).
     for attempt in 0..2 {
-        let behind = |t: k8s_openapi::jiff::Timestamp| {
-            t.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(60))
-                .expect("time")
-        };
+        // The agent's reading of the server's clock (its `Date`), carried
+        // on the node's monotonic clock: the node's own clock, 60 s behind
+        // or not, plays no part.
         let view = hereabouts_node::cni::watch::ClaimWatch::default();
-        let sent = behind(k8s_openapi::jiff::Timestamp::now());
-        let server_date = k8s_openapi::jiff::Timestamp::now();
         view.clock_sample(
-            server_date,
-            sent,
-            behind(k8s_openapi::jiff::Timestamp::now()),
+            k8s_openapi::jiff::Timestamp::now(),
+            std::time::Instant::now(),
         );
-        let node_now = behind(k8s_openapi::jiff::Timestamp::now());
         let answer_by = view
-            .on_server_clock(
-                node_now
-                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(35))
-                    .expect("time"),
-            )
+            .server_clock_at(std::time::Instant::now() + Duration::from_secs(35))
             .expect("the agent knows the server's clock");
         let mut spec = common::claim_spec(&ns.name, "blue", "net1", &pods[0], vec![range(cidr)]);
         spec.container_id = format!("{}-{attempt}", spec.container_id);

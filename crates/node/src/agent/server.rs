@@ -113,21 +113,19 @@ const CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 /// so the deadline each claim carries (`hereabouts.dev/answer-by`) is on
 /// the clock its creation time is read on.
 async fn learn_clock(client: Client, claims: Arc<ClaimWatch>) {
-    use k8s_openapi::jiff::Timestamp;
     static HTTP_DATE: k8s_openapi::jiff::fmt::rfc2822::DateTimeParser =
         k8s_openapi::jiff::fmt::rfc2822::DateTimeParser::new();
     loop {
-        let sent = Timestamp::now();
         match http::Request::get("/version").body(kube::client::Body::empty()) {
             Ok(request) => match client.send(request).await {
                 Ok(response) => {
-                    let answered = Timestamp::now();
+                    let answered = std::time::Instant::now();
                     let date = response
                         .headers()
                         .get(http::header::DATE)
                         .and_then(|d| HTTP_DATE.parse_timestamp(d.as_bytes()).ok());
                     match date {
-                        Some(date) => claims.clock_sample(date, sent, answered),
+                        Some(date) => claims.clock_sample(date, answered),
                         None => tracing::debug!("the API server's answer has no Date"),
                     }
                 }

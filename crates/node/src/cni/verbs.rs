@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
@@ -363,15 +363,15 @@ pub async fn add(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
     let plan = plan(inv, backend)?;
     let limit = plan.timeout.saturating_add(ADD_OVERRUN);
     // On the API server's clock, which the claim's creation time is read
-    // on: only an agent knows it (once it has read the server's `Date` or
-    // created a claim). Elsewhere (the direct path, an agent that could
-    // not read it yet) a claim carries no deadline: a node's clock behind
-    // the API server's must not make every claim late.
+    // on, and never later than the moment this ADD gives up: only an agent
+    // knows it (once it has read the server's `Date` or created a claim).
+    // Elsewhere (the direct path, an agent that could not read it yet) a
+    // claim carries no deadline: a node's clock behind the API server's
+    // must not make every claim late.
     let answer_by = match backend {
-        Backend::Agent { claims, .. } => SignedDuration::try_from(limit)
-            .ok()
-            .and_then(|d| Timestamp::now().checked_add(d).ok())
-            .and_then(|local| claims.on_server_clock(local)),
+        Backend::Agent { claims, .. } => std::time::Instant::now()
+            .checked_add(limit)
+            .and_then(|then| claims.server_clock_at(then)),
         Backend::Direct => None,
     };
     bounded(limit, add_planned(inv, backend, plan, answer_by)).await
@@ -462,13 +462,12 @@ async fn add_planned(
         Backend::Direct => None,
     };
     let post = PostParams::default();
-    let sent = Timestamp::now();
     let current = match resent(|| api.create(&post, &claim)).await {
         Ok(created) => {
             if let Backend::Agent { claims, .. } = backend
                 && let Some(at) = &created.metadata.creation_timestamp
             {
-                claims.clock_sample(at.0, sent, Timestamp::now());
+                claims.clock_sample(at.0, std::time::Instant::now());
             }
             created
         }
@@ -499,6 +498,18 @@ async fn add_planned(
                 existing.spec = spec;
                 existing.metadata.owner_references = claim.metadata.owner_references.clone();
                 existing.metadata.labels = claim.metadata.labels.clone();
+                // This ADD's deadline, not the one before it: a claim
+                // created after that one gave up must not read as abandoned
+                // once it is this ADD's.
+                let annotations = existing.metadata.annotations.get_or_insert_default();
+                match &answer_by {
+                    Some(t) => {
+                        annotations.insert(ANSWER_BY_ANNOTATION.to_owned(), format!("{t:.3}"));
+                    }
+                    None => {
+                        annotations.remove(ANSWER_BY_ANNOTATION);
+                    }
+                }
                 api.replace(&name, &PostParams::default(), &existing)
                     .await
                     .map_err(|e| {

@@ -72,10 +72,15 @@ struct State {
     /// When the watch last showed anything (`None`: not since it started,
     /// or since it failed).
     last_seen: Option<Instant>,
-    /// The API server's clock less this node's, as its last answer told
-    /// ([`ClaimWatch::clock_sample`]).
-    server_ahead: Option<SignedDuration>,
+    /// The latest the API server's clock is known to have read at an
+    /// instant on this node's monotonic clock ([`ClaimWatch::clock_sample`]).
+    server_clock: Option<(Timestamp, std::time::Instant)>,
 }
+
+/// How long a reading of the API server's clock is kept while a later one
+/// tells less (a server whose clock was stepped back is believed again
+/// after this long).
+const CLOCK_KEPT: Duration = Duration::from_secs(900);
 
 /// The waiters and the cache, by claim.
 #[derive(Debug, Default)]
@@ -126,25 +131,45 @@ impl ClaimWatch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Learns how far the API server's clock is ahead of this node's from
-    /// one of its answers (a `Date`, a created claim's creation time): the
-    /// server stamped `created` (whole seconds, rounded down) between
-    /// `sent` and `answered` on this node's clock; the middle of what that
-    /// allows.
-    pub fn clock_sample(&self, created: Timestamp, sent: Timestamp, answered: Timestamp) {
-        let earliest = created.duration_since(answered);
-        let latest = created
-            .duration_since(sent)
-            .saturating_add(SignedDuration::from_secs(1));
-        let middle = earliest.saturating_add(latest) / 2;
-        self.lock().server_ahead = Some(middle);
+    /// Learns a lower bound of the API server's clock from one of its
+    /// answers (a `Date`, a created claim's creation time: whole seconds,
+    /// rounded down), which reached this node at `answered`: the server's
+    /// clock read at least `server` then. Of the readings, the one that
+    /// bounds the server's clock now the highest is kept (their seconds
+    /// rounded down at different moments, the bound comes within a round
+    /// trip of the server's clock); one older than [`CLOCK_KEPT`] gives way
+    /// to any later one. The node's own clock plays no part: a step of it
+    /// changes nothing.
+    pub fn clock_sample(&self, server: Timestamp, answered: std::time::Instant) {
+        let mut state = self.lock();
+        let keep = state.server_clock.is_some_and(|(kept, at)| {
+            answered.saturating_duration_since(at) < CLOCK_KEPT
+                && Self::project(kept, at, answered).is_some_and(|kept| kept > server)
+        });
+        if !keep {
+            state.server_clock = Some((server, answered));
+        }
     }
 
-    /// `local` on the API server's clock, once a created claim told how
-    /// the two clocks differ (`None` before).
-    pub fn on_server_clock(&self, local: Timestamp) -> Option<Timestamp> {
-        let ahead = self.lock().server_ahead?;
-        local.checked_add(ahead).ok()
+    /// `server` read at `at`, carried to `then` on the monotonic clock.
+    fn project(
+        server: Timestamp,
+        at: std::time::Instant,
+        then: std::time::Instant,
+    ) -> Option<Timestamp> {
+        let ahead = SignedDuration::try_from(then.saturating_duration_since(at)).ok()?;
+        let behind = SignedDuration::try_from(at.saturating_duration_since(then)).ok()?;
+        server.checked_add(ahead).ok()?.checked_sub(behind).ok()
+    }
+
+    /// A time the API server's clock will have reached at `then` (this
+    /// node's monotonic clock): never later than what it will read (a claim
+    /// created after `then` has a creation time at or after this second),
+    /// earlier by at most a second and a round trip. `None` before the
+    /// server's clock was read.
+    pub fn server_clock_at(&self, then: std::time::Instant) -> Option<Timestamp> {
+        let (server, at) = self.lock().server_clock?;
+        Self::project(server, at, then)
     }
 
     /// Registers for `namespace/name`: every version the watch sees from
@@ -279,35 +304,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_server_clock_is_learned_within_what_its_whole_seconds_allow() {
+    fn the_server_clock_is_bounded_from_below_by_its_best_reading() {
         let view = ClaimWatch::default();
         let at = |s: &str| s.parse::<Timestamp>().expect("time");
-        assert_eq!(view.on_server_clock(at("2026-12-02T10:00:00Z")), None);
-        // This node is 60.4 s behind; the server stamped 10:01:00.5 as
-        // 10:01:00, between the node's 10:00:00.0 and 10:00:00.2.
-        view.clock_sample(
-            at("2026-12-02T10:01:00Z"),
-            at("2026-12-02T10:00:00.0Z"),
-            at("2026-12-02T10:00:00.2Z"),
+        let start = std::time::Instant::now();
+        let after = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(view.server_clock_at(start), None, "nothing read yet");
+        // The server's clock reads 10:00:00.7 at `start`; its answers give
+        // whole seconds, rounded down.
+        let truth = |ms: u64| {
+            at("2026-12-02T10:00:00.7Z")
+                .checked_add(SignedDuration::from_millis(i64::try_from(ms).expect("ms")))
+                .expect("time")
+        };
+        // Stamped at 10:00:00.75, answered 50 ms later.
+        view.clock_sample(at("2026-12-02T10:00:00Z"), after(100));
+        let bound = view.server_clock_at(after(30_000)).expect("read");
+        assert!(bound <= truth(30_000), "never late: {bound}");
+        assert!(truth(30_000).duration_since(bound) <= SignedDuration::from_secs(1));
+        // A reading made slow by a 12 s round trip bounds it lower: kept
+        // out.
+        view.clock_sample(at("2026-12-02T10:00:02Z"), after(14_000));
+        assert_eq!(view.server_clock_at(after(30_000)), Some(bound));
+        // A reading at another phase of the second bounds it higher.
+        view.clock_sample(at("2026-12-02T10:00:05Z"), after(4_350));
+        let better = view.server_clock_at(after(30_000)).expect("read");
+        assert!(better > bound && better <= truth(30_000), "{better}");
+        assert!(truth(30_000).duration_since(better) <= SignedDuration::from_millis(100));
+        // The server's clock stepped back 20 s: a later reading is believed
+        // once the best one is old.
+        view.clock_sample(at("2026-12-02T10:00:00Z"), after(20_000));
+        assert_eq!(view.server_clock_at(after(30_000)), Some(better));
+        let late = 5_000 + u64::try_from(CLOCK_KEPT.as_millis()).expect("ms");
+        view.clock_sample(at("2026-12-02T10:15:00Z"), after(late));
+        assert_eq!(
+            view.server_clock_at(after(late + 1_000)),
+            Some(at("2026-12-02T10:15:01Z"))
         );
-        let server = view
-            .on_server_clock(at("2026-12-02T10:00:35Z"))
-            .expect("learned");
-        let error = server.duration_since(at("2026-12-02T10:01:35.4Z")).abs();
-        assert!(
-            error <= SignedDuration::from_millis(600),
-            "{server} ({error})"
-        );
-        // A node ahead of the server, learned again.
-        view.clock_sample(
-            at("2026-12-02T10:00:00Z"),
-            at("2026-12-02T10:00:30.0Z"),
-            at("2026-12-02T10:00:30.1Z"),
-        );
-        let server = view
-            .on_server_clock(at("2026-12-02T10:00:40Z"))
-            .expect("learned");
-        assert!(server < at("2026-12-02T10:00:11Z") && server > at("2026-12-02T10:00:09Z"));
     }
 
     fn claim(ns: &str, name: &str, uid: &str, version: &str, container: &str) -> IPClaim {
