@@ -750,7 +750,7 @@ async fn absurd_request_timeouts_never_panic_and_never_block_del() {
     for (i, timeout) in timeouts.iter().enumerate() {
         let pod = format!("web-{i}");
         let container = format!("c{i}");
-        let name = hereabouts_node::cni::verbs::claim_name(&pod, "net1", "timeouts");
+        let name = hereabouts_api::claim_name(&pod, "net1", "timeouts");
         let api: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
         let mut claim = claim_of(
             &ns.name,

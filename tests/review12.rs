@@ -79,17 +79,16 @@ async fn add_del_add(
     let (proxy, upstream) = shaping::kubectl_proxy().await;
     let slow = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
-    let claim_read = format!(
-        "GET /apis/hereabouts.dev/v1alpha1/namespaces/{}/ipclaims/p-0-net1 ",
-        ns.name
-    );
+    // The release's successor read: the pod's claims.
+    let claim_read = ns.name.clone();
     let port = {
         let (slow_q, slow_r, reads) = (slow.clone(), slow.clone(), reads.clone());
         let (read_q, read_r) = (claim_read.clone(), claim_read.clone());
         shaping::forwarder(
             upstream,
             move |_, line, chunk| {
-                if line.starts_with(&read_q) && slow_q.load(Ordering::SeqCst) {
+                if common::is_successor_read(line, &read_q, "p-0") && slow_q.load(Ordering::SeqCst)
+                {
                     reads.fetch_add(1, Ordering::SeqCst);
                     if read == Read::SentLate {
                         let slow = slow_q.clone();
@@ -105,7 +104,7 @@ async fn add_del_add(
             },
             move |_, line| {
                 if read == Read::AnswerLate
-                    && line.starts_with(&read_r)
+                    && common::is_successor_read(line, &read_r, "p-0")
                     && slow_r.load(Ordering::SeqCst)
                 {
                     shaping::Down::Delay(Duration::from_secs(6))
@@ -423,16 +422,14 @@ async fn a_claim_on_a_full_range_is_answered_though_a_release_read_hangs() {
     let client = kit.client.clone();
     let (_proxy, upstream) = shaping::kubectl_proxy().await;
     let reads = Arc::new(AtomicUsize::new(0));
-    let claim_read = format!(
-        "GET /apis/hereabouts.dev/v1alpha1/namespaces/{}/ipclaims/p-0-net1 ",
-        ns.name
-    );
+    // The release's successor read: the pod's claims.
+    let claim_read = ns.name.clone();
     let port = {
         let reads = reads.clone();
         shaping::forwarder(
             upstream,
             move |_, line, chunk| {
-                if line.starts_with(&claim_read) {
+                if common::is_successor_read(line, &claim_read, "p-0") {
                     reads.fetch_add(1, Ordering::SeqCst);
                     Box::pin(std::future::pending())
                 } else {

@@ -83,16 +83,14 @@ async fn a_same_sandbox_claim_of_another_network_on_the_same_pool_keeps_its_addr
     let (_proxy, upstream) = shaping::kubectl_proxy().await;
     let slow = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
-    let claim_read = format!(
-        "GET /apis/hereabouts.dev/v1alpha1/namespaces/{}/ipclaims/p-0-blue ",
-        ns.name
-    );
+    // The release's successor read: the pod's claims.
+    let claim_read = ns.name.clone();
     let port = {
         let (slow, reads, read) = (slow.clone(), reads.clone(), claim_read.clone());
         shaping::forwarder(
             upstream,
             move |_, line, chunk| {
-                if line.starts_with(&read) && slow.load(Ordering::SeqCst) {
+                if common::is_successor_read(line, &read, "p-0") && slow.load(Ordering::SeqCst) {
                     reads.fetch_add(1, Ordering::SeqCst);
                     let slow = slow.clone();
                     return Box::pin(async move {

@@ -4,6 +4,25 @@
 //! 6766863 (the controller deletes a claim created after its deadline).
 //!
 //! Found, and fixed here:
+//! - invariant 2: a release skipped every range when a live claim of the
+//!   same sandbox's interface asked for any pool: the interface re-plugged
+//!   on a network of another range left the old range's address held for
+//!   a sandbox that no longer asks for it
+//!   (`a_replug_on_another_range_releases_the_old_range`). A release now
+//!   skips only the ranges such a claim asks for (same network name,
+//!   overlapping CIDR);
+//! - invariants 1 and 2: a pod whose name fills most of the 253
+//!   characters has its claim names cut short, so the cache's scan for the
+//!   interface's other claims (`namespace/<pod>-`) missed them, the read of
+//!   the deleted claim's own name found none, and the release took the
+//!   live claim's address (`a_long_named_pods_replug_on_the_same_pool_...`).
+//!   The scan now reads the plugin's own name stem (`claim_name_stem`);
+//! - invariants 1 and 2: a new leader whose claim watch lost events (the
+//!   live claim of the sandbox never reached its cache) read only the
+//!   deleted claim's own name, and released the live claim's address
+//!   (`a_new_leader_whose_watch_lost_a_successor_keeps_its_address`). The
+//!   read is now a consistent list of the pod's claims (the CRD's
+//!   selectable field `spec.pod.name`);
 //! - invariant 2, liveness: a claim whose create landed after its ADD gave
 //!   up, replaced by the pod's next ADD (another sandbox, the same name),
 //!   kept the old ADD's deadline, and the controller deleted it as
@@ -14,16 +33,51 @@
 //! Everything runs against the real API server, the real controller and
 //! the real node agent and plugin binary.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim};
+use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim, claim_name};
+use hereabouts_kit::{Controller, eventually};
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 mod common;
 use common::agent::{Agent, env, plugin, pod, setup};
-use common::{pool_holders, range, ready_addresses};
+use common::{ip_of, pool_allocations, pool_holders, range, range_nad, ready_addresses, shaping};
+
+/// The claim `name`'s first Ready address, once answered.
+async fn answered(claims: &Api<IPClaim>, name: &str) -> Option<String> {
+    let c = claims.get_opt(name).await.ok()??;
+    ready_addresses(&c)?.into_iter().next()
+}
+
+/// Creates the claim `name` of `pod`'s interface net1 on `network` (a NAD
+/// on `cidr`), as the plugin files it, and waits for its address.
+async fn attach(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    pod: &(String, String),
+    network: &str,
+    cidr: &str,
+) -> (String, String) {
+    let name = claim_name(&pod.0, "net1", network);
+    claims
+        .create(
+            &PostParams::default(),
+            &IPClaim::new(
+                &name,
+                common::claim_spec(ns, network, "net1", pod, vec![range(cidr)]),
+            ),
+        )
+        .await
+        .expect("claim");
+    let address = eventually("the claim answered", 30, || answered(claims, &name))
+        .await
+        .expect("answered");
+    (name, address)
+}
 
 fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout: &str) -> Value {
     json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
@@ -50,7 +104,7 @@ async fn a_retry_that_takes_over_a_late_claim_is_answered() {
     drop(controller);
     let uid = pod(&client, &ns.name, "p").await;
     let network = "r14retry";
-    let name = hereabouts_node::cni::verbs::claim_name("p", "net1", network);
+    let name = hereabouts_api::claim_name("p", "net1", network);
     let mut spec = common::claim_spec(
         &ns.name,
         network,
@@ -119,4 +173,245 @@ async fn a_retry_that_takes_over_a_late_claim_is_answered() {
             .is_some_and(|c| c.uid() == claim.uid()),
         "the claim is kept"
     );
+}
+
+/// Two replicas, `a` leading and `b` standing by (its claim watch shaped
+/// by `quiet`, when given): (client, namespace, a, b, the kit and proxy to
+/// keep alive).
+async fn two_replicas(
+    prefix: &str,
+    quiet: Option<Arc<AtomicBool>>,
+) -> (
+    kube::Client,
+    hereabouts_kit::TestNamespace,
+    Controller,
+    Controller,
+    Option<tokio::process::Child>,
+) {
+    let (kit, ns) = common::setup(prefix).await;
+    let client = kit.client.clone();
+    let a = common::replica(&ns, "a", &[]);
+    a.wait_ready().await.expect("ready");
+    leads(&client, &ns.name, &a).await;
+    let (b, proxy) = match quiet {
+        None => (common::replica(&ns, "b", &[]), None),
+        Some(quiet) => {
+            let (proxy, upstream) = shaping::kubectl_proxy().await;
+            let port = shaping::forwarder(
+                upstream,
+                |_, _, chunk| shaping::at_once(chunk),
+                move |_, line| {
+                    let claim_watch = line.contains("/ipclaims?") && line.contains("watch=true");
+                    if claim_watch && quiet.load(Ordering::SeqCst) {
+                        shaping::Down::Drop
+                    } else {
+                        shaping::Down::Pass
+                    }
+                },
+            )
+            .await;
+            let proxied = shaping::plain_kubeconfig(&format!("{}-b", ns.name), port, &ns.name);
+            let b = Controller::start_as(
+                std::path::Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
+                &ns,
+                "b",
+                &[],
+                &proxied,
+            )
+            .expect("controller b");
+            (b, Some(proxy))
+        }
+    };
+    b.wait_ready().await.expect("ready");
+    (client, ns, a, b, proxy)
+}
+
+/// Until `replica` holds the Lease.
+async fn leads(client: &kube::Client, ns: &str, replica: &Controller) {
+    let pid = replica.process.id();
+    eventually("the replica leads", 30, || async {
+        (hereabouts_kit::leader_pid(client, ns).await == Some(pid)).then_some(())
+    })
+    .await
+    .expect("leads");
+}
+
+/// Invariant 2 (no address held for no one), Multus' dynamic networks:
+/// interface net1 of a sandbox is re-plugged from network `blue` (range
+/// A) to network `green` (range B, another pool) while the leader is
+/// stalled; the standby replica takes over, and releases `blue` with
+/// `green` in its cache. Until fixed, the release saw a live claim of the
+/// same sandbox's interface and skipped every range: range A kept the old
+/// address for the sandbox though nothing asks for it (and the collector
+/// counts the live claim as its owner).
+///
+/// The user's check: after the DEL, range A holds nothing for the pod;
+/// range B holds the live claim's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replug_on_another_range_releases_the_old_range() {
+    let (a_cidr, pool_a) = ("198.51.100.200/29", "198.51.100.200-29");
+    let (b_cidr, pool_b) = ("203.0.113.200/29", "203.0.113.200-29");
+    let (client, ns, a, b, _proxy) = two_replicas("r14-replug", None).await;
+    range_nad(&client, &ns.name, "blue", a_cidr).await;
+    range_nad(&client, &ns.name, "green", b_cidr).await;
+    let pods = common::pods(&client, &ns.name, "p", 1).await;
+    let podref = format!("{}/{}", ns.name, pods[0].0);
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let (blue, _) = attach(&claims, &ns.name, &pods[0], "blue", a_cidr).await;
+    // The leader stalls (a paused VM): the DEL and the next ADD meet the
+    // standby only.
+    assert!(hereabouts_kit::signal(a.process.id(), "STOP"), "stopped");
+    claims
+        .delete(&blue, &DeleteParams::default())
+        .await
+        .expect("the DEL");
+    let green = claim_name(&pods[0].0, "net1", "green");
+    claims
+        .create(
+            &PostParams::default(),
+            &IPClaim::new(
+                &green,
+                common::claim_spec(&ns.name, "green", "net1", &pods[0], vec![range(b_cidr)]),
+            ),
+        )
+        .await
+        .expect("claim");
+    leads(&client, &ns.name, &b).await;
+    drop(a);
+    let on_b = eventually("the claim answered", 30, || answered(&claims, &green))
+        .await
+        .expect("answered");
+    let released = eventually("range A holds nothing for the pod", 15, || async {
+        let held = pool_allocations(&client, &ns.name, pool_a).await;
+        (!held.values().any(|p| *p == podref)).then_some(())
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "15 s after the DEL of {blue}, range A still holds {:?}",
+        pool_allocations(&client, &ns.name, pool_a).await
+    );
+    let held_b = pool_allocations(&client, &ns.name, pool_b).await;
+    assert_eq!(
+        held_b.get(&ip_of(&on_b)),
+        Some(&podref),
+        "range B: {held_b:?}"
+    );
+}
+
+/// The ADD, DEL and ADD again of one sandbox's net1, on two NADs of one
+/// range (one pool), answered by `a` (which releases `blue` before it
+/// answers `green`: the pool's entry for the interface, the same address
+/// again); `b` stands by and keeps `blue`'s release for when it leads.
+/// While `green` is made, `quiet` (when given) makes `b`'s claim watch
+/// drop its events. Then `a` dies and `b` leads, and releases `blue` once
+/// more. Returns the live claim's address, once that release had time.
+async fn replugged_across_a_leader_change(
+    client: &kube::Client,
+    ns: &hereabouts_kit::TestNamespace,
+    (a, b): (Controller, &Controller),
+    pod: &(String, String),
+    cidr: &str,
+    quiet: Option<&AtomicBool>,
+) -> (String, String) {
+    range_nad(client, &ns.name, "blue", cidr).await;
+    range_nad(client, &ns.name, "green", cidr).await;
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
+    let (blue, address) = attach(&claims, &ns.name, pod, "blue", cidr).await;
+    claims
+        .delete(&blue, &DeleteParams::default())
+        .await
+        .expect("the DEL");
+    // Both replicas see the deletion.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(quiet) = quiet {
+        quiet.store(true, Ordering::SeqCst);
+    }
+    let (green, again) = attach(&claims, &ns.name, pod, "green", cidr).await;
+    assert_eq!(
+        address, again,
+        "the pool's entry for the sandbox's interface"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(quiet) = quiet {
+        quiet.store(false, Ordering::SeqCst);
+    }
+    drop(a);
+    leads(client, &ns.name, b).await;
+    // `b` has released `blue` (or found it must not).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    (green, address)
+}
+
+/// The user's checks after [`replugged_across_a_leader_change`]: the live
+/// claim's address stays in the pool for its pod, and the next pod on the
+/// range is given another.
+async fn kept(
+    client: &kube::Client,
+    ns: &str,
+    podref: &str,
+    pool: &str,
+    (green, address): (String, String),
+    cidr: &str,
+) {
+    let held = pool_allocations(client, ns, pool).await;
+    assert_eq!(
+        held.get(&ip_of(&address)),
+        Some(&podref.to_owned()),
+        "{green}'s address stays in the pool for its pod: {held:?}"
+    );
+    let claims: Api<IPClaim> = Api::namespaced(client.clone(), ns);
+    let others = common::pods(client, ns, "q", 1).await;
+    let (_, other) = attach(&claims, ns, &others[0], "blue", cidr).await;
+    assert_ne!(
+        ip_of(&other),
+        ip_of(&address),
+        "two live claims share {other}"
+    );
+    assert_eq!(
+        answered(&claims, &green).await,
+        Some(address),
+        "{green} stays"
+    );
+}
+
+/// Invariants 1 and 2: a pod whose name is 247 characters long (names of
+/// up to 253 are valid) has its claims named with the pod's name cut to
+/// 238, so none begins with `<pod>-`. Its net1 is re-plugged from `blue`
+/// to `green` ([`replugged_across_a_leader_change`]). Until fixed, the new
+/// leader's release of `blue` found no claim of the interface in its cache
+/// (it scanned `namespace/<pod>-`), read `blue`'s own name (gone), and
+/// released the entry `green` holds: the next pod was given its address.
+///
+/// The user's checks: the live claim's address stays in the pool for its
+/// pod; no two live claims share an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_named_pods_replug_on_the_same_pool_keeps_its_address() {
+    let (cidr, pool) = ("198.51.100.208/30", "198.51.100.208-30");
+    let (client, ns, a, b, _proxy) = two_replicas("r14-long", None).await;
+    let pods = common::pods(&client, &ns.name, &"w".repeat(245), 1).await;
+    assert_eq!(pods[0].0.len(), 247);
+    let podref = format!("{}/{}", ns.name, pods[0].0);
+    let live = replugged_across_a_leader_change(&client, &ns, (a, &b), &pods[0], cidr, None).await;
+    kept(&client, &ns.name, &podref, pool, live, cidr).await;
+}
+
+/// Invariants 1 and 2: as above with a short name, but the standby's claim
+/// watch lost every event while `green` was made (a watch gone quiet:
+/// nothing tells it so). Until fixed, the new leader's cache knew no claim
+/// of the interface, it read `blue`'s own name only (gone), and released
+/// the entry `green` holds.
+///
+/// The user's checks: the live claim's address stays in the pool for its
+/// pod; no two live claims share an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_whose_watch_lost_a_successor_keeps_its_address() {
+    let (cidr, pool) = ("203.0.113.216/30", "203.0.113.216-30");
+    let quiet = Arc::new(AtomicBool::new(false));
+    let (client, ns, a, b, _proxy) = two_replicas("r14-lost", Some(quiet.clone())).await;
+    let pods = common::pods(&client, &ns.name, "p", 1).await;
+    let podref = format!("{}/{}", ns.name, pods[0].0);
+    let live =
+        replugged_across_a_leader_change(&client, &ns, (a, &b), &pods[0], cidr, Some(&quiet)).await;
+    kept(&client, &ns.name, &podref, pool, live, cidr).await;
 }

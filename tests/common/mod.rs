@@ -77,6 +77,18 @@ pub async fn pool_holders(client: &Client, ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the request `line` (HTTP/1.1) is a controller's read of pod
+/// `pod`'s claims in `ns` (a release's successor read: a consistent list by
+/// `spec.pod.name`).
+pub fn is_successor_read(line: &str, ns: &str, pod: &str) -> bool {
+    let field = format!("fieldSelector=spec.pod.name%3D{pod}");
+    line.starts_with(&format!(
+        "GET /apis/hereabouts.dev/v1alpha1/namespaces/{ns}/ipclaims?"
+    )) && line
+        .split_once(&field)
+        .is_some_and(|(_, rest)| rest.starts_with([' ', '&']))
+}
+
 /// One controller replica, killed when dropped.
 pub fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
     Controller::start(

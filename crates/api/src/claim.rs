@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
     status = "IPClaimStatus",
     shortname = "ipc",
     derive = "PartialEq",
+    selectable = ".spec.pod.name",
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.pod.name"}"#,
     printcolumn = r#"{"name":"Interface","type":"string","jsonPath":".spec.interface"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,

@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 
 use hereabouts_api::{
     ANSWER_BY_ANNOTATION, ClaimedAddress, IPClaim, IPClaimStatus, NetworkAttachmentDefinition,
-    Refusal, Refused,
+    POD_NAME_FIELD, Refusal, Refused, claim_name_stem,
 };
 use hereabouts_core::{
-    AllocError, Allocation, IpRange, RangeRequest, RequestError, attachment, excerpt,
+    AllocError, Allocation, Cidr, IpRange, RangeRequest, RequestError, attachment, excerpt,
 };
 
 use super::caches::{ClaimEntry, Lookups, PodEntry, split_key};
@@ -1324,17 +1324,13 @@ async fn release(
         tracing::debug!(claim = %claim.name, "deleted claim held nothing");
         return true;
     }
-    match successor(&ctx, lookups, &claim).await {
-        Ok(true) => {
-            tracing::debug!(claim = %claim.name, "a newer claim of the same sandbox holds what it held");
-            return true;
-        }
-        Ok(false) => {}
+    let successors = match successors(&ctx, lookups, &claim).await {
+        Ok(pools) => pools,
         Err(e) => {
-            tracing::debug!(claim = %claim.name, error = %e, "could not read its successor; will retry");
+            tracing::debug!(claim = %claim.name, error = %e, "could not read its successors; will retry");
             return false;
         }
-    }
+    };
     let mut done = true;
     let policy =
         super::policy::of_network(&lookups.nads, pod_namespace, &entry.network, ctx.release);
@@ -1345,12 +1341,19 @@ async fn release(
             continue;
         };
         let cidr = *range.cidr();
+        let network_name = entry.network_name();
+        if successors
+            .iter()
+            .any(|(n, c)| n.as_deref() == network_name && c.overlaps(&cidr))
+        {
+            tracing::debug!(claim = %claim.name, index = i, "a newer claim of the same sandbox asks for this range");
+            continue;
+        }
         let by = ReleaseBy::Owner {
             pod_ref: pod_ref.clone(),
             ifname: entry.interface.to_string(),
             container_id: Some(entry.container_id.to_string()),
         };
-        let network_name = entry.network_name();
         ctx.pools.learn(&range, network_name);
         match ctx.pools.release(&cidr, network_name, by, reason).await {
             Ok(released) => {
@@ -1365,76 +1368,127 @@ async fn release(
     done
 }
 
-/// Whether the cache holds another claim (another UID) of the same
-/// sandbox's interface (pod, interface, container ID) that may hold what
-/// `gone` held: one not being deleted and not refused, of the same name or
-/// of another network (the same interface re-plugged on a network that
-/// shares the pool). The plugin names a claim `<pod>-<interface>-<hash>`,
-/// so the pod's claims are the keys that start with `namespace/<pod>-`
-/// (a pod `web-1`'s are not read for a pod `web`); a claim named otherwise
-/// is found by its own name only.
-fn cached_successor(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -> bool {
+/// A pool a claim asks for: its network name and a range's CIDR.
+type Asked = (Option<Box<str>>, Cidr);
+
+/// Whether `c` is another claim (another UID) of the sandbox's interface
+/// (pod, interface, container ID) that `gone` was, one that may hold what
+/// it asks for: not being deleted and not refused, of any network (the
+/// interface made again, or re-plugged on another network).
+fn of_same_sandbox(gone: &Gone, c: &ClaimEntry) -> bool {
     let namespace = &gone.namespace;
-    let pod_namespace = gone.claim.pod_namespace(namespace);
-    let holds = |c: &ClaimEntry| {
-        c.uid != gone.claim.uid
-            && !c.deleting
-            && !c.refused
-            && c.pod_namespace(namespace) == pod_namespace
-            && c.pod_name == gone.claim.pod_name
-            && c.interface == gone.claim.interface
-            && c.container_id == gone.claim.container_id
-    };
-    let own = format!("{namespace}/{}", gone.name);
-    let pods = format!(
-        "{namespace}/{}-",
-        gone.claim.pod_name.trim_end_matches(['-', '.'])
-    );
-    claims.get(own.as_str()).is_some_and(|c| holds(c))
-        || claims
-            .range::<str, _>((
-                std::ops::Bound::Included(pods.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(&pods))
-            .any(|(_, c)| holds(c))
+    c.uid != gone.claim.uid
+        && !c.deleting
+        && !c.refused
+        && c.pod_namespace(namespace) == gone.claim.pod_namespace(namespace)
+        && c.pod_name == gone.claim.pod_name
+        && c.interface == gone.claim.interface
+        && c.container_id == gone.claim.container_id
 }
 
-/// Whether a newer claim of the same name (another UID) asks for the same
-/// sandbox's interface (pod, interface, container ID) and so holds, or is
-/// about to be given, what the deleted one held: a pool entry names its
-/// owner by that triple, not by claim, so releasing it would take the
-/// successor's addresses (an ADD, DEL and ADD again in one sandbox, as
-/// Multus' dynamic networks do, and a release repeated by the next leader
-/// after the successor was answered). The cache is asked first; when it
-/// knows of none, the API server (the cache may lag behind a successor
-/// that an earlier leader answered).
-async fn successor(ctx: &Context, lookups: &Lookups, gone: &Gone) -> Result<bool, kube::Error> {
-    let same_sandbox = |uid: &Uid, pod_name: &str, interface: &str, container_id: &str| {
-        *uid != gone.claim.uid
-            && pod_name == &*gone.claim.pod_name
-            && interface == &*gone.claim.interface
-            && container_id == &*gone.claim.container_id
-    };
-    if cached_successor(&lookups.claims.read(), gone) {
-        return Ok(true);
+/// The pools `c` asks for (its ranges that parse).
+fn asked(c: &ClaimEntry) -> impl Iterator<Item = Asked> + '_ {
+    let network_name: Option<Box<str>> = c.network_name().map(Into::into);
+    c.ranges
+        .iter()
+        .enumerate()
+        .filter_map(move |(i, r)| Some((network_name.clone(), *r.parse(i).ok()?.cidr())))
+}
+
+/// What the cache's claims [`of_same_sandbox`] as `gone` ask for. The
+/// plugin names a claim `<pod>-<interface>-<hash>` (cut to 253
+/// characters), so the interface's claims are the keys that begin with
+/// `namespace/` and its [`claim_name_stem`]; a claim named otherwise is
+/// found by its own name only.
+fn cached_successors(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -> Vec<Asked> {
+    let namespace = &gone.namespace;
+    let own = format!("{namespace}/{}", gone.name);
+    let stem = format!(
+        "{namespace}/{}",
+        claim_name_stem(&gone.claim.pod_name, &gone.claim.interface)
+    );
+    let by_stem = claims
+        .range::<str, _>((
+            std::ops::Bound::Included(stem.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(key, _)| key.starts_with(&stem))
+        .map(|(_, c)| c);
+    claims
+        .get(own.as_str())
+        .filter(|_| !own.starts_with(&stem))
+        .into_iter()
+        .chain(by_stem)
+        .filter(|c| of_same_sandbox(gone, c))
+        .flat_map(|c| asked(c))
+        .collect()
+}
+
+/// `value` as a field selector's value (`\`, `,` and `=` escaped).
+fn field_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '=') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The pools that newer claims of the same sandbox's interface (another
+/// UID) ask for, and so hold or are about to be given: a pool entry names
+/// its owner by (pod, interface, container ID), not by claim, so releasing
+/// the deleted claim's entry in such a pool would take the successor's
+/// address (an ADD, DEL and ADD again in one sandbox, as Multus' dynamic
+/// networks do, or the interface re-plugged on another network; a release
+/// repeated by the next leader after the successor was answered). Another
+/// pool's entry is released.
+///
+/// The cache is asked first; unless its successors ask for every range,
+/// the API server is read (the cache may lag behind a successor that an
+/// earlier leader answered): the pod's claims in the namespace, by a
+/// consistent list on the IPClaim's selectable field `spec.pod.name`. An
+/// IPClaim CRD older than that field has the claim's own name read
+/// instead.
+async fn successors(
+    ctx: &Context,
+    lookups: &Lookups,
+    gone: &Gone,
+) -> Result<Vec<Asked>, kube::Error> {
+    let mut pools = cached_successors(&lookups.claims.read(), gone);
+    let covered =
+        asked(&gone.claim).all(|(n, c)| pools.iter().any(|(m, d)| *m == n && d.overlaps(&c)));
+    if covered {
+        return Ok(pools);
     }
     let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), &gone.namespace);
-    Ok(api.get_opt(&gone.name).await?.is_some_and(|current| {
-        current.metadata.deletion_timestamp.is_none()
-            && !current.refused()
-            && same_sandbox(
-                &Uid::new(&current.uid().unwrap_or_default()),
-                &current.spec.pod.name,
-                &current.spec.interface,
-                &current.spec.container_id,
-            )
-    }))
+    let by_pod = ListParams::default().fields(&format!(
+        "{POD_NAME_FIELD}={}",
+        field_value(&gone.claim.pod_name)
+    ));
+    let listed = match api.list(&by_pod).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            tracing::warn!(error = %e.message, "the IPClaim CRD has no selectable spec.pod.name (apply the current CRDs): reading the claim's own name only");
+            api.get_opt(&gone.name).await?.into_iter().collect()
+        }
+        Err(e) => return Err(e),
+    };
+    for claim in &listed {
+        let (_, entry) = ClaimEntry::of(claim);
+        if of_same_sandbox(gone, &entry) {
+            pools.extend(asked(&entry));
+        }
+    }
+    Ok(pools)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use hereabouts_api::claim_name;
 
     use super::*;
 
@@ -1691,29 +1745,66 @@ mod tests {
                 })
                 .collect::<BTreeMap<_, _>>()
         };
-        assert!(!cached_successor(&index(vec![]), &gone));
+        let pool: Asked = (None, "198.51.100.0/24".parse().expect("cidr"));
+        let found = |claims: Vec<IPClaim>| !cached_successors(&index(claims), &gone).is_empty();
+        assert!(!found(vec![]));
         let itself = claim("web-0-net1-blue", "u1", 1, Some("True"));
-        assert!(!cached_successor(&index(vec![itself]), &gone), "not itself");
+        assert!(!found(vec![itself]), "not itself");
         let remade = claim("web-0-net1-blue", "u2", 1, None);
-        assert!(cached_successor(&index(vec![remade]), &gone), "made again");
+        assert_eq!(
+            cached_successors(&index(vec![remade]), &gone),
+            vec![pool.clone()],
+            "made again"
+        );
         // The same interface re-plugged on another network of the pool.
         let replugged = claim("web-0-net1-green", "u3", 1, Some("True"));
-        assert!(cached_successor(&index(vec![replugged.clone()]), &gone));
+        assert!(found(vec![replugged.clone()]));
+        // Or on another pool: what it asks for is told.
+        let mut elsewhere_pool = replugged.clone();
+        elsewhere_pool.spec.ranges = vec![hereabouts_api::ClaimRange {
+            range: "203.0.113.0/28".into(),
+            ..Default::default()
+        }];
+        elsewhere_pool.spec.network_name = Some("other".into());
+        assert_eq!(
+            cached_successors(&index(vec![elsewhere_pool]), &gone),
+            vec![(
+                Some("other".into()),
+                "203.0.113.0/28".parse().expect("cidr")
+            )]
+        );
         let mut refused = replugged.clone();
         refused.status.as_mut().expect("status").conditions[0].status = "False".into();
-        assert!(
-            !cached_successor(&index(vec![refused]), &gone),
-            "refused: holds nothing"
-        );
+        assert!(!found(vec![refused]), "refused: holds nothing");
         let mut elsewhere = replugged.clone();
         elsewhere.spec.container_id = "another-sandbox".into();
-        assert!(!cached_successor(&index(vec![elsewhere]), &gone));
+        assert!(!found(vec![elsewhere]));
         let mut other_interface = replugged.clone();
         other_interface.spec.interface = "net2".into();
-        assert!(!cached_successor(&index(vec![other_interface]), &gone));
+        assert!(!found(vec![other_interface]));
         let mut deleting = replugged;
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-        assert!(!cached_successor(&index(vec![deleting]), &gone));
+        assert!(!found(vec![deleting]));
+    }
+
+    #[test]
+    fn a_long_named_pods_claims_are_found_by_their_stem() {
+        let pod = format!("{}-0", "w".repeat(245));
+        let named = |network: &str, uid: &str| {
+            let mut c = claim(&claim_name(&pod, "net1", network), uid, 1, Some("True"));
+            c.spec.pod.name.clone_from(&pod);
+            c
+        };
+        let gone = Gone::of(&named("blue", "u1"));
+        let (key, entry) = ClaimEntry::of(&named("green", "u2"));
+        let claims = BTreeMap::from([(key.into_boxed_str(), entry)]);
+        assert_eq!(cached_successors(&claims, &gone).len(), 1);
+    }
+
+    #[test]
+    fn field_selector_values_are_escaped() {
+        assert_eq!(field_value("web-0"), "web-0");
+        assert_eq!(field_value(r"a,b=c\d"), r"a\,b\=c\\d");
     }
 
     #[test]

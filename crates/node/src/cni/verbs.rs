@@ -23,7 +23,7 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, NETWORK_LABEL, NODE_LABEL, label_value, stable_hash};
+use hereabouts_api::{ANSWER_BY_ANNOTATION, NETWORK_LABEL, NODE_LABEL, claim_name, label_value};
 use hereabouts_api::{
     ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal,
 };
@@ -245,26 +245,6 @@ where
 
 fn api_error(action: &str, e: &kube::Error) -> CniError {
     CniError::try_again(format!("{action}: {e}"))
-}
-
-/// The claim of (pod, interface, network): `<pod>-<ifname>-<hash>`, the
-/// same for every ADD of that attachment.
-pub fn claim_name(pod: &str, ifname: &str, network: &str) -> String {
-    let hash = stable_hash(&[pod, ifname, network]);
-    let ifname: String = ifname
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let suffix = format!("-{}-{:08x}", ifname.trim_matches('-'), hash & 0xffff_ffff);
-    let room = 253usize.saturating_sub(suffix.len());
-    let pod: String = pod.chars().take(room).collect();
-    format!("{}{suffix}", pod.trim_end_matches(['-', '.']))
 }
 
 fn network_name(inv: &Invocation) -> String {
@@ -1198,21 +1178,6 @@ mod kubeconfig_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claim_names_are_stable_valid_and_bounded() {
-        let a = claim_name("web-0", "net1", "blue");
-        assert_eq!(a, claim_name("web-0", "net1", "blue"));
-        assert_ne!(a, claim_name("web-0", "net2", "blue"));
-        assert_ne!(a, claim_name("web-0", "net1", "green"));
-        assert!(a.starts_with("web-0-net1-"), "{a}");
-        let long = claim_name(&"p".repeat(253), "Net_1", "blue");
-        assert!(long.len() <= 253);
-        assert!(
-            hereabouts_core::naming::check_object_name(&long).is_ok(),
-            "{long}"
-        );
-    }
 
     #[test]
     fn label_values_hash_what_a_label_cannot_hold() {
