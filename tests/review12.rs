@@ -151,7 +151,7 @@ async fn add_del_add(
     eventually("the first claim answered", 30, || answered(first.uid()))
         .await
         .expect("answered");
-    // DEL: the claim goes; its release reads the claim's name.
+    // DEL: the claim goes; its release reads the pod's claims.
     slow.store(true, Ordering::SeqCst);
     claims
         .delete("p-0-net1", &DeleteParams::default())
@@ -406,7 +406,7 @@ async fn a_create_that_lands_after_the_add_gave_up_and_its_del_leaves_nothing() 
 }
 
 /// Liveness of a full range (what `releases_pending` gates): a deleted
-/// claim's release reads the claim's name (`successor`), and the API server
+/// claim's release reads its pod's claims (`successors`), and the API server
 /// (or a proxy before it) takes that read and never answers; the client
 /// has no read timeout. The release hangs, counted pending, and every claim
 /// on a full range is retried rather than answered: neither its address

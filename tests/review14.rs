@@ -7,7 +7,7 @@
 //! - invariant 2: a release skipped every range when a live claim of the
 //!   same sandbox's interface asked for any pool: the interface re-plugged
 //!   on a network of another range left the old range's address held for
-//!   a sandbox that no longer asks for it
+//!   a sandbox that no longer asks for it, until the collector's pass
 //!   (`a_replug_on_another_range_releases_the_old_range`). A release now
 //!   skips only the ranges such a claim asks for (same network name,
 //!   overlapping CIDR);
@@ -242,8 +242,8 @@ async fn leads(client: &kube::Client, ns: &str, replica: &Controller) {
 /// stalled; the standby replica takes over, and releases `blue` with
 /// `green` in its cache. Until fixed, the release saw a live claim of the
 /// same sandbox's interface and skipped every range: range A kept the old
-/// address for the sandbox though nothing asks for it (and the collector
-/// counts the live claim as its owner).
+/// address for the sandbox though nothing asks for it, until the
+/// collector's next pass after its grace period.
 ///
 /// The user's check: after the DEL, range A holds nothing for the pod;
 /// range B holds the live claim's address.
