@@ -564,10 +564,17 @@ async fn answer(state: &State, claim: &IPClaim) -> Result<(), Error> {
         ctx.metrics.failed("abandoned_claim");
         let api: Api<IPClaim> =
             Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-        return super::shared::delete_exactly(&api, &claim.name_any(), claim.uid(), None)
-            .await
-            .map(drop)
-            .map_err(Error::Abandoned);
+        // The version read too: a retry that took the claim over since
+        // (its own spec and deadline, the same UID) is answered instead.
+        return super::shared::delete_exactly(
+            &api,
+            &claim.name_any(),
+            claim.uid(),
+            claim.resource_version(),
+        )
+        .await
+        .map(drop)
+        .map_err(Error::Abandoned);
     }
     let mut requests = match requests(claim) {
         Ok(r) => r,
@@ -1448,9 +1455,8 @@ fn field_value(value: &str) -> String {
 /// The cache is asked first; unless its successors ask for every range,
 /// the API server is read (the cache may lag behind a successor that an
 /// earlier leader answered): the pod's claims in the namespace, by a
-/// consistent list on the IPClaim's selectable field `spec.pod.name`. An
-/// IPClaim CRD older than that field has the claim's own name read
-/// instead.
+/// consistent list on the IPClaim's selectable field `spec.pod.name` (an
+/// IPClaim CRD older than that field: the namespace's claims, all).
 async fn successors(
     ctx: &Context,
     lookups: &Lookups,
@@ -1470,8 +1476,8 @@ async fn successors(
     let listed = match api.list(&by_pod).await {
         Ok(list) => list.items,
         Err(kube::Error::Api(e)) if e.code == 400 => {
-            tracing::warn!(error = %e.message, "the IPClaim CRD has no selectable spec.pod.name (apply the current CRDs): reading the claim's own name only");
-            api.get_opt(&gone.name).await?.into_iter().collect()
+            tracing::warn!(error = %e.message, "the IPClaim CRD has no selectable spec.pod.name (apply the current CRDs): listing the namespace's claims");
+            api.list(&ListParams::default()).await?.items
         }
         Err(e) => return Err(e),
     };
