@@ -39,7 +39,6 @@ use hereabouts_api::IPClaim;
 use hereabouts_kit::{Controller, eventually};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
 
 mod common;
 use common::agent::{Agent, env, plugin, pod, setup};
@@ -282,12 +281,6 @@ async fn no_two_live_claims_share_an_address_after_a_late_successor_read() {
     );
 }
 
-fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout: &str) -> Value {
-    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
-           "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout,
-                    "kubernetes": {"kubeconfig": kubeconfig}}})
-}
-
 /// Sends `request` (raw HTTP/1.1) to 127.0.0.1:`port`, returns what came back.
 async fn replay(port: u16, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -345,7 +338,7 @@ async fn a_create_that_lands_after_the_add_gave_up_and_its_del_leaves_nothing() 
     let kubeconfig = shaping::plain_kubeconfig(&format!("{}-late", ns.name), port, &ns.name);
     let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
     let uid = pod(&client, &ns.name, "p").await;
-    let stdin = conf("r12late", "203.0.113.48/28", &kubeconfig, "2s");
+    let stdin = common::agent::conf("r12late", "203.0.113.48/28", &kubeconfig, "2s");
     let add = plugin(
         &env("ADD", &ns.name, "p", &uid, "sandbox-1", &socket),
         &stdin,

@@ -41,49 +41,10 @@ use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim, claim_name};
 use hereabouts_kit::{Controller, eventually};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::{Value, json};
 
 mod common;
 use common::agent::{Agent, env, plugin, pod, setup};
 use common::{ip_of, pool_allocations, pool_holders, range, range_nad, ready_addresses, shaping};
-
-/// The claim `name`'s first Ready address, once answered.
-async fn answered(claims: &Api<IPClaim>, name: &str) -> Option<String> {
-    let c = claims.get_opt(name).await.ok()??;
-    ready_addresses(&c)?.into_iter().next()
-}
-
-/// Creates the claim `name` of `pod`'s interface net1 on `network` (a NAD
-/// on `cidr`), as the plugin files it, and waits for its address.
-async fn attach(
-    claims: &Api<IPClaim>,
-    ns: &str,
-    pod: &(String, String),
-    network: &str,
-    cidr: &str,
-) -> (String, String) {
-    let name = claim_name(&pod.0, "net1", network);
-    claims
-        .create(
-            &PostParams::default(),
-            &IPClaim::new(
-                &name,
-                common::claim_spec(ns, network, "net1", pod, vec![range(cidr)]),
-            ),
-        )
-        .await
-        .expect("claim");
-    let address = eventually("the claim answered", 30, || answered(claims, &name))
-        .await
-        .expect("answered");
-    (name, address)
-}
-
-fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout: &str) -> Value {
-    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
-           "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout,
-                    "kubernetes": {"kubeconfig": kubeconfig}}})
-}
 
 /// Liveness (and CNI's contract that a retried ADD succeeds once the
 /// cluster can answer it): an ADD gave up and its claim's create landed
@@ -129,7 +90,7 @@ async fn a_retry_that_takes_over_a_late_claim_is_answered() {
         .await
         .expect("the late create lands");
     let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
-    let stdin = conf(network, cidr, &kubeconfig, "20s");
+    let stdin = common::agent::conf(network, cidr, &kubeconfig, "20s");
     let add = {
         let (env, stdin) = (
             env("ADD", &ns.name, "p", &uid, "sandbox-2", &socket),
@@ -192,7 +153,7 @@ async fn two_replicas(
     let client = kit.client.clone();
     let a = common::replica(&ns, "a", &[]);
     a.wait_ready().await.expect("ready");
-    leads(&client, &ns.name, &a).await;
+    common::leads(&client, &ns.name, &a).await;
     let (b, proxy) = match quiet {
         None => (common::replica(&ns, "b", &[]), None),
         Some(quiet) => {
@@ -226,16 +187,6 @@ async fn two_replicas(
     (client, ns, a, b, proxy)
 }
 
-/// Until `replica` holds the Lease.
-async fn leads(client: &kube::Client, ns: &str, replica: &Controller) {
-    let pid = replica.process.id();
-    eventually("the replica leads", 30, || async {
-        (hereabouts_kit::leader_pid(client, ns).await == Some(pid)).then_some(())
-    })
-    .await
-    .expect("leads");
-}
-
 /// Invariant 2 (no address held for no one), Multus' dynamic networks:
 /// interface net1 of a sandbox is re-plugged from network `blue` (range
 /// A) to network `green` (range B, another pool) while the leader is
@@ -257,7 +208,7 @@ async fn a_replug_on_another_range_releases_the_old_range() {
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let (blue, _) = attach(&claims, &ns.name, &pods[0], "blue", a_cidr).await;
+    let (blue, _) = common::attach(&claims, &ns.name, &pods[0], "blue", a_cidr).await;
     // The leader stalls (a paused VM): the DEL and the next ADD meet the
     // standby only.
     assert!(hereabouts_kit::signal(a.process.id(), "STOP"), "stopped");
@@ -276,11 +227,13 @@ async fn a_replug_on_another_range_releases_the_old_range() {
         )
         .await
         .expect("claim");
-    leads(&client, &ns.name, &b).await;
+    common::leads(&client, &ns.name, &b).await;
     drop(a);
-    let on_b = eventually("the claim answered", 30, || answered(&claims, &green))
-        .await
-        .expect("answered");
+    let on_b = eventually("the claim answered", 30, || {
+        common::ready_address(&claims, &green)
+    })
+    .await
+    .expect("answered");
     let released = eventually("range A holds nothing for the pod", 15, || async {
         let held = pool_allocations(&client, &ns.name, pool_a).await;
         (!held.values().any(|p| *p == podref)).then_some(())
@@ -317,7 +270,7 @@ async fn replugged_across_a_leader_change(
     range_nad(client, &ns.name, "blue", cidr).await;
     range_nad(client, &ns.name, "green", cidr).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let (blue, address) = attach(&claims, &ns.name, pod, "blue", cidr).await;
+    let (blue, address) = common::attach(&claims, &ns.name, pod, "blue", cidr).await;
     claims
         .delete(&blue, &DeleteParams::default())
         .await
@@ -327,7 +280,7 @@ async fn replugged_across_a_leader_change(
     if let Some(quiet) = quiet {
         quiet.store(true, Ordering::SeqCst);
     }
-    let (green, again) = attach(&claims, &ns.name, pod, "green", cidr).await;
+    let (green, again) = common::attach(&claims, &ns.name, pod, "green", cidr).await;
     assert_eq!(
         address, again,
         "the pool's entry for the sandbox's interface"
@@ -337,7 +290,7 @@ async fn replugged_across_a_leader_change(
         quiet.store(false, Ordering::SeqCst);
     }
     drop(a);
-    leads(client, &ns.name, b).await;
+    common::leads(client, &ns.name, b).await;
     // `b` has released `blue` (or found it must not).
     tokio::time::sleep(Duration::from_secs(5)).await;
     (green, address)
@@ -362,14 +315,14 @@ async fn kept(
     );
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), ns);
     let others = common::pods(client, ns, "q", 1).await;
-    let (_, other) = attach(&claims, ns, &others[0], "blue", cidr).await;
+    let (_, other) = common::attach(&claims, ns, &others[0], "blue", cidr).await;
     assert_ne!(
         ip_of(&other),
         ip_of(&address),
         "two live claims share {other}"
     );
     assert_eq!(
-        answered(&claims, &green).await,
+        common::ready_address(&claims, &green).await,
         Some(address),
         "{green} stays"
     );

@@ -37,7 +37,6 @@ use hereabouts_kit::{Controller, eventually};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::{Value, json};
 
 mod common;
 use common::agent::{Agent, NODE, env, plugin, pod};
@@ -45,54 +44,6 @@ use common::{ip_of, pool_allocations, range, range_nad, ready_addresses, shaping
 
 /// One test at a time (see the module's comment).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The claim `name`'s first Ready address, once answered.
-async fn answered(claims: &Api<IPClaim>, name: &str) -> Option<String> {
-    let c = claims.get_opt(name).await.ok()??;
-    ready_addresses(&c)?.into_iter().next()
-}
-
-/// Creates the claim of `pod`'s interface net1 on `network` (a NAD on
-/// `cidr`), named as the plugin names it, and waits for its address.
-async fn attach(
-    claims: &Api<IPClaim>,
-    ns: &str,
-    pod: &(String, String),
-    network: &str,
-    cidr: &str,
-) -> (String, String) {
-    let name = claim_name(&pod.0, "net1", network);
-    claims
-        .create(
-            &PostParams::default(),
-            &IPClaim::new(
-                &name,
-                common::claim_spec(ns, network, "net1", pod, vec![range(cidr)]),
-            ),
-        )
-        .await
-        .expect("claim");
-    let address = eventually("the claim answered", 30, || answered(claims, &name))
-        .await
-        .expect("answered");
-    (name, address)
-}
-
-fn conf(name: &str, range: &str, kubeconfig: &std::path::Path, timeout: &str) -> Value {
-    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
-           "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout,
-                    "kubernetes": {"kubeconfig": kubeconfig}}})
-}
-
-/// Until `replica` holds the Lease.
-async fn leads(client: &kube::Client, ns: &str, replica: &Controller) {
-    let pid = replica.process.id();
-    eventually("the replica leads", 30, || async {
-        (hereabouts_kit::leader_pid(client, ns).await == Some(pid)).then_some(())
-    })
-    .await
-    .expect("leads");
-}
 
 /// A controller replica `name` whose every request goes through a
 /// [`shaping::forwarder`] with `request` and `response`; the proxy to keep
@@ -226,7 +177,7 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
     .expect("an abandoned-delete sent");
     // The retry: the pod's next sandbox, through the node agent.
     let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
-    let stdin = conf(network, cidr, &kubeconfig, "20s");
+    let stdin = common::agent::conf(network, cidr, &kubeconfig, "20s");
     let add = {
         let (env, stdin) = (
             env("ADD", &ns.name, "p", &uid, "sandbox-2", &socket),
@@ -279,7 +230,7 @@ async fn two_replicas(
     let client = kit.client.clone();
     let a = common::replica(&ns, "a", &[]);
     a.wait_ready().await.expect("ready");
-    leads(&client, &ns.name, &a).await;
+    common::leads(&client, &ns.name, &a).await;
     let (b, proxy) = shaped_replica(
         &ns,
         "b",
@@ -362,7 +313,7 @@ async fn an_older_crd_and_a_lost_watch_event_keep_the_live_address() {
     range_nad(&client, &ns.name, "green", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
-    let (blue, address) = attach(&claims, &ns.name, &pods[0], "blue", cidr).await;
+    let (blue, address) = common::attach(&claims, &ns.name, &pods[0], "blue", cidr).await;
     claims
         .delete(&blue, &DeleteParams::default())
         .await
@@ -370,7 +321,7 @@ async fn an_older_crd_and_a_lost_watch_event_keep_the_live_address() {
     // Both replicas see the deletion.
     tokio::time::sleep(Duration::from_secs(2)).await;
     quiet.store(true, Ordering::SeqCst);
-    let (green, again) = attach(&claims, &ns.name, &pods[0], "green", cidr).await;
+    let (green, again) = common::attach(&claims, &ns.name, &pods[0], "green", cidr).await;
     assert_eq!(
         address, again,
         "the pool's entry for the sandbox's interface"
@@ -378,12 +329,12 @@ async fn an_older_crd_and_a_lost_watch_event_keep_the_live_address() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     quiet.store(false, Ordering::SeqCst);
     drop(a);
-    leads(&client, &ns.name, &b).await;
+    common::leads(&client, &ns.name, &b).await;
     // `b` has released `blue` (or found it must not).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let held = pool_allocations(&client, &ns.name, pool).await;
     let others = common::pods(&client, &ns.name, "q", 1).await;
-    let (_, other) = attach(&claims, &ns.name, &others[0], "blue", cidr).await;
+    let (_, other) = common::attach(&claims, &ns.name, &others[0], "blue", cidr).await;
     // Put the current CRD back for whatever runs next.
     hereabouts_kit::install_crds(&client)
         .await

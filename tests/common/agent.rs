@@ -208,3 +208,10 @@ pub async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, Pa
         dir.join("agent.sock"),
     )
 }
+/// A macvlan attachment's configuration on `range`, asking the agent (or
+/// the API server through `kubeconfig`) within `timeout`.
+pub fn conf(name: &str, range: &str, kubeconfig: &Path, timeout: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
+           "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout,
+                    "kubernetes": {"kubeconfig": kubeconfig}}})
+}

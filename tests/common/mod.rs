@@ -222,3 +222,47 @@ pub async fn adopt(client: &Client, ns: &str, name: &str, offset: u32, podref: &
         .await
         .expect("adopted allocation");
 }
+
+/// The claim `name`'s first Ready address, once answered.
+pub async fn ready_address(claims: &Api<IPClaim>, name: &str) -> Option<String> {
+    let c = claims.get_opt(name).await.ok()??;
+    ready_addresses(&c)?.into_iter().next()
+}
+
+/// Creates the claim of `pod`'s interface net1 on `network` (a NAD on
+/// `cidr`), named as the plugin names it, and waits for its address:
+/// (its name, its address).
+pub async fn attach(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    pod: &(String, String),
+    network: &str,
+    cidr: &str,
+) -> (String, String) {
+    let name = hereabouts_api::claim_name(&pod.0, "net1", network);
+    claims
+        .create(
+            &PostParams::default(),
+            &IPClaim::new(
+                &name,
+                claim_spec(ns, network, "net1", pod, vec![range(cidr)]),
+            ),
+        )
+        .await
+        .expect("claim");
+    let address =
+        hereabouts_kit::eventually("the claim answered", 30, || ready_address(claims, &name))
+            .await
+            .expect("answered");
+    (name, address)
+}
+
+/// Until `replica` holds the Lease.
+pub async fn leads(client: &Client, ns: &str, replica: &Controller) {
+    let pid = replica.process.id();
+    hereabouts_kit::eventually("the replica leads", 30, || async {
+        (hereabouts_kit::leader_pid(client, ns).await == Some(pid)).then_some(())
+    })
+    .await
+    .expect("leads");
+}
