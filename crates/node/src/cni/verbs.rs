@@ -482,14 +482,10 @@ async fn add_planned(
                 // created after that one gave up must not read as abandoned
                 // once it is this ADD's.
                 let annotations = existing.metadata.annotations.get_or_insert_default();
-                match &answer_by {
-                    Some(t) => {
-                        annotations.insert(ANSWER_BY_ANNOTATION.to_owned(), format!("{t:.3}"));
-                    }
-                    None => {
-                        annotations.remove(ANSWER_BY_ANNOTATION);
-                    }
-                }
+                match claim.annotations().get(ANSWER_BY_ANNOTATION) {
+                    Some(by) => annotations.insert(ANSWER_BY_ANNOTATION.to_owned(), by.clone()),
+                    None => annotations.remove(ANSWER_BY_ANNOTATION),
+                };
                 api.replace(&name, &PostParams::default(), &existing)
                     .await
                     .map_err(|e| {
