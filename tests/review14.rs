@@ -34,17 +34,18 @@
 //! the real node agent and plugin binary.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim, claim_name};
-use hereabouts_kit::{Controller, eventually};
+use hereabouts_api::{IPClaim, claim_name};
+use hereabouts_kit::eventually;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 
 mod common;
-use common::agent::{Agent, env, plugin, pod, setup};
-use common::{ip_of, pool_allocations, pool_holders, range, range_nad, ready_addresses, shaping};
+use common::agent::{Agent, late_claim, pod, retry_taking_over, setup};
+use common::replicas;
+use common::{ip_of, pool_allocations, pool_holders, range, range_nad, ready_addresses};
 
 /// Liveness (and CNI's contract that a retried ADD succeeds once the
 /// cluster can answer it): an ADD gave up and its claim's create landed
@@ -65,46 +66,13 @@ async fn a_retry_that_takes_over_a_late_claim_is_answered() {
     drop(controller);
     let uid = pod(&client, &ns.name, "p").await;
     let network = "r14retry";
-    let name = hereabouts_api::claim_name("p", "net1", network);
-    let mut spec = common::claim_spec(
-        &ns.name,
-        network,
-        "net1",
-        &("p".to_owned(), uid.clone()),
-        vec![range(cidr)],
-    );
-    spec.container_id = "sandbox-1".to_owned();
-    spec.node = common::agent::NODE.to_owned();
-    let mut late = IPClaim::new(&name, spec);
-    // The first ADD gave up 10 s before its create landed.
-    let gave_up = k8s_openapi::jiff::Timestamp::now()
-        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(10))
-        .expect("time");
-    late.metadata.annotations = Some(std::collections::BTreeMap::from([(
-        ANSWER_BY_ANNOTATION.to_owned(),
-        format!("{gave_up:.3}"),
-    )]));
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    claims
-        .create(&PostParams::default(), &late)
+    let name = late_claim(&claims, &ns.name, &uid, network, cidr)
         .await
-        .expect("the late create lands");
+        .name_any();
     let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
-    let stdin = common::agent::conf(network, cidr, &kubeconfig, "20s");
-    let add = {
-        let (env, stdin) = (
-            env("ADD", &ns.name, "p", &uid, "sandbox-2", &socket),
-            stdin.clone(),
-        );
-        tokio::task::spawn_blocking(move || plugin(&env, &stdin))
-    };
     // The retry has taken the claim over before a controller starts.
-    hereabouts_kit::eventually("the retry takes the claim over", 15, || async {
-        let c = claims.get(&name).await.ok()?;
-        (c.spec.container_id == "sandbox-2").then_some(())
-    })
-    .await
-    .expect("taken over");
+    let add = retry_taking_over(&claims, &ns.name, &uid, network, cidr, &kubeconfig, &socket).await;
     let _controller = common::replica(&ns, "b", &[]);
     let add = add.await.expect("ADD");
     let claim = claims.get_opt(&name).await.expect("read");
@@ -136,57 +104,6 @@ async fn a_retry_that_takes_over_a_late_claim_is_answered() {
     );
 }
 
-/// Two replicas, `a` leading and `b` standing by (its claim watch shaped
-/// by `quiet`, when given): (client, namespace, a, b, the kit and proxy to
-/// keep alive).
-async fn two_replicas(
-    prefix: &str,
-    quiet: Option<Arc<AtomicBool>>,
-) -> (
-    kube::Client,
-    hereabouts_kit::TestNamespace,
-    Controller,
-    Controller,
-    Option<tokio::process::Child>,
-) {
-    let (kit, ns) = common::setup(prefix).await;
-    let client = kit.client.clone();
-    let a = common::replica(&ns, "a", &[]);
-    a.wait_ready().await.expect("ready");
-    common::leads(&client, &ns.name, &a).await;
-    let (b, proxy) = match quiet {
-        None => (common::replica(&ns, "b", &[]), None),
-        Some(quiet) => {
-            let (proxy, upstream) = shaping::kubectl_proxy().await;
-            let port = shaping::forwarder(
-                upstream,
-                |_, _, chunk| shaping::at_once(chunk),
-                move |_, line| {
-                    let claim_watch = line.contains("/ipclaims?") && line.contains("watch=true");
-                    if claim_watch && quiet.load(Ordering::SeqCst) {
-                        shaping::Down::Drop
-                    } else {
-                        shaping::Down::Pass
-                    }
-                },
-            )
-            .await;
-            let proxied = shaping::plain_kubeconfig(&format!("{}-b", ns.name), port, &ns.name);
-            let b = Controller::start_as(
-                std::path::Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-                &ns,
-                "b",
-                &[],
-                &proxied,
-            )
-            .expect("controller b");
-            (b, Some(proxy))
-        }
-    };
-    b.wait_ready().await.expect("ready");
-    (client, ns, a, b, proxy)
-}
-
 /// Invariant 2 (no address held for no one), Multus' dynamic networks:
 /// interface net1 of a sandbox is re-plugged from network `blue` (range
 /// A) to network `green` (range B, another pool) while the leader is
@@ -202,7 +119,7 @@ async fn two_replicas(
 async fn a_replug_on_another_range_releases_the_old_range() {
     let (a_cidr, pool_a) = ("198.51.100.200/29", "198.51.100.200-29");
     let (b_cidr, pool_b) = ("203.0.113.200/29", "203.0.113.200-29");
-    let (client, ns, a, b, _proxy) = two_replicas("r14-replug", None).await;
+    let (client, ns, a, b, _proxy) = replicas::two_replicas("r14-replug", None).await;
     range_nad(&client, &ns.name, "blue", a_cidr).await;
     range_nad(&client, &ns.name, "green", b_cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
@@ -252,86 +169,10 @@ async fn a_replug_on_another_range_releases_the_old_range() {
     );
 }
 
-/// The ADD, DEL and ADD again of one sandbox's net1, on two NADs of one
-/// range (one pool), answered by `a` (which releases `blue` before it
-/// answers `green`: the pool's entry for the interface, the same address
-/// again); `b` stands by and keeps `blue`'s release for when it leads.
-/// While `green` is made, `quiet` (when given) makes `b`'s claim watch
-/// drop its events. Then `a` dies and `b` leads, and releases `blue` once
-/// more. Returns the live claim's address, once that release had time.
-async fn replugged_across_a_leader_change(
-    client: &kube::Client,
-    ns: &hereabouts_kit::TestNamespace,
-    (a, b): (Controller, &Controller),
-    pod: &(String, String),
-    cidr: &str,
-    quiet: Option<&AtomicBool>,
-) -> (String, String) {
-    range_nad(client, &ns.name, "blue", cidr).await;
-    range_nad(client, &ns.name, "green", cidr).await;
-    let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let (blue, address) = common::attach(&claims, &ns.name, pod, "blue", cidr).await;
-    claims
-        .delete(&blue, &DeleteParams::default())
-        .await
-        .expect("the DEL");
-    // Both replicas see the deletion.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    if let Some(quiet) = quiet {
-        quiet.store(true, Ordering::SeqCst);
-    }
-    let (green, again) = common::attach(&claims, &ns.name, pod, "green", cidr).await;
-    assert_eq!(
-        address, again,
-        "the pool's entry for the sandbox's interface"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    if let Some(quiet) = quiet {
-        quiet.store(false, Ordering::SeqCst);
-    }
-    drop(a);
-    common::leads(client, &ns.name, b).await;
-    // `b` has released `blue` (or found it must not).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    (green, address)
-}
-
-/// The user's checks after [`replugged_across_a_leader_change`]: the live
-/// claim's address stays in the pool for its pod, and the next pod on the
-/// range is given another.
-async fn kept(
-    client: &kube::Client,
-    ns: &str,
-    podref: &str,
-    pool: &str,
-    (green, address): (String, String),
-    cidr: &str,
-) {
-    let held = pool_allocations(client, ns, pool).await;
-    assert_eq!(
-        held.get(&ip_of(&address)),
-        Some(&podref.to_owned()),
-        "{green}'s address stays in the pool for its pod: {held:?}"
-    );
-    let claims: Api<IPClaim> = Api::namespaced(client.clone(), ns);
-    let others = common::pods(client, ns, "q", 1).await;
-    let (_, other) = common::attach(&claims, ns, &others[0], "blue", cidr).await;
-    assert_ne!(
-        ip_of(&other),
-        ip_of(&address),
-        "two live claims share {other}"
-    );
-    assert_eq!(
-        common::ready_address(&claims, &green).await,
-        Some(address),
-        "{green} stays"
-    );
-}
-
 /// Invariants 1 and 2: a pod whose name is 247 characters long (names of
 /// up to 253 are valid) has its claims named with the pod's name cut to
 /// 238, so none begins with `<pod>-`. Its net1 is re-plugged from `blue`
-/// to `green` ([`replugged_across_a_leader_change`]). Until fixed, the new
+/// to `green` ([`replicas::replugged_across_a_leader_change`]). Until fixed, the new
 /// leader's release of `blue` found no claim of the interface in its cache
 /// (it scanned `namespace/<pod>-`), read `blue`'s own name (gone), and
 /// released the entry `green` holds: the next pod was given its address.
@@ -341,12 +182,14 @@ async fn kept(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_named_pods_replug_on_the_same_pool_keeps_its_address() {
     let (cidr, pool) = ("198.51.100.208/30", "198.51.100.208-30");
-    let (client, ns, a, b, _proxy) = two_replicas("r14-long", None).await;
+    let (client, ns, a, b, _proxy) = replicas::two_replicas("r14-long", None).await;
     let pods = common::pods(&client, &ns.name, &"w".repeat(245), 1).await;
     assert_eq!(pods[0].0.len(), 247);
     let podref = format!("{}/{}", ns.name, pods[0].0);
-    let live = replugged_across_a_leader_change(&client, &ns, (a, &b), &pods[0], cidr, None).await;
-    kept(&client, &ns.name, &podref, pool, live, cidr).await;
+    let live =
+        replicas::replugged_across_a_leader_change(&client, &ns, (a, &b), &pods[0], cidr, None)
+            .await;
+    replicas::kept(&client, &ns.name, &podref, pool, live, cidr).await;
 }
 
 /// Invariants 1 and 2: as above with a short name, but the standby's claim
@@ -361,10 +204,17 @@ async fn a_long_named_pods_replug_on_the_same_pool_keeps_its_address() {
 async fn a_new_leader_whose_watch_lost_a_successor_keeps_its_address() {
     let (cidr, pool) = ("203.0.113.216/30", "203.0.113.216-30");
     let quiet = Arc::new(AtomicBool::new(false));
-    let (client, ns, a, b, _proxy) = two_replicas("r14-lost", Some(quiet.clone())).await;
+    let (client, ns, a, b, _proxy) = replicas::two_replicas("r14-lost", Some(quiet.clone())).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
-    let live =
-        replugged_across_a_leader_change(&client, &ns, (a, &b), &pods[0], cidr, Some(&quiet)).await;
-    kept(&client, &ns.name, &podref, pool, live, cidr).await;
+    let live = replicas::replugged_across_a_leader_change(
+        &client,
+        &ns,
+        (a, &b),
+        &pods[0],
+        cidr,
+        Some(&quiet),
+    )
+    .await;
+    replicas::kept(&client, &ns.name, &podref, pool, live, cidr).await;
 }

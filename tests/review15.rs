@@ -32,46 +32,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, IPClaim, claim_name};
-use hereabouts_kit::{Controller, eventually};
+use hereabouts_api::{IPClaim, claim_name};
+use hereabouts_kit::eventually;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 
 mod common;
-use common::agent::{Agent, NODE, env, plugin, pod};
-use common::{ip_of, pool_allocations, range, range_nad, ready_addresses, shaping};
+use common::agent::{Agent, late_claim, pod, retry_taking_over};
+use common::replicas;
+use common::{ip_of, pool_allocations, ready_addresses, shaping};
 
 /// One test at a time (see the module's comment).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A controller replica `name` whose every request goes through a
-/// [`shaping::forwarder`] with `request` and `response`; the proxy to keep
-/// alive with it.
-async fn shaped_replica<Q, R>(
-    ns: &hereabouts_kit::TestNamespace,
-    name: &str,
-    request: Q,
-    response: R,
-) -> (Controller, tokio::process::Child)
-where
-    Q: Fn(u64, &str, Vec<u8>) -> shaping::Held + Send + Sync + 'static,
-    R: Fn(u64, &str) -> shaping::Down + Send + Sync + 'static,
-{
-    let (proxy, upstream) = shaping::kubectl_proxy().await;
-    let port = shaping::forwarder(upstream, request, response).await;
-    let proxied = shaping::plain_kubeconfig(&format!("{}-{name}", ns.name), port, &ns.name);
-    let replica = Controller::start_as(
-        std::path::Path::new(env!("CARGO_BIN_EXE_hereabouts-controller")),
-        ns,
-        name,
-        &[],
-        &proxied,
-    )
-    .expect("controller");
-    replica.wait_ready().await.expect("ready");
-    (replica, proxy)
-}
 
 /// Invariant 2 (liveness: a request that can be answered gets its
 /// address; CNI's contract that a retried ADD succeeds once the cluster
@@ -122,7 +95,7 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
     );
     let (controller, _proxy) = {
         let (seen, go) = (seen.clone(), go.clone());
-        shaped_replica(
+        replicas::shaped_replica(
             &ns,
             "a",
             move |_, line, chunk| {
@@ -148,28 +121,8 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
         .await
     };
     let uid = pod(&client, &ns.name, "p").await;
-    let mut spec = common::claim_spec(
-        &ns.name,
-        network,
-        "net1",
-        &("p".to_owned(), uid.clone()),
-        vec![range(cidr)],
-    );
-    spec.container_id = "sandbox-1".to_owned();
-    spec.node = NODE.to_owned();
-    let mut late = IPClaim::new(&name, spec);
-    let gave_up = k8s_openapi::jiff::Timestamp::now()
-        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(10))
-        .expect("time");
-    late.metadata.annotations = Some(std::collections::BTreeMap::from([(
-        ANSWER_BY_ANNOTATION.to_owned(),
-        format!("{gave_up:.3}"),
-    )]));
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
-    let late = claims
-        .create(&PostParams::default(), &late)
-        .await
-        .expect("the late create lands");
+    let late = late_claim(&claims, &ns.name, &uid, network, cidr).await;
     eventually("the controller deletes the abandoned claim", 30, || async {
         seen.load(Ordering::SeqCst).then_some(())
     })
@@ -177,20 +130,7 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
     .expect("an abandoned-delete sent");
     // The retry: the pod's next sandbox, through the node agent.
     let _agent = Agent::start(&ns, "agent", &socket, &kubeconfig);
-    let stdin = common::agent::conf(network, cidr, &kubeconfig, "20s");
-    let add = {
-        let (env, stdin) = (
-            env("ADD", &ns.name, "p", &uid, "sandbox-2", &socket),
-            stdin.clone(),
-        );
-        tokio::task::spawn_blocking(move || plugin(&env, &stdin))
-    };
-    eventually("the retry takes the claim over", 15, || async {
-        let c = claims.get(&name).await.ok()?;
-        (c.spec.container_id == "sandbox-2").then_some(())
-    })
-    .await
-    .expect("taken over");
+    let add = retry_taking_over(&claims, &ns.name, &uid, network, cidr, &kubeconfig, &socket).await;
     // The slow DELETE lands now.
     go.store(true, Ordering::SeqCst);
     let add = add.await.expect("ADD");
@@ -211,41 +151,6 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
         "the pool holds {address} for the pod: {held:?}"
     );
     drop(controller);
-}
-
-/// Two replicas, `a` leading and `b` standing by, `b`'s claim watch
-/// dropping its events while `quiet` is set: (client, namespace, a, b,
-/// the proxy to keep alive).
-async fn two_replicas(
-    prefix: &str,
-    quiet: Arc<AtomicBool>,
-) -> (
-    kube::Client,
-    hereabouts_kit::TestNamespace,
-    Controller,
-    Controller,
-    tokio::process::Child,
-) {
-    let (kit, ns) = common::setup(prefix).await;
-    let client = kit.client.clone();
-    let a = common::replica(&ns, "a", &[]);
-    a.wait_ready().await.expect("ready");
-    common::leads(&client, &ns.name, &a).await;
-    let (b, proxy) = shaped_replica(
-        &ns,
-        "b",
-        |_, _, chunk| shaping::at_once(chunk),
-        move |_, line| {
-            let claim_watch = line.contains("/ipclaims?") && line.contains("watch=true");
-            if claim_watch && quiet.load(Ordering::SeqCst) {
-                shaping::Down::Drop
-            } else {
-                shaping::Down::Pass
-            }
-        },
-    )
-    .await;
-    (client, ns, a, b, proxy)
 }
 
 /// The IPClaim CRD as an installation whose CRDs were not upgraded with
@@ -293,7 +198,8 @@ async fn an_older_crd_and_a_lost_watch_event_keep_the_live_address() {
     let _serial = SERIAL.lock().await;
     let (cidr, pool) = ("198.51.100.224/30", "198.51.100.224-30");
     let quiet = Arc::new(AtomicBool::new(false));
-    let (client, ns, a, b, _proxy) = two_replicas("r15-oldcrd", quiet.clone()).await;
+    let (client, ns, a, b, _proxy) =
+        replicas::two_replicas("r15-oldcrd", Some(quiet.clone())).await;
     an_older_ipclaim_crd(&client).await;
     let claims: Api<IPClaim> = Api::namespaced(client.clone(), &ns.name);
     // The list a release reads is refused, as on such a cluster.
@@ -309,44 +215,20 @@ async fn an_older_crd_and_a_lost_watch_event_keep_the_live_address() {
         matches!(&listed, kube::Error::Api(e) if e.code == 400),
         "{listed}"
     );
-    range_nad(&client, &ns.name, "blue", cidr).await;
-    range_nad(&client, &ns.name, "green", cidr).await;
     let pods = common::pods(&client, &ns.name, "p", 1).await;
     let podref = format!("{}/{}", ns.name, pods[0].0);
-    let (blue, address) = common::attach(&claims, &ns.name, &pods[0], "blue", cidr).await;
-    claims
-        .delete(&blue, &DeleteParams::default())
-        .await
-        .expect("the DEL");
-    // Both replicas see the deletion.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    quiet.store(true, Ordering::SeqCst);
-    let (green, again) = common::attach(&claims, &ns.name, &pods[0], "green", cidr).await;
-    assert_eq!(
-        address, again,
-        "the pool's entry for the sandbox's interface"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    quiet.store(false, Ordering::SeqCst);
-    drop(a);
-    common::leads(&client, &ns.name, &b).await;
-    // `b` has released `blue` (or found it must not).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let held = pool_allocations(&client, &ns.name, pool).await;
-    let others = common::pods(&client, &ns.name, "q", 1).await;
-    let (_, other) = common::attach(&claims, &ns.name, &others[0], "blue", cidr).await;
+    let live = replicas::replugged_across_a_leader_change(
+        &client,
+        &ns,
+        (a, &b),
+        &pods[0],
+        cidr,
+        Some(&quiet),
+    )
+    .await;
     // Put the current CRD back for whatever runs next.
     hereabouts_kit::install_crds(&client)
         .await
         .expect("the current CRDs");
-    assert_eq!(
-        held.get(&ip_of(&address)),
-        Some(&podref),
-        "{green}'s address {address} stays in the pool for its pod: {held:?}"
-    );
-    assert_ne!(
-        ip_of(&other),
-        ip_of(&address),
-        "two live claims ({green} and the next pod's) share {other}"
-    );
+    replicas::kept(&client, &ns.name, &podref, pool, live, cidr).await;
 }

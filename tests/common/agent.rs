@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hereabouts_api::IPClaim;
 use hereabouts_kit::{Controller, Process, TestNamespace};
 use hereabouts_node::cni::Outcome;
 use hereabouts_node::cni::env::Environment;
@@ -214,4 +215,63 @@ pub fn conf(name: &str, range: &str, kubeconfig: &Path, timeout: &str) -> Value 
     json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "eth1",
            "ipam": {"type": "hereabouts", "range": range, "request_timeout": timeout,
                     "kubernetes": {"kubeconfig": kubeconfig}}})
+}
+
+/// The claim of pod `p`'s net1 on `network` (range `cidr`) that the ADD of
+/// sandbox-1 filed, created as it lands long after that ADD gave up (its
+/// `hereabouts.dev/answer-by` 10 s before now).
+pub async fn late_claim(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    uid: &str,
+    network: &str,
+    cidr: &str,
+) -> IPClaim {
+    let name = hereabouts_api::claim_name("p", "net1", network);
+    let mut spec = super::claim_spec(
+        ns,
+        network,
+        "net1",
+        &("p".to_owned(), uid.to_owned()),
+        vec![super::range(cidr)],
+    );
+    spec.container_id = "sandbox-1".to_owned();
+    spec.node = NODE.to_owned();
+    let mut late = IPClaim::new(&name, spec);
+    let gave_up = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(10))
+        .expect("time");
+    late.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        hereabouts_api::ANSWER_BY_ANNOTATION.to_owned(),
+        format!("{gave_up:.3}"),
+    )]));
+    claims
+        .create(&PostParams::default(), &late)
+        .await
+        .expect("the late create lands")
+}
+
+/// The ADD of pod `p`'s next sandbox (sandbox-2) on `network` (range
+/// `cidr`) through the agent at `socket`, still running once its create
+/// has met the [`late_claim`] and taken it over.
+pub async fn retry_taking_over(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    uid: &str,
+    network: &str,
+    cidr: &str,
+    kubeconfig: &Path,
+    socket: &Path,
+) -> tokio::task::JoinHandle<Run> {
+    let name = hereabouts_api::claim_name("p", "net1", network);
+    let stdin = conf(network, cidr, kubeconfig, "20s");
+    let env = env("ADD", ns, "p", uid, "sandbox-2", socket);
+    let add = tokio::task::spawn_blocking(move || plugin(&env, &stdin));
+    hereabouts_kit::eventually("the retry takes the claim over", 15, || async {
+        let c = claims.get(&name).await.ok()?;
+        (c.spec.container_id == "sandbox-2").then_some(())
+    })
+    .await
+    .expect("taken over");
+    add
 }

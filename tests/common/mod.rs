@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod replicas;
 pub mod shaping;
 
 use std::collections::BTreeMap;
