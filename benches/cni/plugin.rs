@@ -177,7 +177,7 @@ impl Target {
                     &args,
                     &[
                         ("KUBECONFIG", admin_kubeconfig.clone()),
-                        ("RUST_LOG", "info".to_owned()),
+                        ("RUST_LOG", log_filter()),
                     ],
                 )?;
                 (bin_dir.join("hereabouts"), Some(process), port)
@@ -218,7 +218,7 @@ impl Target {
                     &format!("{}-agent-{node}", ns.name),
                     &bin_dir.join("hereabouts-install"),
                     &args,
-                    &[],
+                    &[("RUST_LOG", log_filter())],
                 )?);
                 hereabouts_kit::eventually("agent socket", 30, || async {
                     std::os::unix::net::UnixStream::connect(&socket)
@@ -675,4 +675,10 @@ pub async fn audit(
         missing_from_pool,
         pool_allocations: pool.len(),
     })
+}
+
+/// The controller's and the agents' log filter: info, or
+/// `HB_BENCH_RUST_LOG` (e.g. `debug`, to time one ADD from their logs).
+fn log_filter() -> String {
+    std::env::var("HB_BENCH_RUST_LOG").unwrap_or_else(|_| "info".to_owned())
 }

@@ -277,6 +277,16 @@ pub struct Floor {
     pub allocations_per_second: f64,
     pub create: Phase,
     pub update: Phase,
+    /// One IPPool replaced again and again, by how many entries it holds.
+    pub pool_writes: Vec<PoolWrite>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolWrite {
+    pub entries: usize,
+    pub replaces: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1004,6 +1014,19 @@ pub fn markdown(record: &Record) -> String {
             out.push('\n');
         } else {
             out.push_str(&format!(" The storms reached: {}.\n", reached.join("; ")));
+        }
+        if !floor.pool_writes.is_empty() {
+            out.push_str(
+                "\nOne IPPool replaced again and again, one request at a time, by the entries it holds \
+                 (a pool commit rewrites its shards whole: this is the part of an ADD that grows as its shard fills):\n\n\
+                 | entries | replaces | p50 (ms) | p95 (ms) |\n|---:|---:|---:|---:|\n",
+            );
+            for w in &floor.pool_writes {
+                out.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1} |\n",
+                    w.entries, w.replaces, w.p50_ms, w.p95_ms
+                ));
+            }
         }
     }
     out.push_str("\n## Notes\n\n");

@@ -4,7 +4,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hereabouts_api::{OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec};
+use hereabouts_api::{
+    IPAllocation, IPPool, IPPoolSpec, OverlappingRangeIPReservation,
+    OverlappingRangeIPReservationSpec,
+};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
@@ -13,7 +16,7 @@ use serde::Serialize;
 use crate::apiserver::Requests;
 use crate::cpu;
 use crate::plugin::{Call, Kind, Network, Outcome, Target, audit};
-use crate::report::{Floor, Phase, ScaleRun, ScaleStep, Stats};
+use crate::report::{Floor, Phase, PoolWrite, ScaleRun, ScaleStep, Stats};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
@@ -28,6 +31,8 @@ pub struct Settings {
     pub probes: usize,
     pub idle: usize,
     pub floor: usize,
+    /// Replaces of one IPPool timed per size in the floor's pool writes.
+    pub pool_writes: usize,
     /// Longest a whereabouts phase may run before what still runs is
     /// killed and counted.
     pub whereabouts_cap_s: u64,
@@ -53,6 +58,7 @@ impl Settings {
             probes: 5,
             idle: 50,
             floor: 1000,
+            pool_writes: 40,
             whereabouts_cap_s: 150,
             drain_s: 30,
             agents: false,
@@ -72,6 +78,7 @@ impl Settings {
             probes: 3,
             idle: 10,
             floor: 200,
+            pool_writes: 10,
             whereabouts_cap_s: 10,
             drain_s: 10,
             agents: false,
@@ -617,6 +624,7 @@ pub async fn floor(settings: &Settings, client: &Client, namespace: &str) -> any
         started.elapsed(),
     );
     let both = create.wall_s + update.wall_s;
+    let pool_writes = pool_writes(settings, client, namespace).await?;
     let floor = Floor {
         objects: settings.floor,
         concurrency: settings.inflight,
@@ -627,6 +635,7 @@ pub async fn floor(settings: &Settings, client: &Client, namespace: &str) -> any
         },
         create,
         update,
+        pool_writes,
     };
     eprintln!(
         "[bench] floor: create {}, update {}: {:.0} create+update pairs/s",
@@ -635,6 +644,75 @@ pub async fn floor(settings: &Settings, client: &Client, namespace: &str) -> any
         floor.allocations_per_second
     );
     Ok(floor)
+}
+
+/// Entry counts of the IPPools whose replace the floor times: one entry,
+/// then an eighth, a quarter, half and all of a shard's 128 offsets.
+const POOL_WRITE_ENTRIES: [usize; 5] = [1, 16, 32, 64, 128];
+
+/// What one replace of an IPPool costs the API server as the object holds
+/// more entries: every pool commit rewrites its shards whole, so this is
+/// the part of an ADD's latency that grows as a shard fills (the scale
+/// scenario's first probe writes a shard of a few entries, the later ones a
+/// full one). One object per size, replaced one request at a time, each
+/// replace changing one entry.
+async fn pool_writes(
+    settings: &Settings,
+    client: &Client,
+    namespace: &str,
+) -> anyhow::Result<Vec<PoolWrite>> {
+    let api: Api<IPPool> = Api::namespaced(client.clone(), namespace);
+    let mut out = Vec::new();
+    for entries in POOL_WRITE_ENTRIES {
+        let allocations = (0..entries)
+            .map(|i| {
+                let entry = IPAllocation {
+                    id: format!("{i:064x}"),
+                    podref: format!("{namespace}/pod-{i}"),
+                    ifname: "net1".to_owned(),
+                };
+                ((i + 1).to_string(), entry)
+            })
+            .collect();
+        let mut pool = IPPool::new(
+            &format!("floor-pool-{entries}"),
+            IPPoolSpec {
+                range: "100.67.0.0/24".to_owned(),
+                allocations,
+            },
+        );
+        pool = api.create(&PostParams::default(), &pool).await?;
+        let mut latencies = Vec::new();
+        for round in 0..settings.pool_writes {
+            if let Some(first) = pool.spec.allocations.values_mut().next() {
+                first.ifname = format!("net{}", round % 2 + 1);
+            }
+            let started = Instant::now();
+            pool = api
+                .replace(
+                    &pool.metadata.name.clone().unwrap_or_default(),
+                    &PostParams::default(),
+                    &pool,
+                )
+                .await?;
+            latencies.push(started.elapsed());
+        }
+        let stats = Stats::of(latencies.into_iter());
+        out.push(PoolWrite {
+            entries,
+            replaces: settings.pool_writes,
+            p50_ms: stats.p50_ms,
+            p95_ms: stats.p95_ms,
+        });
+    }
+    eprintln!(
+        "[bench] floor: IPPool replace p50 by entries: {}",
+        out.iter()
+            .map(|w| format!("{}: {:.1} ms", w.entries, w.p50_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(out)
 }
 
 /// The controller's pool commits so far, in a line (empty for whereabouts).
