@@ -1,17 +1,22 @@
-//! What the reconcilers decide from, besides the pools: reflector stores
-//! of NADs and IPAMClaims, and compact indexes of what they read of claims
-//! and pods (one of each per allocation).
+//! What the reconcilers decide from, besides the pool actors' ledgers:
+//! reflector stores of NADs and IPAMClaims, and compact indexes of what
+//! they read of claims, pods and IPPool objects (one claim, one pod and
+//! one pool entry per allocation).
 
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
 
-use hereabouts_api::{ClaimRange, ClaimReference, IPAMClaim, IPClaim, NetworkAttachmentDefinition};
+use hereabouts_api::{
+    ClaimRange, ClaimReference, IPAMClaim, IPClaim, IPPool, MANAGED_BY,
+    NetworkAttachmentDefinition, POOL_LABEL, SHARD_LABEL, base_name,
+};
+use hereabouts_core::parse_allocation_key;
 
-use super::compact::{self, Uid};
+use super::compact::{self, ContainerId, Uid};
 use super::index::Index;
 
 /// Multus' record of a pod's attachments.
@@ -26,6 +31,86 @@ pub struct Lookups {
     /// Every claim (answered or not) by `namespace/name`.
     pub claims: Index<Box<ClaimEntry>>,
     pub ipamclaims: Store<IPAMClaim>,
+}
+
+/// What the collector, the IPAMClaim releaser and the NAD pruning read of
+/// an IPPool object: who it is, its labels and range, and its entries with
+/// the offset parsed, the container ID as bytes and the interface name
+/// shared. The whole object costs about twice as much per entry, and the
+/// pool actors keep every entry in their ledgers besides.
+#[derive(Clone, Debug)]
+pub struct PoolEntry {
+    pub name: Box<str>,
+    pub uid: Option<Box<str>>,
+    pub resource_version: Option<Box<str>>,
+    /// The pool it is a shard of (`hereabouts_api::base_name`).
+    pub base: Box<str>,
+    /// Its `POOL_LABEL` and `SHARD_LABEL`, when set.
+    pub pool_label: Option<Box<str>>,
+    pub shard_label: Option<Box<str>>,
+    /// Made by hereabouts (`MANAGED_BY`).
+    pub managed: bool,
+    /// `spec.range`.
+    pub range: Box<str>,
+    /// Its entries whose key is an offset, in key order...
+    pub allocations: Box<[PoolAllocation]>,
+    /// ...and how many entries it has, those included.
+    pub entries: usize,
+}
+
+/// One entry of an IPPool: whereabouts' `{id, podref, ifname}` at `offset`.
+#[derive(Clone, Debug)]
+pub struct PoolAllocation {
+    pub offset: u128,
+    pub id: ContainerId,
+    pub podref: Box<str>,
+    pub ifname: Arc<str>,
+}
+
+impl PoolEntry {
+    /// The index entry of `pool`, under its name (IPPools live in the
+    /// controller's namespace only).
+    pub fn of(pool: &IPPool) -> (String, PoolEntry) {
+        let labels = pool.labels();
+        let label = |key: &str| labels.get(key).map(|v| Box::from(v.as_str()));
+        let entry = PoolEntry {
+            name: pool.name_any().into(),
+            uid: pool.metadata.uid.as_deref().map(Into::into),
+            resource_version: pool.metadata.resource_version.as_deref().map(Into::into),
+            base: base_name(pool).into(),
+            pool_label: label(POOL_LABEL),
+            shard_label: label(SHARD_LABEL),
+            managed: labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1),
+            range: pool.spec.range.as_str().into(),
+            allocations: pool
+                .spec
+                .allocations
+                .iter()
+                .filter_map(|(key, a)| {
+                    Some(PoolAllocation {
+                        offset: parse_allocation_key(key)?,
+                        id: ContainerId::new(&a.id),
+                        podref: a.podref.as_str().into(),
+                        ifname: compact::interface(&a.ifname),
+                    })
+                })
+                .collect(),
+            entries: pool.spec.allocations.len(),
+        };
+        (pool.name_any(), entry)
+    }
+
+    /// A reference to the object, for Events about it.
+    pub fn object_ref(&self, namespace: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(IPPool::api_version(&()).into_owned()),
+            kind: Some(IPPool::kind(&()).into_owned()),
+            name: Some(self.name.to_string()),
+            namespace: Some(namespace.to_owned()),
+            uid: self.uid.as_deref().map(ToOwned::to_owned),
+            ..ObjectReference::default()
+        }
+    }
 }
 
 /// What the reconcilers read of a pod.
@@ -210,8 +295,74 @@ fn recorded_addresses(pod: &Pod) -> Option<Box<[IpAddr]>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An IPPool object named `name` with `labels` and `entries` (key, id).
+    pub(crate) fn pool(name: &str, labels: &[(&str, &str)], entries: &[(&str, &str)]) -> IPPool {
+        let mut pool = IPPool::new(
+            name,
+            hereabouts_api::IPPoolSpec {
+                range: "100.64.0.0/16".to_owned(),
+                allocations: entries
+                    .iter()
+                    .map(|(key, id)| {
+                        let entry = hereabouts_api::IPAllocation {
+                            id: (*id).to_owned(),
+                            podref: format!("ns/pod-{key}"),
+                            ifname: "net1".to_owned(),
+                        };
+                        ((*key).to_owned(), entry)
+                    })
+                    .collect(),
+            },
+        );
+        pool.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        pool.metadata.uid = Some("0f8a6b2c-1d3e-4f50-9a7b-c8d9e0f1a2b3".to_owned());
+        pool
+    }
+
+    #[test]
+    fn a_pool_entry_keeps_what_its_readers_read() {
+        let id = "ab".repeat(32);
+        let object = pool(
+            "net-100.64.0.0-16-s2",
+            &[
+                (POOL_LABEL, "net-100.64.0.0-16"),
+                (SHARD_LABEL, "2"),
+                (MANAGED_BY.0, MANAGED_BY.1),
+            ],
+            &[("300", &id), ("not-an-offset", &id), ("257", "marker")],
+        );
+        let (key, entry) = PoolEntry::of(&object);
+        assert_eq!(key, "net-100.64.0.0-16-s2");
+        assert_eq!(&*entry.base, "net-100.64.0.0-16");
+        assert!(entry.managed);
+        assert_eq!(entry.shard_label.as_deref(), Some("2"));
+        assert_eq!(&*entry.range, "100.64.0.0/16");
+        assert_eq!(entry.entries, 3, "every entry counts, parsed or not");
+        let kept: Vec<(u128, String, &str, &str)> = entry
+            .allocations
+            .iter()
+            .map(|a| (a.offset, a.id.to_string(), &*a.podref, &*a.ifname))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (257, "marker".to_owned(), "ns/pod-257", "net1"),
+                (300, id.clone(), "ns/pod-300", "net1"),
+            ]
+        );
+        let reference = entry.object_ref("hereabouts");
+        assert_eq!(reference.kind.as_deref(), Some("IPPool"));
+        assert_eq!(reference.name.as_deref(), Some("net-100.64.0.0-16-s2"));
+        assert_eq!(reference.uid, object.metadata.uid);
+    }
 
     fn range(cidr: &str, static_ip: Option<&str>) -> ClaimRange {
         ClaimRange {

@@ -92,6 +92,58 @@ impl fmt::Debug for Uid {
     }
 }
 
+/// A pool entry's `id`: the 32 bytes of a container ID written as 64
+/// lowercase hex digits (as container runtimes make them), or the text of
+/// anything else (hereabouts' hold and cooldown markers, uppercase or
+/// hand-made IDs), kept as it came so that it reads back exactly.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum ContainerId {
+    Hex([u8; 32]),
+    Text(Box<str>),
+}
+
+impl ContainerId {
+    pub fn new(text: &str) -> ContainerId {
+        hex_bytes(text).map_or_else(|| ContainerId::Text(text.into()), ContainerId::Hex)
+    }
+
+    /// Whether it is the ID `text`.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            ContainerId::Hex(bytes) => hex_bytes(text).is_some_and(|b| b == *bytes),
+            ContainerId::Text(own) => **own == *text,
+        }
+    }
+}
+
+/// The 32 bytes of `text` when it is 64 lowercase hex digits.
+fn hex_bytes(text: &str) -> Option<[u8; 32]> {
+    let raw = text.as_bytes();
+    if raw.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(raw.chunks_exact(2)) {
+        *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(bytes)
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerId::Text(text) => f.write_str(text),
+            ContainerId::Hex(bytes) => bytes.iter().try_for_each(|b| write!(f, "{b:02x}")),
+        }
+    }
+}
+
+impl fmt::Debug for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 /// Values the indexes share, one set per kind.
 pub type Shared<T> = LazyLock<Mutex<HashSet<Arc<T>>>>;
 
@@ -125,9 +177,44 @@ pub fn namespace(name: &str) -> Arc<str> {
     shared(&NAMESPACES, name)
 }
 
+/// The interface names pool entries hold (`net1`, `net2`, ...: few).
+static INTERFACES: Shared<str> = LazyLock::new(Default::default);
+
+/// `ifname` as a string shared with every entry that names it.
+pub fn interface(ifname: &str) -> Arc<str> {
+    shared(&INTERFACES, ifname)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ids_read_back_exactly_as_they_came() {
+        let runtime = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let hold = hereabouts_core::ledger::hold_marker(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        );
+        for text in [
+            runtime,
+            // Not 64 lowercase hex digits: kept as text.
+            "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef",
+            &hold,
+            "",
+        ] {
+            let id = ContainerId::new(text);
+            assert_eq!(id.to_string(), text);
+            assert!(id.is(text), "{text:?} is itself");
+        }
+        assert!(matches!(ContainerId::new(runtime), ContainerId::Hex(_)));
+        let upper = runtime.to_uppercase();
+        assert!(
+            !ContainerId::new(runtime).is(&upper),
+            "IDs compare as text, as the API keeps them"
+        );
+        assert!(!ContainerId::new(runtime).is(&runtime[..63]));
+    }
 
     #[test]
     fn uids_read_back_exactly_as_they_came() {

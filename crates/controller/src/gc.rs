@@ -37,20 +37,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use hereabouts_api::{
-    ClaimRange, IPAMClaim, IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, base_name,
-};
+use hereabouts_api::{ClaimRange, IPAMClaim, IPClaim, IPPool, NetworkAttachmentDefinition};
 use hereabouts_core::ledger::{resting_until, rests};
-use hereabouts_core::{network_name_of, parse_allocation_key, possible_network_names};
+use hereabouts_core::{network_name_of, possible_network_names};
 
-use super::caches::{ClaimEntry, PodEntry, split_key};
+use super::caches::{ClaimEntry, PodEntry, PoolEntry, split_key};
 use super::compact::Uid;
 use super::context::Context;
 use super::index::Index;
@@ -66,7 +64,8 @@ pub struct GcConfig {
 /// The caches a pass reads.
 #[derive(Clone, Debug)]
 pub struct Caches {
-    pub pools: Store<IPPool>,
+    /// IPPool objects by name.
+    pub pools: Index<PoolEntry>,
     /// Every claim by `namespace/name`.
     pub claims: Index<Box<ClaimEntry>>,
     /// Reservations by name, as last seen.
@@ -246,20 +245,22 @@ impl Collector {
         let declared = declared_network_names(&self.caches.nads);
         let ipamclaims_referenced = super::ipamclaims::referenced(&pods);
         let mut reserved_names: HashSet<String> = HashSet::new();
-        for pool in self.caches.pools.state() {
-            let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) else {
+        let pools = self.caches.pools.read();
+        for pool in pools.values() {
+            let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.range) else {
                 continue;
             };
-            let base = base_name(&pool);
-            reserved_names.extend(reservation_names(&pool, &declared));
-            for (key, a) in &pool.spec.allocations {
-                let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
+            let base = pool.base.to_string();
+            reserved_names.extend(reservation_names(pool, &declared));
+            for a in &pool.allocations {
+                let Some(ip) = cidr.ip_at(a.offset) else {
                     continue;
                 };
                 if !in_scope(&a.podref) {
                     continue;
                 }
-                let live = if let Some(until) = resting_until(&a.id) {
+                let id = a.id.to_string();
+                let live = if let Some(until) = resting_until(&id) {
                     // A hold (an address kept for a pod name whose claim
                     // went) or a cooldown (an address resting after its
                     // release) is no leak while it lasts; once ended it
@@ -286,16 +287,16 @@ impl Collector {
                         // No claim (an adopted whereabouts allocation): the
                         // pod object, Terminating or not, and what Multus
                         // recorded.
-                        pods.get(a.podref.as_str()).is_some_and(|p| p.lists(ip))
+                        pods.get(&*a.podref).is_some_and(|p| p.lists(ip))
                     }
                 };
                 if !live {
                     suspects.insert(Suspect::Allocation {
                         pool: base.clone(),
                         ip,
-                        container_id: a.id.clone(),
-                        podref: a.podref.clone(),
-                        ifname: a.ifname.clone(),
+                        container_id: id,
+                        podref: a.podref.to_string(),
+                        ifname: a.ifname.to_string(),
                     });
                 }
             }
@@ -418,15 +419,16 @@ impl Collector {
                 container_id,
                 ..
             } => {
-                let Some(object) = self
+                let Some((object, range)) = self
                     .caches
                     .pools
-                    .get(&ObjectRef::new(pool).within(&ctx.namespace))
+                    .read()
+                    .get(pool.as_str())
+                    .map(|p| (p.object_ref(&ctx.namespace), p.range.clone()))
                 else {
                     return true;
                 };
-                let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&object.spec.range)
-                else {
+                let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&range) else {
                     return true;
                 };
                 let network_name = network_name_of(pool, &cidr);
@@ -451,7 +453,7 @@ impl Collector {
                             ctx.metrics.reclaimed("allocation");
                             tracing::info!(pool, %ip, container_id, "reclaimed a leaked address");
                             ctx.event(
-                                &object.object_ref(&()),
+                                &object,
                                 EventType::Normal,
                                 "AddressReclaimed",
                                 "GarbageCollect",
@@ -519,20 +521,19 @@ impl Collector {
 /// hereabouts created are named exactly; whereabouts' (an adopted pool may
 /// carry our shard labels since) may be node-slice pools, whose names
 /// leave the network name ambiguous: every reading counts.
-fn reservation_names(pool: &IPPool, declared: &HashSet<String>) -> Vec<String> {
-    let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) else {
+fn reservation_names(pool: &PoolEntry, declared: &HashSet<String>) -> Vec<String> {
+    let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.range) else {
         return Vec::new();
     };
-    let base = base_name(pool);
-    let ours = pool.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
-    let network_names = if ours {
-        vec![network_name_of(&base, &cidr)]
+    let base = &*pool.base;
+    let network_names = if pool.managed {
+        vec![network_name_of(base, &cidr)]
     } else {
-        possible_network_names(&base, &cidr, declared)
+        possible_network_names(base, &cidr, declared)
     };
     let mut names = Vec::new();
-    for key in pool.spec.allocations.keys() {
-        let Some(ip) = parse_allocation_key(key).and_then(|o| cidr.ip_at(o)) else {
+    for a in &pool.allocations {
+        let Some(ip) = cidr.ip_at(a.offset) else {
             continue;
         };
         for network_name in &network_names {
@@ -589,7 +590,7 @@ impl Fresh {
                 pools
                     .items
                     .iter()
-                    .flat_map(|p| reservation_names(p, declared))
+                    .flat_map(|p| reservation_names(&PoolEntry::of(p).1, declared))
                     .collect(),
             );
         }

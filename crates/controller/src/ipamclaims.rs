@@ -35,13 +35,13 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use hereabouts_api::{
-    ClaimReference, ClaimedAddress, IP_ALLOCATED, IPAMClaim, IPAMClaimStatus, IPClaim, IPPool,
-    NetworkAttachmentDefinition, OwnerPod, Refusal, Refused, allows_persistent_ips, base_name,
+    ClaimReference, ClaimedAddress, IP_ALLOCATED, IPAMClaim, IPAMClaimStatus, IPClaim,
+    NetworkAttachmentDefinition, OwnerPod, Refusal, Refused, allows_persistent_ips,
     claim_references, owner_container_id, owner_podref,
 };
 use hereabouts_core::{Allocation, network_name_of};
 
-use super::caches::{Lookups, PodEntry};
+use super::caches::{Lookups, PodEntry, PoolEntry};
 use super::context::Context;
 use super::index::Index;
 use super::pools::{AllocRequest, ReleaseBy, ReleaseReason};
@@ -519,7 +519,7 @@ fn not_leader() -> kube::Error {
 pub async fn run(
     ctx: Arc<Context>,
     events: impl Stream<Item = Result<watcher::Event<IPAMClaim>, watcher::Error>>,
-    pools: Store<IPPool>,
+    pools: Index<PoolEntry>,
     pods: Index<Box<PodEntry>>,
 ) {
     let mut events = std::pin::pin!(events);
@@ -569,23 +569,22 @@ pub async fn run(
 /// podref and its UID's container ID, so a claim made again under the
 /// same name that took the address over keeps it).
 #[tracing::instrument(skip_all, fields(ipamclaim = %ipamclaim.name_any(), namespace = ipamclaim.namespace().unwrap_or_default()))]
-async fn release(ctx: &Arc<Context>, pools: &Store<IPPool>, ipamclaim: &IPAMClaim) {
+async fn release(ctx: &Arc<Context>, pools: &Index<PoolEntry>, ipamclaim: &IPAMClaim) {
     if !ctx.leadership.is_leader() {
         return;
     }
     let owner = owner(ipamclaim);
     let mut targets: HashMap<String, hereabouts_core::Cidr> = HashMap::new();
-    for pool in pools.state() {
+    for pool in pools.read().values() {
         let holds = pool
-            .spec
             .allocations
-            .values()
-            .any(|a| *a.podref == *owner.pod_ref && *a.id == *owner.container_id);
+            .iter()
+            .any(|a| *a.podref == *owner.pod_ref && a.id.is(&owner.container_id));
         if !holds {
             continue;
         }
-        if let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.spec.range) {
-            targets.insert(base_name(&pool), cidr);
+        if let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.range) {
+            targets.insert(pool.base.to_string(), cidr);
         }
     }
     for (base, cidr) in targets {

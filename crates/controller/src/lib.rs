@@ -213,14 +213,13 @@ pub async fn run(
     let watched = settings.watch_namespace.as_deref();
     let config = || watcher::Config::default();
 
-    let (pools, pools_writer) = reflector::store();
-    let pool_events = reflector(
+    let (pools, pools_writer) = index::index(caches::PoolEntry::of);
+    let pool_events = index::indexed(
         pools_writer,
         watcher(
             Api::<IPPool>::namespaced(client.clone(), &settings.namespace),
             config(),
-        )
-        .modify(strip),
+        ),
     )
     .default_backoff();
     let reservation_events = index::indexed(
@@ -309,7 +308,7 @@ pub async fn run(
             let n = nads_listed;
             let synced = |what: &'static str| tracing::debug!(cache = what, "cache synced");
             let _ = tokio::join!(
-                p.wait_until_ready().inspect(|_| synced("IPPools")),
+                p.wait_until_ready().inspect(|()| synced("IPPools")),
                 r.wait_until_ready().inspect(|_| synced("reservations")),
                 po.wait_until_ready().inspect(|_| synced("pods")),
                 c.wait_until_ready().inspect(|()| synced("IPClaims")),

@@ -21,7 +21,9 @@ use hereabouts_api::{
 };
 use hereabouts_core::ConfigError;
 
+use super::caches::PoolEntry;
 use super::context::Context;
+use super::index::Index;
 use super::watches;
 
 /// The pools (name, range) a NAD's hereabouts/whereabouts IPAM sections
@@ -165,13 +167,39 @@ async fn ensure_pool(
     }
 }
 
+/// The objects [`prune`] deletes: those hereabouts made, of a range whose
+/// every shard is empty and whose base pool no NAD wants.
+fn unused_pools(all: &BTreeMap<Box<str>, PoolEntry>, wanted: &HashSet<String>) -> Vec<PoolEntry> {
+    let mut unused = Vec::new();
+    for pool in all.values() {
+        let Some(label) = &pool.pool_label else {
+            continue;
+        };
+        let shards = || {
+            all.values()
+                .filter(|p| p.pool_label.as_ref() == Some(label))
+        };
+        // A range is only as empty as all of its shards.
+        let range_empty = shards().all(|p| p.entries == 0);
+        let base = shards()
+            .find(|p| p.shard_label.as_deref() == Some("0"))
+            .map(|p| &*p.name);
+        if !pool.managed || !range_empty || base.is_some_and(|b| wanted.contains(b)) {
+            continue;
+        }
+        // Empty: nothing but its name and labels to copy.
+        unused.push(pool.clone());
+    }
+    unused
+}
+
 /// Deletes the empty pools hereabouts created that no NAD wants any more.
 /// The delete carries the pool's resourceVersion, so a pool that got an
 /// allocation meanwhile stays.
 pub async fn prune(
     ctx: &Context,
     nads: &Store<NetworkAttachmentDefinition>,
-    pools: &Store<IPPool>,
+    pools: &Index<PoolEntry>,
 ) {
     let wanted: HashSet<String> = nads
         .state()
@@ -180,38 +208,77 @@ pub async fn prune(
         .flatten()
         .map(|(name, _)| name)
         .collect();
-    let all = pools.state();
+    let unused = unused_pools(&pools.read(), &wanted);
     let api: Api<IPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    for pool in &all {
-        let managed = pool.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
-        let Some(label) = pool.labels().get(POOL_LABEL) else {
-            continue;
-        };
-        // A range is only as empty as all of its shards.
-        let range_empty = all
-            .iter()
-            .filter(|p| p.labels().get(POOL_LABEL) == Some(label))
-            .all(|p| p.spec.allocations.is_empty());
-        let base = all
-            .iter()
-            .find(|p| {
-                p.labels().get(POOL_LABEL) == Some(label)
-                    && p.labels().get(SHARD_LABEL).map(String::as_str) == Some("0")
-            })
-            .map(|p| p.name_any());
-        if !managed || !range_empty || base.as_ref().is_some_and(|b| wanted.contains(b)) {
-            continue;
-        }
+    for pool in unused {
         if !ctx.leadership.is_leader() {
             return;
         }
-        let name = pool.name_any();
-        let exactly =
-            super::shared::delete_exactly(&api, &name, pool.uid(), pool.resource_version());
+        let name = &pool.name;
+        let exactly = super::shared::delete_exactly(
+            &api,
+            name,
+            pool.uid.as_deref().map(ToOwned::to_owned),
+            pool.resource_version.as_deref().map(ToOwned::to_owned),
+        );
         match exactly.await {
             Ok(true) => tracing::info!(pool = %name, "deleted an empty pool no NAD uses"),
             Ok(false) => {}
             Err(e) => tracing::warn!(pool = %name, error = %e, "could not delete unused pool"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caches::tests::pool;
+
+    fn entries(pools: &[IPPool]) -> BTreeMap<Box<str>, PoolEntry> {
+        pools
+            .iter()
+            .map(|p| {
+                let (key, entry) = PoolEntry::of(p);
+                (key.into_boxed_str(), entry)
+            })
+            .collect()
+    }
+
+    fn names(unused: &[PoolEntry]) -> Vec<&str> {
+        unused.iter().map(|p| &*p.name).collect()
+    }
+
+    #[test]
+    fn only_empty_ranges_of_ours_that_no_nad_wants_are_pruned() {
+        let ours = |name: &str, range: &str, shard: &str, entries: &[(&str, &str)]| {
+            pool(
+                name,
+                &[
+                    (POOL_LABEL, range),
+                    (SHARD_LABEL, shard),
+                    (MANAGED_BY.0, MANAGED_BY.1),
+                ],
+                entries,
+            )
+        };
+        let all = entries(&[
+            // Empty, every shard: goes.
+            ours("a", "a", "0", &[]),
+            ours("a-s1", "a", "1", &[]),
+            // One shard holds an entry, even one that is no offset: stays.
+            ours("b", "b", "0", &[]),
+            ours("b-s1", "b", "1", &[("not-an-offset", "x")]),
+            // Wanted by a NAD: stays.
+            ours("c", "c", "0", &[]),
+            // Not ours (whereabouts' own, no labels): stays.
+            pool("d", &[], &[]),
+        ]);
+        let wanted: HashSet<String> = ["c".to_owned()].into();
+        assert_eq!(names(&unused_pools(&all, &wanted)), ["a", "a-s1"]);
+        let nothing_wanted = HashSet::new();
+        assert_eq!(
+            names(&unused_pools(&all, &nothing_wanted)),
+            ["a", "a-s1", "c"]
+        );
     }
 }
