@@ -91,7 +91,7 @@ impl PoolEntry {
                         offset: parse_allocation_key(key)?,
                         id: ContainerId::new(&a.id),
                         podref: a.podref.as_str().into(),
-                        ifname: compact::interface(&a.ifname),
+                        ifname: compact::name(&a.ifname),
                     })
                 })
                 .collect(),
@@ -202,11 +202,11 @@ pub struct ClaimEntry {
     pub foreign_pod_namespace: Option<Box<str>>,
     pub pod_name: Box<str>,
     pub pod_uid: Uid,
-    pub interface: Box<str>,
-    pub container_id: Box<str>,
+    pub interface: Arc<str>,
+    pub container_id: ContainerId,
     /// The NAD's name (in the pod's namespace, for the release policy).
-    pub network: Box<str>,
-    pub network_name: Option<Box<str>>,
+    pub network: Arc<str>,
+    pub network_name: Option<Arc<str>>,
     /// Shared by every claim of the same configuration (see [`interned`]).
     pub ranges: Arc<[ClaimRange]>,
     /// `Ready` True for the current generation: it holds addresses.
@@ -232,10 +232,10 @@ impl ClaimEntry {
                 .then(|| spec.pod.namespace.as_str().into()),
             pod_name: spec.pod.name.as_str().into(),
             pod_uid: Uid::new(&spec.pod.uid),
-            interface: spec.interface.as_str().into(),
-            container_id: spec.container_id.as_str().into(),
-            network: spec.network.name.as_str().into(),
-            network_name: spec.network_name.as_deref().map(Into::into),
+            interface: compact::name(&spec.interface),
+            container_id: ContainerId::new(&spec.container_id),
+            network: compact::name(&spec.network.name),
+            network_name: spec.network_name.as_deref().map(compact::name),
             ranges: interned(&spec.ranges),
             answered: claim.answered(),
             refused: claim.refused(),

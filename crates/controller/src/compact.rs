@@ -177,12 +177,13 @@ pub fn namespace(name: &str) -> Arc<str> {
     shared(&NAMESPACES, name)
 }
 
-/// The interface names pool entries hold (`net1`, `net2`, ...: few).
-static INTERFACES: Shared<str> = LazyLock::new(Default::default);
+/// The interface and network names pool entries and claims hold (`net1`,
+/// `net2`, a cluster's NADs: few).
+static NAMES: Shared<str> = LazyLock::new(Default::default);
 
-/// `ifname` as a string shared with every entry that names it.
-pub fn interface(ifname: &str) -> Arc<str> {
-    shared(&INTERFACES, ifname)
+/// `name` as a string shared with every entry that holds it.
+pub fn name(name: &str) -> Arc<str> {
+    shared(&NAMES, name)
 }
 
 #[cfg(test)]
