@@ -54,6 +54,9 @@ enum Read {
     /// Sent late: the API server answers it after the next ADD's claim
     /// is answered.
     SentLate,
+    /// Not made: the controller's cache has shown the claims past its
+    /// term's start, and the release trusts it.
+    Trusted,
 }
 
 /// The state after one sandbox's ADD, DEL and ADD again (Multus' dynamic
@@ -86,6 +89,10 @@ async fn add_del_add(
         shaping::forwarder(
             upstream,
             move |_, line, chunk| {
+                if read != Read::Trusted && common::is_token_read(line, &read_q) {
+                    // The cache stays untrusted: every release reads.
+                    return Box::pin(std::future::pending());
+                }
                 if common::is_successor_read(line, &read_q, "p-0") && slow_q.load(Ordering::SeqCst)
                 {
                     reads.fetch_add(1, Ordering::SeqCst);
@@ -156,11 +163,21 @@ async fn add_del_add(
         .delete("p-0-net1", &DeleteParams::default())
         .await
         .expect("the DEL");
-    eventually("the release reading for a successor", 20, || async {
-        (reads.load(Ordering::SeqCst) > 0).then_some(())
-    })
-    .await
-    .expect("the successor read in flight");
+    if read == Read::Trusted {
+        // The release trusts the cache: no read, nothing to wait for.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            0,
+            "a trusted cache reads nothing"
+        );
+    } else {
+        eventually("the release reading for a successor", 20, || async {
+            (reads.load(Ordering::SeqCst) > 0).then_some(())
+        })
+        .await
+        .expect("the successor read in flight");
+    }
     // Let the API server answer it (AnswerLate) before the next claim.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // ADD again, same sandbox: answered from the pool at once.
@@ -219,6 +236,22 @@ async fn a_release_whose_successor_read_is_sent_late_keeps_the_successors_addres
     let (cidr, pool) = ("198.51.100.112/28", "198.51.100.112-28");
     let (client, ns, podref, _live, b, _controller, _proxy) =
         add_del_add("r12-succ2", cidr, Read::SentLate).await;
+    let held = pool_allocations(&client, &ns.name, pool).await;
+    assert_eq!(
+        held.get(&ip_of(&b)),
+        Some(&podref),
+        "the live claim p-0-net1 (answered {b}) has no allocation in the pool: {held:?}"
+    );
+}
+
+/// The same sequence with the controller's cache trusted (its term's
+/// revision read, and shown since): the release reads nothing, and the
+/// interface's lock orders it against the next claim's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_that_trusts_its_cache_keeps_the_successors_address() {
+    let (cidr, pool) = ("198.51.100.144/28", "198.51.100.144-28");
+    let (client, ns, podref, _live, b, _controller, _proxy) =
+        add_del_add("r12-trust", cidr, Read::Trusted).await;
     let held = pool_allocations(&client, &ns.name, pool).await;
     assert_eq!(
         held.get(&ip_of(&b)),
@@ -422,7 +455,9 @@ async fn a_claim_on_a_full_range_is_answered_though_a_release_read_hangs() {
         shaping::forwarder(
             upstream,
             move |_, line, chunk| {
-                if common::is_successor_read(line, &claim_read, "p-0") {
+                if common::is_successor_read(line, &claim_read, "p-0")
+                    || common::is_token_read(line, &claim_read)
+                {
                     reads.fetch_add(1, Ordering::SeqCst);
                     Box::pin(std::future::pending())
                 } else {

@@ -90,6 +90,18 @@ pub fn is_successor_read(line: &str, ns: &str, pod: &str) -> bool {
         .is_some_and(|(_, rest)| rest.starts_with([' ', '&']))
 }
 
+/// Whether the request `line` (HTTP/1.1) is a controller's read of the
+/// claims' revision in `ns` at the start of its leadership term (a list
+/// of one item): until it is answered, the controller's releases do not
+/// trust their cache and read the pod's claims ([`is_successor_read`]).
+pub fn is_token_read(line: &str, ns: &str) -> bool {
+    line.strip_prefix(&format!(
+        "GET /apis/hereabouts.dev/v1alpha1/namespaces/{ns}/ipclaims?"
+    ))
+    .and_then(|rest| rest.split(' ').next())
+    .is_some_and(|query| query.split('&').any(|p| p == "limit=1") && !query.contains("watch="))
+}
+
 /// One controller replica, killed when dropped.
 pub fn replica(ns: &TestNamespace, name: &str, extra: &[&str]) -> Controller {
     Controller::start(

@@ -6,8 +6,8 @@
 //! claim's status. A deleted claim releases its addresses. Only the leader
 //! acts; standbys keep the cache warm and take over on leadership.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -316,7 +316,9 @@ pub async fn run(
     events: impl Stream<Item = Result<watcher::Event<IPClaim>, watcher::Error>> + Send + 'static,
     mut claims: index::Writer<IPClaim, Box<ClaimEntry>>,
     lookups: Lookups,
+    claims_api: Api<IPClaim>,
 ) {
+    let watched = Arc::new(Watched::default());
     let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
     let state = Arc::new(State {
         ctx: ctx.clone(),
@@ -333,6 +335,7 @@ pub async fn run(
         let (index, attempts, releases) =
             (state.lookups.claims.clone(), state.clone(), state.clone());
         let gone = move |claim: Gone| releases.release(claim);
+        let mut seen = Seen::new(watched.clone());
         watches::applied(
             events,
             move |event| {
@@ -343,6 +346,7 @@ pub async fn run(
                         gone(claim);
                     }
                 }
+                seen.event(event);
                 if let Some(event) = pending_only(event) {
                     pending_writer.apply_watcher_event(&event);
                 }
@@ -362,7 +366,7 @@ pub async fn run(
     tokio::select! {
         () = drive => {}
         () = controller => {}
-        () = releaser(ctx, release_lookups, interfaces, gone_rx, all_tx) => {}
+        () = releaser(ctx, release_lookups, interfaces, watched, claims_api, gone_rx, all_tx) => {}
     }
 }
 
@@ -418,6 +422,8 @@ async fn releaser(
     ctx: Arc<Context>,
     lookups: Lookups,
     interfaces: Arc<Interfaces>,
+    watched: Arc<Watched>,
+    claims_api: Api<IPClaim>,
     mut gone: mpsc::UnboundedReceiver<Gone>,
     reconcile_all: mpsc::UnboundedSender<()>,
 ) {
@@ -429,9 +435,9 @@ async fn releaser(
         }
         u.in_flight = true;
         let (ctx, claim, released_tx) = (ctx.clone(), u.claim.clone(), released_tx.clone());
-        let (lookups, interfaces) = (lookups.clone(), interfaces.clone());
+        let (lookups, interfaces, watched) = (lookups.clone(), interfaces.clone(), watched.clone());
         tokio::spawn(async move {
-            let released = release(ctx, &lookups, &interfaces, claim.clone());
+            let released = release(ctx, &lookups, &interfaces, &watched, claim.clone());
             let done = tokio::time::timeout(RELEASE_BOUND, released)
                 .await
                 .unwrap_or(false);
@@ -483,6 +489,11 @@ async fn releaser(
             () = leadership.changed() => {
                 // Pool state cached under an earlier term may be stale.
                 ctx.pools.clear();
+                let term = watched.new_term();
+                if leadership.holds_lease() {
+                    let (watched, claims_api) = (watched.clone(), claims_api.clone());
+                    tokio::spawn(async move { watched.read_token(term, &claims_api).await });
+                }
                 release_all(&mut unreleased);
                 let _ = reconcile_all.send(());
             }
@@ -1312,6 +1323,7 @@ async fn release(
     ctx: Arc<Context>,
     lookups: &Lookups,
     interfaces: &Interfaces,
+    watched: &Watched,
     claim: Gone,
 ) -> bool {
     let entry = &claim.claim;
@@ -1331,7 +1343,7 @@ async fn release(
         tracing::debug!(claim = %claim.name, "deleted claim held nothing");
         return true;
     }
-    let successors = match successors(&ctx, lookups, &claim).await {
+    let successors = match successors(&ctx, lookups, watched, &claim).await {
         Ok(pools) => pools,
         Err(e) => {
             tracing::debug!(claim = %claim.name, error = %e, "could not read its successors; will retry");
@@ -1375,6 +1387,147 @@ async fn release(
     done
 }
 
+/// Whether the claim cache may stand in for a consistent read of the
+/// claims: it may once it has shown a revision at or past a consistent
+/// read made after this leadership term began (the term's token). The
+/// watch delivers events in revision order without gaps (a gap ends in a
+/// relist, which the index swaps in whole), so the cache then holds every
+/// claim made before the token: every claim an earlier leader answered.
+/// Revisions are compared as the numbers the API server's etcd storage
+/// writes (every `resourceVersion` of one resource type is the etcd
+/// revision); one that does not parse as a number leaves the cache
+/// untrusted, and every release reads the API server.
+///
+/// Trusted, the cache is searched by the plugin's name stem; the claims
+/// named otherwise (by hand, by another client) are kept aside in `odd`,
+/// so that the search misses none (a pod's claims, by any name, are what
+/// the API server's list by `spec.pod.name` finds).
+#[derive(Debug, Default)]
+struct Watched {
+    /// The highest revision the claim index shows.
+    seen: AtomicU64,
+    /// The index's keys (`namespace/name`) of the claims whose name does
+    /// not begin with their pod interface's [`claim_name_stem`].
+    odd: Mutex<BTreeSet<Box<str>>>,
+    /// Counts leadership changes: a token read under an earlier term is
+    /// dropped.
+    term: AtomicU64,
+    /// This term's token, once read.
+    token: Mutex<Option<u64>>,
+}
+
+impl Watched {
+    /// Forgets the token: a new term (or none) begins.
+    fn new_term(&self) -> u64 {
+        *self.token.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.term.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Reads the token of `term`: the revision of a consistent list of the
+    /// claims (one item; etcd counts the rest, once per term).
+    async fn read_token(&self, term: u64, claims: &Api<IPClaim>) {
+        let listed = claims.list_metadata(&ListParams::default().limit(1)).await;
+        let revision = match listed {
+            Ok(list) => revision(list.metadata.resource_version.as_deref()),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the claims' revision; releases read the API server");
+                None
+            }
+        };
+        self.set_token(term, revision);
+    }
+
+    /// Keeps `revision` as the token, if `term` is still the current one.
+    fn set_token(&self, term: u64, revision: Option<u64>) {
+        let mut token = self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.term.load(Ordering::SeqCst) == term {
+            *token = revision;
+        }
+    }
+
+    fn trusted(&self) -> bool {
+        let token = *self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        token.is_some_and(|t| self.seen.load(Ordering::SeqCst) >= t)
+    }
+
+    fn odd(&self) -> std::sync::MutexGuard<'_, BTreeSet<Box<str>>> {
+        self.odd.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The index key of `claim`, when its name does not begin with the stem
+/// the plugin names a claim of its pod interface by.
+fn odd_key(claim: &IPClaim) -> Option<Box<str>> {
+    let name = claim.name_any();
+    let stem = claim_name_stem(&claim.spec.pod.name, &claim.spec.interface);
+    (!name.starts_with(&stem))
+        .then(|| format!("{}/{name}", claim.namespace().unwrap_or_default()).into_boxed_str())
+}
+
+/// Feeds [`Watched`] from the claim watch, after the index took each
+/// event in: a relist counts once the index swapped it in.
+struct Seen {
+    watched: Arc<Watched>,
+    /// The highest revision and the odd names of a relist in progress.
+    listing: (u64, BTreeSet<Box<str>>),
+}
+
+impl Seen {
+    fn new(watched: Arc<Watched>) -> Self {
+        Seen {
+            watched,
+            listing: (0, BTreeSet::new()),
+        }
+    }
+
+    fn event(&mut self, event: &watcher::Event<IPClaim>) {
+        let of = |claim: &IPClaim| revision(claim.resource_version().as_deref()).unwrap_or(0);
+        let shown = match event {
+            watcher::Event::Apply(claim) => {
+                let key = format!(
+                    "{}/{}",
+                    claim.namespace().unwrap_or_default(),
+                    claim.name_any()
+                );
+                match odd_key(claim) {
+                    Some(odd) => self.watched.odd().insert(odd),
+                    None => self.watched.odd().remove(key.as_str()),
+                };
+                of(claim)
+            }
+            watcher::Event::Delete(claim) => {
+                let key = format!(
+                    "{}/{}",
+                    claim.namespace().unwrap_or_default(),
+                    claim.name_any()
+                );
+                self.watched.odd().remove(key.as_str());
+                of(claim)
+            }
+            watcher::Event::Init => {
+                self.listing = (0, BTreeSet::new());
+                return;
+            }
+            watcher::Event::InitApply(claim) => {
+                self.listing.0 = self.listing.0.max(of(claim));
+                self.listing.1.extend(odd_key(claim));
+                return;
+            }
+            watcher::Event::InitDone => {
+                let (shown, odd) = std::mem::take(&mut self.listing);
+                *self.watched.odd() = odd;
+                shown
+            }
+        };
+        self.watched.seen.fetch_max(shown, Ordering::SeqCst);
+    }
+}
+
+/// A `resourceVersion` as the etcd revision it is.
+fn revision(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
+
 /// A pool a claim asks for: its network name and a range's CIDR.
 type Asked = (Option<Box<str>>, Cidr);
 
@@ -1405,11 +1558,14 @@ fn asked(c: &ClaimEntry) -> impl Iterator<Item = Asked> + '_ {
 /// What the cache's claims [`of_same_sandbox`] as `gone` ask for. The
 /// plugin names a claim `<pod>-<interface>-<hash>` (cut to 253
 /// characters), so the interface's claims are the keys that begin with
-/// `namespace/` and its [`claim_name_stem`]; a claim named otherwise is
-/// found by its own name only.
-fn cached_successors(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) -> Vec<Asked> {
+/// `namespace/` and its [`claim_name_stem`]; the claims named otherwise
+/// are `odd` (the keys [`Watched`] keeps aside).
+fn cached_successors(
+    claims: &BTreeMap<Box<str>, Box<ClaimEntry>>,
+    odd: &BTreeSet<Box<str>>,
+    gone: &Gone,
+) -> Vec<Asked> {
     let namespace = &gone.namespace;
-    let own = format!("{namespace}/{}", gone.name);
     let stem = format!(
         "{namespace}/{}",
         claim_name_stem(&gone.claim.pod_name, &gone.claim.interface)
@@ -1421,11 +1577,13 @@ fn cached_successors(claims: &BTreeMap<Box<str>, Box<ClaimEntry>>, gone: &Gone) 
         ))
         .take_while(|(key, _)| key.starts_with(&stem))
         .map(|(_, c)| c);
-    claims
-        .get(own.as_str())
-        .filter(|_| !own.starts_with(&stem))
-        .into_iter()
-        .chain(by_stem)
+    let in_namespace = format!("{namespace}/");
+    let named_otherwise = odd
+        .iter()
+        .filter(|key| key.starts_with(&in_namespace))
+        .filter_map(|key| claims.get(key));
+    by_stem
+        .chain(named_otherwise)
         .filter(|c| of_same_sandbox(gone, c))
         .flat_map(|c| asked(c))
         .collect()
@@ -1452,20 +1610,28 @@ fn field_value(value: &str) -> String {
 /// repeated by the next leader after the successor was answered). Another
 /// pool's entry is released.
 ///
-/// The cache is asked first; unless its successors ask for every range,
-/// the API server is read (the cache may lag behind a successor that an
-/// earlier leader answered): the pod's claims in the namespace, by a
-/// consistent list on the IPClaim's selectable field `spec.pod.name` (an
-/// IPClaim CRD older than that field: the namespace's claims, all).
+/// The cache is asked first. It is the answer when its successors ask for
+/// every range, or when it is [`Watched::trusted`]: it has shown the
+/// claims as they were after this leadership term began, so every
+/// successor an earlier leader answered is in it (one this replica
+/// answers is in it before the answer, and the interface's lock orders the
+/// two). Otherwise (the term's first moments, a watch that went quiet) the
+/// API server is read: the pod's claims in the namespace, by a consistent
+/// list on the IPClaim's selectable field `spec.pod.name` (an IPClaim CRD
+/// older than that field: the namespace's claims, all). That list costs
+/// the API server a read of every claim of the namespace, so it is not
+/// made per release: 60,000 releases of a 60,000-claim namespace would
+/// read 3.6 billion claims.
 async fn successors(
     ctx: &Context,
     lookups: &Lookups,
+    watched: &Watched,
     gone: &Gone,
 ) -> Result<Vec<Asked>, kube::Error> {
-    let mut pools = cached_successors(&lookups.claims.read(), gone);
+    let mut pools = cached_successors(&lookups.claims.read(), &watched.odd(), gone);
     let covered =
         asked(&gone.claim).all(|(n, c)| pools.iter().any(|(m, d)| *m == n && d.overlaps(&c)));
-    if covered {
+    if covered || watched.trusted() {
         return Ok(pools);
     }
     let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), &gone.namespace);
@@ -1525,6 +1691,46 @@ mod tests {
             });
         }
         serde_json::from_value(claim).expect("a valid claim")
+    }
+
+    fn at(version: &str) -> IPClaim {
+        let mut c = claim("c", "u", 1, None);
+        c.metadata.resource_version = Some(version.to_owned());
+        c
+    }
+
+    #[test]
+    fn the_cache_is_trusted_once_it_shows_the_terms_token() {
+        let watched = Arc::new(Watched::default());
+        let mut seen = Seen::new(watched.clone());
+        seen.event(&watcher::Event::Apply(at("90")));
+        assert!(!watched.trusted(), "no token: not trusted");
+        let term = watched.new_term();
+        watched.set_token(term, Some(100));
+        assert!(
+            !watched.trusted(),
+            "the cache shows 90, the term began at 100"
+        );
+        // A relist counts once the index swapped it in.
+        seen.event(&watcher::Event::Init);
+        seen.event(&watcher::Event::InitApply(at("150")));
+        assert!(!watched.trusted(), "a relist in progress shows nothing yet");
+        seen.event(&watcher::Event::InitDone);
+        assert!(watched.trusted());
+        // A new term forgets the token, and one read under the old term
+        // that lands late is dropped.
+        let next = watched.new_term();
+        assert!(!watched.trusted());
+        watched.set_token(term, Some(100));
+        assert!(!watched.trusted(), "a token of the earlier term is dropped");
+        watched.set_token(next, None);
+        seen.event(&watcher::Event::Delete(at("not-a-number")));
+        assert!(!watched.trusted(), "no revision read: not trusted");
+        watched.set_token(next, Some(150));
+        assert!(watched.trusted());
+        assert_eq!(revision(Some("18446744073709551615")), Some(u64::MAX));
+        assert_eq!(revision(Some("")), None);
+        assert_eq!(revision(None), None);
     }
 
     fn names(store: &Store<IPClaim>) -> Vec<String> {
@@ -1752,16 +1958,17 @@ mod tests {
                 .collect::<BTreeMap<_, _>>()
         };
         let pool: Asked = (None, "198.51.100.0/24".parse().expect("cidr"));
-        let found = |claims: Vec<IPClaim>| !cached_successors(&index(claims), &gone).is_empty();
+        let odd = |claims: &[IPClaim]| claims.iter().filter_map(odd_key).collect::<BTreeSet<_>>();
+        let successors =
+            |claims: Vec<IPClaim>| cached_successors(&index(claims.clone()), &odd(&claims), &gone);
+        let found = |claims: Vec<IPClaim>| !successors(claims).is_empty();
         assert!(!found(vec![]));
         let itself = claim("web-0-net1-blue", "u1", 1, Some("True"));
         assert!(!found(vec![itself]), "not itself");
         let remade = claim("web-0-net1-blue", "u2", 1, None);
-        assert_eq!(
-            cached_successors(&index(vec![remade]), &gone),
-            vec![pool.clone()],
-            "made again"
-        );
+        assert_eq!(successors(vec![remade]), vec![pool.clone()], "made again");
+        // Named otherwise than the plugin names it: found all the same.
+        assert!(found(vec![claim("hand-made", "u4", 1, Some("True"))]));
         // The same interface re-plugged on another network of the pool.
         let replugged = claim("web-0-net1-green", "u3", 1, Some("True"));
         assert!(found(vec![replugged.clone()]));
@@ -1773,7 +1980,7 @@ mod tests {
         }];
         elsewhere_pool.spec.network_name = Some("other".into());
         assert_eq!(
-            cached_successors(&index(vec![elsewhere_pool]), &gone),
+            successors(vec![elsewhere_pool]),
             vec![(
                 Some("other".into()),
                 "203.0.113.0/28".parse().expect("cidr")
@@ -1804,7 +2011,7 @@ mod tests {
         let gone = Gone::of(&named("blue", "u1"));
         let (key, entry) = ClaimEntry::of(&named("green", "u2"));
         let claims = BTreeMap::from([(key.into_boxed_str(), entry)]);
-        assert_eq!(cached_successors(&claims, &gone).len(), 1);
+        assert_eq!(cached_successors(&claims, &BTreeSet::new(), &gone).len(), 1);
     }
 
     #[test]

@@ -328,8 +328,9 @@ pub async fn run(
             claims: claims.clone(),
             ipamclaims: ipamclaims.clone(),
         };
+        let claims_api = scoped::<IPClaim>(&client, watched);
         background.spawn(async move {
-            claims::run(ctx, claim_events, claims_writer, lookups).await;
+            claims::run(ctx, claim_events, claims_writer, lookups, claims_api).await;
             "claim reconciler"
         });
     }
