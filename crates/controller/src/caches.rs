@@ -62,6 +62,10 @@ pub struct PoolEntry {
 #[derive(Clone, Debug)]
 pub struct PoolAllocation {
     pub offset: u128,
+    /// Its key is the offset as whereabouts and hereabouts write it, and
+    /// it is in the shard that offset belongs to: then no other entry of
+    /// the range can hold the same offset.
+    pub in_place: bool,
     pub id: ContainerId,
     pub podref: Box<str>,
     pub ifname: Arc<str>,
@@ -87,8 +91,12 @@ impl PoolEntry {
                 .allocations
                 .iter()
                 .filter_map(|(key, a)| {
+                    let offset = parse_allocation_key(key)?;
+                    let shard = hereabouts_core::shard_index(offset).to_string();
                     Some(PoolAllocation {
-                        offset: parse_allocation_key(key)?,
+                        offset,
+                        in_place: *key == offset.to_string()
+                            && pool.labels().get(SHARD_LABEL).map_or("0", String::as_str) == shard,
                         id: ContainerId::new(&a.id),
                         podref: a.podref.as_str().into(),
                         ifname: compact::name(&a.ifname),

@@ -31,7 +31,7 @@
 //! Releases go through the pool actors with the exact container ID seen,
 //! so an address that changed hands in between is left alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +81,10 @@ pub struct Caches {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Suspect {
     Allocation {
+        /// The range's base pool, and the object that holds the entry
+        /// (the base itself or one of its shards: the base may be gone).
         pool: String,
+        object: String,
         ip: IpAddr,
         container_id: String,
         podref: String,
@@ -246,6 +249,7 @@ impl Collector {
         let ipamclaims_referenced = super::ipamclaims::referenced(&pods);
         let mut reserved_names: HashSet<String> = HashSet::new();
         let pools = self.caches.pools.read();
+        let doubled = doubled_offsets(&pools);
         for pool in pools.values() {
             let Ok((_, cidr)) = hereabouts_core::Cidr::parse_with_host(&pool.range) else {
                 continue;
@@ -256,6 +260,13 @@ impl Collector {
                 let Some(ip) = cidr.ip_at(a.offset) else {
                     continue;
                 };
+                if doubled.contains(&(&*pool.base, a.offset)) {
+                    // Two entries of the range for one address (keys such
+                    // as "05" and "5", made by hand): the pool actor keeps
+                    // one of them, and a release of either could drop the
+                    // other, a live one. Left to the admin.
+                    continue;
+                }
                 if !in_scope(&a.podref) {
                     continue;
                 }
@@ -293,6 +304,7 @@ impl Collector {
                 if !live {
                     suspects.insert(Suspect::Allocation {
                         pool: base.clone(),
+                        object: pool.name.to_string(),
                         ip,
                         container_id: id,
                         podref: a.podref.to_string(),
@@ -415,15 +427,18 @@ impl Collector {
         match suspect {
             Suspect::Allocation {
                 pool,
+                object,
                 ip,
                 container_id,
                 ..
             } => {
+                // The object that held the entry (the range's base may be
+                // gone: pruned, or deleted by hand, with a shard left).
                 let Some((object, range)) = self
                     .caches
                     .pools
                     .read()
-                    .get(pool.as_str())
+                    .get(object.as_str())
                     .map(|p| (p.object_ref(&ctx.namespace), p.range.clone()))
                 else {
                     return true;
@@ -598,6 +613,48 @@ impl Fresh {
     }
 }
 
+/// The (base pool, offset) pairs that more than one entry of a range
+/// holds. Only an entry out of place (a key not written as its offset, or
+/// in another shard than its offset's) can share its offset, so the range
+/// is counted only where there is one (on a pass over 60,000 entries,
+/// usually nowhere).
+fn doubled_offsets(pools: &BTreeMap<Box<str>, PoolEntry>) -> HashSet<(&str, u128)> {
+    let out_of_place: HashSet<(&str, u128)> = pools
+        .values()
+        .flat_map(|p| {
+            p.allocations
+                .iter()
+                .filter(|a| !a.in_place)
+                .map(|a| (&*p.base, a.offset))
+        })
+        .collect();
+    if out_of_place.is_empty() {
+        return HashSet::new();
+    }
+    let mut seen: HashMap<(&str, u128), usize> = HashMap::new();
+    for p in pools.values() {
+        for a in &p.allocations {
+            let at = (&*p.base, a.offset);
+            if out_of_place.contains(&at) {
+                *seen.entry(at).or_default() += 1;
+            }
+        }
+    }
+    let doubled: HashSet<(&str, u128)> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(at, _)| at)
+        .collect();
+    for (pool, offset) in &doubled {
+        tracing::warn!(
+            pool,
+            offset,
+            "two entries of the range hold one address: the collector leaves both"
+        );
+    }
+    doubled
+}
+
 /// (pod namespace, pod name, interface).
 type Attachment<'a> = (&'a str, &'a str, &'a str);
 
@@ -653,6 +710,24 @@ fn declared_network_names(nads: &Store<NetworkAttachmentDefinition>) -> HashSet<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_entries_for_one_address_are_found_only_where_one_is_out_of_place() {
+        use crate::caches::tests::pool;
+        let index = |pools: &[hereabouts_api::IPPool]| {
+            pools
+                .iter()
+                .map(|p| {
+                    let (key, entry) = PoolEntry::of(p);
+                    (key.into_boxed_str(), entry)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let canonical = index(&[pool("a", &[], &[("5", "x"), ("6", "y")])]);
+        assert!(doubled_offsets(&canonical).is_empty());
+        let doubled = index(&[pool("a", &[], &[("05", "x"), ("5", "y"), ("+7", "z")])]);
+        assert_eq!(doubled_offsets(&doubled), HashSet::from([("a", 5)]));
+    }
 
     fn claim(pod: &str, interface: &str, network: &str) -> Box<ClaimEntry> {
         let claim: hereabouts_api::IPClaim = serde_json::from_value(serde_json::json!({
