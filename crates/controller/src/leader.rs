@@ -48,6 +48,16 @@ pub struct LeaseConfig {
     pub retry_period: Duration,
 }
 
+/// How a round of the election ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Our own record renewed: the term goes on.
+    Renewed,
+    /// Taken over (created, expired or released by another): a new term.
+    TookOver,
+    NotHeld,
+}
+
 /// A cheap, cloneable view of this replica's leadership.
 #[derive(Clone, Debug)]
 pub struct Leadership {
@@ -140,13 +150,25 @@ impl Election {
         loop {
             let sent = Instant::now();
             match self.try_acquire_or_renew(&mut observed).await {
-                Ok(true) => {
+                Ok(Round::Renewed) => {
                     if !self.is_leading() {
                         tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
                     }
                     self.set_leading(true, sent);
                 }
-                Ok(false) => {
+                Ok(Round::TookOver) => {
+                    if self.is_leading() {
+                        // Another replica may have led since our last
+                        // renewal (ours hung meanwhile): what this replica
+                        // knew under its earlier term is stale, so the
+                        // new term is a change watchers are told of.
+                        tracing::warn!(identity = %self.config.identity, "took the lease over while still counting as its holder: a new term");
+                        self.set_leading(false, sent);
+                    }
+                    tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
+                    self.set_leading(true, sent);
+                }
+                Ok(Round::NotHeld) => {
                     if self.is_leading() {
                         tracing::warn!(identity = %self.config.identity, "lost the lease to another replica");
                     }
@@ -192,11 +214,11 @@ impl Election {
         }
     }
 
-    /// One round: `Ok(true)` when we hold the Lease afterwards.
+    /// One round: whether we hold the Lease afterwards, and how.
     async fn try_acquire_or_renew(
         &self,
         observed: &mut Option<(String, Instant)>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Round, Error> {
         let name = &self.config.name;
         let api_error = |source| Error::Api {
             name: name.clone(),
@@ -211,8 +233,8 @@ impl Election {
                 spec: Some(self.spec(now(), 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Ok(_) => Ok(Round::TookOver),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Round::NotHeld),
                 Err(e) => Err(api_error(e)),
             };
         };
@@ -233,7 +255,7 @@ impl Election {
         );
         let expired = holder.is_empty() || changed_at.elapsed() >= duration;
         if holder != me && !expired {
-            return Ok(false);
+            return Ok(Round::NotHeld);
         }
         let (acquired, transitions) = if holder == me {
             (
@@ -247,9 +269,14 @@ impl Election {
         lease.spec = Some(self.spec(acquired, transitions));
         // `replace` carries metadata.resourceVersion: if anyone else wrote
         // the Lease since our read, this fails with 409 and we are not leader.
+        let held = if holder == me {
+            Round::Renewed
+        } else {
+            Round::TookOver
+        };
         match self.api.replace(name, &PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Ok(_) => Ok(held),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Round::NotHeld),
             Err(e) => Err(api_error(e)),
         }
     }
