@@ -77,6 +77,8 @@ impl PoolEntry {
     pub fn of(pool: &IPPool) -> (String, PoolEntry) {
         let labels = pool.labels();
         let label = |key: &str| labels.get(key).map(|v| Box::from(v.as_str()));
+        // The shard the object is (no label: the base, shard 0).
+        let shard = written_as_number(labels.get(SHARD_LABEL).map_or("0", String::as_str));
         let entry = PoolEntry {
             name: pool.name_any().into(),
             uid: pool.metadata.uid.as_deref().map(Into::into),
@@ -92,11 +94,10 @@ impl PoolEntry {
                 .iter()
                 .filter_map(|(key, a)| {
                     let offset = parse_allocation_key(key)?;
-                    let shard = hereabouts_core::shard_index(offset).to_string();
                     Some(PoolAllocation {
                         offset,
-                        in_place: *key == offset.to_string()
-                            && pool.labels().get(SHARD_LABEL).map_or("0", String::as_str) == shard,
+                        in_place: written_as_number(key).is_some()
+                            && shard == Some(hereabouts_core::shard_index(offset)),
                         id: ContainerId::new(&a.id),
                         podref: a.podref.as_str().into(),
                         ifname: compact::name(&a.ifname),
@@ -119,6 +120,14 @@ impl PoolEntry {
             ..ObjectReference::default()
         }
     }
+}
+
+/// `text` as the number it is when written as `u128::to_string` writes
+/// it (decimal digits, no sign, no leading zero).
+fn written_as_number(text: &str) -> Option<u128> {
+    let canonical =
+        text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 /// What the reconcilers read of a pod.
@@ -365,6 +374,21 @@ pub(crate) mod tests {
                 (257, "marker".to_owned(), "ns/pod-257", "net1"),
                 (300, id.clone(), "ns/pod-300", "net1"),
             ]
+        );
+        assert!(
+            entry.allocations.iter().all(|a| a.in_place),
+            "keys written as their offsets, in their offsets' shard"
+        );
+        let (_, moved) = PoolEntry::of(&pool(
+            "p",
+            &[(POOL_LABEL, "p"), (SHARD_LABEL, "1")],
+            &[("300", "x"), ("+130", "y"), ("0130", "z"), ("130", "w")],
+        ));
+        let in_place: Vec<bool> = moved.allocations.iter().map(|a| a.in_place).collect();
+        assert_eq!(
+            in_place,
+            [false, false, true, false],
+            "+130, 0130, 130, 300 (shard 2)"
         );
         let reference = entry.object_ref("hereabouts");
         assert_eq!(reference.kind.as_deref(), Some("IPPool"));
