@@ -234,13 +234,22 @@ pub struct ClaimEntry {
     pub deleting: bool,
 }
 
+/// The claim index's key of `claim`: `namespace/name`.
+pub fn claim_key(claim: &IPClaim) -> String {
+    format!(
+        "{}/{}",
+        claim.namespace().unwrap_or_default(),
+        claim.name_any()
+    )
+}
+
 impl ClaimEntry {
     /// The index entry of `claim`, under `namespace/name` (boxed: an index
     /// of 60,000 entries has room for 131,072, and an empty slot costs
     /// what a full one does).
     pub fn of(claim: &IPClaim) -> (String, Box<ClaimEntry>) {
         let namespace = claim.namespace().unwrap_or_default();
-        let key = format!("{namespace}/{}", claim.name_any());
+        let key = claim_key(claim);
         let spec = &claim.spec;
         let entry = Box::new(ClaimEntry {
             uid: Uid::new(&claim.uid().unwrap_or_default()),

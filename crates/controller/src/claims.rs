@@ -32,7 +32,7 @@ use hereabouts_core::{
     AllocError, Allocation, Cidr, IpRange, RangeRequest, RequestError, attachment, excerpt,
 };
 
-use super::caches::{ClaimEntry, Lookups, PodEntry, split_key};
+use super::caches::{ClaimEntry, Lookups, PodEntry, claim_key, split_key};
 use super::compact::Uid;
 use super::context::Context;
 use super::index::{self, Index};
@@ -1406,8 +1406,7 @@ async fn release(
 struct Watched {
     /// The highest revision the claim index shows.
     seen: AtomicU64,
-    /// The index's keys (`namespace/name`) of the claims whose name does
-    /// not begin with their pod interface's [`claim_name_stem`].
+    /// The index's keys of the claims [`named_otherwise`].
     odd: Mutex<BTreeSet<Box<str>>>,
     /// Counts leadership changes: a token read under an earlier term is
     /// dropped.
@@ -1455,13 +1454,11 @@ impl Watched {
     }
 }
 
-/// The index key of `claim`, when its name does not begin with the stem
-/// the plugin names a claim of its pod interface by.
-fn odd_key(claim: &IPClaim) -> Option<Box<str>> {
-    let name = claim.name_any();
+/// Whether `claim`'s name does not begin with the stem the plugin names a
+/// claim of its pod interface by.
+fn named_otherwise(claim: &IPClaim) -> bool {
     let stem = claim_name_stem(&claim.spec.pod.name, &claim.spec.interface);
-    (!name.starts_with(&stem))
-        .then(|| format!("{}/{name}", claim.namespace().unwrap_or_default()).into_boxed_str())
+    !claim.name_any().starts_with(&stem)
 }
 
 /// Feeds [`Watched`] from the claim watch, after the index took each
@@ -1484,24 +1481,16 @@ impl Seen {
         let of = |claim: &IPClaim| revision(claim.resource_version().as_deref()).unwrap_or(0);
         let shown = match event {
             watcher::Event::Apply(claim) => {
-                let key = format!(
-                    "{}/{}",
-                    claim.namespace().unwrap_or_default(),
-                    claim.name_any()
-                );
-                match odd_key(claim) {
-                    Some(odd) => self.watched.odd().insert(odd),
-                    None => self.watched.odd().remove(key.as_str()),
-                };
+                let key = claim_key(claim).into_boxed_str();
+                if named_otherwise(claim) {
+                    self.watched.odd().insert(key);
+                } else {
+                    self.watched.odd().remove(&key);
+                }
                 of(claim)
             }
             watcher::Event::Delete(claim) => {
-                let key = format!(
-                    "{}/{}",
-                    claim.namespace().unwrap_or_default(),
-                    claim.name_any()
-                );
-                self.watched.odd().remove(key.as_str());
+                self.watched.odd().remove(claim_key(claim).as_str());
                 of(claim)
             }
             watcher::Event::Init => {
@@ -1510,7 +1499,9 @@ impl Seen {
             }
             watcher::Event::InitApply(claim) => {
                 self.listing.0 = self.listing.0.max(of(claim));
-                self.listing.1.extend(odd_key(claim));
+                if named_otherwise(claim) {
+                    self.listing.1.insert(claim_key(claim).into_boxed_str());
+                }
                 return;
             }
             watcher::Event::InitDone => {
@@ -1958,7 +1949,13 @@ mod tests {
                 .collect::<BTreeMap<_, _>>()
         };
         let pool: Asked = (None, "198.51.100.0/24".parse().expect("cidr"));
-        let odd = |claims: &[IPClaim]| claims.iter().filter_map(odd_key).collect::<BTreeSet<_>>();
+        let odd = |claims: &[IPClaim]| {
+            claims
+                .iter()
+                .filter(|c| named_otherwise(c))
+                .map(|c| claim_key(c).into_boxed_str())
+                .collect::<BTreeSet<_>>()
+        };
         let successors =
             |claims: Vec<IPClaim>| cached_successors(&index(claims.clone()), &odd(&claims), &gone);
         let found = |claims: Vec<IPClaim>| !successors(claims).is_empty();
