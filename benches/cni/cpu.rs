@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, Instant};
+
 use hereabouts_kit::local_dir;
 
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -73,4 +75,31 @@ fn stat(pid: &str) -> Option<Vec<String>> {
 /// Field `n` as numbered in proc(5) (the first after the name is 3).
 fn field(fields: &[String], n: usize) -> u64 {
     fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The control plane counts as quiet below this share of one core.
+pub const QUIET_BELOW: f64 = 0.15;
+/// The window over which that share is measured.
+pub const QUIET_WINDOW: Duration = Duration::from_secs(3);
+/// The longest the harness waits for quiet.
+pub const QUIET_CAP: Duration = Duration::from_secs(180);
+
+/// Waits until the control plane's processes together use less than
+/// [`QUIET_BELOW`] of one core over a [`QUIET_WINDOW`], or [`QUIET_CAP`]
+/// passed. Returns how long it waited and the last window's share.
+pub async fn quiet() -> (Duration, f64) {
+    let start = Instant::now();
+    loop {
+        let before = Meter::read(None, &[]);
+        tokio::time::sleep(QUIET_WINDOW).await;
+        let spent = Meter::read(None, &[]).since(&before);
+        let busy = ["kube-apiserver", "etcd", "kube-controller-manager"]
+            .iter()
+            .filter_map(|name| spent.get(*name))
+            .sum::<f64>()
+            / QUIET_WINDOW.as_secs_f64();
+        if busy < QUIET_BELOW || start.elapsed() >= QUIET_CAP {
+            return (start.elapsed(), busy);
+        }
+    }
 }

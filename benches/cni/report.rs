@@ -210,6 +210,8 @@ pub struct ScaleStep {
     pub fill_ok: usize,
     pub fill_failed: usize,
     pub fill_wall_s: f64,
+    /// How long the probes waited for a quiet control plane after the fill.
+    pub quiet_wait_s: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
