@@ -77,8 +77,15 @@ impl PoolEntry {
     pub fn of(pool: &IPPool) -> (String, PoolEntry) {
         let labels = pool.labels();
         let label = |key: &str| labels.get(key).map(|v| Box::from(v.as_str()));
-        // The shard the object is (no label: the base, shard 0).
-        let shard = written_as_number(labels.get(SHARD_LABEL).map_or("0", String::as_str));
+        // The shard the object is, by the rule `base_name` reads it with:
+        // the shard label counts only beside the pool label (no label, or a
+        // whereabouts object carrying one by hand: the base, shard 0).
+        let shard = written_as_number(
+            labels
+                .get(SHARD_LABEL)
+                .filter(|_| labels.contains_key(POOL_LABEL))
+                .map_or("0", String::as_str),
+        );
         let entry = PoolEntry {
             name: pool.name_any().into(),
             uid: pool.metadata.uid.as_deref().map(Into::into),

@@ -34,7 +34,7 @@ use hereabouts_core::{
 
 use super::caches::{ClaimEntry, Lookups, PodEntry, claim_key, split_key};
 use super::compact::Uid;
-use super::context::Context;
+use super::context::{Context, Interfaces};
 use super::index::{self, Index};
 use super::leader::Leadership;
 use super::pools::{self, AllocRequest, ReleaseBy, ReleaseReason};
@@ -147,61 +147,6 @@ impl Gone {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             claim,
-        }
-    }
-}
-
-/// One pod interface (`pod namespace/pod name/interface`, what a pool
-/// entry is owned by with the container ID) at a time: answering a claim
-/// and releasing a deleted claim of the same interface exclude each other,
-/// whatever their names (a claim made again, or the interface re-plugged
-/// on another network sharing the pool). A release reads whether another
-/// claim of the same sandbox holds what the deleted one held
-/// ([`successor`]) and then releases the sandbox's entry; a claim answered
-/// from that entry in between would have its address taken from under it,
-/// and the address handed out again.
-#[derive(Default)]
-struct Interfaces(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-/// A pod interface held (see [`Interfaces`]); let go when dropped.
-struct InterfaceHeld<'a> {
-    interfaces: &'a Interfaces,
-    key: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Interfaces {
-    /// The key of a pod interface: what `hold` takes.
-    fn key(pod_namespace: &str, pod_name: &str, interface: &str) -> String {
-        format!("{pod_namespace}/{pod_name}/{interface}")
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    async fn hold(&self, key: String) -> InterfaceHeld<'_> {
-        let lock = self.map().entry(key.clone()).or_default().clone();
-        // Made before the wait, so a wait given up still tidies the map.
-        let mut held = InterfaceHeld {
-            interfaces: self,
-            key,
-            lock: lock.clone(),
-            guard: None,
-        };
-        held.guard = Some(lock.lock_owned().await);
-        held
-    }
-}
-
-impl Drop for InterfaceHeld<'_> {
-    fn drop(&mut self) {
-        self.guard = None;
-        let mut map = self.interfaces.map();
-        // The map's and this one: no one else holds or waits for it.
-        if Arc::strong_count(&self.lock) == 2 {
-            map.remove(&self.key);
         }
     }
 }
@@ -325,7 +270,7 @@ pub async fn run(
         lookups,
         attempts: Mutex::default(),
         gone: gone_tx,
-        interfaces: Arc::default(),
+        interfaces: ctx.interfaces.clone(),
     });
     // Releases look up the network's policy and the pod.
     let (release_lookups, interfaces) = (state.lookups.clone(), state.interfaces.clone());
@@ -1625,19 +1570,7 @@ async fn successors(
     if covered || watched.trusted() {
         return Ok(pools);
     }
-    let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), &gone.namespace);
-    let by_pod = ListParams::default().fields(&format!(
-        "{POD_NAME_FIELD}={}",
-        field_value(&gone.claim.pod_name)
-    ));
-    let listed = match api.list(&by_pod).await {
-        Ok(list) => list.items,
-        Err(kube::Error::Api(e)) if e.code == 400 => {
-            tracing::warn!(error = %e.message, "the IPClaim CRD has no selectable spec.pod.name (apply the current CRDs): listing the namespace's claims");
-            api.list(&ListParams::default()).await?.items
-        }
-        Err(e) => return Err(e),
-    };
+    let listed = pod_claims(ctx, &gone.namespace, &gone.claim.pod_name).await?;
     for claim in &listed {
         let (_, entry) = ClaimEntry::of(claim);
         if of_same_sandbox(gone, &entry) {
@@ -1645,6 +1578,27 @@ async fn successors(
         }
     }
     Ok(pools)
+}
+
+/// The claims in `namespace` of the pod `pod_name`, by a consistent list
+/// on the IPClaim's selectable field `spec.pod.name` (an IPClaim CRD older
+/// than that field: the namespace's claims, all).
+pub(crate) async fn pod_claims(
+    ctx: &Context,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<Vec<IPClaim>, kube::Error> {
+    let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let by_pod =
+        ListParams::default().fields(&format!("{POD_NAME_FIELD}={}", field_value(pod_name)));
+    match api.list(&by_pod).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            tracing::warn!(error = %e.message, "the IPClaim CRD has no selectable spec.pod.name (apply the current CRDs): listing the namespace's claims");
+            Ok(api.list(&ListParams::default()).await?.items)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use hereabouts_core::{network_name_of, possible_network_names};
 
 use super::caches::{ClaimEntry, PodEntry, PoolEntry, split_key};
 use super::compact::Uid;
-use super::context::Context;
+use super::context::{Context, Interfaces};
 use super::index::Index;
 use super::pools::{ReleaseBy, ReleaseReason};
 use super::reservations;
@@ -364,7 +364,10 @@ impl Collector {
                 };
                 let namespace = pod.namespace().unwrap_or_default();
                 let uid = Uid::new(&pod.uid().unwrap_or_default());
-                let claims = fresh.claims(ctx, &namespace).await?;
+                // Read now, under the interface's lock (`reclaim`), not
+                // once per pass: a claim answered from this very entry
+                // since the pass began must be seen.
+                let claims = super::claims::pod_claims(ctx, &namespace, &pod.name_any()).await?;
                 // The same rule as `suspects`, on what the API server says
                 // (each claim read as the cache's index reads it).
                 let mine: Vec<Box<ClaimEntry>> = claims
@@ -411,6 +414,28 @@ impl Collector {
         if !ctx.leadership.is_leader() {
             return false;
         }
+        // A pod's entry is checked and released while its interface is
+        // held, as the claim reconciler holds it to answer: a claim
+        // answered from the entry after the check would otherwise lose
+        // its address to the release.
+        let _held = match suspect {
+            Suspect::Allocation {
+                podref,
+                ifname,
+                container_id,
+                ..
+            } if resting_until(container_id).is_none()
+                && hereabouts_api::claim_of_podref(podref).is_none() =>
+            {
+                let (namespace, name) = podref.split_once('/').unwrap_or(("", podref));
+                Some(
+                    ctx.interfaces
+                        .hold(Interfaces::key(namespace, name, ifname))
+                        .await,
+                )
+            }
+            _ => None,
+        };
         match self.confirmed(suspect, fresh).await {
             Ok(true) => {}
             // Not orphaned after all: forget it (the caches will say so
@@ -567,8 +592,6 @@ fn reservation_names(pool: &PoolEntry, declared: &HashSet<String>) -> Vec<String
 struct Fresh {
     /// Pods by `namespace/name` (`None`: gone).
     pods: HashMap<String, Option<Pod>>,
-    /// Claims by namespace.
-    claims: HashMap<String, Vec<IPClaim>>,
     /// The reservation names today's pools back.
     reserved: Option<HashSet<String>>,
 }
@@ -582,15 +605,6 @@ impl Fresh {
             self.pods.insert(podref.to_owned(), pod);
         }
         Ok(self.pods.get(podref).and_then(Option::as_ref))
-    }
-
-    async fn claims(&mut self, ctx: &Context, namespace: &str) -> Result<&[IPClaim], kube::Error> {
-        if !self.claims.contains_key(namespace) {
-            let api: Api<IPClaim> = Api::namespaced(ctx.client.clone(), namespace);
-            let list = api.list(&kube::api::ListParams::default()).await?;
-            self.claims.insert(namespace.to_owned(), list.items);
-        }
-        Ok(self.claims.get(namespace).map_or(&[][..], Vec::as_slice))
     }
 
     async fn reserved(
