@@ -17,53 +17,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use hereabouts_api::{IPAllocation, IPPool, IPPoolSpec, MANAGED_BY, POOL_LABEL, SHARD_LABEL};
+use hereabouts_api::{IPPool, MANAGED_BY, POOL_LABEL, SHARD_LABEL};
 use hereabouts_kit::eventually;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 
 mod common;
-use common::{pods, replica, setup};
+use common::{entry, pods, pool, replica, setup};
 
 /// A collector that runs every second with a one-second grace period.
 const GC: [&str; 4] = ["--gc-schedule", "* * * * * *", "--gc-grace", "1s"];
-
-fn entry(id: &str, podref: &str) -> IPAllocation {
-    IPAllocation {
-        id: id.to_owned(),
-        podref: podref.to_owned(),
-        ifname: "net1".to_owned(),
-    }
-}
-
-/// Creates the IPPool `name` on `range` with `labels` and `entries`.
-async fn pool(
-    pools: &Api<IPPool>,
-    name: &str,
-    range: &str,
-    labels: &[(&str, &str)],
-    entries: Vec<(&str, IPAllocation)>,
-) {
-    let mut object = IPPool::new(
-        name,
-        IPPoolSpec {
-            range: range.to_owned(),
-            allocations: entries
-                .into_iter()
-                .map(|(k, a)| (k.to_owned(), a))
-                .collect(),
-        },
-    );
-    object.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
-    pools
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("pool");
-}
 
 /// Every entry of the pool object `name` that is no hold or cooldown:
 /// (key, id, podref).

@@ -49,8 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hereabouts_api::{
-    IPAllocation, IPClaim, IPPool, IPPoolSpec, MANAGED_BY, NetworkAttachmentDefinition, POOL_LABEL,
-    SHARD_LABEL,
+    IPClaim, IPPool, MANAGED_BY, NetworkAttachmentDefinition, POOL_LABEL, SHARD_LABEL,
 };
 use hereabouts_kit::{Controller, eventually};
 use k8s_openapi::api::core::v1::Pod;
@@ -58,7 +57,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use common::shaping;
+use common::{entry, pool, shaping};
 
 /// A collector every second with a one-second grace, and no cooldown: a
 /// released address is the next one handed out.
@@ -70,44 +69,6 @@ const GC: [&str; 6] = [
     "--release-cooldown",
     "0s",
 ];
-
-fn entry(id: &str, podref: &str) -> IPAllocation {
-    IPAllocation {
-        id: id.to_owned(),
-        podref: podref.to_owned(),
-        ifname: "net1".to_owned(),
-    }
-}
-
-/// Creates the IPPool `name` on `range` with `labels` and `entries`.
-async fn pool(
-    pools: &Api<IPPool>,
-    name: &str,
-    range: &str,
-    labels: &[(&str, &str)],
-    entries: Vec<(&str, IPAllocation)>,
-) {
-    let mut object = IPPool::new(
-        name,
-        IPPoolSpec {
-            range: range.to_owned(),
-            allocations: entries
-                .into_iter()
-                .map(|(k, a)| (k.to_owned(), a))
-                .collect(),
-        },
-    );
-    object.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
-    pools
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("pool");
-}
 
 /// A pod bound to the simulated node, with Multus' `network-status` when
 /// given: (name, uid).

@@ -14,7 +14,8 @@ use std::path::Path;
 
 use futures::future::join_all;
 use hereabouts_api::{
-    ClaimRange, IPClaim, IPClaimSpec, IPPool, NetworkAttachmentDefinition, NetworkRef, PodRef,
+    ClaimRange, IPAllocation, IPClaim, IPClaimSpec, IPPool, IPPoolSpec,
+    NetworkAttachmentDefinition, NetworkRef, PodRef,
 };
 use hereabouts_kit::{Controller, Kit, TestNamespace, kit};
 use k8s_openapi::api::core::v1::Pod;
@@ -278,4 +279,43 @@ pub async fn leads(client: &Client, ns: &str, replica: &Controller) {
     })
     .await
     .expect("leads");
+}
+
+/// A whereabouts-style pool entry on net1.
+pub fn entry(id: &str, podref: &str) -> IPAllocation {
+    IPAllocation {
+        id: id.to_owned(),
+        podref: podref.to_owned(),
+        ifname: "net1".to_owned(),
+    }
+}
+
+/// Creates the IPPool `name` on `range` with `labels` and `entries`.
+pub async fn pool(
+    pools: &Api<IPPool>,
+    name: &str,
+    range: &str,
+    labels: &[(&str, &str)],
+    entries: Vec<(&str, IPAllocation)>,
+) {
+    let mut object = IPPool::new(
+        name,
+        IPPoolSpec {
+            range: range.to_owned(),
+            allocations: entries
+                .into_iter()
+                .map(|(k, a)| (k.to_owned(), a))
+                .collect(),
+        },
+    );
+    object.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    pools
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("pool");
 }
