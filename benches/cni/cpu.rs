@@ -12,6 +12,9 @@ use hereabouts_kit::local_dir;
 
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// The control plane's processes, by the names of the kit's pid files.
+const CONTROL_PLANE: [&str; 3] = ["kube-apiserver", "etcd", "kube-controller-manager"];
+
 /// CPU ticks of each part at one moment.
 pub struct Meter(BTreeMap<&'static str, u64>);
 
@@ -21,7 +24,7 @@ impl Meter {
     /// `agents` (pids) if there are any, and the reaped children.
     pub fn read(controller: Option<(&'static str, u32)>, agents: &[u32]) -> Self {
         let mut ticks = BTreeMap::new();
-        for name in ["kube-apiserver", "etcd", "kube-controller-manager"] {
+        for name in CONTROL_PLANE {
             let pid =
                 std::fs::read_to_string(local_dir().join("cluster").join(format!("{name}.pid")));
             if let Some(t) = pid.ok().and_then(|p| own_ticks(p.trim())) {
@@ -93,7 +96,7 @@ pub async fn quiet() -> (Duration, f64) {
         let before = Meter::read(None, &[]);
         tokio::time::sleep(QUIET_WINDOW).await;
         let spent = Meter::read(None, &[]).since(&before);
-        let busy = ["kube-apiserver", "etcd", "kube-controller-manager"]
+        let busy = CONTROL_PLANE
             .iter()
             .filter_map(|name| spent.get(*name))
             .sum::<f64>()
