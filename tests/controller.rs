@@ -1034,6 +1034,117 @@ async fn a_namespace_scoped_controller_collects_only_its_own_namespace() {
     assert_eq!(left.len(), 3, "{left:?}");
 }
 
+/// An entry another hand wrote (a whereabouts plugin still running during
+/// the migration) after the pool's actor last wrote the pool: the actor's
+/// ledger does not have it, and a release that finds nothing there must
+/// read the pool again before it says there was nothing to release, or the
+/// leak stays until some allocation happens to conflict. (CI met this when
+/// a loaded machine let the actor's status write land before the test's
+/// adoptions.)
+#[tokio::test]
+async fn an_entry_written_after_the_pool_actor_last_wrote_is_collected() {
+    let (kit, ns) = setup("ctl-stale").await;
+    let replica = replica(
+        &ns,
+        "a",
+        &["--gc-schedule", "* * * * * *", "--gc-grace", "1s"],
+    );
+    replica.wait_ready().await.expect("controller ready");
+    let live = pods(&kit.client, &ns.name, "live", 1).await.remove(0);
+    create_claims(
+        &kit.client,
+        &ns.name,
+        vec![claim(
+            &ns.name,
+            &live,
+            "net1",
+            vec![range("203.0.113.16/28")],
+        )],
+    )
+    .await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+    // The actor writes the pool's status once idle (half a second): let it,
+    // so the entry below comes after everything the actor wrote.
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    eventually("the pool's status written", 30, || async {
+        let pool = pools.get("203.0.113.16-28").await.ok()?;
+        pool.status.is_some().then_some(())
+    })
+    .await
+    .expect("status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gone = format!("{}/gone", ns.name);
+    adopt(&kit.client, &ns.name, "203.0.113.16-28", 9, &gone).await;
+    let left = eventually("the gone pod's entry collected", 30, || async {
+        let held = pool_allocations(&kit.client, &ns.name, "203.0.113.16-28").await;
+        (!held.values().any(|p| *p == gone)).then_some(held)
+    })
+    .await
+    .expect("an entry written after the actor's last write is collected");
+    let mine = format!("{}/{}", ns.name, live.0);
+    assert_eq!(
+        left.values().collect::<Vec<_>>(),
+        vec![&mine],
+        "only the live pod's address stays"
+    );
+}
+
+/// The same for a refusal: a range found full, then freed by another hand
+/// (a whereabouts DEL during the migration) after the actor last wrote the
+/// pool. The next claim must get the freed address, not "exhausted" from
+/// what the actor read before.
+#[tokio::test]
+async fn an_address_freed_after_the_pool_actor_last_wrote_is_handed_out() {
+    let (kit, ns) = setup("ctl-freed").await;
+    let replica = replica(&ns, "a", &[]);
+    replica.wait_ready().await.expect("controller ready");
+    let claims: Api<IPClaim> = Api::namespaced(kit.client.clone(), &ns.name);
+    let pools: Api<IPPool> = Api::namespaced(kit.client.clone(), &ns.name);
+    let pods = pods(&kit.client, &ns.name, "full", 3).await;
+    // A /30 hands out .1 and .2: one to a claim, one to whereabouts.
+    let ask = |pod: &(String, String)| claim(&ns.name, pod, "net1", vec![range("203.0.113.32/30")]);
+    create_claims(&kit.client, &ns.name, vec![ask(&pods[0])]).await;
+    all_ready(&kit.client, &ns.name, 1, 30).await;
+    adopt(
+        &kit.client,
+        &ns.name,
+        "203.0.113.32-30",
+        2,
+        &format!("{}/wb", ns.name),
+    )
+    .await;
+    // The second claim finds the range full (its write conflicts, the actor
+    // reads the pool and refuses): then the actor writes the status.
+    create_claims(&kit.client, &ns.name, vec![ask(&pods[1])]).await;
+    let second = format!("{}-net1", pods[1].0);
+    eventually("the second claim refused", 30, || async {
+        let c = claims.get(&second).await.ok()?;
+        (condition_reason(&c)?.0 == "False").then_some(())
+    })
+    .await
+    .expect("a full range refuses");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Whereabouts frees its address.
+    let mut pool = pools.get("203.0.113.32-30").await.expect("pool");
+    assert!(pool.spec.allocations.remove("2").is_some(), "{pool:?}");
+    pools
+        .replace("203.0.113.32-30", &PostParams::default(), &pool)
+        .await
+        .expect("freed");
+    create_claims(&kit.client, &ns.name, vec![ask(&pods[2])]).await;
+    let third = format!("{}-net1", pods[2].0);
+    let address = eventually("the third claim answered", 30, || async {
+        let c = claims.get(&third).await.ok()?;
+        match condition_reason(&c)?.0.as_str() {
+            "True" => ready_addresses(&c),
+            _ => Some(vec![format!("refused: {:?}", c.status)]),
+        }
+    })
+    .await
+    .expect("answered");
+    assert_eq!(address, vec!["203.0.113.34/30".to_owned()]);
+}
+
 /// Defect 3: claim names repeat across DEL and a new ADD; an answer
 /// computed for the old claim must not land on the new one.
 #[tokio::test]

@@ -418,6 +418,8 @@ impl Actor {
         // many) and do not use up the budget meant for write conflicts.
         let mut attempt = 0;
         let mut learning = 0u128;
+        // Whether the ledger was read from the API server for this batch.
+        let mut read_now = false;
         // What the ledger is asked, once for every attempt.
         let asked: Vec<ledger::Request> = allocs.iter().map(|p| p.request.to_ledger()).collect();
         let requests: Vec<&ledger::Request> = asked.iter().collect();
@@ -430,17 +432,30 @@ impl Actor {
                 fail_all(allocs, releases, || Error::NotLeader);
                 return;
             }
-            if !self.loaded
-                && let Err(e) = self.load().await
-            {
-                tracing::warn!(pool = %self.base, error = %e, "loading pool failed");
-                let e = Arc::new(e);
-                fail_all(allocs, releases, || self.kube_error(&e));
-                return;
+            if !self.loaded {
+                if let Err(e) = self.load().await {
+                    tracing::warn!(pool = %self.base, error = %e, "loading pool failed");
+                    let e = Arc::new(e);
+                    fail_all(allocs, releases, || self.kube_error(&e));
+                    return;
+                }
+                read_now = true;
             }
             let decided = self
                 .ledger
                 .decide(&requests, &to_release, std::time::SystemTime::now());
+            // The ledger is what this actor last read or wrote; another
+            // hand may have written the pool since. A write of this batch
+            // would meet a conflict and read again, but an answer that
+            // writes nothing (a release that found nothing, an address
+            // granted again) would stand on the old read: a leaked entry
+            // never collected, an address answered that the pool no
+            // longer holds. Such answers come from a fresh read.
+            if !read_now && decided.unwitnessed {
+                tracing::debug!(pool = %self.base, "an answer rests on no write; reading the pool again");
+                self.loaded = false;
+                continue;
+            }
             self.await_unreserved(decided.reserve.iter().map(|(o, _)| *o))
                 .await;
             match self.commit(&decided).await {

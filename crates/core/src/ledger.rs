@@ -247,6 +247,15 @@ pub struct Decision {
     pub reserve: Vec<(u128, Allocation)>,
     /// Allocations released, whose reservations go after the pool write.
     pub released: Vec<(u128, Allocation)>,
+    /// Whether an answer rests on the ledger alone, with no write of this
+    /// batch to fail should the pool have changed since it was read: a
+    /// release that found nothing, an address already held granted again
+    /// from a shard the batch does not write, or a request refused for
+    /// what the pool holds (exhausted, the address taken). The ledger is what was
+    /// last read or written; another hand (a whereabouts plugin during a
+    /// migration, an admin) may have written the pool since, so such an
+    /// answer is given only from a ledger read for it.
+    pub unwitnessed: bool,
 }
 
 /// Something odd found while loading, for the log.
@@ -558,6 +567,7 @@ impl Ledger {
                 found.and_then(|o| Some((o, self.allocations.get(&o)?.clone())))
             else {
                 decision.releases.push(false);
+                decision.unwitnessed = true;
                 continue;
             };
             self.apply(Change::Remove(offset), None);
@@ -579,13 +589,25 @@ impl Ledger {
             decision.released.push((offset, allocation));
             decision.releases.push(true);
         }
+        let mut granted_again = Vec::new();
         for request in requests {
             let result = self.decide_one(request, now);
-            if let Ok((offset, true)) = &result {
-                decision.touched.insert(self.shard_of(*offset));
-                if request.reserve {
-                    decision.reserve.push((*offset, request.owner.clone()));
+            match &result {
+                Ok((offset, true)) => {
+                    decision.touched.insert(self.shard_of(*offset));
+                    if request.reserve {
+                        decision.reserve.push((*offset, request.owner.clone()));
+                    }
                 }
+                Ok((offset, false)) => granted_again.push(*offset),
+                // Refused for what the pool holds: an address another hand
+                // freed since the last read would have served.
+                Err(
+                    AllocError::Exhausted { .. }
+                    | AllocError::Taken { .. }
+                    | AllocError::OwnerHoldsOther { .. },
+                ) => decision.unwitnessed = true,
+                Err(_) => {}
             }
             decision.allocs.push(result.map(|(o, _)| o));
         }
@@ -595,6 +617,11 @@ impl Ledger {
                 decision.touched.insert(self.shard_of(*offset));
             }
         }
+        // A shard the batch writes carries its version: the write fails if
+        // the entry went meanwhile.
+        decision.unwitnessed |= granted_again
+            .iter()
+            .any(|o| !decision.touched.contains(&self.shard_of(*o)));
         decision
     }
 
@@ -1200,6 +1227,79 @@ mod tests {
         };
         assert!(one(&mut l, &fixed, t0).is_err());
         assert_eq!(l.owned_by("ns/a", "net1"), Some(1));
+    }
+
+    #[test]
+    fn answers_no_write_of_the_batch_backs_are_unwitnessed() {
+        let r = range("198.51.100.0/29");
+        let mut l = Ledger::new(*r.cidr());
+        let now = SystemTime::now();
+        // New addresses and releases that found theirs are written.
+        let d = l.decide(&[&dynamic(&r, "a"), &dynamic(&r, "b")], &[], now);
+        assert!(!d.unwitnessed);
+        let d = l.decide(&[], &[(&deleted("b"), COLLECTED)], now);
+        assert_eq!(d.releases, vec![true]);
+        assert!(!d.unwitnessed);
+        // An address granted again, alone: nothing is written.
+        let d = l.decide(&[&dynamic(&r, "a")], &[], now);
+        assert_eq!((d.allocs, d.unwitnessed), (vec![Ok(1)], true));
+        // Beside a new one in the same shard: the shard's write carries
+        // its version, and fails if the entry went meanwhile.
+        let d = l.decide(&[&dynamic(&r, "a"), &dynamic(&r, "c")], &[], now);
+        assert_eq!(d.allocs, vec![Ok(1), Ok(2)]);
+        assert!(!d.unwitnessed);
+        // A release that found nothing, beside one that found its entry.
+        let d = l.decide(
+            &[],
+            &[(&deleted("c"), COLLECTED), (&deleted("gone"), COLLECTED)],
+            now,
+        );
+        assert_eq!((d.releases, d.unwitnessed), (vec![true, false], true));
+        // Refused for what the pool holds: the address taken, the range full.
+        let taken = Request {
+            static_ip: Some(ip("198.51.100.1")),
+            ..dynamic(&r, "d")
+        };
+        let d = l.decide(&[&taken], &[], now);
+        assert!(matches!(d.allocs[..], [Err(AllocError::Taken { .. })]));
+        assert!(d.unwitnessed);
+        let rest: Vec<Request> = (0..8).map(|i| dynamic(&r, &format!("p{i}"))).collect();
+        let d = l.decide(&rest.iter().collect::<Vec<_>>(), &[], now);
+        assert!(matches!(
+            d.allocs.last(),
+            Some(Err(AllocError::Exhausted { .. }))
+        ));
+        assert!(d.unwitnessed);
+        // Refused for the request itself: nothing the pool holds changes it.
+        let outside = Request {
+            static_ip: Some(ip("203.0.113.1")),
+            ..dynamic(&r, "e")
+        };
+        let d = l.decide(&[&outside], &[], now);
+        assert!(matches!(
+            d.allocs[..],
+            [Err(AllocError::OutsideRange { .. })]
+        ));
+        assert!(!d.unwitnessed);
+    }
+
+    #[test]
+    fn an_address_granted_again_is_unwitnessed_unless_its_own_shard_is_written() {
+        // Shards of SHARD_SPAN (128) addresses: .200 is in shard 1.
+        let r = range("100.64.0.0/22");
+        let mut l = Ledger::new(*r.cidr());
+        let now = SystemTime::now();
+        let far = Request {
+            static_ip: Some(ip("100.64.0.200")),
+            ..dynamic(&r, "far")
+        };
+        assert_eq!(one(&mut l, &far, now), Ok(200));
+        assert_eq!(l.shard_of(200), 1);
+        // "far" again beside a new address in shard 0: shard 1 unwritten.
+        let d = l.decide(&[&far, &dynamic(&r, "near")], &[], now);
+        assert_eq!(d.allocs, vec![Ok(200), Ok(1)]);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert!(d.unwitnessed);
     }
 
     #[test]
