@@ -258,6 +258,18 @@ pub struct Decision {
     pub unwitnessed: bool,
 }
 
+/// How [`Ledger::decide`] granted one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Granted {
+    /// An entry written for it (a free address, or its own hold back).
+    New,
+    /// What it already held: nothing to write.
+    Again,
+    /// A resting address (cooled, or held for another pod name) given
+    /// way because nothing else was free.
+    GaveWay,
+}
+
 /// Something odd found while loading, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadWarning {
@@ -552,6 +564,12 @@ impl Ledger {
         let rests_before = self.rests();
         self.expire(now);
         for (by, reason) in releases {
+            if self.ended_rest(by, &rests_before) {
+                // Its time is up and the expiry above ended it: its entry
+                // goes with the write of its shard (the rests changed).
+                decision.releases.push(true);
+                continue;
+            }
             if let Some(offset) = self.find_rest(by) {
                 // A hold or cooldown the collector found ended (or a
                 // release of it by its marker): the entry goes, nothing was
@@ -593,13 +611,16 @@ impl Ledger {
         for request in requests {
             let result = self.decide_one(request, now);
             match &result {
-                Ok((offset, true)) => {
+                Ok((offset, granted @ (Granted::New | Granted::GaveWay))) => {
                     decision.touched.insert(self.shard_of(*offset));
                     if request.reserve {
                         decision.reserve.push((*offset, request.owner.clone()));
                     }
+                    // "Nothing else is free" is about every shard, and the
+                    // write carries only this one's version.
+                    decision.unwitnessed |= *granted == Granted::GaveWay;
                 }
-                Ok((offset, false)) => granted_again.push(*offset),
+                Ok((offset, Granted::Again)) => granted_again.push(*offset),
                 // Refused for what the pool holds: an address another hand
                 // freed since the last read would have served.
                 Err(
@@ -694,6 +715,26 @@ impl Ledger {
             .then_some(offset)
     }
 
+    /// Whether `by` names, by its marker, a hold or cooldown that
+    /// `before` had and the ledger no longer has (ended in this decision).
+    fn ended_rest(&self, by: &ReleaseBy, before: &HashMap<u128, (SystemTime, bool)>) -> bool {
+        let ReleaseBy::Exact { ip, container_id } = by else {
+            return false;
+        };
+        let Some(offset) = self.cidr.offset_of(*ip) else {
+            return false;
+        };
+        let Some((until, hold)) = before.get(&offset) else {
+            return false;
+        };
+        let named = if *hold {
+            held_until(container_id).map(hold_marker) == Some(hold_marker(*until))
+        } else {
+            cooling_until(container_id).map(cooling_marker) == Some(cooling_marker(*until))
+        };
+        named && self.find_rest(by).is_none()
+    }
+
     fn find(&self, by: &ReleaseBy) -> Option<u128> {
         match by {
             ReleaseBy::Owner {
@@ -719,12 +760,12 @@ impl Ledger {
         }
     }
 
-    /// One allocation: `(offset, whether the pool changed)`.
+    /// One allocation: its offset and how it was granted.
     fn decide_one(
         &mut self,
         request: &Request,
         now: SystemTime,
-    ) -> Result<(u128, bool), AllocError> {
+    ) -> Result<(u128, Granted), AllocError> {
         let key = (request.owner.pod_ref.clone(), request.owner.ifname.clone());
         // A (pod, interface) coming back within the hold gets its address,
         // unless an overlapping range took it meanwhile (its reservation is
@@ -738,7 +779,7 @@ impl Ledger {
                 && request.range.is_usable(offset)
             {
                 self.apply(Change::Insert(offset, request.owner.clone()), None);
-                return Ok((offset, true));
+                return Ok((offset, Granted::New));
             }
             // Not taken back (another address asked for, or one its range
             // does not hand out): the address rests out its time, so it
@@ -812,7 +853,7 @@ impl Ledger {
                     };
                     self.unblock(offset);
                     self.apply(Change::Insert(offset, request.owner.clone()), None);
-                    return Ok((offset, true));
+                    return Ok((offset, Granted::GaveWay));
                 }
                 other => other,
             },
@@ -823,7 +864,12 @@ impl Ledger {
                 Some(&request.range),
             );
         }
-        Ok((assigned.offset, assigned.changed()))
+        let granted = if assigned.changed() {
+            Granted::New
+        } else {
+            Granted::Again
+        };
+        Ok((assigned.offset, granted))
     }
 
     /// Restores what a refused static request set aside.
@@ -1281,6 +1327,47 @@ mod tests {
             [Err(AllocError::OutsideRange { .. })]
         ));
         assert!(!d.unwitnessed);
+    }
+
+    #[test]
+    fn a_hold_given_way_is_unwitnessed_an_ended_rest_released_is_not() {
+        let r = range("198.51.100.0/30"); // .1 and .2 usable
+        let mut l = Ledger::new(*r.cidr());
+        let t0 = SystemTime::now();
+        one(&mut l, &dynamic(&r, "web-0"), t0).expect("allocates");
+        one(&mut l, &dynamic(&r, "b"), t0).expect("allocates");
+        assert!(release(&mut l, &deleted("web-0"), CLAIM_DELETED, t0));
+        // The range full but for web-0's hold: a stranger takes it, on the
+        // word that nothing else is free, which the write of the hold's
+        // shard alone does not carry (another shard may have been freed).
+        let d = l.decide(&[&dynamic(&r, "stranger")], &[], t0);
+        assert_eq!(d.allocs, vec![Ok(1)]);
+        assert!(d.unwitnessed);
+        // The collector releases a cooldown by its marker after it ended:
+        // the decision's expiry ended it, its shard is written, and that
+        // is the release (no fresh read for it).
+        let cooled = ReleaseReason::Collected {
+            cooldown: Duration::from_secs(30),
+        };
+        assert!(release(&mut l, &deleted("b"), cooled, t0));
+        let marker = written(&l, 0)
+            .into_iter()
+            .find(|(key, _)| key == "2")
+            .map(|(_, a)| a.container_id.to_string())
+            .expect("b's cooldown written");
+        let by = ReleaseBy::Exact {
+            ip: ip("198.51.100.2"),
+            container_id: marker,
+        };
+        let after = t0 + Duration::from_secs(31);
+        let d = l.decide(&[], &[(&by, COLLECTED)], after);
+        assert_eq!(d.releases, vec![true]);
+        assert_eq!(d.touched, BTreeSet::from([0]));
+        assert!(!d.unwitnessed);
+        assert!(!written(&l, 0).iter().any(|(key, _)| key == "2"));
+        // The same marker again: nothing of it is left, as the pool may say.
+        let d = l.decide(&[], &[(&by, COLLECTED)], after);
+        assert_eq!((d.releases, d.unwitnessed), (vec![false], true));
     }
 
     #[test]
