@@ -27,43 +27,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hereabouts_api::{
     ClaimRange, IPClaim, IPPool, OverlappingRangeIPReservation, OverlappingRangeIPReservationSpec,
 };
 use hereabouts_kit::eventually;
-use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 
-use common::{claim_spec, entry, pods, pool, ready_address, replica, setup};
-
-/// Every live entry (no hold, no cooldown) of every IPPool object of
-/// `range` in `ns`, by offset: (object, podref).
-async fn entries_by_offset(
-    client: &kube::Client,
-    ns: &str,
-    range: &str,
-) -> BTreeMap<u128, Vec<(String, String)>> {
-    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut out: BTreeMap<u128, Vec<(String, String)>> = BTreeMap::new();
-    for p in api.list(&ListParams::default()).await.expect("pools").items {
-        if p.spec.range != range {
-            continue;
-        }
-        for (key, a) in &p.spec.allocations {
-            if hereabouts_core::ledger::resting_until(&a.id).is_some() {
-                continue;
-            }
-            let offset: u128 = key.parse().expect("offset key");
-            out.entry(offset)
-                .or_default()
-                .push((p.name_any(), a.podref.clone()));
-        }
-    }
-    out
-}
+use common::{claim_spec, entries_by_offset, entry, pods, pool, ready_address, replica, setup};
 
 /// Invariants 1, 2 and 5. A sharded range (a /24: shard 0 is the base
 /// object, offsets 128.. go to `<base>-s1`) during a migration, a

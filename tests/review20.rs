@@ -35,35 +35,9 @@ use futures::future::join_all;
 use hereabouts_api::{ClaimRange, IPClaim, IPPool};
 use hereabouts_kit::eventually;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 
-use common::{claim_spec, entry, pods, pool, ready_address, replica, setup};
-
-/// Every live entry (no hold, no cooldown) of every IPPool object of
-/// `range` in `ns`, by offset: (object, podref).
-async fn entries_by_offset(
-    client: &kube::Client,
-    ns: &str,
-    range: &str,
-) -> BTreeMap<u128, Vec<(String, String)>> {
-    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
-    let mut out: BTreeMap<u128, Vec<(String, String)>> = BTreeMap::new();
-    for p in api.list(&ListParams::default()).await.expect("pools").items {
-        if p.spec.range != range {
-            continue;
-        }
-        for (key, a) in &p.spec.allocations {
-            if hereabouts_core::ledger::resting_until(&a.id).is_some() {
-                continue;
-            }
-            let offset: u128 = key.parse().expect("offset key");
-            out.entry(offset)
-                .or_default()
-                .push((p.name_any(), a.podref.clone()));
-        }
-    }
-    out
-}
+use common::{claim_spec, entries_by_offset, entry, pods, pool, ready_address, replica, setup};
 
 /// The claim of `pod`'s net1 on `cidr` (optionally bounded), named as the
 /// plugin names it here.
@@ -90,6 +64,25 @@ fn ask(
         spec.static_ips = vec![ip.to_owned()];
     }
     IPClaim::new(&format!("{}-net1", pod.0), spec)
+}
+
+/// Every pod's claim of net1 on `cidr` (optionally bounded), created at
+/// once.
+async fn ask_all(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    pods: &[(String, String)],
+    cidr: &str,
+    bounds: Option<(&str, &str)>,
+) {
+    for created in join_all(pods.iter().map(|pod| {
+        let claim = ask(ns, pod, cidr, bounds, None);
+        async move { claims.create(&PostParams::default(), &claim).await }
+    }))
+    .await
+    {
+        created.expect("claim");
+    }
 }
 
 /// The claim `name`'s answer: its address, or what its Ready condition
@@ -354,16 +347,7 @@ async fn releases_over_two_shards_one_of_them_stale_all_land() {
     );
     a.wait_ready().await.expect("controller ready");
     let first = pods(&client, &ns.name, "old", 16).await;
-    join_all(first.iter().map(|pod| {
-        let claims = claims.clone();
-        let claim = ask(&ns.name, pod, cidr, bounds, None);
-        async move { claims.create(&PostParams::default(), &claim).await }
-    }))
-    .await
-    .into_iter()
-    .for_each(|r| {
-        r.expect("claim");
-    });
+    ask_all(&claims, &ns.name, &first, cidr, bounds).await;
     for pod in &first {
         let name = format!("{}-net1", pod.0);
         eventually("old answered", 60, || ready_address(&claims, &name))
@@ -398,16 +382,7 @@ async fn releases_over_two_shards_one_of_them_stale_all_land() {
     let entries = entries_by_offset(&client, &ns.name, cidr).await;
     assert!(left.is_ok(), "entries never released: {entries:#?}");
     let second = pods(&client, &ns.name, "new", 16).await;
-    join_all(second.iter().map(|pod| {
-        let claims = claims.clone();
-        let claim = ask(&ns.name, pod, cidr, bounds, None);
-        async move { claims.create(&PostParams::default(), &claim).await }
-    }))
-    .await
-    .into_iter()
-    .for_each(|r| {
-        r.expect("claim");
-    });
+    ask_all(&claims, &ns.name, &second, cidr, bounds).await;
     let mut answers = BTreeMap::new();
     for pod in &second {
         let name = format!("{}-net1", pod.0);

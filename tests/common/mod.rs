@@ -63,6 +63,32 @@ pub fn claim_spec(
     }
 }
 
+/// Every live entry (no hold, no cooldown) of every IPPool object of
+/// `range` in `ns`, by offset: (object, podref).
+pub async fn entries_by_offset(
+    client: &Client,
+    ns: &str,
+    range: &str,
+) -> BTreeMap<u128, Vec<(String, String)>> {
+    let api: Api<IPPool> = Api::namespaced(client.clone(), ns);
+    let mut out: BTreeMap<u128, Vec<(String, String)>> = BTreeMap::new();
+    for p in api.list(&ListParams::default()).await.expect("pools").items {
+        if p.spec.range != range {
+            continue;
+        }
+        for (key, a) in &p.spec.allocations {
+            if hereabouts_core::ledger::resting_until(&a.id).is_some() {
+                continue;
+            }
+            let offset: u128 = key.parse().expect("offset key");
+            out.entry(offset)
+                .or_default()
+                .push((p.name_any(), a.podref.clone()));
+        }
+    }
+    out
+}
+
 /// The pod reference of every allocation of every pool in `ns` (holds and
 /// cooldowns left out: they keep an address for no one live).
 pub async fn pool_holders(client: &Client, ns: &str) -> Vec<String> {
