@@ -103,6 +103,16 @@ pub fn cooling_until(container_id: &str) -> Option<SystemTime> {
     marked_until(COOLING_MARKER, container_id)
 }
 
+/// Whether `container_id` is the marker of the hold (`hold`) or cooldown
+/// that ends at `until`, as the pool holds it.
+fn names_rest(container_id: &str, until: SystemTime, hold: bool) -> bool {
+    if hold {
+        held_until(container_id).map(hold_marker) == Some(hold_marker(until))
+    } else {
+        cooling_until(container_id).map(cooling_marker) == Some(cooling_marker(until))
+    }
+}
+
 /// When the hold or cooldown a pool entry's container ID marks ends;
 /// `None` when the entry is an allocation. Such an entry belongs to no
 /// live attachment: it is no leak while it lasts, and goes once ended.
@@ -701,18 +711,16 @@ impl Ledger {
             return None;
         };
         let offset = self.cidr.offset_of(*ip)?;
-        if let Some(until) = held_until(container_id) {
-            return self
-                .held
+        let named = if held_until(container_id).is_some() {
+            self.held
                 .values()
-                .any(|(o, u)| *o == offset && hold_marker(*u) == hold_marker(until))
-                .then_some(offset);
-        }
-        let until = cooling_until(container_id)?;
-        self.cooling
-            .get(&offset)
-            .is_some_and(|(_, u)| cooling_marker(*u) == cooling_marker(until))
-            .then_some(offset)
+                .any(|(o, u)| *o == offset && names_rest(container_id, *u, true))
+        } else {
+            self.cooling
+                .get(&offset)
+                .is_some_and(|(_, u)| names_rest(container_id, *u, false))
+        };
+        named.then_some(offset)
     }
 
     /// Whether `by` names, by its marker, a hold or cooldown that
@@ -724,15 +732,10 @@ impl Ledger {
         let Some(offset) = self.cidr.offset_of(*ip) else {
             return false;
         };
-        let Some((until, hold)) = before.get(&offset) else {
+        let Some(&(until, hold)) = before.get(&offset) else {
             return false;
         };
-        let named = if *hold {
-            held_until(container_id).map(hold_marker) == Some(hold_marker(*until))
-        } else {
-            cooling_until(container_id).map(cooling_marker) == Some(cooling_marker(*until))
-        };
-        named && self.find_rest(by).is_none()
+        names_rest(container_id, until, hold) && self.find_rest(by).is_none()
     }
 
     fn find(&self, by: &ReleaseBy) -> Option<u128> {
