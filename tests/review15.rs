@@ -78,10 +78,7 @@ async fn a_takeover_that_outruns_the_abandoned_delete_is_answered() {
     let (kit, ns) = common::setup("r15-race").await;
     let client = kit.client.clone();
     let kubeconfig = ns.kubeconfig().expect("kubeconfig");
-    let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    let socket = dir.join("agent.sock");
+    let socket = common::agent::socket_of(&ns);
     let network = "r15race";
     let name = claim_name("p", "net1", network);
     // The controller's DELETE of the claim is held until `go`.

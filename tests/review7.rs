@@ -502,68 +502,6 @@ async fn a_new_leader_replays_a_release_its_predecessor_did_and_frees_a_live_add
     drop(b);
 }
 
-/// A plain-HTTP forwarder to `upstream` for a controller, able to open a
-/// gap in its IPClaim watch: while `stall` is set the claim watch's bytes
-/// are dropped (the watch goes quiet); `cut` then closes that connection,
-/// and the next claim watch request is sent with `resourceVersion=1`, so
-/// the real API server answers it 410 Gone ("too old resource version"),
-/// as it does for a watch that was down longer than its cache's history,
-/// and the controller must list again.
-async fn gap_in_claim_watch(
-    upstream: u16,
-    stall: Arc<AtomicBool>,
-    cut: Arc<AtomicBool>,
-    expire_next: Arc<AtomicBool>,
-) -> u16 {
-    let claim_watch = |line: &str| {
-        line.starts_with("GET ") && line.contains("/ipclaims?") && line.contains("watch=true")
-    };
-    // Connections whose claim watch started after the cut: they stay.
-    let after_cut = Arc::new(std::sync::Mutex::new(
-        std::collections::HashSet::<u64>::new(),
-    ));
-    let after = after_cut.clone();
-    let cut_up = cut.clone();
-    shaping::forwarder(
-        upstream,
-        move |conn, line, chunk| {
-            if !claim_watch(line) {
-                return shaping::at_once(chunk);
-            }
-            if cut_up.load(Ordering::SeqCst) {
-                after.lock().expect("set").insert(conn);
-            }
-            let Some(at) = line
-                .find("resourceVersion=")
-                .filter(|_| expire_next.swap(false, Ordering::SeqCst))
-            else {
-                return shaping::at_once(chunk);
-            };
-            let from = at + "resourceVersion=".len();
-            let to = line[from..]
-                .find(|c: char| !c.is_ascii_digit())
-                .map_or(line.len(), |i| from + i);
-            let rewritten = format!("{}1{}", &line[..from], &line[to..]);
-            eprintln!("gap proxy: {line} -> {rewritten}");
-            let mut out = rewritten.into_bytes();
-            out.extend_from_slice(&chunk[line.len()..]);
-            shaping::at_once(out)
-        },
-        move |conn, line| {
-            if !claim_watch(line) || after_cut.lock().expect("set").contains(&conn) {
-                shaping::Down::Pass
-            } else if cut.load(Ordering::SeqCst) {
-                shaping::Down::Close
-            } else if stall.load(Ordering::SeqCst) {
-                shaping::Down::Drop
-            } else {
-                shaping::Down::Pass
-            }
-        },
-    )
-    .await
-}
-
 /// Attack on the lean claim index (crates/controller/src/index.rs
 /// Writer::apply, `vanished` in claims.rs): during a gap in the
 /// controller's claim watch that ends in a relist (410 Gone), one pod's
@@ -580,7 +518,14 @@ async fn claims_deleted_and_remade_during_a_relist_gap() {
     let stall = Arc::new(AtomicBool::new(false));
     let cut = Arc::new(AtomicBool::new(false));
     let expire = Arc::new(AtomicBool::new(false));
-    let port = gap_in_claim_watch(upstream, stall.clone(), cut.clone(), expire.clone()).await;
+    let port = shaping::gap_in_watch(
+        upstream,
+        claim_watch,
+        stall.clone(),
+        cut.clone(),
+        expire.clone(),
+    )
+    .await;
     let controller_kubeconfig =
         shaping::plain_kubeconfig(&format!("{}-gap", ns.name), port, &ns.name);
     let controller = Controller::start_as(
@@ -754,4 +699,9 @@ async fn the_thin_plugin_alone_answers_one_error_document() {
             run.raw
         );
     }
+}
+
+/// The controller's IPClaim watch, by its request line.
+fn claim_watch(line: &str) -> bool {
+    line.starts_with("GET ") && line.contains("/ipclaims?") && line.contains("watch=true")
 }

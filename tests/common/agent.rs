@@ -82,6 +82,70 @@ pub fn env(
     ]
 }
 
+/// The CNI error code a verb printed (0 when it printed none).
+pub fn code_of(run: &Run) -> u64 {
+    run.stdout["code"].as_u64().unwrap_or_default()
+}
+
+/// Runs `command` of pod `p`'s net1 in sandbox `container` through the
+/// agent at `socket`, with `stdin`, on a blocking thread.
+pub fn run_verb(
+    command: &str,
+    ns: &str,
+    uid: &str,
+    container: &str,
+    socket: &Path,
+    stdin: &Value,
+) -> tokio::task::JoinHandle<Run> {
+    let env = env(command, ns, "p", uid, container, socket);
+    let stdin = stdin.clone();
+    tokio::task::spawn_blocking(move || finish(spawn_plugin(&env, &stdin)))
+}
+
+/// Files sandbox-1's claim `name` of pod `p`'s net1 as the plugin does (an
+/// ADD through the agent at `socket` with `stdin`, no controller running,
+/// so it gives up with the claim filed), then moves its `answer-by` 10 s
+/// before its creation: what an ADD whose create landed after it gave up
+/// leaves. Returns that `answer-by`.
+pub async fn late_claim_of_sandbox_1(
+    claims: &Api<IPClaim>,
+    ns: &str,
+    uid: &str,
+    socket: &Path,
+    stdin: &Value,
+    name: &str,
+) -> String {
+    let mut quick = stdin.clone();
+    quick["ipam"]["request_timeout"] = json!("1s");
+    let first = run_verb("ADD", ns, uid, "sandbox-1", socket, &quick)
+        .await
+        .expect("ADD");
+    assert!(
+        !first.success && code_of(&first) == 11,
+        "with no controller the first ADD gives up: {}",
+        first.raw
+    );
+    let filed = claims.get(name).await.expect("the first ADD's claim");
+    let created = filed.metadata.creation_timestamp.expect("created").0;
+    let gave_up = format!(
+        "{:.3}",
+        created
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(10))
+            .expect("time")
+    );
+    claims
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                hereabouts_api::ANSWER_BY_ANNOTATION: gave_up.clone()
+            }}})),
+        )
+        .await
+        .expect("the claim reads as created after its ADD gave up");
+    gave_up
+}
+
 /// The environment of `command` for interface `net1` of pod `p` (UID
 /// `uid`) in `ns`, sandbox `container`, on [`NODE`].
 pub fn environment(command: &str, ns: &str, uid: &str, container: &str) -> Environment {
@@ -198,16 +262,17 @@ pub async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Controller, Pa
     let controller = super::replica(&ns, "a", &[]);
     controller.wait_ready().await.expect("ready");
     let kubeconfig = ns.kubeconfig().expect("kubeconfig");
+    let socket = socket_of(&ns);
+    (kit.client, ns, controller, kubeconfig, socket)
+}
+
+/// Where a node agent of the test namespace `ns` listens, in a folder of
+/// its own made empty.
+pub fn socket_of(ns: &TestNamespace) -> PathBuf {
     let dir = hereabouts_kit::local_dir().join("agents").join(&ns.name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("agent dir");
-    (
-        kit.client,
-        ns,
-        controller,
-        kubeconfig,
-        dir.join("agent.sock"),
-    )
+    dir.join("agent.sock")
 }
 /// A macvlan attachment's configuration on `range`, asking the agent (or
 /// the API server through `kubeconfig`) within `timeout`.

@@ -189,6 +189,130 @@ pub async fn stalling_pod_watch(
     .await
 }
 
+/// A forwarder to `upstream` able to open a gap in the watches `watched`
+/// picks out (by their request line) that ends in a relist: while `stall`
+/// is set such a watch's bytes are dropped (it goes quiet); `cut` then
+/// closes that connection, and the next such watch is sent with
+/// `resourceVersion=1`, which the real API server answers 410 Gone ("too
+/// old resource version"), as it does for a watch that was down longer
+/// than its cache's history, so the watcher lists again.
+pub async fn gap_in_watch(
+    upstream: u16,
+    watched: fn(&str) -> bool,
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    expire_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use std::sync::atomic::Ordering;
+    // Connections whose watch started after the cut: they stay.
+    let after_cut = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<u64>::new(),
+    ));
+    let after = after_cut.clone();
+    let cut_up = cut.clone();
+    forwarder(
+        upstream,
+        move |conn, line, chunk| {
+            if !watched(line) {
+                return at_once(chunk);
+            }
+            if cut_up.load(Ordering::SeqCst) {
+                after.lock().expect("set").insert(conn);
+            }
+            let Some(at) = line
+                .find("resourceVersion=")
+                .filter(|_| expire_next.swap(false, Ordering::SeqCst))
+            else {
+                return at_once(chunk);
+            };
+            let from = at + "resourceVersion=".len();
+            let to = line[from..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(line.len(), |i| from + i);
+            let rewritten = format!("{}1{}", &line[..from], &line[to..]);
+            eprintln!("gap proxy: {line} -> {rewritten}");
+            let mut out = rewritten.into_bytes();
+            out.extend_from_slice(&chunk[line.len()..]);
+            at_once(out)
+        },
+        move |conn, line| {
+            if !watched(line) || after_cut.lock().expect("set").contains(&conn) {
+                Down::Pass
+            } else if cut.load(Ordering::SeqCst) {
+                Down::Close
+            } else if stall.load(Ordering::SeqCst) {
+                Down::Drop
+            } else {
+                Down::Pass
+            }
+        },
+    )
+    .await
+}
+
+/// One request held until released: armed, seen, let go.
+#[derive(Default)]
+pub struct Hold {
+    pub armed: std::sync::atomic::AtomicBool,
+    pub seen: std::sync::atomic::AtomicBool,
+    pub go: std::sync::atomic::AtomicBool,
+    /// The status line the API server answered the held request with.
+    pub answer: std::sync::Mutex<Option<String>>,
+}
+
+impl Hold {
+    /// Until the held request has reached the forwarder.
+    pub async fn wait_seen(&self, what: &str) {
+        hereabouts_kit::eventually(what, 20, || async {
+            self.seen
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: never sent"));
+    }
+
+    /// The API server's answer to the held request, once it came.
+    pub async fn answered(&self, what: &str) -> String {
+        hereabouts_kit::eventually(what, 20, || async {
+            self.answer.lock().expect("answer").clone()
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer"))
+    }
+}
+
+/// A request hook holding, while `hold` is armed, the first `method`
+/// request on exactly `path` (query left out) until `hold.go`.
+pub fn holding(
+    method: &'static str,
+    path: String,
+    hold: std::sync::Arc<Hold>,
+) -> impl Fn(u64, &str, Vec<u8>) -> Held + Send + Sync + 'static {
+    move |_, line, chunk| {
+        let target = line.split(' ').nth(1).unwrap_or_default();
+        let target = target.split('?').next().unwrap_or_default();
+        let ours = line.starts_with(&format!("{method} ")) && target == path;
+        if !ours
+            || !hold.armed.load(std::sync::atomic::Ordering::SeqCst)
+            || hold.seen.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return at_once(chunk);
+        }
+        let hold = hold.clone();
+        Box::pin(async move {
+            // At most 60 s, the API server's own request timeout.
+            for _ in 0..1200 {
+                if hold.go.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            chunk
+        })
+    }
+}
+
 /// Output of one plugin run.
 pub struct Run {
     pub code: Option<i32>,

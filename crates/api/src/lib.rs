@@ -45,6 +45,13 @@ pub const NETWORK_LABEL: &str = "hereabouts.dev/network";
 /// ADD failed and its DEL found nothing) is deleted by the controller
 /// unanswered: no one would ever be given, or release, its address.
 pub const ANSWER_BY_ANNOTATION: &str = "hereabouts.dev/answer-by";
+/// On IPClaims: written by a DEL that found the claim another sandbox's,
+/// `<nanoseconds since the Unix epoch on the node's clock>/<the DEL's
+/// container ID>`, so that a takeover by the DEL's own sandbox still on its
+/// way (decided on the version the DEL read) fails its precondition, and
+/// one its ADD would decide again after it sees the fence is not made:
+/// neither may make the claim a torn-down sandbox's.
+pub const FENCED_BY_DEL_ANNOTATION: &str = "hereabouts.dev/fenced-by-del";
 /// The field selector of IPClaims by the name of the pod they act for (a
 /// selectable field of the IPClaim CRD).
 pub const POD_NAME_FIELD: &str = "spec.pod.name";

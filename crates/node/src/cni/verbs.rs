@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,7 +23,10 @@ use kube::core::ObjectMeta;
 use kube::{Client, Config, ResourceExt};
 use serde_json::Value;
 
-use hereabouts_api::{ANSWER_BY_ANNOTATION, NETWORK_LABEL, NODE_LABEL, claim_name, label_value};
+use hereabouts_api::{
+    ANSWER_BY_ANNOTATION, FENCED_BY_DEL_ANNOTATION, NETWORK_LABEL, NODE_LABEL, claim_name,
+    label_value,
+};
 use hereabouts_api::{
     ClaimRange, ClaimedAddress, IPClaim, IPClaimSpec, IPPool, NetworkRef, PodRef, Refusal,
 };
@@ -363,6 +366,8 @@ async fn add_planned(
     plan: Plan,
     answer_by: Option<Timestamp>,
 ) -> Result<Value, CniError> {
+    // On this node's clock, as a DEL of this sandbox stamps its fence.
+    let started = SystemTime::now();
     let (pod_namespace, pod_name) = inv.pod()?;
     let requested = inv.conf.requested_ips(Some(&inv.args))?;
     let matched =
@@ -414,7 +419,7 @@ async fn add_planned(
             })
             .collect(),
     };
-    let mut claim = IPClaim::new(&name, spec.clone());
+    let mut claim = IPClaim::new(&name, spec);
     claim.metadata = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(pod_namespace.clone()),
@@ -451,48 +456,7 @@ async fn add_planned(
             }
             created
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            // A repeated ADD, a pod recreated under the same name, or this
-            // create sent again after its answer was lost.
-            let mut existing = resent(|| api.get(&name))
-                .await
-                .map_err(|e| api_error(&format!("reading IPClaim {pod_namespace}/{name}"), &e))?;
-            if existing.spec == spec && answer_of(&existing).is_some_and(|a| a.is_err()) {
-                // Refused before (the range was full, the static address
-                // taken): a repeated ADD asks again, with a claim of its own.
-                // Changed since read: the create below meets the change.
-                delete_exact(&api, &existing).await.map_err(|e| {
-                    api_error(
-                        &format!("deleting refused IPClaim {pod_namespace}/{name}"),
-                        &e,
-                    )
-                })?;
-                api.create(&PostParams::default(), &claim)
-                    .await
-                    .map_err(|e| {
-                        api_error(&format!("creating IPClaim {pod_namespace}/{name}"), &e)
-                    })?
-            } else if existing.spec == spec {
-                existing
-            } else {
-                existing.spec = spec;
-                existing.metadata.owner_references = claim.metadata.owner_references.clone();
-                existing.metadata.labels = claim.metadata.labels.clone();
-                // This ADD's deadline, not the one before it: a claim
-                // created after that one gave up must not read as abandoned
-                // once it is this ADD's.
-                let annotations = existing.metadata.annotations.get_or_insert_default();
-                match claim.annotations().get(ANSWER_BY_ANNOTATION) {
-                    Some(by) => annotations.insert(ANSWER_BY_ANNOTATION.to_owned(), by.clone()),
-                    None => annotations.remove(ANSWER_BY_ANNOTATION),
-                };
-                api.replace(&name, &PostParams::default(), &existing)
-                    .await
-                    .map_err(|e| {
-                        api_error(&format!("updating IPClaim {pod_namespace}/{name}"), &e)
-                    })?
-            }
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => take_over(&api, &claim, started).await?,
         Err(e) => {
             return Err(api_error(
                 &format!("creating IPClaim {pod_namespace}/{name}"),
@@ -514,6 +478,105 @@ async fn add_planned(
         .filter_map(|a| ResultIp::parse(&a.address, a.gateway.as_deref()))
         .collect();
     Ok(result::render(&inv.cni_version, &ips, &plan.config))
+}
+
+/// Reads of the claim before a takeover that keeps meeting writes gives up.
+const TAKEOVER_ATTEMPTS: usize = 3;
+
+/// The claim an ADD's create met under its name (a repeated ADD, a pod
+/// recreated under the same name, or this create sent again after its
+/// answer was lost), made this ADD's own: `claim` as the ADD would have
+/// created it. A takeover that meets a write in between (the controller's
+/// answer, another ADD's takeover) reads the claim again and decides again.
+///
+/// A claim a DEL of this very sandbox fenced after this ADD began is left
+/// alone: the runtime has torn the sandbox down (a plugin killed with its
+/// request's context, the agent still running its ADD), and a takeover now
+/// would land after that DEL and get an address for no one.
+async fn take_over(
+    api: &Api<IPClaim>,
+    claim: &IPClaim,
+    started: SystemTime,
+) -> Result<IPClaim, CniError> {
+    let name = claim.name_any();
+    let namespace = claim.namespace().unwrap_or_default();
+    let deadline = claim.annotations().get(ANSWER_BY_ANNOTATION);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut existing = match resent(|| api.get_opt(&name)).await {
+            Ok(Some(existing)) => existing,
+            // Deleted since the create met it (the controller's delete of
+            // an abandoned claim, a DEL): this ADD's own claim, then.
+            Ok(None) => match api.create(&PostParams::default(), claim).await {
+                Ok(created) => return Ok(created),
+                Err(kube::Error::Api(e)) if e.code == 409 && attempts < TAKEOVER_ATTEMPTS => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(api_error(
+                        &format!("creating IPClaim {namespace}/{name}"),
+                        &e,
+                    ));
+                }
+            },
+            Err(e) => {
+                return Err(api_error(
+                    &format!("reading IPClaim {namespace}/{name}"),
+                    &e,
+                ));
+            }
+        };
+        if fenced_by(existing.annotations(), &claim.spec.container_id)
+            .is_some_and(|at| at >= started)
+        {
+            return Err(CniError::try_again(format!(
+                "IPClaim {namespace}/{name}: a DEL of sandbox {} ran while this ADD did; not taking the claim over",
+                claim.spec.container_id
+            )));
+        }
+        let same = existing.spec == claim.spec;
+        let answer = answer_of(&existing);
+        if same && answer.as_ref().is_some_and(Result::is_err) {
+            // Refused before (the range was full, the static address
+            // taken): a repeated ADD asks again, with a claim of its own.
+            // Changed since read: the create below meets the change.
+            delete_exact(api, &existing).await.map_err(|e| {
+                api_error(&format!("deleting refused IPClaim {namespace}/{name}"), &e)
+            })?;
+            return api
+                .create(&PostParams::default(), claim)
+                .await
+                .map_err(|e| api_error(&format!("creating IPClaim {namespace}/{name}"), &e));
+        }
+        if same
+            && (answer.is_some() || existing.annotations().get(ANSWER_BY_ANNOTATION) == deadline)
+        {
+            return Ok(existing);
+        }
+        // Another spec, or this very attachment's unanswered claim under
+        // an earlier ADD's deadline (the create of an ADD that gave up,
+        // landed late): the controller deletes that one as abandoned
+        // unless this ADD takes it over with its own deadline.
+        existing.spec = claim.spec.clone();
+        existing.metadata.owner_references = claim.metadata.owner_references.clone();
+        existing.metadata.labels = claim.metadata.labels.clone();
+        let annotations = existing.metadata.annotations.get_or_insert_default();
+        match deadline {
+            Some(by) => annotations.insert(ANSWER_BY_ANNOTATION.to_owned(), by.clone()),
+            None => annotations.remove(ANSWER_BY_ANNOTATION),
+        };
+        match api.replace(&name, &PostParams::default(), &existing).await {
+            Ok(taken) => return Ok(taken),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < TAKEOVER_ATTEMPTS => {}
+            Err(e) => {
+                return Err(api_error(
+                    &format!("updating IPClaim {namespace}/{name}"),
+                    &e,
+                ));
+            }
+        }
+    }
 }
 
 /// Every static address asked for is the one granted for its range: never
@@ -811,7 +874,16 @@ pub async fn del(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
             }
         };
         if existing.spec.container_id != inv.container_id {
-            return Ok(Value::Null);
+            match fence(&api, existing, &inv.container_id).await {
+                Ok(Deleted::Done) => return Ok(Value::Null),
+                Ok(Deleted::Changed) => continue,
+                Err(e) => {
+                    return Err(api_error(
+                        &format!("fencing IPClaim {pod_namespace}/{name}"),
+                        &e,
+                    ));
+                }
+            }
         }
         match delete_exact(&api, &existing).await {
             Ok(Deleted::Done) => return Ok(Value::Null),
@@ -827,6 +899,54 @@ pub async fn del(inv: &Invocation, backend: Backend<'_>) -> Result<Value, CniErr
     Err(CniError::try_again(format!(
         "IPClaim {pod_namespace}/{name} kept changing while DEL tried to delete it"
     )))
+}
+
+/// Writes a new [`FENCED_BY_DEL_ANNOTATION`] on `claim` as read (its
+/// version as the precondition): the claim is another sandbox's, but this
+/// DEL's own ADD may have sent a takeover of it that is still on its way
+/// (held in the network after the ADD gave up). Decided on the version read
+/// here or an older one, that takeover now fails, so it can never land
+/// after this DEL and leave an address committed for a torn-down sandbox.
+/// `Changed`: the claim moved meanwhile (perhaps that very takeover
+/// landed): read it again. A claim of another node is not this node's to
+/// write, nor to take over: nothing to fence.
+async fn fence(
+    api: &Api<IPClaim>,
+    mut claim: IPClaim,
+    container_id: &str,
+) -> Result<Deleted, kube::Error> {
+    claim.metadata.annotations.get_or_insert_default().insert(
+        FENCED_BY_DEL_ANNOTATION.to_owned(),
+        fence_value(container_id, SystemTime::now()),
+    );
+    match api
+        .replace(&claim.name_any(), &PostParams::default(), &claim)
+        .await
+    {
+        Ok(_) => Ok(Deleted::Done),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => Ok(Deleted::Done),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Deleted::Changed),
+        Err(e) => Err(e),
+    }
+}
+
+/// A fence's value: when (nanoseconds since the Unix epoch, on the
+/// node's clock) and by which sandbox's DEL; a new value each time.
+fn fence_value(container_id: &str, at: SystemTime) -> String {
+    let nanos = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos}/{container_id}")
+}
+
+/// When a DEL of sandbox `container_id` last fenced the claim with these
+/// `annotations`, if it did.
+fn fenced_by(annotations: &BTreeMap<String, String>, container_id: &str) -> Option<SystemTime> {
+    let value = annotations.get(FENCED_BY_DEL_ANNOTATION)?;
+    let (nanos, by) = value.split_once('/')?;
+    if by != container_id {
+        return None;
+    }
+    let nanos: u64 = nanos.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
 }
 
 /// Reads before a DEL gives up on a claim that keeps changing.
@@ -1181,5 +1301,29 @@ mod tests {
         let long = label_value(&"n".repeat(100));
         assert!(long.len() <= 63 && long.starts_with('h'));
         assert_ne!(label_value("a/b"), "a/b");
+    }
+
+    #[test]
+    fn a_fence_names_its_sandbox_and_when() {
+        let at = UNIX_EPOCH + Duration::from_nanos(1_796_328_104_327_849_310);
+        let fence =
+            |value: &str| BTreeMap::from([(FENCED_BY_DEL_ANNOTATION.to_owned(), value.to_owned())]);
+        assert_eq!(fenced_by(&BTreeMap::new(), "sb-1"), None, "no fence");
+        let written = fence(&fence_value("sb-1", at));
+        assert_eq!(fenced_by(&written, "sb-1"), Some(at));
+        assert_eq!(fenced_by(&written, "sb-2"), None, "another sandbox's fence");
+        for bad in [
+            "",
+            "sb-1",
+            "x/sb-1",
+            "/sb-1",
+            "99999999999999999999999/sb-1",
+        ] {
+            assert_eq!(
+                fenced_by(&fence(bad), "sb-1"),
+                None,
+                "{bad:?} reads as no fence"
+            );
+        }
     }
 }
