@@ -20,7 +20,7 @@ help:
 	@echo "                     mode) on the local control plane, results in"
 	@echo "                     bench/results/ (JSON, Markdown, PNG); about 80 minutes, most of it"
 	@echo "                     whereabouts' capped phases"
-	@echo "make bench-quick     the same scenarios small, 2-3 minutes (bench/results/quick/)"
+	@echo "make bench-quick     the same scenarios small, about 6.5 minutes once built (bench/results/quick/)"
 	@echo "make bench-real-nodes pod-to-Running for 100 pods on two real nodes, hereabouts vs"
 	@echo "                     whereabouts installed the same way (bench/results/real-nodes-*); ~15 min"
 	@echo "make bench-allocator the allocator's criterion benchmark"

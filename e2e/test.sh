@@ -24,7 +24,9 @@ real_kit() { # command... : runs it against the real-nodes tier's kit
     HB_ETCD_PEER_PORT=$HB_REAL_ETCD_PEER_PORT "$@"
 }
 real_pid=
+main_log=
 cleanup() {
+  [[ -z $main_log ]] || rm -f "$main_log"
   if [[ -n $real_pid ]] && kill -0 "$real_pid" 2>/dev/null; then
     kill -- "-$real_pid" 2>/dev/null || kill "$real_pid" 2>/dev/null || true
     wait "$real_pid" 2>/dev/null || true
@@ -66,7 +68,10 @@ elif [[ ${HB_REAL_NODES:-1} != 0 ]]; then
 fi
 
 main_rc=0
-cargo test --locked --workspace --all-targets || main_rc=$?
+# --no-fail-fast: one failing test binary does not hide the others' results.
+# The output is kept so the end of the run can repeat each failure's panic.
+main_log=$(mktemp)
+cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$main_log" || main_rc=$?
 ipvlan_rc=
 if "$HB_ROOT/e2e/ipvlan.sh"; then
   say "ipvlan is available: running the ipvlan tests"
@@ -103,6 +108,14 @@ else
     "######################################################################" \
     "# real-nodes tier: NOT RUN: HB_REAL_NODES=0                          #" \
     "######################################################################" >&2
+fi
+
+if ((main_rc != 0)); then
+  # Each failing test's own output (libtest's "---- name stdout ----"
+  # sections), repeated here at the end where a truncated log still shows it.
+  echo "---- failures of cargo test, repeated ----" >&2
+  awk '/^---- .* stdout ----$/ {keep = 1} /^failures:$/ && keep {keep = 0} keep' "$main_log" | head -400 >&2 || true
+  grep -E '^test .* FAILED$|^error: test failed' "$main_log" >&2 || true
 fi
 
 verdict() { # name rc
