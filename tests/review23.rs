@@ -38,14 +38,13 @@
 //!
 //! Fixed: 1 (the fence names its sandbox and when, `<nanos>/<container>`;
 //! `take_over` leaves a claim its own sandbox's DEL fenced after the ADD
-//! began). Known and NOT fixed: 2, marked `#[ignore]` with its reason (it
-//! still fails: run it with `-- --ignored`). Closing it needs a record that
-//! outlives the DEL (a tombstone claim the controller keeps unanswered
-//! until the agent's ADD deadline), or an `answer-by` no later than the
-//! moment the runtime stops waiting. Until then the address stays with the
-//! pod's interface: its next sandbox takes the claim over (the same
-//! address), or the pod's deletion frees it through the claim's owner
-//! reference; it never goes to another pod twice.
+//! began). Fixed later: 2 (crates/node/src/agent/overtaken.rs: a DEL that
+//! arrives while the agent still runs an ADD of the same attachment is run
+//! again when that ADD ends; by then the ADD's create has landed, and the
+//! DEL finds and deletes it, or it can only land past the ADD's
+//! `answer-by`, and the controller deletes it unanswered). The claim may be
+//! answered for a moment between its landing and the ADD's end; it is then
+//! released, never given to another pod.
 //!
 //! Run (with the kit up): `cargo test --locked --test review23 --
 //! --test-threads=1`.
@@ -249,18 +248,14 @@ async fn a_takeover_outliving_its_killed_plugin_lands_after_the_fence() {
 /// outlives the plugin that asked (crates/node/src/agent/server.rs
 /// `connection`), and `answer-by` (crates/node/src/cni/verbs.rs `add`)
 /// is the agent's deadline, not the moment the runtime stopped waiting;
-/// there is no claim for the DEL to fence. Fix: the agent tracks its
-/// running ADDs per (container, attachment); a DEL of that sandbox
-/// cancels the ADD and waits for it to end, then reads (and a create
-/// already on the wire is then late by its own `answer-by`, which the
-/// cancelled ADD must set to its cancellation: e.g. the DEL takes over
-/// and deletes what it finds afterwards, or the ADD's claim carries the
-/// plugin's own deadline rather than the agent's).
+/// there is no claim for the DEL to fence. Fixed by the agent keeping
+/// which running ADD a DEL of its attachment overtook, and running that
+/// DEL again when the ADD ends (crates/node/src/agent/overtaken.rs): the
+/// claim the late create made is then found and deleted.
 ///
 /// The user's check: once sandbox-1's DEL has returned, no claim is
 /// answered for it and the pool holds nothing for the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "KNOWN DEFECT, NOT FIXED (review23): a create held past its killed plugin and its DEL is answered for the torn-down sandbox; see the module doc"]
 async fn a_create_outliving_its_killed_plugin_is_answered_after_del() {
     let (kit, ns) = common::setup("r23-create").await;
     let client = kit.client.clone();

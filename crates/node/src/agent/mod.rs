@@ -17,7 +17,11 @@
 //!   ([`crate::cni::watch`], which the verbs wait on). It answers only for its own node and its own
 //!   credentials, and keeps nothing a crash would lose: the claims in the
 //!   API server are the record, and a repeated ADD finds its claim again.
+//! - [`overtaken`]: a DEL that arrives while the agent still runs an ADD of
+//!   the same attachment (the runtime killed the plugin) is run again when
+//!   that ADD ends, so a claim it created late is not left answered.
 
+pub mod overtaken;
 pub mod server;
 
 pub use hereabouts_plugin::{client, protocol};

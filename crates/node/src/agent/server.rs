@@ -14,8 +14,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::overtaken::Overtaken;
 use super::protocol::{self, Request, Response};
-use crate::cni::env::{Command, Invocation};
+use crate::cni::Outcome;
+use crate::cni::env::{Command, Environment, Invocation};
 use crate::cni::error::{CniError, code};
 use crate::cni::verbs::{self, Backend};
 use crate::cni::watch::ClaimWatch;
@@ -93,6 +95,8 @@ pub struct Agent {
     /// client; one naming other credentials is left to the plugin.
     pub kubeconfig: Option<PathBuf>,
     pub claims: Arc<ClaimWatch>,
+    /// The ADDs running, and which a DEL of their attachment overtook.
+    overtaken: Overtaken,
 }
 
 impl std::fmt::Debug for Agent {
@@ -104,6 +108,10 @@ impl std::fmt::Debug for Agent {
             .finish_non_exhaustive()
     }
 }
+
+/// How often the agent runs an overtaken ADD's DEL again before it leaves
+/// the claim to the pod's deletion (its owner reference).
+const DEL_AGAIN_ATTEMPTS: u32 = 3;
 
 /// How often the agent reads the API server's clock.
 const CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -154,6 +162,7 @@ impl Agent {
             node,
             kubeconfig,
             claims,
+            overtaken: Overtaken::default(),
         })
     }
 
@@ -251,10 +260,64 @@ impl Agent {
             claims: &self.claims,
             flat_file: flat_file.as_ref(),
         };
-        let outcome = crate::cni::run_with(environment, stdin, backend).await;
+        let attachment = environment
+            .container_id
+            .clone()
+            .zip(environment.ifname.clone());
+        let outcome = match (command, attachment) {
+            (Ok(Command::Add), Some(attachment)) => {
+                let start = self.overtaken.begin_add(&attachment);
+                let outcome = crate::cni::run_with(environment.clone(), stdin, backend).await;
+                if self.overtaken.end_add(&attachment, start) {
+                    self.del_again(environment, stdin, backend).await;
+                    Outcome {
+                        stdout: Some(
+                            CniError::try_again(format!(
+                                "a DEL of this attachment (container {:?}, interface {:?}) \
+                                 arrived while its ADD ran: what the ADD filed is released",
+                                attachment.0, attachment.1
+                            ))
+                            .to_json(&crate::cni::error_version(stdin)),
+                        ),
+                        success: false,
+                    }
+                } else {
+                    outcome
+                }
+            }
+            (Ok(Command::Del), Some(attachment)) => {
+                self.overtaken.del(&attachment);
+                crate::cni::run_with(environment, stdin, backend).await
+            }
+            _ => crate::cni::run_with(environment, stdin, backend).await,
+        };
         Response::Answer {
             stdout: outcome.stdout,
             success: outcome.success,
+        }
+    }
+
+    /// Runs again the DEL that overtook an ADD of the attachment, now that
+    /// the ADD has ended (its create landed or can only land past its
+    /// deadline). A DEL that keeps failing is logged: the claim then stays
+    /// with the pod until its deletion, never given to another.
+    async fn del_again(&self, mut environment: Environment, stdin: &[u8], backend: Backend<'_>) {
+        environment.command = Some("DEL".to_owned());
+        for attempt in 1..=DEL_AGAIN_ATTEMPTS {
+            let outcome = crate::cni::run_with(environment.clone(), stdin, backend).await;
+            if outcome.success {
+                return;
+            }
+            tracing::warn!(
+                attempt,
+                container = environment.container_id.as_deref().unwrap_or_default(),
+                interface = environment.ifname.as_deref().unwrap_or_default(),
+                error = %outcome.stdout.unwrap_or_default(),
+                "running again the DEL that overtook an ADD failed"
+            );
+            if attempt < DEL_AGAIN_ATTEMPTS {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
         }
     }
 }
